@@ -1,0 +1,164 @@
+"""Errors that read like HiAPI's documented ones.
+
+Mapped from the HTTP status and the envelope's `error_code`. Messages never
+carry the API key: they are built from the server's message and our own text,
+and `redact` scrubs anything that looks like a key before it is stored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_KEY_RE = re.compile(r"sk-[A-Za-z0-9_\-]{4,}")
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """Remove API keys (and any given secret) from text meant for people or logs."""
+    for s in secrets:
+        if s:
+            text = text.replace(s, "[redacted]")
+    return _KEY_RE.sub("sk-[redacted]", text)
+
+
+class HiAPIError(Exception):
+    """Base of every error the client raises."""
+
+    status: int | None = None
+    #: Safe to send again as it is (possibly after waiting)?
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error_code: str | None = None,
+        retry_after: float | None = None,
+        payload: Any = None,
+    ) -> None:
+        message = redact(message)
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        self.error_code = error_code
+        self.retry_after = retry_after
+        self.payload = payload
+
+    @property
+    def code(self) -> str:
+        return self.error_code or (f"HTTP_{self.status}" if self.status else type(self).__name__)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status={self.status!r}, error_code={self.error_code!r}, message={self.message!r})"
+
+
+class InvalidRequestError(HiAPIError):
+    """400 INVALID_REQUEST: fix the request; never resend it as is."""
+
+    status = 400
+
+
+class RequestValidationError(InvalidRequestError):
+    """Caught locally before sending; `problems` name each field and what to do."""
+
+    def __init__(self, problems: list) -> None:
+        self.problems = list(problems)
+        super().__init__(" ".join(p.message for p in self.problems), error_code="INVALID_REQUEST")
+        self.status = None
+
+
+class AuthenticationError(HiAPIError):
+    """401: the API key is missing or wrong."""
+
+    status = 401
+
+
+class InsufficientBalanceError(HiAPIError):
+    """402: the account balance is too low."""
+
+    status = 402
+
+
+class NotFoundError(HiAPIError):
+    """404: unknown task, or a task that belongs to another key."""
+
+    status = 404
+
+
+class IdempotencyKeyInFlightError(HiAPIError):
+    """409 IDEMPOTENCY_KEY_PROCESSING: the first request with this key is still running."""
+
+    status = 409
+    retryable = True
+
+
+class IdempotencyKeyMismatchError(HiAPIError):
+    """422 IDEMPOTENCY_KEY_MISMATCH: a key reused with another body. A bug; never retried."""
+
+    status = 422
+
+
+class RateLimitedError(HiAPIError):
+    """429: too many requests; wait `retry_after` seconds and reduce concurrency."""
+
+    status = 429
+    retryable = True
+
+
+class UnavailableError(HiAPIError):
+    """503, MODEL_UNAVAILABLE, TASK_TIMEOUT, STORAGE_UNAVAILABLE: try again later."""
+
+    status = 503
+    retryable = True
+
+
+class HiAPIConnectionError(HiAPIError):
+    """The network failed (connect, read, timeout). For a POST without an
+    idempotency key the outcome is unknown: a task may have been created."""
+
+    retryable = True
+
+
+class MalformedResponseError(HiAPIError):
+    """The server answered something that is not HiAPI's documented envelope."""
+
+    retryable = True
+
+
+_BY_CODE: dict[str, type[HiAPIError]] = {
+    "INVALID_REQUEST": InvalidRequestError,
+    "IDEMPOTENCY_KEY_PROCESSING": IdempotencyKeyInFlightError,
+    "IDEMPOTENCY_KEY_MISMATCH": IdempotencyKeyMismatchError,
+    "MODEL_UNAVAILABLE": UnavailableError,
+    "TASK_TIMEOUT": UnavailableError,
+    "STORAGE_UNAVAILABLE": UnavailableError,
+}
+_BY_STATUS: dict[int, type[HiAPIError]] = {
+    400: InvalidRequestError,
+    401: AuthenticationError,
+    402: InsufficientBalanceError,
+    404: NotFoundError,
+    409: IdempotencyKeyInFlightError,
+    422: IdempotencyKeyMismatchError,
+    429: RateLimitedError,
+    502: UnavailableError,
+    503: UnavailableError,
+    504: UnavailableError,
+}
+
+
+def error_for(
+    status: int,
+    error_code: str | None,
+    message: str,
+    *,
+    retry_after: float | None = None,
+    payload: Any = None,
+) -> HiAPIError:
+    """Build the error class HiAPI's docs describe for this status and code."""
+    cls = _BY_CODE.get(error_code or "") or _BY_STATUS.get(status)
+    if cls is None:
+        cls = UnavailableError if status >= 500 else HiAPIError
+    return cls(message, status=status, error_code=error_code, retry_after=retry_after, payload=payload)

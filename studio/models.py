@@ -1,0 +1,255 @@
+"""Typed views of HiAPI's payloads.
+
+Each model parses tolerantly and keeps the raw payload: an unknown status or
+an extra field is kept as-is, a malformed output item is skipped, and nothing
+here raises on odd input from the server. Requests are built only from
+validated values (see `validation.validate_request`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_MODEL = "gpt-image-2"
+
+
+class TaskStatus:
+    """Documented statuses. Anything else is carried as an unknown, non-terminal one."""
+
+    QUEUED = "queued"
+    HANDLING = "handling"
+    ARCHIVING = "archiving"
+    SUCCESS = "success"
+    FAIL = "fail"
+
+    KNOWN = (QUEUED, HANDLING, ARCHIVING, SUCCESS, FAIL)
+    TERMINAL = (SUCCESS, FAIL)
+
+
+def is_terminal(status: str | None) -> bool:
+    return status in TaskStatus.TERMINAL
+
+
+def _int(value: Any, default: int = 0) -> int:
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value == value and abs(value) < 1e15:
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(float(value))
+        except ValueError:
+            return default
+    return default
+
+
+def _str(value: Any, default: str = "") -> str:
+    return value if isinstance(value, str) else default
+
+
+@dataclass(frozen=True)
+class Callback:
+    url: str
+    when: str = "final"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"url": self.url, "when": self.when}
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """What one Generate asks of HiAPI: a prompt, a ratio and a resolution.
+
+    `callback` sits at the top level of the body, never inside `input`.
+    """
+
+    prompt: str
+    aspect_ratio: str = "auto"
+    resolution: str = "1K"
+    model: str = DEFAULT_MODEL
+    callback: Callback | None = None
+
+    def to_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "input": {
+                "prompt": self.prompt,
+                "aspect_ratio": self.aspect_ratio,
+                "resolution": self.resolution,
+            },
+        }
+        if self.callback is not None:
+            body["callback"] = self.callback.to_dict()
+        return body
+
+    def problems(self, *, allow_loopback_http: bool = False) -> list:
+        from .validation import validate_request
+
+        cb = self.callback
+        return validate_request(
+            self.prompt,
+            self.aspect_ratio,
+            self.resolution,
+            cb.url if cb else None,
+            cb.when if cb else "final",
+            allow_loopback_http=allow_loopback_http,
+        )
+
+    @classmethod
+    def from_body(cls, body: Any) -> TaskRequest:
+        """Best-effort parse of a create body (simulator side); validate afterwards."""
+        body = body if isinstance(body, dict) else {}
+        inp = body.get("input") if isinstance(body.get("input"), dict) else {}
+        cb = body.get("callback")
+        callback = None
+        if isinstance(cb, dict):
+            callback = Callback(url=cb.get("url"), when=cb.get("when", "final"))  # type: ignore[arg-type]
+        return cls(
+            prompt=inp.get("prompt"),  # type: ignore[arg-type]
+            aspect_ratio=inp.get("aspect_ratio", "auto"),
+            resolution=inp.get("resolution", "1K"),
+            model=body.get("model"),  # type: ignore[arg-type]
+            callback=callback,
+        )
+
+
+@dataclass(frozen=True)
+class Output:
+    """One result file. Its URL is temporary: download it at once."""
+
+    url: str
+    type: str = "image"
+    expire_at: int = 0
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, item: Any) -> Output | None:
+        if not isinstance(item, dict):
+            return None
+        url = item.get("url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            return None
+        return cls(url=url, type=_str(item.get("type"), "image"), expire_at=_int(item.get("expireAt")), raw=item)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"url": self.url, "type": self.type, "expireAt": self.expire_at}
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    """HiAPI's reason for a failed task, e.g. TASK_FAILED: upstream rejected the prompt."""
+
+    code: str
+    message: str
+
+    @classmethod
+    def parse(cls, value: Any) -> TaskFailure | None:
+        if isinstance(value, dict):
+            return cls(code=_str(value.get("code"), "UNKNOWN"), message=_str(value.get("message")))
+        if isinstance(value, str) and value:
+            return cls(code="UNKNOWN", message=value)
+        return None
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}" if self.message else self.code
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task as `GET /v1/tasks/{taskId}` (or a callback) describes it."""
+
+    task_id: str
+    status: str
+    model: str = ""
+    created: int = 0
+    completed: int = 0
+    outputs: tuple[Output, ...] = ()
+    error: TaskFailure | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def is_terminal(self) -> bool:
+        return is_terminal(self.status)
+
+    @property
+    def is_known_status(self) -> bool:
+        return self.status in TaskStatus.KNOWN
+
+    @classmethod
+    def parse(cls, data: Any) -> Task | None:
+        """Parse a task object; None only if it has no usable taskId."""
+        if not isinstance(data, dict):
+            return None
+        task_id = data.get("taskId")
+        if not isinstance(task_id, str) or not task_id:
+            return None
+        items = data.get("output")
+        outputs = tuple(o for o in (Output.parse(i) for i in items) if o) if isinstance(items, list) else ()
+        return cls(
+            task_id=task_id,
+            status=_str(data.get("status"), "unknown") or "unknown",
+            model=_str(data.get("model")),
+            created=_int(data.get("created")),
+            completed=_int(data.get("completed")),
+            outputs=outputs,
+            error=TaskFailure.parse(data.get("error")),
+            raw=data,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "taskId": self.task_id,
+            "model": self.model,
+            "status": self.status,
+            "created": self.created,
+            "completed": self.completed,
+        }
+        if self.outputs:
+            d["output"] = [o.to_dict() for o in self.outputs]
+        if self.error:
+            d["error"] = self.error.to_dict()
+        return d
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    """One page of `GET /v1/tasks`, newest first. The list shape is not documented,
+    so the parser accepts a bare list or an object holding one."""
+
+    tasks: tuple[Task, ...]
+    page: int = 1
+    size: int = 0
+    total: int | None = None
+    raw: Any = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, data: Any, page: int = 1, size: int = 0) -> TaskPage:
+        items: Any = data
+        total = None
+        if isinstance(data, dict):
+            for key in ("list", "items", "tasks", "records", "data"):
+                if isinstance(data.get(key), list):
+                    items = data[key]
+                    break
+            else:
+                items = []
+            total = _int(data.get("total"), 0) if "total" in data else None
+            page = _int(data.get("page"), page) or page
+            size = _int(data.get("size"), size) or size
+        tasks = tuple(t for t in (Task.parse(i) for i in items) if t) if isinstance(items, list) else ()
+        return cls(tasks=tasks, page=page, size=size, total=total, raw=data)
+
+
+@dataclass(frozen=True)
+class Created:
+    """The answer to a create: the new (or replayed) task id."""
+
+    task_id: str
+    replayed: bool = False
+    idempotency_key: str | None = None

@@ -1,0 +1,113 @@
+"""The one table of aspect ratios, resolutions and approximate pixel sizes.
+
+HiAPI does not publish what 1K/2K/4K mean in pixels. The model family takes
+sides that are multiples of 16, at most 3840 px on the long edge, a ratio of at
+most 3:1 and 655,360-8,294,400 pixels in all. We follow one reseller's rule:
+1K fixes the short edge near 1024; 2K and 4K fix the long edge at 2048 and
+3840, shrunk to stay within the pixel budget. Sizes are shown as approximate;
+the real image is always measured. The pickers, the validation and the
+simulator all read this table, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+RESOLUTIONS: tuple[str, ...] = ("1K", "2K", "4K")
+DEFAULT_RATIO = "auto"
+DEFAULT_RESOLUTION = "1K"
+
+SIDE_STEP = 16
+MAX_LONG_EDGE = 3840
+MIN_PIXELS = 655_360
+MAX_PIXELS = 8_294_400
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """One aspect ratio HiAPI accepts, with the placements it suits."""
+
+    name: str
+    width: int  # ratio terms; `auto` is drawn square
+    height: int
+    group: str  # square, landscape, portrait, wide, tall, auto
+    placements: tuple[str, ...]
+
+    @property
+    def value(self) -> float:
+        return self.width / self.height
+
+
+_TABLE: tuple[Ratio, ...] = (
+    Ratio("auto", 1, 1, "auto", ("let the model choose",)),
+    Ratio("1:1", 1, 1, "square", ("feed post", "profile", "product tile")),
+    Ratio("5:4", 5, 4, "landscape", ("print 8x10 landscape",)),
+    Ratio("4:3", 4, 3, "landscape", ("classic slide", "tablet")),
+    Ratio("3:2", 3, 2, "landscape", ("photo print", "blog header")),
+    Ratio("16:9", 16, 9, "landscape", ("slide", "video", "YouTube thumbnail")),
+    Ratio("4:5", 4, 5, "portrait", ("feed post (portrait)", "print 8x10")),
+    Ratio("3:4", 3, 4, "portrait", ("poster", "Pinterest")),
+    Ratio("2:3", 2, 3, "portrait", ("poster", "book cover")),
+    Ratio("9:16", 9, 16, "portrait", ("story / reel", "phone wallpaper")),
+    Ratio("2:1", 2, 1, "wide", ("email header", "Twitter/X header")),
+    Ratio("21:9", 21, 9, "wide", ("web banner", "cinema")),
+    Ratio("3:1", 3, 1, "wide", ("LinkedIn banner", "leaderboard")),
+    Ratio("1:2", 1, 2, "tall", ("skyscraper ad",)),
+    Ratio("9:21", 9, 21, "tall", ("tall banner",)),
+    Ratio("1:3", 1, 3, "tall", ("roll-up banner", "side skyscraper")),
+)
+
+RATIOS: dict[str, Ratio] = {r.name: r for r in _TABLE}
+RATIO_NAMES: tuple[str, ...] = tuple(RATIOS)
+GROUPS: tuple[str, ...] = ("square", "landscape", "portrait", "wide", "tall")
+
+
+def _round16(x: float) -> int:
+    return max(SIDE_STEP, int(round(x / SIDE_STEP)) * SIDE_STEP)
+
+
+def _compute(ratio: Ratio, resolution: str) -> tuple[int, int]:
+    # Work in landscape orientation and swap at the end, so 4:5 mirrors 5:4.
+    a, b = max(ratio.width, ratio.height), min(ratio.width, ratio.height)
+    if resolution == "1K":
+        long, short = 1024 * a / b, 1024.0
+    else:
+        long = 2048.0 if resolution == "2K" else float(MAX_LONG_EDGE)
+        short = long * b / a
+    L, S = _round16(long), _round16(short)
+    if L * S > MAX_PIXELS:  # shrink both sides, rounding down to stay in budget
+        S = int(short * math.sqrt(MAX_PIXELS / (long * short))) // SIDE_STEP * SIDE_STEP
+        L = _round16(S * a / b)
+        while L * S > MAX_PIXELS:
+            S -= SIDE_STEP
+            L = _round16(S * a / b)
+    return (L, S) if ratio.width >= ratio.height else (S, L)
+
+
+# Precomputed: (ratio name, resolution) -> (width, height)
+PIXEL_SIZES: dict[tuple[str, str], tuple[int, int]] = {
+    (r.name, res): _compute(r, res) for r in _TABLE for res in RESOLUTIONS
+}
+
+
+def pixel_size(ratio: str, resolution: str) -> tuple[int, int]:
+    """Approximate (width, height) in pixels; KeyError for unknown values."""
+    return PIXEL_SIZES[(ratio, resolution)]
+
+
+def size_label(ratio: str, resolution: str) -> str:
+    w, h = pixel_size(ratio, resolution)
+    return f"≈{w}×{h}"
+
+
+def combination_problem(ratio: str, resolution: str) -> str | None:
+    """Why HiAPI rejects this ratio/resolution pair, or None if it accepts it.
+
+    Rules from HiAPI's model guide: `auto` works only with 1K; `1:1` never with 4K.
+    """
+    if ratio == "auto" and resolution != "1K":
+        return f"Aspect ratio 'auto' works only with 1K; pick a fixed ratio for {resolution}."
+    if ratio == "1:1" and resolution == "4K":
+        return "Aspect ratio '1:1' cannot be combined with 4K; choose 2K for a square."
+    return None

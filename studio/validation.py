@@ -1,0 +1,128 @@
+"""The one validation function for a gpt-image-2 task request.
+
+The UI calls it before enabling Generate, the client calls it before sending
+(an invalid request never leaves the machine), and the simulator calls it to
+answer 400 INVALID_REQUEST for exactly the same cases.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from .ratios import RATIO_NAMES, RESOLUTIONS, combination_problem
+
+MAX_PROMPT_CHARS = 20_000
+CALLBACK_WHEN = ("final",)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One failed rule: the field it concerns and a sentence saying what to do."""
+
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_request(
+    prompt: object,
+    aspect_ratio: object = "auto",
+    resolution: object = "1K",
+    callback_url: object = None,
+    callback_when: object = "final",
+    *,
+    allow_loopback_http: bool = False,
+) -> list[Problem]:
+    """Return every problem with a request; an empty list means it may be sent.
+
+    `allow_loopback_http` lets http://127.0.0.1 callbacks through; only the
+    simulator sets it, so local demos can receive callbacks without TLS.
+    """
+    problems: list[Problem] = []
+    if not isinstance(prompt, str) or not prompt.strip():
+        problems.append(Problem("prompt", "Prompt is required: describe the image you want."))
+    elif len(prompt) > MAX_PROMPT_CHARS:
+        over = len(prompt) - MAX_PROMPT_CHARS
+        problems.append(
+            Problem(
+                "prompt",
+                f"Prompt is {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,}. "
+                f"Shorten it by {over:,} character{'s' if over != 1 else ''}.",
+            )
+        )
+    elif "\x00" in prompt:
+        problems.append(Problem("prompt", "Prompt contains a NUL character; remove it."))
+
+    ratio_ok = isinstance(aspect_ratio, str) and aspect_ratio in RATIO_NAMES
+    res_ok = isinstance(resolution, str) and resolution in RESOLUTIONS
+    if not ratio_ok:
+        problems.append(
+            Problem(
+                "aspect_ratio",
+                f"Aspect ratio {aspect_ratio!r} is not supported; choose one of "
+                + ", ".join(RATIO_NAMES)
+                + ".",
+            )
+        )
+    if not res_ok:
+        problems.append(
+            Problem(
+                "resolution",
+                f"Resolution {resolution!r} is not supported; choose 1K, 2K or 4K.",
+            )
+        )
+    if ratio_ok and res_ok:
+        why = combination_problem(aspect_ratio, resolution)  # type: ignore[arg-type]
+        if why:
+            problems.append(Problem("aspect_ratio", why))
+
+    if callback_url is not None:
+        problems.extend(_callback_problems(callback_url, callback_when, allow_loopback_http))
+    return problems
+
+
+def _callback_problems(url: object, when: object, allow_loopback_http: bool) -> list[Problem]:
+    out: list[Problem] = []
+    if not isinstance(url, str) or not url:
+        return [Problem("callback.url", "Callback URL must be a non-empty https:// URL.")]
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return [Problem("callback.url", f"Callback URL {url!r} is not a valid URL; use https://host/path.")]
+    if not host:
+        out.append(Problem("callback.url", "Callback URL has no host; use https://host/path."))
+    elif parts.scheme == "https":
+        pass
+    elif parts.scheme == "http" and allow_loopback_http and is_loopback_host(host):
+        pass
+    else:
+        out.append(
+            Problem("callback.url", "Callback URL must use https://; HiAPI refuses plain http callbacks.")
+        )
+    if when not in CALLBACK_WHEN:
+        out.append(Problem("callback.when", f"Callback 'when' must be 'final' (got {when!r})."))
+    return out
+
+
+def first_problem_by_field(problems: list[Problem]) -> dict[str, str]:
+    """Map each field to its first problem, for showing messages beside widgets."""
+    out: dict[str, str] = {}
+    for p in problems:
+        out.setdefault(p.field, p.message)
+    return out
