@@ -132,7 +132,9 @@ class Output:
         url = item.get("url")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             return None
-        return cls(url=url, type=_str(item.get("type"), "image"), expire_at=_int(item.get("expireAt")), raw=item)
+        return cls(
+            url=url, type=_str(item.get("type"), "image"), expire_at=_int(item.get("expireAt")), raw=item
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {"url": self.url, "type": self.type, "expireAt": self.expire_at}

@@ -1,0 +1,16 @@
+"""Entry script: the studio's pages, listed explicitly."""
+
+import streamlit as st
+
+from components.chrome import mode_badge
+
+st.set_page_config(page_title="GPT Image 2 Studio", page_icon="🎨", layout="wide")
+
+pages = [
+    st.Page("pages/studio.py", title="Studio", icon=":material/brush:", default=True),
+    st.Page("pages/gallery.py", title="Gallery", icon=":material/photo_library:"),
+    st.Page("pages/settings.py", title="Settings", icon=":material/settings:"),
+]
+page = st.navigation(pages)
+mode_badge()
+page.run()

@@ -1,0 +1,92 @@
+"""The live queue: recent creatives and their tasks, redrawn by a fragment timer."""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from components import draft
+from components.pickers import shape_svg
+from components.services import get_services, image_url
+from studio.models import TaskStatus
+from studio.store import REJECTED, SUBMITTING, OutputRow, Submission
+
+STATUS_LABEL = {
+    SUBMITTING: ("Sending", "gray", ":material/upload:"),
+    TaskStatus.QUEUED: ("Queued", "blue", ":material/schedule:"),
+    TaskStatus.HANDLING: ("Generating", "violet", ":material/brush:"),
+    TaskStatus.ARCHIVING: ("Finishing", "orange", ":material/inventory_2:"),
+    TaskStatus.SUCCESS: ("Done", "green", ":material/check_circle:"),
+    TaskStatus.FAIL: ("Failed", "red", ":material/error:"),
+    REJECTED: ("Refused", "red", ":material/block:"),
+}
+
+
+def status_badge(state: str) -> None:
+    label, color, icon = STATUS_LABEL.get(state, (state.title(), "gray", ":material/help:"))
+    st.badge(label, color=color, icon=icon)
+
+
+def _elapsed(sub: Submission) -> str:
+    secs = int(sub.elapsed(time.time()))
+    return f"{secs // 60}m {secs % 60:02d}s" if secs >= 60 else f"{secs}s"
+
+
+def _edit_and_resubmit(sub: Submission) -> None:
+    draft.load(sub.prompt, [sub.aspect_ratio], sub.resolution)
+
+
+def task_card(sub: Submission, outputs: list[OutputRow]) -> None:
+    with st.container(border=True, key=f"task_{sub.id}"):
+        top = st.columns([3, 2], vertical_alignment="center")
+        with top[0]:
+            status_badge(sub.state)
+        top[1].caption(f"{sub.aspect_ratio} · {sub.resolution} · {_elapsed(sub)}")
+        if sub.state == TaskStatus.SUCCESS:
+            shown = False
+            for o in outputs:
+                if o.state == "kept" and o.sha256:
+                    st.image(image_url(f"/images/{o.sha256}.png"), width="stretch")
+                    st.caption(f"{o.width}×{o.height} px")
+                    shown = True
+                elif o.state == "failed":
+                    st.warning(f"Image could not be kept: {o.error}", icon=":material/broken_image:")
+                    shown = True
+            if not shown:
+                st.html(shape_svg(sub.aspect_ratio, box=96))
+                st.caption("Saving the image…")
+        elif sub.state in (TaskStatus.FAIL, REJECTED):
+            st.error(f"**{sub.error_code or 'FAILED'}** — {sub.error_message or 'no reason given'}")
+            if st.button("Edit and resubmit", key=f"resubmit_{sub.id}", icon=":material/edit:",
+                         on_click=_edit_and_resubmit, args=(sub,)):
+                st.rerun()  # the editor lives outside this fragment
+        else:
+            st.html(shape_svg(sub.aspect_ratio, box=96))
+            if sub.error_message and sub.state == SUBMITTING:
+                st.caption(f"Retrying: {sub.error_message}")
+
+
+@st.fragment(run_every=1.0)
+def live_queue(limit: int = 24) -> None:
+    services = get_services()
+    subs = services.store.recent(limit=limit)
+    if not subs:
+        st.caption("Nothing generated yet. Write a prompt, pick ratios and press Generate.")
+        return
+    outputs = services.store.outputs_for([s.id for s in subs])
+    creatives: dict[str, list[Submission]] = {}
+    for s in subs:
+        creatives.setdefault(s.creative_id, []).append(s)
+    for creative_id, items in creatives.items():
+        items.sort(key=lambda s: s.id)
+        first = items[0]
+        with st.container(border=True, key=f"creative_{creative_id}"):
+            head = st.columns([5, 1], vertical_alignment="center")
+            # st.text shows the prompt literally: no markdown, no HTML.
+            head[0].text(first.prompt[:160] + ("…" if len(first.prompt) > 160 else ""))
+            head[1].caption(time.strftime("%H:%M:%S", time.localtime(first.created_at)))
+            cols = st.columns(min(4, len(items)))
+            for i, sub in enumerate(items):
+                with cols[i % len(cols)]:
+                    task_card(sub, outputs.get(sub.id, []))

@@ -1,0 +1,24 @@
+"""Studio: write a prompt, pick where the image goes, generate, watch results arrive."""
+
+import streamlit as st
+
+from components import draft, submit
+from components.editor import prompt_editor, template_row
+from components.pickers import ratio_picker, resolution_picker
+from components.queue import live_queue
+
+draft.init()
+errs = submit.errors()
+
+st.title("Studio")
+template_row()
+left, right = st.columns([5, 4], gap="large")
+with left:
+    prompt_editor(errs.get("prompt"))
+    resolution_picker(errs.get("resolution"))
+    submit.generate_button()
+with right:
+    ratio_picker(errs.get("aspect_ratio"))
+
+st.subheader("Queue")
+live_queue()

@@ -1,0 +1,76 @@
+"""The studio's server: Streamlit pages plus the HTTP routes the app exposes.
+
+`streamlit run server.py` finds the `st.App` below and serves `app.py` with
+these extra routes on the same port:
+- GET /api/health                      tracker and store health (JSON)
+- GET /images/{sha256}.png             kept originals, content-addressed
+- GET /thumbs/{sha256}.webp            small WebP thumbnails
+Images are served from disk with immutable cache headers, so the browser
+caches them and nothing passes through Streamlit's in-memory media store.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import asynccontextmanager
+
+import streamlit as st
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from studio import services as core
+from studio.config import Settings
+
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+_IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
+
+
+def _secrets() -> dict:
+    try:
+        return {k: st.secrets[k] for k in st.secrets}
+    except Exception:
+        return {}
+
+
+def _services() -> core.Services:
+    return core.current() or core.boot(Settings.load(secrets=_secrets()))
+
+
+async def health(request: Request) -> Response:
+    s = _services()
+    h = s.tracker.health()
+    return JSONResponse({"status": "ok" if h["alive"] else "degraded", "mode": s.settings.mode, "tracker": h})
+
+
+def _file(kind: str):
+    async def handler(request: Request) -> Response:
+        sha = request.path_params["sha"]
+        if not _SHA.match(sha):
+            return Response("not found", status_code=404)
+        keeper = _services().keeper
+        path = keeper.original_path(sha) if kind == "original" else keeper.thumb_path(sha)
+        if not path.is_file():
+            return Response("not found", status_code=404)
+        media = "image/png" if kind == "original" else "image/webp"
+        return FileResponse(path, media_type=media, headers=_IMMUTABLE)
+
+    return handler
+
+
+@asynccontextmanager
+async def lifespan(app):
+    _services()  # start the tracker with the server, not with the first page view
+    yield
+    core.shutdown()
+
+
+app = st.App(
+    "app.py",
+    lifespan=lifespan,
+    routes=[
+        Route("/api/health", health, methods=["GET"]),
+        Route("/images/{sha}.png", _file("original"), methods=["GET"]),
+        Route("/thumbs/{sha}.webp", _file("thumb"), methods=["GET"]),
+    ],
+)

@@ -1,0 +1,77 @@
+"""Settings from the environment and Streamlit secrets (passed in as a mapping).
+
+With no `HIAPI_API_KEY` the studio runs against its embedded simulator. The key
+is kept in `Settings.api_key`, which is excluded from repr so it never lands in
+a log line or a page by accident.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .models import DEFAULT_MODEL
+
+DEFAULT_BASE_URL = "https://api.hiapi.ai"
+
+
+def _pick(name: str, env: Mapping[str, str], secrets: Mapping[str, Any]) -> str | None:
+    value = env.get(name)
+    if value is None:
+        value = secrets.get(name)
+        if value is None and isinstance(secrets.get("hiapi"), Mapping):
+            value = secrets["hiapi"].get(name.removeprefix("HIAPI_").lower())
+    if value is None:
+        return None
+    value = str(value).strip()
+    return value or None
+
+
+def _float(value: str | None, default: float) -> float:
+    try:
+        return float(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+@dataclass(frozen=True)
+class Settings:
+    api_key: str | None = field(default=None, repr=False)
+    base_url: str = DEFAULT_BASE_URL
+    model: str = DEFAULT_MODEL
+    data_dir: Path = Path("data")
+    sim_min_duration: float = 3.0
+    sim_max_duration: float = 8.0
+    sim_fail_rate: float = 0.0
+    callback_url: str | None = None
+    callback_token: str | None = field(default=None, repr=False)
+    webhook_secret: str | None = field(default=None, repr=False)
+
+    @property
+    def simulated(self) -> bool:
+        """True when no API key is set: the studio talks to its own simulator."""
+        return not self.api_key
+
+    @property
+    def mode(self) -> str:
+        return "Simulator" if self.simulated else "HiAPI"
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None, secrets: Mapping[str, Any] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        secrets = secrets or {}
+        return cls(
+            api_key=_pick("HIAPI_API_KEY", env, secrets),
+            base_url=(_pick("HIAPI_BASE_URL", env, secrets) or DEFAULT_BASE_URL).rstrip("/"),
+            model=_pick("HIAPI_MODEL", env, secrets) or DEFAULT_MODEL,
+            data_dir=Path(_pick("STUDIO_DATA_DIR", env, secrets) or "data"),
+            sim_min_duration=_float(_pick("STUDIO_SIM_MIN_DURATION", env, secrets), 3.0),
+            sim_max_duration=_float(_pick("STUDIO_SIM_MAX_DURATION", env, secrets), 8.0),
+            sim_fail_rate=_float(_pick("STUDIO_SIM_FAIL_RATE", env, secrets), 0.0),
+            callback_url=_pick("HIAPI_CALLBACK_URL", env, secrets),
+            callback_token=_pick("HIAPI_CALLBACK_TOKEN", env, secrets),
+            webhook_secret=_pick("HIAPI_WEBHOOK_SECRET", env, secrets),
+        )

@@ -1,0 +1,95 @@
+"""Wiring: one set of services per server process.
+
+`boot` is idempotent and thread-safe: the page layer (through
+`st.cache_resource`) and the HTTP routes both get the same store, client and
+tracker. With no API key it starts the embedded simulator and points the
+client at it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from .client import HiAPIClient
+from .config import Settings
+from .images import ImageKeeper
+from .store import Store
+from .tracker import Tracker
+
+log = logging.getLogger("studio.services")
+
+SIMULATOR_KEY = "sk-simulator-local"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    client: HiAPIClient
+    keeper: ImageKeeper
+    tracker: Tracker
+    simulator: Any | None = None
+
+    @property
+    def base_url(self) -> str:
+        return self.simulator.base_url if self.simulator else self.settings.base_url
+
+    def close(self) -> None:
+        self.tracker.stop()
+        self.client.close()
+        self.keeper.close()
+        if self.simulator:
+            self.simulator.stop()
+
+
+_lock = threading.Lock()
+_current: Services | None = None
+
+
+def current() -> Services | None:
+    return _current
+
+
+def boot(settings: Settings) -> Services:
+    """Start (once per process) the store, client, image keeper and tracker."""
+    global _current
+    with _lock:
+        if _current is not None:
+            return _current
+        data = settings.data_dir
+        data.mkdir(parents=True, exist_ok=True)
+        store = Store(data / "studio.db")
+        keeper = ImageKeeper(data / "images")
+        simulator = None
+        priors = None
+        if settings.simulated:
+            from .simulator import Simulator
+
+            simulator = Simulator(
+                host="127.0.0.1",
+                port=0,
+                min_duration=settings.sim_min_duration,
+                max_duration=settings.sim_max_duration,
+            ).start()
+            if settings.sim_fail_rate:
+                simulator.set_faults(fail_rate=settings.sim_fail_rate)
+            mid = (settings.sim_min_duration + settings.sim_max_duration) / 2
+            priors = {"1K": mid, "2K": mid, "4K": mid}
+            client = HiAPIClient(SIMULATOR_KEY, base_url=simulator.base_url, model=settings.model)
+        else:
+            client = HiAPIClient(settings.api_key or "", base_url=settings.base_url, model=settings.model)
+        tracker = Tracker(store, client, keeper, priors=priors).start()
+        _current = Services(settings, store, client, keeper, tracker, simulator)
+        log.info("studio services started in %s mode", settings.mode)
+        return _current
+
+
+def shutdown() -> None:
+    global _current
+    with _lock:
+        if _current is not None:
+            _current.close()
+            _current = None

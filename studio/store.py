@@ -1,0 +1,494 @@
+"""The studio's memory: one SQLite file (WAL) in the data folder.
+
+Contract:
+- A submission is written, with its idempotency key, *before* its POST, so a
+  crash never loses one; the tracker resumes every unfinished row at start-up.
+- Task state is upserted by task id; terminal states are sticky, so a late,
+  duplicate or out-of-order report (poll or callback) changes nothing.
+- Every output is recorded with its temporary URL the moment the task
+  succeeds, then marked kept (with file, size and hash) or failed.
+Connections are per thread; writes are short transactions.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .models import Output, Task, TaskRequest, TaskStatus
+
+SUBMITTING = "submitting"  # written, POST not yet answered
+REJECTED = "rejected"  # HiAPI (or we) refused the request; never sent again
+TERMINAL_STATES = (TaskStatus.SUCCESS, TaskStatus.FAIL, REJECTED)
+
+_MIGRATIONS: tuple[str, ...] = (
+    # 1: submissions, their task history and outputs
+    """
+    CREATE TABLE submissions (
+        id INTEGER PRIMARY KEY,
+        creative_id TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        aspect_ratio TEXT NOT NULL,
+        resolution TEXT NOT NULL,
+        model TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        state TEXT NOT NULL,
+        task_id TEXT UNIQUE,
+        error_code TEXT,
+        error_message TEXT,
+        created_at REAL NOT NULL,
+        submitted_at REAL,
+        finished_at REAL,
+        remote_created INTEGER,
+        remote_completed INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        raw_task TEXT
+    );
+    CREATE INDEX submissions_state ON submissions(state);
+    CREATE INDEX submissions_creative ON submissions(creative_id);
+    CREATE INDEX submissions_created ON submissions(created_at);
+    CREATE TABLE task_events (
+        id INTEGER PRIMARY KEY,
+        submission_id INTEGER NOT NULL REFERENCES submissions(id) ON DELETE CASCADE,
+        status TEXT NOT NULL,
+        at REAL NOT NULL,
+        source TEXT NOT NULL
+    );
+    CREATE INDEX task_events_submission ON task_events(submission_id);
+    CREATE TABLE outputs (
+        id INTEGER PRIMARY KEY,
+        submission_id INTEGER NOT NULL REFERENCES submissions(id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        url TEXT NOT NULL,
+        expire_at INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_try_at REAL NOT NULL DEFAULT 0,
+        error TEXT,
+        sha256 TEXT,
+        path TEXT,
+        thumb_path TEXT,
+        width INTEGER,
+        height INTEGER,
+        bytes INTEGER,
+        kept_at REAL,
+        UNIQUE(submission_id, idx)
+    );
+    CREATE INDEX outputs_state ON outputs(state);
+    CREATE INDEX outputs_sha ON outputs(sha256);
+    """,
+    # 2: favourites, collections and prompt search
+    """
+    CREATE TABLE favourites (
+        output_id INTEGER PRIMARY KEY REFERENCES outputs(id) ON DELETE CASCADE,
+        at REAL NOT NULL
+    );
+    CREATE TABLE collections (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE collection_items (
+        collection_id INTEGER NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
+        output_id INTEGER NOT NULL REFERENCES outputs(id) ON DELETE CASCADE,
+        PRIMARY KEY (collection_id, output_id)
+    );
+    CREATE VIRTUAL TABLE prompt_search USING fts5(
+        prompt, content='submissions', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+    );
+    CREATE TRIGGER submissions_ai AFTER INSERT ON submissions BEGIN
+        INSERT INTO prompt_search(rowid, prompt) VALUES (new.id, new.prompt);
+    END;
+    CREATE TRIGGER submissions_ad AFTER DELETE ON submissions BEGIN
+        INSERT INTO prompt_search(prompt_search, rowid, prompt) VALUES ('delete', old.id, old.prompt);
+    END;
+    INSERT INTO prompt_search(rowid, prompt) SELECT id, prompt FROM submissions;
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+_RANK = {SUBMITTING: 0, TaskStatus.QUEUED: 1, TaskStatus.HANDLING: 2, TaskStatus.ARCHIVING: 3}
+
+
+@dataclass(frozen=True)
+class Submission:
+    id: int
+    creative_id: str
+    prompt: str
+    aspect_ratio: str
+    resolution: str
+    model: str
+    idempotency_key: str
+    state: str
+    task_id: str | None
+    error_code: str | None
+    error_message: str | None
+    created_at: float
+    submitted_at: float | None
+    finished_at: float | None
+    remote_created: int | None
+    remote_completed: int | None
+    attempts: int
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def request(self) -> TaskRequest:
+        return TaskRequest(self.prompt, self.aspect_ratio, self.resolution, self.model)
+
+    def elapsed(self, now: float | None = None) -> float:
+        end = self.finished_at if self.finished_at else (now or time.time())
+        return max(0.0, end - self.created_at)
+
+
+@dataclass(frozen=True)
+class OutputRow:
+    id: int
+    submission_id: int
+    idx: int
+    url: str
+    expire_at: int
+    state: str  # pending | kept | failed
+    attempts: int
+    next_try_at: float
+    error: str | None
+    sha256: str | None
+    path: str | None
+    thumb_path: str | None
+    width: int | None
+    height: int | None
+    bytes: int | None
+    kept_at: float | None
+
+
+_SUB_COLS = ", ".join(Submission.__dataclass_fields__)
+_OUT_COLS = ", ".join(OutputRow.__dataclass_fields__)
+
+
+class Store:
+    """Thread-safe access to the studio database (one connection per thread)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._migrate()
+
+    # -- plumbing -------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=10000")
+            self._local.conn = conn
+        return conn
+
+    def _write(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        with self._write_lock:
+            return self._conn().execute(sql, params)
+
+    def _tx(self):
+        store = self
+
+        class _Tx:
+            def __enter__(self) -> sqlite3.Connection:
+                store._write_lock.acquire()
+                conn = store._conn()
+                conn.execute("BEGIN IMMEDIATE")
+                return conn
+
+            def __exit__(self, exc_type, exc, tb) -> None:
+                conn = store._conn()
+                try:
+                    conn.execute("ROLLBACK" if exc_type else "COMMIT")
+                finally:
+                    store._write_lock.release()
+
+        return _Tx()
+
+    def _migrate(self) -> None:
+        conn = self._conn()
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"The database {self.path} was written by a newer studio (schema {version}); upgrade the studio."
+            )
+        for i in range(version, SCHEMA_VERSION):
+            with self._tx() as c:
+                for stmt in _split_sql(_MIGRATIONS[i]):
+                    c.execute(stmt)
+                c.execute(f"PRAGMA user_version={i + 1}")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def schema_version(self) -> int:
+        return self._conn().execute("PRAGMA user_version").fetchone()[0]
+
+    # -- submissions ----------------------------------------------------------
+    def add_submission(
+        self, request: TaskRequest, *, idempotency_key: str, creative_id: str, now: float | None = None
+    ) -> int:
+        """Record a request before it is sent. Returns the submission id."""
+        now = time.time() if now is None else now
+        with self._tx() as c:
+            cur = c.execute(
+                "INSERT INTO submissions (creative_id, prompt, aspect_ratio, resolution, model,"
+                " idempotency_key, state, created_at) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    creative_id,
+                    request.prompt,
+                    request.aspect_ratio,
+                    request.resolution,
+                    request.model,
+                    idempotency_key,
+                    SUBMITTING,
+                    now,
+                ),
+            )
+            sid = int(cur.lastrowid)
+            c.execute(
+                "INSERT INTO task_events (submission_id, status, at, source) VALUES (?,?,?,?)",
+                (sid, SUBMITTING, now, "studio"),
+            )
+        return sid
+
+    def mark_created(self, submission_id: int, task_id: str, *, now: float | None = None) -> bool:
+        """Attach HiAPI's task id. Returns False if it was already attached."""
+        now = time.time() if now is None else now
+        with self._tx() as c:
+            cur = c.execute(
+                "UPDATE submissions SET task_id=?, submitted_at=?, attempts=attempts+1,"
+                " state=CASE WHEN state=? THEN ? ELSE state END"
+                " WHERE id=? AND task_id IS NULL",
+                (task_id, now, SUBMITTING, TaskStatus.QUEUED, submission_id),
+            )
+            if cur.rowcount:
+                c.execute(
+                    "INSERT INTO task_events (submission_id, status, at, source) VALUES (?,?,?,?)",
+                    (submission_id, TaskStatus.QUEUED, now, "create"),
+                )
+            return bool(cur.rowcount)
+
+    def note_attempt(self, submission_id: int, code: str, message: str) -> None:
+        """A create that may be retried (same key): keep it `submitting`, note why."""
+        self._write(
+            "UPDATE submissions SET attempts=attempts+1, error_code=?, error_message=? WHERE id=? AND state=?",
+            (code, message, submission_id, SUBMITTING),
+        )
+
+    def mark_rejected(self, submission_id: int, code: str, message: str, *, now: float | None = None) -> None:
+        """HiAPI refused the create (400/401/402/422): final, never resent."""
+        now = time.time() if now is None else now
+        with self._tx() as c:
+            c.execute(
+                "UPDATE submissions SET state=?, error_code=?, error_message=?, finished_at=? WHERE id=?",
+                (REJECTED, code, message, now, submission_id),
+            )
+            c.execute(
+                "INSERT INTO task_events (submission_id, status, at, source) VALUES (?,?,?,?)",
+                (submission_id, REJECTED, now, "create"),
+            )
+
+    def record_task(self, task: Task, *, source: str = "poll", now: float | None = None) -> bool:
+        """Upsert a task report by task id. Terminal states are sticky.
+
+        Returns True when the stored state changed (the first report of a new
+        status); False for duplicates, stale reports and unknown task ids.
+        On success the outputs are recorded in the same transaction.
+        """
+        now = time.time() if now is None else now
+        with self._tx() as c:
+            row = c.execute("SELECT id, state FROM submissions WHERE task_id=?", (task.task_id,)).fetchone()
+            if row is None:
+                return False
+            sid, state = row["id"], row["state"]
+            if state in TERMINAL_STATES or state == task.status:
+                return False
+            if _RANK.get(task.status, 0) < _RANK.get(state, 0):
+                return False  # a stale report (e.g. a slow poll answer) never moves a task back
+            terminal = task.status in TaskStatus.TERMINAL
+            err = task.error
+            c.execute(
+                "UPDATE submissions SET state=?, remote_created=?, remote_completed=?, raw_task=?,"
+                " error_code=?, error_message=?, finished_at=? WHERE id=?",
+                (
+                    task.status,
+                    task.created or None,
+                    task.completed or None,
+                    json.dumps(task.to_dict()),
+                    err.code if (err and terminal) else None,
+                    err.message if (err and terminal) else None,
+                    now if terminal else None,
+                    sid,
+                ),
+            )
+            c.execute(
+                "INSERT INTO task_events (submission_id, status, at, source) VALUES (?,?,?,?)",
+                (sid, task.status, now, source),
+            )
+            if task.status == TaskStatus.SUCCESS:
+                self._add_outputs(c, sid, task.outputs)
+            return True
+
+    @staticmethod
+    def _add_outputs(c: sqlite3.Connection, sid: int, outputs: Iterable[Output]) -> None:
+        for i, o in enumerate(outputs):
+            if o.type not in ("image", ""):
+                continue
+            c.execute(
+                "INSERT OR IGNORE INTO outputs (submission_id, idx, url, expire_at) VALUES (?,?,?,?)",
+                (sid, i, o.url, o.expire_at),
+            )
+
+    def submission(self, submission_id: int) -> Submission | None:
+        r = (
+            self._conn()
+            .execute(f"SELECT {_SUB_COLS} FROM submissions WHERE id=?", (submission_id,))
+            .fetchone()
+        )
+        return Submission(**dict(r)) if r else None
+
+    def submission_by_task(self, task_id: str) -> Submission | None:
+        r = (
+            self._conn()
+            .execute(f"SELECT {_SUB_COLS} FROM submissions WHERE task_id=?", (task_id,))
+            .fetchone()
+        )
+        return Submission(**dict(r)) if r else None
+
+    def unfinished(self) -> list[Submission]:
+        """Every submission not yet in a terminal state, oldest first (for resuming)."""
+        rows = self._conn().execute(
+            f"SELECT {_SUB_COLS} FROM submissions WHERE state NOT IN (?,?,?) ORDER BY id",
+            TERMINAL_STATES,
+        )
+        return [Submission(**dict(r)) for r in rows]
+
+    def recent(self, limit: int = 40, *, since: float | None = None) -> list[Submission]:
+        """Newest submissions first, for the queue."""
+        sql = f"SELECT {_SUB_COLS} FROM submissions"
+        params: list[Any] = []
+        if since is not None:
+            sql += " WHERE created_at >= ?"
+            params.append(since)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        return [Submission(**dict(r)) for r in self._conn().execute(sql, params)]
+
+    def events(self, submission_id: int) -> list[tuple[str, float, str]]:
+        rows = self._conn().execute(
+            "SELECT status, at, source FROM task_events WHERE submission_id=? ORDER BY id", (submission_id,)
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def durations(self, resolution: str, limit: int = 30) -> list[float]:
+        """Seconds from our submit to HiAPI's completion, for recent successes at a resolution."""
+        rows = self._conn().execute(
+            "SELECT finished_at - submitted_at, remote_completed - remote_created FROM submissions"
+            " WHERE state=? AND resolution=? AND submitted_at IS NOT NULL ORDER BY id DESC LIMIT ?",
+            (TaskStatus.SUCCESS, resolution, limit),
+        )
+        out = []
+        for ours, remote in rows:
+            value = ours if ours is not None else remote
+            if value is not None and value >= 0:
+                out.append(float(value))
+        return out
+
+    def counts(self) -> dict[str, int]:
+        rows = self._conn().execute("SELECT state, COUNT(*) FROM submissions GROUP BY state")
+        return {r[0]: r[1] for r in rows}
+
+    # -- outputs --------------------------------------------------------------
+    def outputs_for(self, submission_ids: Sequence[int]) -> dict[int, list[OutputRow]]:
+        if not submission_ids:
+            return {}
+        marks = ",".join("?" * len(submission_ids))
+        rows = self._conn().execute(
+            f"SELECT {_OUT_COLS} FROM outputs WHERE submission_id IN ({marks}) ORDER BY submission_id, idx",
+            list(submission_ids),
+        )
+        out: dict[int, list[OutputRow]] = {}
+        for r in rows:
+            o = OutputRow(**dict(r))
+            out.setdefault(o.submission_id, []).append(o)
+        return out
+
+    def output(self, output_id: int) -> OutputRow | None:
+        r = self._conn().execute(f"SELECT {_OUT_COLS} FROM outputs WHERE id=?", (output_id,)).fetchone()
+        return OutputRow(**dict(r)) if r else None
+
+    def pending_outputs(self, now: float | None = None) -> list[OutputRow]:
+        """Outputs waiting for download whose next try is due."""
+        now = time.time() if now is None else now
+        rows = self._conn().execute(
+            f"SELECT {_OUT_COLS} FROM outputs WHERE state='pending' AND next_try_at<=? ORDER BY id", (now,)
+        )
+        return [OutputRow(**dict(r)) for r in rows]
+
+    def next_output_due(self) -> float | None:
+        r = self._conn().execute("SELECT MIN(next_try_at) FROM outputs WHERE state='pending'").fetchone()
+        return r[0]
+
+    def output_kept(
+        self,
+        output_id: int,
+        *,
+        sha256: str,
+        path: str,
+        thumb_path: str,
+        width: int,
+        height: int,
+        nbytes: int,
+        now: float | None = None,
+    ) -> None:
+        self._write(
+            "UPDATE outputs SET state='kept', sha256=?, path=?, thumb_path=?, width=?, height=?, bytes=?,"
+            " kept_at=?, error=NULL, attempts=attempts+1 WHERE id=?",
+            (sha256, path, thumb_path, width, height, nbytes, time.time() if now is None else now, output_id),
+        )
+
+    def output_failed(self, output_id: int, message: str, *, retry_at: float | None) -> None:
+        """Record a failed download; `retry_at=None` makes the failure final."""
+        if retry_at is None:
+            self._write(
+                "UPDATE outputs SET state='failed', error=?, attempts=attempts+1 WHERE id=?",
+                (message, output_id),
+            )
+        else:
+            self._write(
+                "UPDATE outputs SET error=?, attempts=attempts+1, next_try_at=? WHERE id=?",
+                (message, retry_at, output_id),
+            )
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into statements, keeping trigger bodies whole."""
+    out, buf = [], []
+    for line in script.strip().splitlines():
+        buf.append(line)
+        joined = "\n".join(buf).strip()
+        if joined.endswith(";") and (
+            not joined.upper().startswith("CREATE TRIGGER") or joined.upper().endswith("END;")
+        ):
+            out.append(joined)
+            buf = []
+    if "\n".join(buf).strip():
+        out.append("\n".join(buf).strip())
+    return out

@@ -1,0 +1,403 @@
+"""The task tracker: one per server process, the only thing that talks to HiAPI.
+
+Pages hand it requests (`submit`) and read the store; the tracker's thread
+sends each create (once, with the idempotency key stored beforehand), follows
+every task on the adaptive schedule in `schedule.py`, and keeps the outputs on
+disk the moment a task succeeds. Tasks finish and are kept even when no browser
+is open, and a restarted process resumes every unfinished submission from the
+store: creates are re-sent with their original key (HiAPI replays, no second
+task), tasks in flight are looked at again at once. Failed tasks are never
+retried by the tracker; only the user resubmits.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from . import errors as E
+from .models import Callback, Task, TaskRequest, TaskStatus
+from .schedule import DEFAULT_EXPECTED, Expectation, next_check_delay
+from .store import Store, Submission
+
+log = logging.getLogger("studio.tracker")
+
+# Errors after which a create must not be sent again as it is.
+_FINAL_CREATE_ERRORS = (
+    E.InvalidRequestError,
+    E.AuthenticationError,
+    E.InsufficientBalanceError,
+    E.IdempotencyKeyMismatchError,
+    E.NotFoundError,
+)
+DOWNLOAD_ATTEMPTS = 6
+NOT_FOUND_LIMIT = 5
+
+
+@dataclass
+class _Watch:
+    """Tracker-side state of one unfinished submission."""
+
+    submission_id: int
+    due: float
+    kind: str  # "create" | "check"
+    checks: int = 0
+    errors: int = 0
+    retry_after: float | None = None
+    status: str = "submitting"
+    busy: bool = False
+
+
+@dataclass
+class Health:
+    started_at: float = 0.0
+    polls: int = 0
+    poll_errors: int = 0
+    creates: int = 0
+    create_errors: int = 0
+    downloads: int = 0
+    download_errors: int = 0
+    callbacks: int = 0
+    last_poll_at: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Tracker:
+    """Background owner of the HiAPI client; thread-safe `submit`, `ingest`, `health`."""
+
+    def __init__(
+        self,
+        store: Store,
+        client: Any,  # HiAPIClient: create_task / get_task
+        keeper: Any | None,  # ImageKeeper: fetch(url, recipe)
+        *,
+        priors: dict[str, float] | None = None,
+        workers: int = 8,
+        callback_url: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.keeper = keeper
+        self.priors = dict(DEFAULT_EXPECTED if priors is None else priors)
+        self.callback_url = callback_url
+        self.clock = clock
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tracker-io")
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._watches: dict[int, _Watch] = {}
+        self._downloading: set[int] = set()
+        self._expect_cache: dict[str, tuple[float, Expectation]] = {}
+        self._thread: threading.Thread | None = None
+        self.health_info = Health()
+
+    # -- lifecycle ------------------------------------------------------------
+    def start(self) -> Tracker:
+        if self._thread and self._thread.is_alive():
+            return self
+        self.health_info.started_at = self.clock()
+        self._resume()
+        self._thread = threading.Thread(target=self._run, name="task-tracker", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    @property
+    def alive(self) -> bool:
+        return bool(self._thread and self._thread.is_alive())
+
+    def _resume(self) -> None:
+        now = self.clock()
+        for sub in self.store.unfinished():
+            kind = "create" if sub.task_id is None else "check"
+            self._watches[sub.id] = _Watch(sub.id, now, kind, status=sub.state)
+
+    # -- what pages call ------------------------------------------------------
+    def submit(self, requests: Sequence[TaskRequest], *, creative_id: str | None = None) -> list[int]:
+        """Record each request (with a fresh idempotency key) and queue its create.
+
+        Requests must already be valid; an invalid one raises
+        RequestValidationError before anything is written.
+        """
+        for r in requests:
+            problems = r.problems()
+            if problems:
+                raise E.RequestValidationError(problems)
+        creative_id = creative_id or uuid.uuid4().hex[:12]
+        ids = []
+        now = self.clock()
+        for r in requests:
+            if self.callback_url:
+                r = replace(r, callback=Callback(self.callback_url))
+            key = self.client.new_idempotency_key()
+            sid = self.store.add_submission(r, idempotency_key=key, creative_id=creative_id, now=now)
+            ids.append(sid)
+            with self._lock:
+                self._watches[sid] = _Watch(sid, now, "create")
+        self._wake.set()
+        return ids
+
+    def ingest(self, task: Task, *, source: str = "callback") -> bool:
+        """Store a task report that arrived from outside (a callback)."""
+        changed = self.store.record_task(task, source=source, now=self.clock())
+        if changed:
+            sub = self.store.submission_by_task(task.task_id)
+            if sub and sub.is_terminal:
+                with self._lock:
+                    self._watches.pop(sub.id, None)
+            self._wake.set()
+        return changed
+
+    def health(self) -> dict[str, Any]:
+        h = self.health_info
+        with self._lock:
+            in_flight = len(self._watches)
+        return {
+            "alive": self.alive,
+            "in_flight": in_flight,
+            "downloading": len(self._downloading),
+            "polls": h.polls,
+            "poll_errors": h.poll_errors,
+            "creates": h.creates,
+            "create_errors": h.create_errors,
+            "downloads": h.downloads,
+            "download_errors": h.download_errors,
+            "callbacks": h.callbacks,
+            "last_poll_at": h.last_poll_at,
+            "last_error": h.last_error,
+            "last_error_at": h.last_error_at,
+            "started_at": h.started_at,
+        }
+
+    def expectation(self, resolution: str) -> Expectation:
+        """Learned duration window for a resolution (cached for a few seconds)."""
+        now = self.clock()
+        cached = self._expect_cache.get(resolution)
+        if cached and now - cached[0] < 5.0:
+            return cached[1]
+        exp = Expectation.learn(self.store.durations(resolution), self.priors.get(resolution, 60.0))
+        self._expect_cache[resolution] = (now, exp)
+        return exp
+
+    # -- the loop -------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                timeout = self._tick()
+            except Exception as exc:  # the loop must survive anything
+                self._note_error(f"tracker loop: {exc!r}")
+                timeout = 1.0
+            self._wake.wait(timeout)
+            self._wake.clear()
+
+    def _tick(self) -> float:
+        now = self.clock()
+        next_due = now + 1.0
+        with self._lock:
+            due = [w for w in self._watches.values() if not w.busy and w.due <= now]
+            for w in due:
+                w.busy = True
+            waiting = [w.due for w in self._watches.values() if not w.busy]
+        for w in due:
+            job = self._create if w.kind == "create" else self._check
+            self._pool.submit(self._guard, job, w)
+        if waiting:
+            next_due = min(next_due, min(waiting))
+        if self.keeper is not None:
+            for o in self.store.pending_outputs(now):
+                with self._lock:
+                    if o.id in self._downloading:
+                        continue
+                    self._downloading.add(o.id)
+                self._pool.submit(self._guard_download, o)
+            nd = self.store.next_output_due()
+            if nd is not None and nd > now:
+                next_due = min(next_due, nd)
+        return max(0.02, next_due - self.clock())
+
+    def _guard(self, job: Callable[[_Watch], None], w: _Watch) -> None:
+        try:
+            job(w)
+        except Exception as exc:
+            self._note_error(f"{job.__name__}: {exc!r}")
+            w.errors += 1
+            self._reschedule(w, min(60.0, 2.0 * 2**w.errors))
+        finally:
+            w.busy = False
+            self._wake.set()
+
+    def _reschedule(self, w: _Watch, delay: float) -> None:
+        w.due = self.clock() + delay
+
+    def _drop(self, w: _Watch) -> None:
+        with self._lock:
+            self._watches.pop(w.submission_id, None)
+
+    def _note_error(self, message: str) -> None:
+        h = self.health_info
+        h.last_error = E.redact(message)
+        h.last_error_at = self.clock()
+        log.warning("%s", h.last_error)
+
+    # -- create ---------------------------------------------------------------
+    def _create(self, w: _Watch) -> None:
+        sub = self.store.submission(w.submission_id)
+        if sub is None or sub.is_terminal:
+            self._drop(w)
+            return
+        if sub.task_id:
+            w.kind = "check"
+            self._reschedule(w, 0)
+            return
+        request = sub.request
+        if self.callback_url:
+            request = replace(request, callback=Callback(self.callback_url))
+        try:
+            created = self.client.create_task(request, idempotency_key=sub.idempotency_key)
+        except _FINAL_CREATE_ERRORS as exc:
+            self.health_info.create_errors += 1
+            self.store.mark_rejected(sub.id, exc.code, exc.message, now=self.clock())
+            self._drop(w)
+            return
+        except E.HiAPIError as exc:
+            # Safe to resend: the same idempotency key makes HiAPI replay, not re-create.
+            self.health_info.create_errors += 1
+            self._note_error(f"create: {exc.code}: {exc.message}")
+            self.store.note_attempt(sub.id, exc.code, exc.message)
+            w.errors += 1
+            self._reschedule(
+                w,
+                next_check_delay(
+                    0,
+                    "",
+                    self.expectation(sub.resolution),
+                    checks=1,
+                    errors=w.errors,
+                    retry_after=exc.retry_after,
+                ),
+            )
+            return
+        self.health_info.creates += 1
+        self.store.mark_created(sub.id, created.task_id, now=self.clock())
+        w.kind, w.errors, w.checks, w.status = "check", 0, 0, TaskStatus.QUEUED
+        self._schedule_check(w, sub.resolution, elapsed=0.0)
+
+    # -- check ----------------------------------------------------------------
+    def _schedule_check(self, w: _Watch, resolution: str, elapsed: float) -> None:
+        exp = self.expectation(resolution)
+        if self.callback_url and not w.errors:
+            # Callbacks carry the result; one reconciliation look after the
+            # expected finish plus a grace period, then slow polling.
+            grace = max(10.0, exp.late * 0.5)
+            delay = (exp.late + grace - elapsed) if w.checks == 0 else 30.0
+            self._reschedule(w, max(1.0, delay))
+            return
+        self._reschedule(
+            w,
+            next_check_delay(
+                elapsed, w.status, exp, checks=w.checks, errors=w.errors, retry_after=w.retry_after
+            ),
+        )
+
+    def _check(self, w: _Watch) -> None:
+        sub = self.store.submission(w.submission_id)
+        if sub is None or sub.is_terminal:
+            self._drop(w)
+            return
+        assert sub.task_id
+        h = self.health_info
+        try:
+            task = self.client.get_task(sub.task_id)
+        except E.HiAPIError as exc:
+            h.polls += 1
+            h.poll_errors += 1
+            h.last_poll_at = self.clock()
+            self._note_error(f"poll {sub.task_id}: {exc.code}: {exc.message}")
+            w.errors += 1
+            w.retry_after = exc.retry_after
+            if isinstance(exc, E.NotFoundError) and w.errors >= NOT_FOUND_LIMIT:
+                self.store.mark_rejected(
+                    sub.id, "NOT_FOUND", "HiAPI no longer knows this task (404); was the API key changed?"
+                )
+                self._drop(w)
+                return
+            self._schedule_check(w, sub.resolution, self._elapsed(sub))
+            return
+        h.polls += 1
+        h.last_poll_at = self.clock()
+        w.checks += 1
+        w.errors = 0
+        w.retry_after = None
+        self.store.record_task(task, source="poll", now=self.clock())
+        if task.is_terminal:
+            self._drop(w)
+            self._wake.set()
+            return
+        w.status = task.status
+        self._schedule_check(w, sub.resolution, self._elapsed(sub))
+
+    def _elapsed(self, sub: Submission) -> float:
+        return max(0.0, self.clock() - (sub.submitted_at or sub.created_at))
+
+    # -- downloads ------------------------------------------------------------
+    def _guard_download(self, o: Any) -> None:
+        try:
+            self._download(o)
+        except Exception as exc:
+            self._note_error(f"download {o.id}: {exc!r}")
+            self.store.output_failed(
+                o.id, "Internal error while keeping the image.", retry_at=self.clock() + 30
+            )
+        finally:
+            with self._lock:
+                self._downloading.discard(o.id)
+            self._wake.set()
+
+    def _download(self, o: Any) -> None:
+        from .images import DownloadError
+
+        sub = self.store.submission(o.submission_id)
+        if sub is None:
+            return
+        recipe = {
+            "prompt": sub.prompt,
+            "aspect_ratio": sub.aspect_ratio,
+            "resolution": sub.resolution,
+            "model": sub.model,
+            "task_id": sub.task_id,
+            "created": int(sub.created_at),
+        }
+        try:
+            kept = self.keeper.fetch(o.url, recipe)
+        except DownloadError as exc:
+            self.health_info.download_errors += 1
+            final = (not exc.retryable) or o.attempts + 1 >= DOWNLOAD_ATTEMPTS
+            retry_at = None if final else self.clock() + min(60.0, 1.0 * 2**o.attempts)
+            self.store.output_failed(o.id, str(exc), retry_at=retry_at)
+            return
+        self.health_info.downloads += 1
+        self.store.output_kept(
+            o.id,
+            sha256=kept.sha256,
+            path=str(kept.path),
+            thumb_path=str(kept.thumb_path),
+            width=kept.width,
+            height=kept.height,
+            nbytes=kept.bytes,
+            now=self.clock(),
+        )
