@@ -320,7 +320,7 @@ class Store:
             sid, state = row["id"], row["state"]
             if state in TERMINAL_STATES or state == task.status:
                 return False
-            if _RANK.get(task.status, 0) < _RANK.get(state, 0):
+            if task.status in _RANK and _RANK[task.status] < _RANK.get(state, 0):
                 return False  # a stale report (e.g. a slow poll answer) never moves a task back
             terminal = task.status in TaskStatus.TERMINAL
             err = task.error
