@@ -5,6 +5,7 @@ these extra routes on the same port:
 - GET /api/health                      tracker and store health (JSON)
 - GET /images/{sha256}.png             kept originals, content-addressed
 - GET /thumbs/{sha256}.webp            small WebP thumbnails
+- GET /exports/{token}.zip             a bulk export prepared in the Gallery
 Images are served from disk with immutable cache headers, so the browser
 caches them and nothing passes through Streamlit's in-memory media store.
 """
@@ -23,6 +24,7 @@ from studio import services as core
 from studio.config import Settings
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
 
 
@@ -53,9 +55,31 @@ def _file(kind: str):
         if not path.is_file():
             return Response("not found", status_code=404)
         media = "image/png" if kind == "original" else "image/webp"
-        return FileResponse(path, media_type=media, headers=_IMMUTABLE)
+        headers = dict(_IMMUTABLE)
+        name = request.query_params.get("download")
+        if name and kind == "original":
+            safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:120] or f"{sha}.png"
+            headers["Content-Disposition"] = f'attachment; filename="{safe}"'
+        return FileResponse(path, media_type=media, headers=headers)
 
     return handler
+
+
+async def export(request: Request) -> Response:
+    token = request.path_params["token"]
+    if not _TOKEN.match(token):
+        return Response("not found", status_code=404)
+    path = _services().settings.data_dir / "exports" / f"{token}.zip"
+    if not path.is_file():
+        return Response("not found", status_code=404)
+    return FileResponse(
+        path,
+        media_type="application/zip",
+        headers={
+            "Content-Disposition": 'attachment; filename="studio-export.zip"',
+            "Cache-Control": "no-store",
+        },
+    )
 
 
 @asynccontextmanager
@@ -72,5 +96,6 @@ app = st.App(
         Route("/api/health", health, methods=["GET"]),
         Route("/images/{sha}.png", _file("original"), methods=["GET"]),
         Route("/thumbs/{sha}.webp", _file("thumb"), methods=["GET"]),
+        Route("/exports/{token}.zip", export, methods=["GET"]),
     ],
 )

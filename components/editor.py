@@ -13,37 +13,34 @@ from studio.validation import MAX_PROMPT_CHARS
 _EDITOR_JS = """
 <script>
 (function () {
-  const doc = window.parent ? window.parent.document : document;
-  const LIMIT = %d;
-  function wire() {
-    const area = doc.querySelector('.st-key-prompt_editor textarea');
-    const counter = doc.querySelector('.st-key-prompt_count [data-testid="stMarkdownContainer"] p');
-    if (!area) { setTimeout(wire, 300); return; }
-    if (area.dataset.studioWired) return;
-    area.dataset.studioWired = "1";
-    const update = () => {
-      if (!counter) return;
-      const n = area.value.length;
-      counter.textContent = n.toLocaleString() + " / " + LIMIT.toLocaleString() + " characters"
-        + (n > LIMIT ? " — " + (n - LIMIT).toLocaleString() + " over the limit" : "");
-      counter.style.color = n > LIMIT ? "#ff6b6b" : "";
-    };
-    area.addEventListener("input", update);
-    area.addEventListener("keydown", (e) => {
-      if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
-        e.preventDefault();
-        area.blur();
-        setTimeout(() => {
-          const btn = doc.querySelector('.st-key-generate button');
-          if (btn && !btn.disabled) btn.click();
-        }, 250);
-      }
-    });
-  }
-  wire();
+  const win = window.parent || window;
+  const doc = win.document;
+  if (win.__studioEditorWired) return;
+  win.__studioEditorWired = true;
+  const LIMIT = __LIMIT__;
+  const inEditor = (el) => el && el.tagName === "TEXTAREA" && el.closest(".st-key-prompt_editor");
+  // Delegated listeners survive Streamlit re-rendering the text area.
+  doc.addEventListener("input", (e) => {
+    if (!inEditor(e.target)) return;
+    const counter = doc.querySelector(".st-key-prompt_count p");
+    if (!counter) return;
+    const n = e.target.value.length;
+    counter.textContent = n.toLocaleString("en-US") + " / " + LIMIT.toLocaleString("en-US") + " characters"
+      + (n > LIMIT ? " — " + (n - LIMIT).toLocaleString("en-US") + " over the limit" : "");
+    counter.style.color = n > LIMIT ? "#ff6b6b" : "";
+  }, true);
+  doc.addEventListener("keydown", (e) => {
+    if (!inEditor(e.target) || e.key !== "Enter" || !(e.ctrlKey || e.metaKey)) return;
+    e.preventDefault();
+    e.target.blur();  // commits the text first
+    setTimeout(() => {
+      const btn = doc.querySelector(".st-key-generate button");
+      if (btn && !btn.disabled) btn.click();
+    }, 300);
+  }, true);
 })();
 </script>
-""" % MAX_PROMPT_CHARS
+""".replace("__LIMIT__", str(MAX_PROMPT_CHARS))
 
 
 def count_label(text: str) -> str:

@@ -37,7 +37,6 @@ def resolution_picker(error: str | None = None) -> str:
         RESOLUTIONS,
         key=draft.RES_KEY,
         on_change=draft.sync_resolution,
-        format_func=lambda r: {"1K": "1K · fast", "2K": "2K · sharp", "4K": "4K · print"}[r],
         help="Approximate sizes; the real image is measured when it arrives. "
         "'auto' needs 1K; a square cannot be 4K.",
     )
@@ -49,6 +48,26 @@ def resolution_picker(error: str | None = None) -> str:
     if error:
         st.error(error, icon=":material/error:")
     return res
+
+
+def _tile(name: str, res: str) -> None:
+    problem = combination_problem(name, res)
+    picked = bool(st.session_state.get(draft.ratio_key(name)))
+    with st.container(border=True, key=f"tile_{name.replace(':', 'x')}", gap="xsmall"):
+        with st.container(horizontal=True, vertical_alignment="center", gap="small"):
+            st.image(shape_svg(name, box=30, muted=bool(problem)), width=30)
+            st.checkbox(
+                name,
+                key=draft.ratio_key(name),
+                on_change=draft.sync_ratios,
+                # A picked tile stays clickable so it can be un-picked.
+                disabled=bool(problem) and not picked,
+                help=problem or ("Suits: " + ", ".join(RATIOS[name].placements)),
+            )
+        if problem:
+            st.caption("✕ " + ("not with " + res))
+        else:
+            st.caption(f"{size_label(name, res)} · {RATIOS[name].placements[0]}")
 
 
 def ratio_picker(error: str | None = None) -> list[str]:
@@ -64,27 +83,12 @@ def ratio_picker(error: str | None = None) -> list[str]:
         disabled=bool(auto_problem) and not st.session_state.get(draft.ratio_key("auto")),
         help=auto_problem or "The model picks the shape; 1K only.",
     )
-    for group in GROUPS:
-        names = [r.name for r in RATIOS.values() if r.group == group]
-        st.caption(_GROUP_TITLES[group])
-        cols = st.columns(6, gap="small")
-        for col, name in zip(cols, names, strict=False):
-            problem = combination_problem(name, res)
-            picked = bool(st.session_state.get(draft.ratio_key(name)))
-            with col.container(border=True, key=f"tile_{name.replace(':', 'x')}"):
-                st.html(shape_svg(name, muted=bool(problem)))
-                st.checkbox(
-                    name,
-                    key=draft.ratio_key(name),
-                    on_change=draft.sync_ratios,
-                    # A picked tile stays clickable so it can be un-picked.
-                    disabled=bool(problem) and not picked,
-                    help=problem or ("Suits: " + ", ".join(RATIOS[name].placements)),
-                )
-                if problem:
-                    st.caption(f"✕ {problem}")
-                else:
-                    st.caption(f"{size_label(name, res)}  \n{RATIOS[name].placements[0]}")
+    group_cols = st.columns(len(GROUPS), gap="small")
+    for col, group in zip(group_cols, GROUPS, strict=True):
+        col.caption(_GROUP_TITLES[group])
+        for name in (r.name for r in RATIOS.values() if r.group == group):
+            with col:
+                _tile(name, res)
     picked = draft.ratios()
     skipped = [(n, combination_problem(n, res)) for n in picked if combination_problem(n, res)]
     for name, why in skipped:

@@ -54,15 +54,20 @@ def task_card(sub: Submission, outputs: list[OutputRow]) -> None:
                     st.warning(f"Image could not be kept: {o.error}", icon=":material/broken_image:")
                     shown = True
             if not shown:
-                st.html(shape_svg(sub.aspect_ratio, box=96))
+                st.image(shape_svg(sub.aspect_ratio, box=96), width=96)
                 st.caption("Saving the image…")
         elif sub.state in (TaskStatus.FAIL, REJECTED):
             st.error(f"**{sub.error_code or 'FAILED'}** — {sub.error_message or 'no reason given'}")
-            if st.button("Edit and resubmit", key=f"resubmit_{sub.id}", icon=":material/edit:",
-                         on_click=_edit_and_resubmit, args=(sub,)):
+            if st.button(
+                "Edit and resubmit",
+                key=f"resubmit_{sub.id}",
+                icon=":material/edit:",
+                on_click=_edit_and_resubmit,
+                args=(sub,),
+            ):
                 st.rerun()  # the editor lives outside this fragment
         else:
-            st.html(shape_svg(sub.aspect_ratio, box=96))
+            st.image(shape_svg(sub.aspect_ratio, box=96), width=96)
             if sub.error_message and sub.state == SUBMITTING:
                 st.caption(f"Retrying: {sub.error_message}")
 

@@ -48,8 +48,8 @@ def plan(prompt: str, ratios: list[str], resolution: str, model: str) -> Plan:
             return p
         p.requests.append(TaskRequest(prompt, ratio, resolution, model))
     if not p.requests:
-        p.errors["aspect_ratio"] = "None of the picked ratios works at " + resolution + ": " + "; ".join(
-            why for _, why in p.skipped
+        p.errors["aspect_ratio"] = (
+            "None of the picked ratios works at " + resolution + ": " + "; ".join(why for _, why in p.skipped)
         )
     return p
 
@@ -81,8 +81,14 @@ def errors() -> dict[str, str]:
 def generate_button() -> None:
     n = len([r for r in draft.ratios() if not combination_problem(r, draft.resolution())])
     label = f"Generate {n} image{'s' if n != 1 else ''}" if n > 1 else "Generate"
-    st.button(label, key="generate", type="primary", on_click=on_generate, width="stretch",
-              help="Ctrl/⌘+Enter in the prompt does the same.")
+    st.button(
+        label,
+        key="generate",
+        type="primary",
+        on_click=on_generate,
+        width="stretch",
+        help="Ctrl/⌘+Enter in the prompt does the same.",
+    )
     notice = st.session_state.get(NOTICE)
     if notice:
         st.success(notice, icon=":material/send:")

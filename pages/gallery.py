@@ -1,18 +1,28 @@
-"""Gallery: every kept image."""
+"""Gallery: every generation kept on disk, searchable and reusable."""
 
 import streamlit as st
 
-from components.services import get_services, image_url
+from components.gallery import PAGE_SIZE, bulk_bar, card, filters, restore_from_file
+from components.services import get_services
 
 services = get_services()
 st.title("Gallery")
-subs = services.store.recent(limit=48)
-outs = services.store.outputs_for([s.id for s in subs])
-kept = [(s, o) for s in subs for o in outs.get(s.id, []) if o.state == "kept"]
-if not kept:
-    st.caption("No images yet.")
-cols = st.columns(4)
-for i, (s, o) in enumerate(kept):
-    with cols[i % 4]:
-        st.image(image_url(f"/thumbs/{o.sha256}.webp"), width="stretch")
-        st.text(s.prompt[:80])
+restore_from_file()
+query = filters()
+total = services.store.gallery(query, limit=0)[1]
+pages = max(1, -(-total // PAGE_SIZE))
+page = st.session_state.get("g_page", 1)
+page = min(page, pages)
+items, total = services.store.gallery(query, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+st.caption(f"{total:,} image{'s' if total != 1 else ''}")
+bulk_bar()
+if not items:
+    st.info(
+        "No images match. Generate some in the Studio, or loosen the filters.", icon=":material/image_search:"
+    )
+grid = st.columns(4)
+for i, item in enumerate(items):
+    with grid[i % 4]:
+        card(item)
+if pages > 1:
+    st.pagination(pages, key="g_page")

@@ -12,13 +12,13 @@ errs = submit.errors()
 
 st.title("Studio")
 template_row()
-left, right = st.columns([5, 4], gap="large")
+left, right = st.columns([3, 1], gap="large")
 with left:
     prompt_editor(errs.get("prompt"))
+with right:
     resolution_picker(errs.get("resolution"))
     submit.generate_button()
-with right:
-    ratio_picker(errs.get("aspect_ratio"))
+ratio_picker(errs.get("aspect_ratio"))
 
 st.subheader("Queue")
 live_queue()

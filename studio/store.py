@@ -13,10 +13,12 @@ Connections are per thread; writes are short transactions.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,6 +174,83 @@ _SUB_COLS = ", ".join(Submission.__dataclass_fields__)
 _OUT_COLS = ", ".join(OutputRow.__dataclass_fields__)
 
 
+@dataclass(frozen=True)
+class GalleryItem:
+    """One kept image with its recipe, as the gallery shows it."""
+
+    output_id: int
+    submission_id: int
+    creative_id: str
+    prompt: str
+    aspect_ratio: str
+    resolution: str
+    model: str
+    task_id: str | None
+    created_at: float
+    sha256: str
+    width: int
+    height: int
+    bytes: int
+    url: str
+    expire_at: int
+    favourite: bool
+
+
+@dataclass(frozen=True)
+class GalleryQuery:
+    """Filters for the gallery; every field optional."""
+
+    text: str = ""
+    ratios: tuple[str, ...] = ()
+    resolutions: tuple[str, ...] = ()
+    favourites_only: bool = False
+    collection_id: int | None = None
+    since: float | None = None
+    until: float | None = None
+    newest_first: bool = True
+
+
+def fts_query(text: str) -> str | None:
+    """Turn what a user typed into a safe FTS5 query: every word, as a prefix."""
+    words = re.findall(r"\w+", text, flags=re.UNICODE)
+    return " ".join(f'"{w}"*' for w in words) or None
+
+
+_GALLERY_SELECT = (
+    "SELECT o.id AS output_id, s.id AS submission_id, s.creative_id, s.prompt, s.aspect_ratio, s.resolution,"
+    " s.model, s.task_id, s.created_at, o.sha256, o.width, o.height, o.bytes, o.url, o.expire_at,"
+    " (f.output_id IS NOT NULL) AS favourite"
+    " FROM outputs o JOIN submissions s ON s.id = o.submission_id"
+    " LEFT JOIN favourites f ON f.output_id = o.id"
+)
+
+
+def _gallery_where(q: GalleryQuery) -> tuple[str, list[Any]]:
+    where, params = ["o.state = 'kept'"], []
+    match = fts_query(q.text)
+    if match:
+        where.append("s.id IN (SELECT rowid FROM prompt_search WHERE prompt_search MATCH ?)")
+        params.append(match)
+    if q.ratios:
+        where.append(f"s.aspect_ratio IN ({','.join('?' * len(q.ratios))})")
+        params.extend(q.ratios)
+    if q.resolutions:
+        where.append(f"s.resolution IN ({','.join('?' * len(q.resolutions))})")
+        params.extend(q.resolutions)
+    if q.favourites_only:
+        where.append("f.output_id IS NOT NULL")
+    if q.collection_id is not None:
+        where.append("o.id IN (SELECT output_id FROM collection_items WHERE collection_id = ?)")
+        params.append(q.collection_id)
+    if q.since is not None:
+        where.append("s.created_at >= ?")
+        params.append(q.since)
+    if q.until is not None:
+        where.append("s.created_at < ?")
+        params.append(q.until)
+    return " WHERE " + " AND ".join(where), params
+
+
 class Store:
     """Thread-safe access to the studio database (one connection per thread)."""
 
@@ -199,24 +278,18 @@ class Store:
         with self._write_lock:
             return self._conn().execute(sql, params)
 
-    def _tx(self):
-        store = self
-
-        class _Tx:
-            def __enter__(self) -> sqlite3.Connection:
-                store._write_lock.acquire()
-                conn = store._conn()
-                conn.execute("BEGIN IMMEDIATE")
-                return conn
-
-            def __exit__(self, exc_type, exc, tb) -> None:
-                conn = store._conn()
-                try:
-                    conn.execute("ROLLBACK" if exc_type else "COMMIT")
-                finally:
-                    store._write_lock.release()
-
-        return _Tx()
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; writers are serialised in-process, readers never wait."""
+        with self._write_lock:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def _migrate(self) -> None:
         conn = self._conn()
@@ -476,6 +549,96 @@ class Store:
                 "UPDATE outputs SET error=?, attempts=attempts+1, next_try_at=? WHERE id=?",
                 (message, retry_at, output_id),
             )
+
+    # -- gallery --------------------------------------------------------------
+
+    def gallery(self, q: GalleryQuery, *, limit: int = 24, offset: int = 0) -> tuple[list[GalleryItem], int]:
+        where, params = _gallery_where(q)
+        order = "DESC" if q.newest_first else "ASC"
+        conn = self._conn()
+        total = conn.execute(
+            "SELECT COUNT(*) FROM outputs o JOIN submissions s ON s.id = o.submission_id"
+            " LEFT JOIN favourites f ON f.output_id = o.id" + where,
+            params,
+        ).fetchone()[0]
+        rows = conn.execute(
+            _GALLERY_SELECT + where + f" ORDER BY s.created_at {order}, o.id {order} LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        items = [GalleryItem(**(dict(r) | {"favourite": bool(r["favourite"])})) for r in rows]
+        return items, total
+
+    def gallery_items(self, output_ids: Sequence[int]) -> list[GalleryItem]:
+        if not output_ids:
+            return []
+        marks = ",".join("?" * len(output_ids))
+        rows = self._conn().execute(
+            _GALLERY_SELECT + f" WHERE o.id IN ({marks}) ORDER BY o.id", list(output_ids)
+        )
+        return [GalleryItem(**(dict(r) | {"favourite": bool(r["favourite"])})) for r in rows]
+
+    def set_favourite(self, output_id: int, on: bool) -> None:
+        if on:
+            self._write(
+                "INSERT OR IGNORE INTO favourites (output_id, at) VALUES (?, ?)", (output_id, time.time())
+            )
+        else:
+            self._write("DELETE FROM favourites WHERE output_id = ?", (output_id,))
+
+    def collections(self) -> list[tuple[int, str, int]]:
+        rows = self._conn().execute(
+            "SELECT c.id, c.name, COUNT(i.output_id) FROM collections c"
+            " LEFT JOIN collection_items i ON i.collection_id = c.id GROUP BY c.id ORDER BY c.name"
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def add_collection(self, name: str) -> int:
+        name = name.strip()
+        if not name:
+            raise ValueError("Collection name is required.")
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO collections (name, created_at) VALUES (?, ?)", (name, time.time())
+            )
+            return int(c.execute("SELECT id FROM collections WHERE name = ?", (name,)).fetchone()[0])
+
+    def add_to_collection(self, collection_id: int, output_ids: Sequence[int]) -> None:
+        with self._tx() as c:
+            c.executemany(
+                "INSERT OR IGNORE INTO collection_items (collection_id, output_id) VALUES (?, ?)",
+                [(collection_id, o) for o in output_ids],
+            )
+
+    def output_collections(self, output_id: int) -> list[str]:
+        rows = self._conn().execute(
+            "SELECT c.name FROM collections c JOIN collection_items i ON i.collection_id = c.id"
+            " WHERE i.output_id = ? ORDER BY c.name",
+            (output_id,),
+        )
+        return [r[0] for r in rows]
+
+    def delete_outputs(self, output_ids: Sequence[int]) -> list[str]:
+        """Delete outputs (and submissions left without any). Returns the sha256
+        of files no other output still uses, for the caller to remove from disk."""
+        if not output_ids:
+            return []
+        marks = ",".join("?" * len(output_ids))
+        with self._tx() as c:
+            rows = c.execute(
+                f"SELECT DISTINCT sha256, submission_id FROM outputs WHERE id IN ({marks})", list(output_ids)
+            ).fetchall()
+            c.execute(f"DELETE FROM outputs WHERE id IN ({marks})", list(output_ids))
+            for sub_id in {r[1] for r in rows}:
+                left = c.execute(
+                    "SELECT COUNT(*) FROM outputs WHERE submission_id = ?", (sub_id,)
+                ).fetchone()[0]
+                if not left:
+                    c.execute("DELETE FROM submissions WHERE id = ?", (sub_id,))
+            orphans = []
+            for sha in {r[0] for r in rows if r[0]}:
+                if not c.execute("SELECT 1 FROM outputs WHERE sha256 = ? LIMIT 1", (sha,)).fetchone():
+                    orphans.append(sha)
+            return orphans
 
 
 def _split_sql(script: str) -> list[str]:

@@ -1,0 +1,98 @@
+"""Bulk export: a zip of originals with a manifest (CSV and JSON, one recipe per file).
+
+The zip is written to a file in the data folder, never built in memory, so a
+large export does not grow the server; the app serves it over HTTP.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import secrets
+import time
+import unicodedata
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from .store import GalleryItem
+
+MANIFEST_FIELDS = (
+    "file", "prompt", "aspect_ratio", "resolution", "model", "task_id",
+    "width", "height", "bytes", "sha256", "created",
+)  # fmt: skip
+
+
+def slug(text: str, max_len: int = 40) -> str:
+    """A filesystem-safe, ASCII slug of the start of a prompt."""
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    text = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+    return (text[:max_len].rstrip("-")) or "image"
+
+
+def file_name(item: GalleryItem) -> str:
+    ratio = item.aspect_ratio.replace(":", "x")
+    return f"{slug(item.prompt)}_{ratio}_{item.resolution}_{item.output_id}.png"
+
+
+def manifest_rows(items: Sequence[GalleryItem]) -> list[dict]:
+    return [
+        {
+            "file": file_name(i),
+            "prompt": i.prompt,
+            "aspect_ratio": i.aspect_ratio,
+            "resolution": i.resolution,
+            "model": i.model,
+            "task_id": i.task_id,
+            "width": i.width,
+            "height": i.height,
+            "bytes": i.bytes,
+            "sha256": i.sha256,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(i.created_at)),
+        }
+        for i in items
+    ]
+
+
+def write_zip(items: Sequence[GalleryItem], original_path, out_dir: Path) -> Path:
+    """Write `<token>.zip` with every original and manifest.csv/json; returns its path.
+
+    `original_path(sha256) -> Path` locates a kept file. The token is random so
+    export URLs cannot be guessed.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{secrets.token_urlsafe(16)}.zip"
+    tmp = target.with_suffix(".part")
+    rows = manifest_rows(items)
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+        for item, row in zip(items, rows, strict=True):
+            # PNGs are already compressed: store them as they are.
+            zf.write(original_path(item.sha256), arcname=row["file"])
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+        zf.writestr("manifest.csv", buf.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
+        zf.writestr(
+            "manifest.json",
+            json.dumps(rows, indent=2, ensure_ascii=False),
+            compress_type=zipfile.ZIP_DEFLATED,
+        )
+    os.replace(tmp, target)
+    return target
+
+
+def sweep_exports(out_dir: Path, older_than_s: float = 3600) -> int:
+    """Remove exports older than an hour; they are one-off downloads."""
+    if not out_dir.exists():
+        return 0
+    n = 0
+    cutoff = time.time() - older_than_s
+    for p in out_dir.iterdir():
+        if p.suffix in (".zip", ".part") and p.stat().st_mtime < cutoff:
+            p.unlink(missing_ok=True)
+            n += 1
+    return n

@@ -1,0 +1,103 @@
+"""Page logic through Streamlit's AppTest (fragment timers are not driven here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from components.submit import plan
+from components.templates import TEMPLATES
+from studio import services as core
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def app(tmp_path, monkeypatch):
+    for k in ("HIAPI_API_KEY", "HIAPI_BASE_URL", "HIAPI_CALLBACK_URL"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("STUDIO_SIM_MIN_DURATION", "0.05")
+    monkeypatch.setenv("STUDIO_SIM_MAX_DURATION", "0.1")
+    core.shutdown()
+    import streamlit as st
+
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30)
+    at.run()
+    assert not at.exception, at.exception
+    yield at
+    core.shutdown()
+    st.cache_resource.clear()
+
+
+def _checkbox(at, label):
+    return next(c for c in at.checkbox if c.label == label)
+
+
+def _texts(at):
+    return " ".join(str(e.value) for e in list(at.error) + list(at.warning) + list(at.success))
+
+
+def test_page_shows_simulator_badge_and_all_sixteen_ratios(app):
+    labels = {c.label for c in app.checkbox}
+    assert {"1:1", "16:9", "9:16", "21:9", "9:21", "3:1", "1:3"} <= labels
+    assert any("auto" in c for c in labels)
+    assert len(labels) == 16
+    assert "Simulator" in app.sidebar.markdown[0].value
+    assert "simulator" in app.sidebar.caption[0].value
+
+
+def test_empty_prompt_is_refused_with_the_field_named_and_nothing_sent(app):
+    app.button(key="generate").click().run()
+    assert "Prompt is required" in _texts(app)
+    assert core.current().store.recent() == []
+
+
+def test_too_long_prompt_keeps_the_text(app):
+    text = "y" * 20_001
+    app.text_area(key="prompt_editor").input(text).run()
+    app.button(key="generate").click().run()
+    assert "limit is 20,000" in _texts(app)
+    assert app.text_area(key="prompt_editor").value == text
+    assert core.current().store.recent() == []
+
+
+def test_4k_disables_square_and_auto_with_reason(app):
+    _checkbox(app, "1:1").uncheck().run()
+    app.get("button_group")[0].set_value("4K").run()
+    square = _checkbox(app, "1:1")
+    assert square.disabled
+    assert "4K" in (square.help or "")
+    assert _checkbox(app, "16:9").disabled is False
+
+
+def test_template_fills_editor_and_suggests_settings(app):
+    poster = next(t for t in TEMPLATES if t.key == "poster")
+    app.button(key="template_poster").click().run()
+    assert app.text_area(key="prompt_editor").value == poster.prompt
+    picked = {c.label for c in app.checkbox if c.value}
+    assert picked == set(poster.ratios)
+
+
+def test_fan_out_submits_one_task_per_ratio_as_one_creative(app):
+    app.button(key="template_launch").click().run()
+    app.button(key="generate").click().run()
+    subs = core.current().store.recent()
+    launch = next(t for t in TEMPLATES if t.key == "launch")
+    assert sorted(s.aspect_ratio for s in subs) == sorted(launch.ratios)
+    assert len({s.creative_id for s in subs}) == 1
+    assert "Submitted 4 images" in _texts(app)
+
+
+def test_plan_skips_invalid_ratios_and_explains():
+    p = plan("a poster", ["1:1", "16:9", "auto"], "4K", "gpt-image-2")
+    assert [r.aspect_ratio for r in p.requests] == ["16:9"]
+    assert {r for r, _ in p.skipped} == {"1:1", "auto"}
+    assert not p.errors
+    only_bad = plan("a poster", ["1:1"], "4K", "gpt-image-2")
+    assert only_bad.requests == [] and "aspect_ratio" in only_bad.errors
+    none = plan("a poster", [], "1K", "gpt-image-2")
+    assert "Pick at least one" in none.errors["aspect_ratio"]
