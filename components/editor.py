@@ -34,7 +34,7 @@ _EDITOR_JS = """
     e.preventDefault();
     e.target.blur();  // commits the text first
     setTimeout(() => {
-      const btn = doc.querySelector(".st-key-generate button");
+      const btn = [...doc.querySelectorAll(".st-key-generate button")].find((b) => b.offsetParent !== null);
       if (btn && !btn.disabled) btn.click();
     }, 300);
   }, true);

@@ -63,6 +63,7 @@ def boot(settings: Settings) -> Services:
         data.mkdir(parents=True, exist_ok=True)
         store = Store(data / "studio.db")
         keeper = ImageKeeper(data / "images")
+        keeper.sweep_temp()  # a crash between download and rename leaves only a temp file
         simulator = None
         priors = None
         if settings.simulated:
