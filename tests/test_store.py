@@ -28,7 +28,9 @@ def test_task_reports_are_sticky_and_deduplicated(tmp_path):
     assert store.mark_created(sid, "tk-2") is False  # one task per submission
     assert store.record_task(_task("tk-1", "handling")) is True
     assert store.record_task(_task("tk-1", "queued")) is False  # stale, never moves back
-    ok = _task("tk-1", "success", completed=160, output=[{"url": "https://x/a.png", "type": "image", "expireAt": 9}])
+    ok = _task(
+        "tk-1", "success", completed=160, output=[{"url": "https://x/a.png", "type": "image", "expireAt": 9}]
+    )
     assert store.record_task(ok) is True
     assert store.record_task(ok) is False
     assert store.record_task(_task("tk-1", "fail", error={"code": "TASK_FAILED", "message": "x"})) is False
@@ -45,9 +47,15 @@ def test_failure_keeps_hiapis_reason(tmp_path):
     store = Store(tmp_path / "s.db")
     sid = store.add_submission(TaskRequest("p"), idempotency_key="k", creative_id="c")
     store.mark_created(sid, "tk-9")
-    store.record_task(_task("tk-9", "fail", error={"code": "TASK_FAILED", "message": "upstream rejected the prompt"}))
+    store.record_task(
+        _task("tk-9", "fail", error={"code": "TASK_FAILED", "message": "upstream rejected the prompt"})
+    )
     sub = store.submission(sid)
-    assert (sub.state, sub.error_code, sub.error_message) == ("fail", "TASK_FAILED", "upstream rejected the prompt")
+    assert (sub.state, sub.error_code, sub.error_message) == (
+        "fail",
+        "TASK_FAILED",
+        "upstream rejected the prompt",
+    )
 
 
 def test_rejected_and_retry_notes(tmp_path):
@@ -76,7 +84,9 @@ def test_output_download_states(tmp_path):
 def test_durations_learned_per_resolution(tmp_path):
     store = Store(tmp_path / "s.db")
     for i, res in enumerate(["1K", "2K", "1K"]):
-        sid = store.add_submission(TaskRequest("p", "16:9", res), idempotency_key=f"k{i}", creative_id="c", now=0)
+        sid = store.add_submission(
+            TaskRequest("p", "16:9", res), idempotency_key=f"k{i}", creative_id="c", now=0
+        )
         store.mark_created(sid, f"tk-{i}", now=10)
         store.record_task(_task(f"tk-{i}", "success"), now=10 + 30 * (i + 1))
     assert sorted(store.durations("1K")) == [30.0, 90.0]
@@ -113,5 +123,7 @@ def test_migrations_from_version_one(tmp_path):
     conn.close()
     store = Store(path)
     assert store.schema_version() == SCHEMA_VERSION
-    rows = store._conn().execute("SELECT rowid FROM prompt_search WHERE prompt_search MATCH 'neon'").fetchall()
+    rows = (
+        store._conn().execute("SELECT rowid FROM prompt_search WHERE prompt_search MATCH 'neon'").fetchall()
+    )
     assert len(rows) == 1  # the search index was built for existing rows
