@@ -19,9 +19,16 @@ import streamlit as st
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
+from streamlit.runtime.pages_manager import PagesManager
 
 from studio import services as core
 from studio.config import Settings
+
+# Our pages live in `pages/` and are listed by `st.navigation` in app.py. Left
+# alone, Streamlit treats a `pages/` folder as the legacy multipage layout and
+# serves a deep link such as /gallery without running app.py first (no page
+# config, no navigation). Declaring the folder not-legacy up front avoids that.
+PagesManager.uses_pages_directory = False
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
