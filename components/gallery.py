@@ -9,7 +9,7 @@ from urllib.parse import quote
 import streamlit as st
 
 from components import draft
-from components.services import get_services, image_url
+from components.services import get_services, image_url, show_image
 from studio.export import file_name, write_zip
 from studio.images import read_recipe
 from studio.ratios import RATIO_NAMES, RESOLUTIONS
@@ -72,7 +72,7 @@ def filters() -> GalleryQuery:
 
 def card(item: GalleryItem) -> None:
     with st.container(border=True, key=f"card_{item.output_id}"):
-        st.image(image_url(f"/thumbs/{item.sha256}.webp"), width="stretch")
+        show_image(f"/thumbs/{item.sha256}.webp")
         chips = st.columns([1, 1, 1], gap="small")
         with chips[0]:
             st.badge(item.aspect_ratio, color="blue")
@@ -105,7 +105,7 @@ def lightbox(output_id: int) -> None:
         st.info("This image was deleted.")
         return
     item = found[0]
-    st.image(image_url(f"/images/{item.sha256}.png"), width="stretch")
+    show_image(f"/images/{item.sha256}.png")
     st.caption("Prompt — shown exactly as sent; the copy button is at the top right")
     st.code(item.prompt, language=None, wrap_lines=True)
     meta = st.columns(4)
@@ -171,7 +171,7 @@ def compare(output_ids: list[int]) -> None:
     cols = st.columns(len(items))
     for col, item in zip(cols, items, strict=True):
         with col:
-            st.image(image_url(f"/images/{item.sha256}.png"), width="stretch")
+            show_image(f"/images/{item.sha256}.png")
             st.caption(f"{item.aspect_ratio} · {item.resolution} · {item.width}×{item.height}")
             st.text(item.prompt[:200])
 

@@ -8,7 +8,7 @@ import streamlit as st
 
 from components import draft
 from components.pickers import shape_svg
-from components.services import get_services, image_url
+from components.services import get_services, show_image
 from studio.models import TaskStatus
 from studio.store import REJECTED, SUBMITTING, OutputRow, Submission
 
@@ -47,7 +47,7 @@ def task_card(sub: Submission, outputs: list[OutputRow]) -> None:
             shown = False
             for o in outputs:
                 if o.state == "kept" and o.sha256:
-                    st.image(image_url(f"/images/{o.sha256}.png"), width="stretch")
+                    show_image(f"/thumbs/{o.sha256}.webp")
                     st.caption(f"{o.width}×{o.height} px")
                     shown = True
                 elif o.state == "failed":

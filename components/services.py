@@ -23,6 +23,15 @@ def get_services() -> Services:
     return boot(Settings.load(secrets=_secrets()))
 
 
+def show_image(path: str, *, width: int | str = "stretch", caption: str | None = None) -> None:
+    """Show an image served by one of our routes, never through the media store."""
+    url = image_url(path)
+    if "://" in url:
+        st.image(url, width=width, caption=caption)
+    else:  # no page URL known (e.g. under AppTest): the browser resolves it
+        st.markdown(f"![{caption or ''}]({url})")
+
+
 def image_url(path: str) -> str:
     """Absolute URL of a route on this server (st.image needs absolute URLs)."""
     try:

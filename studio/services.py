@@ -62,7 +62,7 @@ def boot(settings: Settings) -> Services:
         data = settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
         store = Store(data / "studio.db")
-        keeper = ImageKeeper(data / "images")
+        keeper = ImageKeeper(data / "images", thumb_size=512)
         keeper.sweep_temp()  # a crash between download and rename leaves only a temp file
         simulator = None
         priors = None

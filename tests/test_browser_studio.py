@@ -45,7 +45,7 @@ def creative(page, marker: str):
 
 
 def image_shapes(locator) -> list[float]:
-    return locator.locator("[class*='st-key-task_'] img[src*='/images/']").evaluate_all(
+    return locator.locator("[class*='st-key-task_'] img[src*='/thumbs/']").evaluate_all(
         "imgs => imgs.filter(i => i.complete && i.naturalWidth > 0).map(i => i.naturalWidth / i.naturalHeight)"
     )
 
@@ -61,11 +61,11 @@ def test_poster_in_two_formats_arrives_with_the_right_shapes(page, studio_server
     generate(page).click()
     card = creative(page, marker)
     expect(card).to_be_visible(timeout=10_000)
-    expect(card.locator("[class*='st-key-task_'] img[src*='/images/']")).to_have_count(2, timeout=20_000)
+    expect(card.locator("[class*='st-key-task_'] img[src*='/thumbs/']")).to_have_count(2, timeout=20_000)
     page.wait_for_function(
         """m => [...document.querySelectorAll("[class*='st-key-creative_']")]
              .filter(c => c.innerText.includes(m))
-             .flatMap(c => [...c.querySelectorAll("img[src*='/images/']")])
+             .flatMap(c => [...c.querySelectorAll("img[src*='/thumbs/']")])
              .filter(i => i.complete && i.naturalWidth > 0).length === 2""",
         arg=marker,
         timeout=20_000,
@@ -126,6 +126,6 @@ def test_closing_the_page_mid_generation_loses_nothing(browser, studio_server):
     page2 = ctx2.new_page()
     open_studio(page2, studio_server)
     card = creative(page2, marker)
-    expect(card.locator("img[src*='/images/']")).to_have_count(1, timeout=20_000)
+    expect(card.locator("img[src*='/thumbs/']")).to_have_count(1, timeout=20_000)
     expect(card.get_by_text("Done")).to_be_visible()
     ctx2.close()

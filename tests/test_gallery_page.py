@@ -1,0 +1,164 @@
+"""Gallery logic: search, filters, favourites, collections, delete, export — AppTest and store."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from studio import services as core
+from studio.export import file_name, write_zip
+from studio.images import ImageKeeper, read_recipe
+from studio.models import Task, TaskRequest
+from studio.store import GalleryQuery, Store
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SEED = [
+    ("A neon sign that reads \"OPEN LATE\" on a rainy street", "16:9", "2K"),
+    ("Product photo of a sage-green coffee mug", "1:1", "1K"),
+    ("Poster with the headline \"SUMMER DROP\"", "2:3", "2K"),
+    ("A café menu board titled \"MORNING BREW\"", "3:4", "4K"),
+]  # fmt: skip
+
+
+def seed(store: Store, keeper: ImageKeeper, items=SEED) -> list[int]:
+    """Finished generations with real kept files, as the tracker leaves them."""
+    ids = []
+    for n, (prompt, ratio, res) in enumerate(items):
+        sid = store.add_submission(
+            TaskRequest(prompt, ratio, res), idempotency_key=f"seed-{n}", creative_id=f"c{n}"
+        )
+        store.mark_created(sid, f"tk-seed-{n}")
+        store.record_task(Task.parse({"taskId": f"tk-seed-{n}", "status": "success",
+                                      "output": [{"url": f"https://files.example/{n}.png", "type": "image"}]}))  # fmt: skip
+        buf = io.BytesIO()
+        Image.new("RGB", (64 + n, 48), (40 * n, 90, 160)).save(buf, "PNG")
+        kept = keeper.keep_bytes(buf.getvalue(), {"prompt": prompt, "aspect_ratio": ratio, "resolution": res})
+        [o] = store.outputs_for([sid])[sid]
+        store.output_kept(o.id, sha256=kept.sha256, path=str(kept.path), thumb_path=str(kept.thumb_path),
+                          width=kept.width, height=kept.height, nbytes=kept.bytes)  # fmt: skip
+        ids.append(o.id)
+    return ids
+
+
+@pytest.fixture
+def stocked(tmp_path):
+    store = Store(tmp_path / "studio.db")
+    keeper = ImageKeeper(tmp_path / "images")
+    return store, keeper, seed(store, keeper)
+
+
+def test_search_finds_a_word_of_a_prompt(stocked):
+    store, _, _ = stocked
+    items, total = store.gallery(GalleryQuery(text="summer"))
+    assert total == 1 and "SUMMER DROP" in items[0].prompt
+    assert store.gallery(GalleryQuery(text="caf"))[1] == 1  # prefix and accents
+    assert store.gallery(GalleryQuery(text='"; DROP --'))[1] == 1  # hostile text is only words
+    assert store.gallery(GalleryQuery(text="zebra"))[1] == 0
+
+
+def test_filters_sort_and_paging(stocked):
+    store, _, ids = stocked
+    assert store.gallery(GalleryQuery(ratios=("1:1", "2:3")))[1] == 2
+    assert store.gallery(GalleryQuery(resolutions=("2K",)))[1] == 2
+    newest, _ = store.gallery(GalleryQuery(), limit=2)
+    oldest, _ = store.gallery(GalleryQuery(newest_first=False), limit=2)
+    assert [i.output_id for i in newest] == ids[::-1][:2]
+    assert [i.output_id for i in oldest] == ids[:2]
+    page2, total = store.gallery(GalleryQuery(), limit=3, offset=3)
+    assert total == 4 and len(page2) == 1
+
+
+def test_favourites_and_collections(stocked):
+    store, _, ids = stocked
+    store.set_favourite(ids[1], True)
+    favs, n = store.gallery(GalleryQuery(favourites_only=True))
+    assert n == 1 and favs[0].output_id == ids[1] and favs[0].favourite
+    cid = store.add_collection("Summer campaign")
+    assert store.add_collection(" Summer campaign ") == cid
+    store.add_to_collection(cid, [ids[0], ids[2]])
+    assert store.gallery(GalleryQuery(collection_id=cid))[1] == 2
+    assert store.collections() == [(cid, "Summer campaign", 2)]
+    with pytest.raises(ValueError, match="name is required"):
+        store.add_collection("  ")
+
+
+def test_delete_removes_rows_and_files(stocked):
+    store, keeper, ids = stocked
+    [item] = store.gallery_items([ids[0]])
+    orphans = store.delete_outputs([ids[0]])
+    assert orphans == [item.sha256]
+    for sha in orphans:
+        keeper.delete(sha)
+    assert not keeper.original_path(item.sha256).exists()
+    assert store.gallery(GalleryQuery())[1] == 3
+    assert store.submission(item.submission_id) is None
+
+
+def test_zip_holds_originals_and_a_manifest(stocked, tmp_path):
+    store, keeper, ids = stocked
+    items = store.gallery_items(ids)
+    path = write_zip(items, keeper.original_path, tmp_path / "exports")
+    with zipfile.ZipFile(path) as zf:
+        names = set(zf.namelist())
+        assert {"manifest.csv", "manifest.json"} <= names
+        manifest = json.loads(zf.read("manifest.json"))
+        assert (
+            {m["file"] for m in manifest}
+            == {file_name(i) for i in items}
+            == names - {"manifest.csv", "manifest.json"}
+        )
+        first = next(m for m in manifest if "neon" in m["prompt"])
+        assert first["file"].startswith("a-neon-sign-that-reads-open-late") and "_16x9_2K_" in first["file"]
+        recipe = read_recipe(zf.read(first["file"]))
+        assert recipe["prompt"] == first["prompt"]
+        assert "manifest" not in zf.read("manifest.csv").decode()[:0]  # csv is text
+        assert zf.read("manifest.csv").decode().splitlines()[0].startswith("file,prompt,aspect_ratio")
+
+
+@pytest.fixture
+def gallery_app(tmp_path, monkeypatch):
+    for k in ("HIAPI_API_KEY", "HIAPI_BASE_URL"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path / "data"))
+    core.shutdown()
+    import streamlit as st
+
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30)
+    at.run()
+    services = core.current()
+    seed(services.store, services.keeper)
+    at.switch_page("pages/gallery.py").run()
+    assert not at.exception, at.exception
+    yield at
+    core.shutdown()
+    st.cache_resource.clear()
+
+
+def _card_prompts(at) -> list[str]:
+    return [t.value for t in at.text]
+
+
+def test_gallery_page_lists_and_searches(gallery_app):
+    at = gallery_app
+    assert "4 images" in [c.value for c in at.caption]
+    assert len(_card_prompts(at)) == 4
+    at.text_input(key="g_text").input("neon").run()
+    assert "1 image" in [c.value for c in at.caption]
+    assert any("OPEN LATE" in p for p in _card_prompts(at))
+
+
+def test_gallery_page_ratio_filter_and_favourites(gallery_app):
+    at = gallery_app
+    at.multiselect(key="g_ratios").select("1:1").run()
+    assert "1 image" in [c.value for c in at.caption]
+    at.multiselect(key="g_ratios").unselect("1:1").run()
+    at.toggle(key="g_fav").set_value(True).run()
+    assert "0 images" in [c.value for c in at.caption]
