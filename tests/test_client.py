@@ -911,3 +911,318 @@ def test_debug_log_has_method_path_status_attempt_only(caplog: pytest.LogCapture
     assert f"GET /v1/tasks/{TASK_ID} -> 200 (attempt 2)" in lines
     assert any("retrying in" in line for line in lines)
     assert not any("Bearer" in line or KEY in line for line in lines)
+
+
+# -- against the simulator, over real HTTP on loopback ---------------------------------------
+
+OTHER_KEY = "sk-test-other-tenant-000000000000"
+
+
+@pytest.fixture(scope="module")
+def simulator() -> Iterator[Any]:
+    from studio.simulator import Simulator
+
+    sim = Simulator(
+        host="127.0.0.1",
+        port=0,
+        api_keys=[KEY, OTHER_KEY],
+        signing_key=None,
+        min_duration=0.05,
+        max_duration=0.2,
+        seed=1,
+    ).start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def sim(simulator: Any) -> Any:
+    simulator.reset_faults()
+    simulator.reset_stats()
+    return simulator
+
+
+def sim_client(sim: Any, sleeps: Sleeps | None = None, key: str = KEY, **kw: Any) -> HiAPIClient:
+    return HiAPIClient(key, base_url=sim.base_url, sleep=sleeps if sleeps is not None else Sleeps(), **kw)
+
+
+def posts(sim: Any) -> dict[str, int]:
+    return {k: v for k, v in sim.stats()["requests"].items() if k.startswith("POST ")}
+
+
+def wait_terminal(client: HiAPIClient, task_id: str, deadline_s: float = 5.0) -> Task:
+    end = time.monotonic() + deadline_s
+    while True:
+        task = client.get_task(task_id)
+        if task.is_terminal or time.monotonic() > end:
+            return task
+        time.sleep(0.05)
+
+
+def test_sim_create_poll_and_list_round_trip(sim: Any) -> None:
+    with sim_client(sim, model="gpt-image-2/text-to-image") as client:
+        created = client.create_task(TaskRequest('a poster saying "HELLO"', "16:9", "2K"))
+        task = wait_terminal(client, created.task_id)
+        page = client.list_tasks(page=1, size=5)
+    assert re.fullmatch(r"tk-hiapi-[0-9A-Z]{26}", created.task_id)
+    assert created.replayed is False
+    assert task.task_id == created.task_id
+    assert task.status == "success" and task.model == "gpt-image-2/text-to-image"
+    assert task.completed >= task.created > 0
+    assert len(task.outputs) == 1 and task.outputs[0].url.startswith(sim.base_url)
+    assert page.tasks[0].task_id == created.task_id  # newest first
+    assert page.total is not None and page.total >= 1
+    stats = sim.stats()
+    assert stats["tasks_created"] == 1
+    assert stats["requests"]["POST /v1/tasks 200"] == 1
+
+
+def test_sim_failed_task_is_a_task_with_its_error(sim: Any) -> None:
+    with sim_client(sim) as client:
+        created = client.create_task(TaskRequest("a cat [sim:fail]"))
+        task = wait_terminal(client, created.task_id)
+    assert task.status == "fail" and task.outputs == ()
+    assert task.error is not None and task.error.code == "TASK_FAILED"
+
+
+def test_sim_wrong_key_is_401_and_never_retried(sim: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    wrong = "sk-test-wrong-key-ZZZZZZZZZZZZ"
+    sleeps = Sleeps()
+    with sim_client(sim, sleeps, key=wrong) as client:
+        for call in (
+            lambda: client.get_task(TASK_ID),
+            lambda: client.list_tasks(),
+            lambda: client.create_task(TaskRequest("a cat")),
+        ):
+            with pytest.raises(E.AuthenticationError) as info:
+                call()
+            assert info.value.status == 401
+            assert_no_key(info.value, wrong)
+    assert sleeps == []
+    requests = sim.stats()["requests"]
+    assert requests == {"GET /v1/tasks/{id} 401": 1, "GET /v1/tasks 401": 1, "POST /v1/tasks 401": 1}
+    assert wrong not in caplog.text
+
+
+@pytest.mark.parametrize(("request_", "field", "fragment"), INVALID_REQUESTS)
+def test_sim_invalid_request_never_reaches_the_server(
+    sim: Any, request_: TaskRequest, field: str, fragment: str
+) -> None:
+    with sim_client(sim) as client, pytest.raises(E.RequestValidationError) as info:
+        client.create_task(request_)
+    assert field in {p.field for p in info.value.problems}
+    assert LABELS[field] in str(info.value)
+    assert posts(sim) == {}
+    assert sim.stats()["tasks_created"] == 0
+
+
+def test_sim_server_side_400_is_invalid_request_and_not_retried(sim: Any) -> None:
+    sleeps = Sleeps()
+    with (
+        sim_client(sim, sleeps, model="no-such-model") as client,
+        pytest.raises(E.InvalidRequestError) as info,
+    ):
+        client.create_task(TaskRequest("a cat"))
+    assert (info.value.status, info.value.error_code) == (400, "INVALID_REQUEST")
+    assert "no-such-model" in info.value.message
+    assert posts(sim) == {"POST /v1/tasks 400": 1} and sleeps == []
+
+
+def test_sim_unknown_task_is_404(sim: Any) -> None:
+    with sim_client(sim) as client, pytest.raises(E.NotFoundError) as info:
+        client.get_task("tk-hiapi-00000000000000000000000000")
+    assert info.value.status == 404
+    assert sim.stats()["requests"] == {"GET /v1/tasks/{id} 404": 1}
+
+
+def test_sim_another_keys_task_is_404(sim: Any) -> None:
+    with sim_client(sim) as mine, sim_client(sim, key=OTHER_KEY) as theirs:
+        created = mine.create_task(TaskRequest("mine"))
+        with pytest.raises(E.NotFoundError):
+            theirs.get_task(created.task_id)
+        assert all(t.task_id != created.task_id for t in theirs.list_tasks(size=100).tasks)
+        assert mine.get_task(created.task_id).task_id == created.task_id
+
+
+@pytest.mark.parametrize(("fault", "status"), [("get_429_rate", 429), ("get_503_rate", 503)])
+def test_sim_get_retries_honour_retry_after(sim: Any, fault: str, status: int) -> None:
+    with sim_client(sim) as setup:
+        task_id = setup.create_task(TaskRequest("a cat")).task_id
+    sim.set_faults(**{fault: 1.0, "retry_after": 1})
+    sleeps = Sleeps(on_sleep=lambda s: sim.set_faults(**{fault: 0.0}))
+    with sim_client(sim, sleeps) as client:
+        assert client.get_task(task_id).task_id == task_id
+    assert len(sleeps) == 1 and sleeps[0] >= 1.0
+    requests = sim.stats()["requests"]
+    assert requests[f"GET /v1/tasks/{{id}} {status}"] == 1
+    assert requests["GET /v1/tasks/{id} 200"] == 1
+
+
+def test_sim_get_retry_after_as_http_date(sim: Any) -> None:
+    sim.set_faults(get_503_rate=1.0, retry_after=2, retry_after_as_date=True)
+    sleeps = Sleeps(on_sleep=lambda s: sim.set_faults(get_503_rate=0.0))
+    with sim_client(sim, sleeps) as client:
+        client.list_tasks()
+    assert len(sleeps) == 1 and 0.5 < sleeps[0] <= 2.2  # whole seconds in the date, minus elapsed time
+
+
+def test_sim_rate_limit_exhausted_raises_with_retry_after(sim: Any) -> None:
+    sim.set_faults(get_429_rate=1.0, retry_after=3)
+    sleeps = Sleeps()
+    with sim_client(sim, sleeps) as client, pytest.raises(E.RateLimitedError) as info:
+        client.get_task("tk-hiapi-00000000000000000000000000")
+    assert info.value.retry_after == 3.0
+    assert len(sleeps) == 2 and all(s >= 3.0 for s in sleeps)
+    assert sim.stats()["requests"] == {"GET /v1/tasks/{id} 429": 3}
+
+
+def test_sim_dropped_create_answer_is_resent_and_replayed_not_recreated(sim: Any) -> None:
+    sim.set_faults(drop_create_answer_rate=1.0)
+    sleeps = Sleeps(on_sleep=lambda s: sim.set_faults(drop_create_answer_rate=0.0))
+    with sim_client(sim, sleeps) as client:
+        created = client.create_task(TaskRequest("a lighthouse"), idempotency_key="sub-dropped-1")
+        assert client.get_task(created.task_id).task_id == created.task_id
+    stats = sim.stats()
+    assert stats["tasks_created"] == 1
+    assert stats["create_answers_dropped"] == 1
+    assert stats["idempotent_replays"] == 1
+    assert created.replayed is True
+    assert created.idempotency_key == "sub-dropped-1"
+    assert posts(sim) == {"POST /v1/tasks dropped": 1, "POST /v1/tasks 200": 1}
+    assert len(sleeps) == 1
+
+
+def test_sim_dropped_create_answer_with_a_generated_key(sim: Any) -> None:
+    sim.set_faults(drop_create_answer_rate=1.0)
+    sleeps = Sleeps(on_sleep=lambda s: sim.set_faults(drop_create_answer_rate=0.0))
+    with sim_client(sim, sleeps) as client:
+        created = client.create_task(TaskRequest("a lighthouse"))
+    assert created.replayed is True
+    assert sim.stats()["tasks_created"] == 1
+    assert sim.task_count() >= 1 and created.task_id in {t.task_id for t in sim_list(sim)}
+
+
+def sim_list(sim: Any) -> tuple[Task, ...]:
+    with sim_client(sim) as client:
+        return client.list_tasks(size=100).tasks
+
+
+def test_sim_answer_never_comes_back_means_an_unknown_outcome(sim: Any) -> None:
+    sim.set_faults(drop_create_answer_rate=1.0)
+    with sim_client(sim, max_retries=0) as client, pytest.raises(E.HiAPIConnectionError) as info:
+        client.create_task(TaskRequest("a lighthouse"), idempotency_key="sub-lost")
+    assert info.value.idempotency_key == "sub-lost"  # type: ignore[attr-defined]
+    assert sim.stats()["tasks_created"] == 1  # it was created: resend with the key, never without
+    sim.set_faults(drop_create_answer_rate=0.0)
+    with sim_client(sim) as client:
+        again = client.create_task(TaskRequest("a lighthouse"), idempotency_key="sub-lost")
+    assert again.replayed is True and sim.stats()["tasks_created"] == 1
+
+
+@pytest.mark.parametrize("fault", ["post_429_rate", "post_503_rate"])
+def test_sim_post_busy_is_retried_with_the_same_key(sim: Any, fault: str) -> None:
+    sim.set_faults(**{fault: 1.0, "retry_after": 1})
+    sleeps = Sleeps(on_sleep=lambda s: sim.set_faults(**{fault: 0.0}))
+    with sim_client(sim, sleeps) as client:
+        created = client.create_task(TaskRequest("a cat"))
+    assert created.replayed is False  # the busy answer created nothing
+    assert sleeps[0] >= 1.0
+    assert sim.stats()["tasks_created"] == 1
+    assert sum(posts(sim).values()) == 2
+
+
+def test_sim_same_key_same_body_replays(sim: Any) -> None:
+    with sim_client(sim) as client:
+        first = client.create_task(TaskRequest("a cat", "4:3", "2K"), idempotency_key="sub-same")
+        second = client.create_task(TaskRequest("a cat", "4:3", "2K"), idempotency_key="sub-same")
+    assert (first.replayed, second.replayed) == (False, True)
+    assert first.task_id == second.task_id
+    assert sim.stats()["tasks_created"] == 1
+
+
+def test_sim_same_key_other_body_is_422_and_never_retried(sim: Any) -> None:
+    sleeps = Sleeps()
+    with sim_client(sim, sleeps) as client:
+        client.create_task(TaskRequest("a cat"), idempotency_key="sub-reused")
+        with pytest.raises(E.IdempotencyKeyMismatchError) as info:
+            client.create_task(TaskRequest("a dog"), idempotency_key="sub-reused")
+    assert (info.value.status, info.value.error_code) == (422, "IDEMPOTENCY_KEY_MISMATCH")
+    assert sleeps == []
+    assert posts(sim) == {"POST /v1/tasks 200": 1, "POST /v1/tasks 422": 1}
+
+
+def test_sim_409_while_the_first_create_is_in_flight_is_retried_then_replayed(sim: Any) -> None:
+    sim.set_faults(create_delay_s=0.8)
+    results: dict[str, Any] = {}
+    request = TaskRequest("a slow cat")
+    sending = threading.Event()
+
+    class Signalling(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            sending.set()
+            return super().handle_request(request)
+
+    def first() -> None:
+        with sim_client(sim, transport=Signalling()) as client:
+            results["first"] = client.create_task(request, idempotency_key="sub-inflight")
+
+    t = threading.Thread(target=first)
+    t.start()
+    assert sending.wait(5)
+    time.sleep(0.2)  # the first create is now being handled (held for 0.8 s)
+    sleeps = Sleeps(on_sleep=lambda s: t.join(5))
+    with sim_client(sim, sleeps) as client:
+        second = client.create_task(request, idempotency_key="sub-inflight")
+    t.join(5)
+    assert results["first"].replayed is False
+    assert second.replayed is True and second.task_id == results["first"].task_id
+    assert len(sleeps) == 1 and sleeps[0] >= 1.0  # the simulator's Retry-After: 1
+    assert sim.stats()["tasks_created"] == 1
+    assert posts(sim)["POST /v1/tasks 409"] == 1
+
+
+def test_sim_one_client_shared_by_many_threads(sim: Any) -> None:
+    errors: list[BaseException] = []
+    ids: list[str] = []
+    lock = threading.Lock()
+    with sim_client(sim) as client:
+
+        def work(i: int) -> None:
+            try:
+                created = client.create_task(TaskRequest(f"cat number {i}"))
+                task = client.get_task(created.task_id)
+                with lock:
+                    ids.append(task.task_id)
+            except BaseException as exc:  # noqa: BLE001
+                with lock:
+                    errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(10)
+    assert errors == []
+    assert len(set(ids)) == 16
+    stats = sim.stats()
+    assert stats["tasks_created"] == 16
+    assert stats["connections"] <= 16  # pooled: no connection per request
+
+
+def test_sim_nothing_logged_or_raised_carries_the_key(sim: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    errors: list[BaseException] = []
+    sim.set_faults(drop_create_answer_rate=1.0, get_503_rate=1.0)
+    # max_retries=0: a resent create would be answered by a (never dropped) replay.
+    with sim_client(sim, max_retries=0) as client:
+        for call in (lambda: client.create_task(TaskRequest("x")), lambda: client.get_task(TASK_ID)):
+            try:
+                call()
+            except E.HiAPIError as exc:
+                errors.append(exc)
+    assert [type(e) for e in errors] == [E.HiAPIConnectionError, E.UnavailableError]
+    for err in errors:
+        assert_no_key(err)
+    assert any(r.name == "studio.client" for r in caplog.records)
+    assert KEY not in caplog.text
