@@ -41,7 +41,7 @@ def _int(value: Any, default: int = 0) -> int:
     if isinstance(value, str):
         try:
             return int(float(value))
-        except ValueError:
+        except (ValueError, OverflowError):  # "inf", "1e400"
             return default
     return default
 

@@ -4,7 +4,8 @@ HiAPI does not publish what 1K/2K/4K mean in pixels. The model family takes
 sides that are multiples of 16, at most 3840 px on the long edge, a ratio of at
 most 3:1 and 655,360-8,294,400 pixels in all. We follow one reseller's rule:
 1K fixes the short edge near 1024; 2K and 4K fix the long edge at 2048 and
-3840, shrunk to stay within the pixel budget. Sizes are shown as approximate;
+3840, shrunk to stay within the pixel budget. Where that rule would make 2K no
+larger than 1K (2:1 and wider), 2K is 1K grown by a quarter. Sizes are shown as approximate;
 the real image is always measured. The pickers, the validation and the
 simulator all read this table, so they cannot drift apart.
 """
@@ -74,6 +75,10 @@ def _compute(ratio: Ratio, resolution: str) -> tuple[int, int]:
         long, short = 1024 * a / b, 1024.0
     else:
         long = 2048.0 if resolution == "2K" else float(MAX_LONG_EDGE)
+        one_k_long = 1024 * a / b
+        if resolution == "2K" and one_k_long >= long:
+            # Very wide ratios: the literal rule would make 2K no bigger than 1K.
+            long = min(float(MAX_LONG_EDGE), one_k_long * 1.25)
         short = long * b / a
     L, S = _round16(long), _round16(short)
     if L * S > MAX_PIXELS:  # shrink both sides, rounding down to stay in budget

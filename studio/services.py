@@ -22,6 +22,9 @@ from .tracker import Tracker
 log = logging.getLogger("studio.services")
 
 SIMULATOR_KEY = "sk-simulator-local"
+# The tracker schedules its own retries (honouring Retry-After), so one client
+# call never holds a worker thread for long.
+_TRACKER_RETRIES = {"max_retries": 1, "retry_after_cap": 10.0}
 
 
 @dataclass
@@ -79,9 +82,13 @@ def boot(settings: Settings) -> Services:
                 simulator.set_faults(fail_rate=settings.sim_fail_rate)
             mid = (settings.sim_min_duration + settings.sim_max_duration) / 2
             priors = {"1K": mid, "2K": mid, "4K": mid}
-            client = HiAPIClient(SIMULATOR_KEY, base_url=simulator.base_url, model=settings.model)
+            client = HiAPIClient(
+                SIMULATOR_KEY, base_url=simulator.base_url, model=settings.model, **_TRACKER_RETRIES
+            )
         else:
-            client = HiAPIClient(settings.api_key or "", base_url=settings.base_url, model=settings.model)
+            client = HiAPIClient(
+                settings.api_key or "", base_url=settings.base_url, model=settings.model, **_TRACKER_RETRIES
+            )
         tracker = Tracker(store, client, keeper, priors=priors).start()
         _current = Services(settings, store, client, keeper, tracker, simulator)
         log.info("studio services started in %s mode", settings.mode)

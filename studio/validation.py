@@ -65,7 +65,7 @@ def validate_request(
                 f"Shorten it by {over:,} character{'s' if over != 1 else ''}.",
             )
         )
-    elif "\x00" in prompt:
+    if isinstance(prompt, str) and "\x00" in prompt:
         problems.append(Problem("prompt", "Prompt contains a NUL character; remove it."))
 
     ratio_ok = isinstance(aspect_ratio, str) and aspect_ratio in RATIO_NAMES
