@@ -112,6 +112,10 @@ _MIGRATIONS: tuple[str, ...] = (
     END;
     INSERT INTO prompt_search(rowid, prompt) SELECT id, prompt FROM submissions;
     """,
+    # 3: reserved for text-fidelity results
+    "SELECT 1;",
+    # 4: reserved for campaigns and the prompt library
+    "SELECT 1;",
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _RANK = {SUBMITTING: 0, TaskStatus.QUEUED: 1, TaskStatus.HANDLING: 2, TaskStatus.ARCHIVING: 3}
