@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import pytest
@@ -137,3 +138,33 @@ def test_rate_limited_polls_still_finish(sim, tmp_path):
         assert all(store.submission(i).state == "success" for i in ids)
     finally:
         tracker.stop()
+
+
+def test_crash_between_download_and_rename_is_recovered(sim, tmp_path):
+    # First process: the task succeeds but the process dies before the image is kept.
+    store = Store(tmp_path / "studio.db")
+    client = HiAPIClient(KEY, base_url=sim.base_url)
+    first = Tracker(store, client, None, priors={"1K": 0.4})
+    first.start()
+    try:
+        [sid] = first.submit([TaskRequest('a menu "MORNING BREW"', "3:4", "1K")])
+        assert wait_for(lambda: store.submission(sid).state == "success")
+    finally:
+        first.stop()
+    [pending] = store.outputs_for([sid])[sid]
+    assert pending.state == "pending"
+    keeper = ImageKeeper(tmp_path / "images")
+    stale = tmp_path / "images" / "tmp" / "half-written.part"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"\x89PNG partial")
+    # Second process: start-up sweeps the half-written file and keeps the image.
+    assert keeper.sweep_temp(older_than_s=0) >= 1
+    assert not stale.exists()
+    second = Tracker(store, client, keeper, priors={"1K": 0.4})
+    second.start()
+    try:
+        assert wait_for(lambda: store.outputs_for([sid])[sid][0].state == "kept")
+        kept = store.outputs_for([sid])[sid][0]
+        assert hashlib.sha256(open(kept.path, "rb").read()).hexdigest() == kept.sha256
+    finally:
+        second.stop()
