@@ -268,14 +268,32 @@ def test_duration_model_hook_and_time_scale(make_sim):
     assert 0.29 <= sim.task_finished_at(two) - t0 <= 0.4
 
 
+def test_phases_follow_the_duration_model():
+    with Simulator(api_keys=[KEY], duration_model=lambda res, rng: (0.3, 0.4, 0.3), seed=1).start() as sim:
+        with _client(sim) as c:
+            tid = create(c)
+            seen = []
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                status = c.get(f"/v1/tasks/{tid}").json()["data"]["status"]
+                if not seen or seen[-1] != status:
+                    seen.append(status)
+                if status == "success":
+                    break
+                time.sleep(0.05)
+    assert seen == ["queued", "handling", "archiving", "success"]
+
+
 def test_realistic_duration_grows_with_resolution():
     import random
 
     rng = random.Random(3)
     medians = {}
     for res in ("1K", "2K", "4K"):
-        values = sorted(realistic_duration(res, rng) for _ in range(400))
-        assert all(20 <= v <= 240 for v in values)
+        phases = [realistic_duration(res, rng) for _ in range(400)]
+        assert all(q >= 0 and h > 0 and 1.0 <= a <= 2.5 for q, h, a in phases)
+        values = sorted(sum(p) for p in phases)
+        assert all(20 <= v <= 240.001 for v in values)
         medians[res] = values[len(values) // 2]
     assert medians["1K"] < medians["2K"] < medians["4K"]
     assert 38 <= medians["1K"] <= 53 and 60 <= medians["2K"] <= 82 and 95 <= medians["4K"] <= 128

@@ -60,21 +60,31 @@ FAILURES: tuple[tuple[float, str, str], ...] = (
 PROMPT_REJECTED = {"code": "TASK_FAILED", "message": "upstream rejected the prompt"}
 
 _MEDIAN_S = {"1K": 45.0, "2K": 70.0, "4K": 110.0}
+QUEUE_MEAN_S = 4.0
+HANDLING_SPREAD = 0.15  # lognormal sigma of handling time at one resolution
 
-DurationModel = Callable[[str, random.Random], float]
+# A model returns total seconds (phases split by PHASES) or (queued, handling, archiving) seconds.
+DurationModel = Callable[[str, random.Random], "float | tuple[float, float, float]"]
 
 
-def realistic_duration(resolution: str, rng: random.Random) -> float:
-    """Seconds from create to a terminal status, as third parties report them.
+def realistic_duration(resolution: str, rng: random.Random) -> tuple[float, float, float]:
+    """Seconds spent queued, handling and archiving, as third parties report the family.
 
-    A short exponential queue wait (mean 4 s) plus a lognormal handling time
-    whose median grows with resolution (1K ~45 s, 2K ~70 s, 4K ~110 s overall),
-    clipped to 20-240 s.
+    An exponential queue wait (mean 4 s, the part that varies with load), a
+    handling time whose median grows with resolution (1K ~45 s, 2K ~70 s,
+    4K ~110 s overall) and varies little at one resolution (lognormal sigma
+    0.15), and 1-2.5 s of archiving (storing the result). Totals clip to 20-240 s.
     """
     median = _MEDIAN_S.get(resolution, _MEDIAN_S["1K"])
-    queue = rng.expovariate(1 / 4.0)
-    handling = (median - 4.0) * math.exp(rng.gauss(0.0, 0.35))
-    return min(240.0, max(20.0, queue + handling))
+    queue = rng.expovariate(1 / QUEUE_MEAN_S)
+    handling = (median - QUEUE_MEAN_S - 1.75) * math.exp(rng.gauss(0.0, HANDLING_SPREAD))
+    archiving = rng.uniform(1.0, 2.5)
+    total = queue + handling + archiving
+    if total < 20.0:
+        handling += 20.0 - total
+    elif total > 240.0:
+        handling -= total - 240.0
+    return queue, handling, archiving
 
 
 @dataclass(frozen=True)
@@ -146,6 +156,8 @@ class _Task:
     error: dict[str, str] | None
     misspelled: bool
     file_token: str
+    handling_at: float = 0.0  # when `handling` starts
+    archiving_at: float = 0.0  # when `archiving` starts
     callback_fate: str = "send"  # "send", "drop" or "duplicate", drawn at create time
 
 
@@ -452,12 +464,19 @@ class Simulator:
 
     # -------------------------------------------------------------------- tasks
 
-    def _draw_duration(self, resolution: str) -> float:
+    def _draw_phases(self, resolution: str) -> tuple[float, float, float]:
+        """Seconds (already time-scaled) spent queued, handling and archiving."""
+        drawn: float | tuple[float, float, float]
         if self.duration_model is not None:
-            seconds = float(self.duration_model(resolution, self._rng))
+            drawn = self.duration_model(resolution, self._rng)
         else:
-            seconds = self._rng.uniform(self.min_duration, self.max_duration)
-        return max(0.0, seconds) / self.time_scale
+            drawn = self._rng.uniform(self.min_duration, self.max_duration)
+        if isinstance(drawn, tuple):
+            q, h, a = (max(0.0, float(x)) / self.time_scale for x in drawn)
+            return q, h, a
+        total = max(0.0, float(drawn)) / self.time_scale
+        (_, q_end), (_, h_end), _ = PHASES
+        return total * q_end, total * (h_end - q_end), total * (1.0 - h_end)
 
     def _draw_callback_fate(self) -> str:
         faults = self._faults
@@ -480,7 +499,8 @@ class Simulator:
         now = time.time()
         lowered = prompt.lower()
         with self._lock:
-            duration = self._draw_duration(resolution)
+            queued, handling, archiving = self._draw_phases(resolution)
+            duration = queued + handling + archiving
             error: dict[str, str] | None = None
             if FAIL_MARKER in lowered:
                 error = dict(PROMPT_REJECTED)
@@ -488,7 +508,8 @@ class Simulator:
                 _, code, message = self._rng.choices(FAILURES, weights=[f[0] for f in FAILURES])[0]
                 error = {"code": code, "message": message}
             if error is not None:  # failures tend to surface early
-                duration *= 0.4 + 0.6 * self._rng.random()
+                shrink = 0.4 + 0.6 * self._rng.random()
+                duration, queued, handling = duration * shrink, queued * shrink, handling * shrink
             task = _Task(
                 task_id=new_task_id(),
                 owner=owner,
@@ -500,6 +521,8 @@ class Simulator:
                 callback_url=callback_url,
                 created_at=now,
                 finished_at=now + duration,
+                handling_at=now + queued,
+                archiving_at=now + queued + handling,
                 error=error,
                 misspelled=MISSPELL_MARKER in lowered,
                 file_token=secrets.token_urlsafe(24),
@@ -539,10 +562,12 @@ class Simulator:
         """The task-detail `data` object at time `now` (status computed from the clock)."""
         if now >= t.finished_at:
             status = "fail" if t.error else "success"
+        elif now < t.handling_at:
+            status = "queued"
+        elif now < t.archiving_at:
+            status = "handling"
         else:
-            total = t.finished_at - t.created_at
-            frac = (now - t.created_at) / total if total > 0 else 1.0
-            status = next((name for name, end in PHASES if frac < end), PHASES[-1][0])
+            status = "archiving"
         terminal = status in ("success", "fail")
         data: dict[str, Any] = {
             "taskId": t.task_id,
