@@ -1,82 +1,113 @@
 """When to look at a task next: the adaptive polling schedule.
 
 Pure functions, so the policy can be unit-tested and replayed on a virtual
-clock. The idea: a task cannot finish much before its resolution's usual
-duration, so we look sparsely early on, densely around the expected finish,
-and progressively less often when it runs late. `archiving` means the result
-is being stored, so the finish is imminent. Errors back off exponentially and
-a server's Retry-After always wins.
+clock (benchmarks/detection.py). The policy:
+
+- a first check soon after submit (instant failures, safety rejections);
+- then, from the durations of recently finished tasks at the same resolution,
+  the next look is at the point where a quarter of the tasks still running
+  at this age would have finished (the conditional quantile). Early on, when
+  nothing can be done yet, that is one long hop; near the usual finish the
+  hops are short. Inside the window of likely finishes no gap exceeds a cap,
+  so a finished image never waits long;
+- `archiving` means the result is being stored: the finish is a second or
+  two away, so look densely;
+- running later than anything seen: back off gently, never drop the task;
+- errors back off exponentially; a server's Retry-After always wins.
 """
 
 from __future__ import annotations
 
-import statistics
+import bisect
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .models import TaskStatus
 
-# Priors for GPT Image 2 from third-party timings (30 s to 3 min, longer at
-# higher resolution); replaced by what we learn from finished tasks.
+# Priors for GPT Image 2 (third-party timings: 30 s to 3 min, longer at higher
+# resolution), used until enough tasks have finished to learn from.
 DEFAULT_EXPECTED = {"1K": 45.0, "2K": 70.0, "4K": 110.0}
 
-FIRST_CHECK = 1.0  # catch instant failures (safety rejections) quickly
+FIRST_CHECK = 1.0
 MIN_INTERVAL = 0.25
-DENSE_INTERVAL = 0.5
+WINDOW_CAP = 3.0  # longest gap once finishes are plausible
+ARCHIVING_INTERVAL = 0.5
 MAX_INTERVAL = 15.0
+CATCH_SHARE = 0.25  # share of still-running tasks expected to finish before the next look
 ERROR_BASE = 2.0
 ERROR_CAP = 60.0
+MIN_HISTORY = 5
+
+# Standard normal quantiles used to draw a prior history around a median.
+_PRIOR_Z = (-1.5, -1.0, -0.7, -0.4, -0.2, 0.0, 0.2, 0.4, 0.7, 1.0, 1.5)
 
 
 @dataclass(frozen=True)
-class Expectation:
-    """What we expect of a task's duration, in seconds since submit."""
+class DurationHistory:
+    """Sorted seconds from submit to finish of recent tasks at one resolution."""
 
-    early: float  # it is rarely done before this
-    typical: float  # median
-    late: float  # it is usually done by now
+    seconds: tuple[float, ...]
 
     @classmethod
-    def learn(cls, durations: Sequence[float], prior: float) -> Expectation:
-        """From recent durations (needs 3+), else from a prior median."""
-        data = sorted(d for d in durations if d > 0)
-        if len(data) >= 3:
-            q = statistics.quantiles(data, n=10, method="inclusive")
-            return cls(early=q[0] * 0.9, typical=statistics.median(data), late=q[-1] * 1.1)
-        return cls(early=prior * 0.4, typical=prior, late=prior * 2.0)
+    def learn(cls, durations: Sequence[float], prior: float, spread: float = 0.3) -> DurationHistory:
+        """From recent durations, or a lognormal spread around a prior median."""
+        data = sorted(float(d) for d in durations if d > 0)
+        if len(data) < MIN_HISTORY:
+            data = sorted(prior * math.exp(spread * z) for z in _PRIOR_Z)
+        return cls(tuple(data))
+
+    @property
+    def typical(self) -> float:
+        s = self.seconds
+        return s[len(s) // 2]
+
+    @property
+    def late(self) -> float:
+        """By this age nearly every task has finished (for reconciliation timers)."""
+        s = self.seconds
+        return s[min(len(s) - 1, int(0.9 * len(s)))] * 1.1
+
+    def window_start(self) -> float:
+        """The age before which almost no task has finished."""
+        s = self.seconds
+        return s[int(0.03 * len(s))]
 
 
 def next_check_delay(
     elapsed: float,
     status: str,
-    expected: Expectation,
+    history: DurationHistory,
     *,
     checks: int,
     errors: int = 0,
     retry_after: float | None = None,
+    scale: float = 1.0,
 ) -> float:
     """Seconds to wait before the next GET of a task.
 
     `elapsed`: seconds since our submit; `checks`: GETs made so far;
-    `errors`: consecutive failed GETs; `retry_after`: the server's last word.
+    `errors`: consecutive failed GETs; `retry_after`: the server's last word;
+    `scale`: >1 compresses the fixed intervals (only for time-compressed
+    benchmark runs against a simulator; 1 in production).
     """
     if errors:
-        delay = min(ERROR_CAP, ERROR_BASE * 2 ** (errors - 1))
+        delay = min(ERROR_CAP, ERROR_BASE * 2 ** (errors - 1)) / scale
         return max(delay, retry_after or 0.0)
     if retry_after:
-        return max(retry_after, MIN_INTERVAL)
+        return max(retry_after, MIN_INTERVAL / scale)
     if checks == 0:
-        return max(MIN_INTERVAL, min(FIRST_CHECK, expected.early) - elapsed)
+        return max(MIN_INTERVAL / scale, FIRST_CHECK / scale - elapsed)
     if status == TaskStatus.ARCHIVING:
-        return DENSE_INTERVAL
-    if elapsed < expected.early:
-        # Sparse: aim at the start of the window, in at most a few hops.
-        return max(DENSE_INTERVAL, min(MAX_INTERVAL, (expected.early - elapsed) * 0.6))
-    if elapsed < expected.late:
-        # Dense where finishes are likely; a little denser near the median.
-        spread = max(1.0, expected.late - expected.early)
-        closeness = abs(elapsed - expected.typical) / spread
-        return min(2.0, DENSE_INTERVAL + 1.5 * closeness)
-    # Running late: back off gently, never past MAX_INTERVAL.
-    overdue = elapsed - expected.late
-    return min(MAX_INTERVAL, 1.0 + overdue * 0.1)
+        return ARCHIVING_INTERVAL / scale
+    seen = history.seconds
+    still_running = seen[bisect.bisect_right(seen, elapsed) :]
+    if not still_running:  # later than anything seen
+        return min(MAX_INTERVAL / scale, 1.0 / scale + 0.2 * (elapsed - seen[-1]))
+    target = still_running[min(len(still_running) - 1, int(CATCH_SHARE * len(still_running)))]
+    delay = max(MIN_INTERVAL / scale, target - elapsed)
+    start = history.window_start()
+    if elapsed + delay > start:  # inside the window: never a long gap
+        delay = min(delay, max(WINDOW_CAP / scale, start - elapsed))
+    # Before the window one hop may be long: the window start is already a low quantile.
+    return delay if elapsed < start else min(delay, MAX_INTERVAL / scale)

@@ -474,18 +474,24 @@ class Store:
         )
         return [(r[0], r[1], r[2]) for r in rows]
 
-    def durations(self, resolution: str, limit: int = 30) -> list[float]:
-        """Seconds from our submit to HiAPI's completion, for recent successes at a resolution."""
+    def durations(self, resolution: str, limit: int = 50) -> list[float]:
+        """Seconds from create to completion of recent successes at a resolution.
+
+        HiAPI's own `completed - created` is preferred: our detection times are
+        quantised by our own polls, and learning from them would feed the
+        schedule its own echo. Whole seconds, so half a second is added back.
+        """
         rows = self._conn().execute(
-            "SELECT finished_at - submitted_at, remote_completed - remote_created FROM submissions"
-            " WHERE state=? AND resolution=? AND submitted_at IS NOT NULL ORDER BY id DESC LIMIT ?",
+            "SELECT remote_completed - remote_created, finished_at - submitted_at FROM submissions"
+            " WHERE state=? AND resolution=? ORDER BY id DESC LIMIT ?",
             (TaskStatus.SUCCESS, resolution, limit),
         )
         out = []
-        for ours, remote in rows:
-            value = ours if ours is not None else remote
-            if value is not None and value >= 0:
-                out.append(float(value))
+        for remote, ours in rows:
+            if remote is not None and remote >= 0:
+                out.append(float(remote) + 0.5)
+            elif ours is not None and ours >= 0:
+                out.append(float(ours))
         return out
 
     def counts(self) -> dict[str, int]:

@@ -23,7 +23,7 @@ from typing import Any
 
 from . import errors as E
 from .models import Callback, Task, TaskRequest, TaskStatus
-from .schedule import DEFAULT_EXPECTED, Expectation, next_check_delay
+from .schedule import DEFAULT_EXPECTED, DurationHistory, next_check_delay
 from .store import Store, Submission
 
 log = logging.getLogger("studio.tracker")
@@ -83,6 +83,7 @@ class Tracker:
         workers: int = 8,
         callback_url: str | None = None,
         clock: Callable[[], float] = time.time,
+        time_scale: float = 1.0,
     ) -> None:
         self.store = store
         self.client = client
@@ -90,13 +91,14 @@ class Tracker:
         self.priors = dict(DEFAULT_EXPECTED if priors is None else priors)
         self.callback_url = callback_url
         self.clock = clock
+        self.time_scale = time_scale  # >1 only when benchmarking a time-compressed simulator
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tracker-io")
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._watches: dict[int, _Watch] = {}
         self._downloading: set[int] = set()
-        self._expect_cache: dict[str, tuple[float, Expectation]] = {}
+        self._expect_cache: dict[str, tuple[float, DurationHistory]] = {}
         self._thread: threading.Thread | None = None
         self.health_info = Health()
 
@@ -184,13 +186,13 @@ class Tracker:
             "started_at": h.started_at,
         }
 
-    def expectation(self, resolution: str) -> Expectation:
-        """Learned duration window for a resolution (cached for a few seconds)."""
+    def expectation(self, resolution: str) -> DurationHistory:
+        """Recent durations at a resolution, to plan polls (cached for a few seconds)."""
         now = self.clock()
         cached = self._expect_cache.get(resolution)
         if cached and now - cached[0] < 5.0:
             return cached[1]
-        exp = Expectation.learn(self.store.durations(resolution), self.priors.get(resolution, 60.0))
+        exp = DurationHistory.learn(self.store.durations(resolution), self.priors.get(resolution, 60.0))
         self._expect_cache[resolution] = (now, exp)
         return exp
 
@@ -310,7 +312,13 @@ class Tracker:
         self._reschedule(
             w,
             next_check_delay(
-                elapsed, w.status, exp, checks=w.checks, errors=w.errors, retry_after=w.retry_after
+                elapsed,
+                w.status,
+                exp,
+                checks=w.checks,
+                errors=w.errors,
+                retry_after=w.retry_after,
+                scale=self.time_scale,
             ),
         )
 
