@@ -1,0 +1,1 @@
+"""Benchmarks: every figure measured in one run beside a baseline from the same run."""
