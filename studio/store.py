@@ -116,6 +116,9 @@ _MIGRATIONS: tuple[str, ...] = (
     "SELECT 1;",
     # 4: reserved for campaigns and the prompt library
     "SELECT 1;",
+    # 5: our best estimate of when a task finished (midway between the last
+    # poll that saw it running and the one that saw it done)
+    "ALTER TABLE submissions ADD COLUMN finish_estimate REAL;",
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _RANK = {SUBMITTING: 0, TaskStatus.QUEUED: 1, TaskStatus.HANDLING: 2, TaskStatus.ARCHIVING: 3}
@@ -140,6 +143,7 @@ class Submission:
     remote_created: int | None
     remote_completed: int | None
     attempts: int
+    finish_estimate: float | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -382,7 +386,14 @@ class Store:
                 (submission_id, REJECTED, now, "create"),
             )
 
-    def record_task(self, task: Task, *, source: str = "poll", now: float | None = None) -> bool:
+    def record_task(
+        self,
+        task: Task,
+        *,
+        source: str = "poll",
+        now: float | None = None,
+        finish_estimate: float | None = None,
+    ) -> bool:
         """Upsert a task report by task id. Terminal states are sticky.
 
         Returns True when the stored state changed (the first report of a new
@@ -403,7 +414,7 @@ class Store:
             err = task.error
             c.execute(
                 "UPDATE submissions SET state=?, remote_created=?, remote_completed=?, raw_task=?,"
-                " error_code=?, error_message=?, finished_at=? WHERE id=?",
+                " error_code=?, error_message=?, finished_at=?, finish_estimate=? WHERE id=?",
                 (
                     task.status,
                     task.created or None,
@@ -412,6 +423,7 @@ class Store:
                     err.code if (err and terminal) else None,
                     err.message if (err and terminal) else None,
                     now if terminal else None,
+                    (finish_estimate or now) if terminal else None,
                     sid,
                 ),
             )
@@ -477,21 +489,25 @@ class Store:
     def durations(self, resolution: str, limit: int = 50) -> list[float]:
         """Seconds from create to completion of recent successes at a resolution.
 
-        HiAPI's own `completed - created` is preferred: our detection times are
-        quantised by our own polls, and learning from them would feed the
-        schedule its own echo. Whole seconds, so half a second is added back.
+        HiAPI's own `completed - created` is whole seconds: good for tasks of a
+        minute, too coarse for short ones, where our estimate (midway between
+        the last poll that saw the task running and the one that saw it done)
+        is used. Plain detection times are never used: they are quantised by
+        our own polls, and learning from them would feed the schedule its echo.
         """
         rows = self._conn().execute(
-            "SELECT remote_completed - remote_created, finished_at - submitted_at FROM submissions"
+            "SELECT remote_completed - remote_created, finish_estimate - submitted_at FROM submissions"
             " WHERE state=? AND resolution=? ORDER BY id DESC LIMIT ?",
             (TaskStatus.SUCCESS, resolution, limit),
         )
         out = []
-        for remote, ours in rows:
-            if remote is not None and remote >= 0:
+        for remote, estimate in rows:
+            if remote is not None and remote >= 20:
                 out.append(float(remote) + 0.5)
-            elif ours is not None and ours >= 0:
-                out.append(float(ours))
+            elif estimate is not None and estimate >= 0:
+                out.append(float(estimate))
+            elif remote is not None and remote >= 0:
+                out.append(float(remote) + 0.5)
         return out
 
     def counts(self) -> dict[str, int]:

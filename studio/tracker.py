@@ -52,6 +52,7 @@ class _Watch:
     retry_after: float | None = None
     status: str = "submitting"
     busy: bool = False
+    last_running_at: float | None = None  # when a poll last saw the task unfinished
 
 
 @dataclass
@@ -297,6 +298,7 @@ class Tracker:
         self.health_info.creates += 1
         self.store.mark_created(sub.id, created.task_id, now=self.clock())
         w.kind, w.errors, w.checks, w.status = "check", 0, 0, TaskStatus.QUEUED
+        w.last_running_at = self.clock()
         self._schedule_check(w, sub.resolution, elapsed=0.0)
 
     # -- check ----------------------------------------------------------------
@@ -351,12 +353,15 @@ class Tracker:
         w.checks += 1
         w.errors = 0
         w.retry_after = None
-        self.store.record_task(task, source="poll", now=self.clock())
+        now = self.clock()
+        estimate = (w.last_running_at + now) / 2 if (task.is_terminal and w.last_running_at) else None
+        self.store.record_task(task, source="poll", now=now, finish_estimate=estimate)
         if task.is_terminal:
             self._drop(w)
             self._wake.set()
             return
         w.status = task.status
+        w.last_running_at = now
         self._schedule_check(w, sub.resolution, self._elapsed(sub))
 
     def _elapsed(self, sub: Submission) -> float:
