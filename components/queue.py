@@ -72,7 +72,7 @@ def task_card(sub: Submission, outputs: list[OutputRow]) -> None:
                 st.caption(f"Retrying: {sub.error_message}")
 
 
-@st.fragment(run_every=1.0)
+@st.fragment(run_every=0.5)
 def live_queue(limit: int = 24) -> None:
     services = get_services()
     subs = services.store.recent(limit=limit)

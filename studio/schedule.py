@@ -4,6 +4,8 @@ Pure functions, so the policy can be unit-tested and replayed on a virtual
 clock (benchmarks/detection.py). The policy:
 
 - a first check soon after submit (instant failures, safety rejections);
+- until a few tasks at a resolution have finished, gently growing intervals
+  (a prior may be far off);
 - then, from the durations of recently finished tasks at the same resolution,
   the next look is at the point where a quarter of the tasks still running
   at this age would have finished (the conditional quantile). Early on, when
@@ -48,13 +50,14 @@ class DurationHistory:
     """Sorted seconds from submit to finish of recent tasks at one resolution."""
 
     seconds: tuple[float, ...]
+    learned: bool = True  # False: drawn from a prior, nothing finished yet to learn from
 
     @classmethod
     def learn(cls, durations: Sequence[float], prior: float, spread: float = 0.3) -> DurationHistory:
         """From recent durations, or a lognormal spread around a prior median."""
         data = sorted(float(d) for d in durations if d > 0)
         if len(data) < MIN_HISTORY:
-            data = sorted(prior * math.exp(spread * z) for z in _PRIOR_Z)
+            return cls(tuple(sorted(prior * math.exp(spread * z) for z in _PRIOR_Z)), learned=False)
         return cls(tuple(data))
 
     @property
@@ -100,14 +103,20 @@ def next_check_delay(
         return max(MIN_INTERVAL / scale, FIRST_CHECK / scale - elapsed)
     if status == TaskStatus.ARCHIVING:
         return ARCHIVING_INTERVAL / scale
+    if not history.learned:
+        # A prior may be far off (another load, a faster model): no long hops
+        # until a few tasks have finished; look at gently growing intervals.
+        return min(MAX_INTERVAL, max(MIN_INTERVAL, 1.0 + 0.25 * elapsed)) / scale
     seen = history.seconds
+    # Short tasks (a fast model, the simulator) get proportionally short gaps.
+    cap = max(MIN_INTERVAL / scale, min(WINDOW_CAP / scale, 0.08 * history.typical))
     still_running = seen[bisect.bisect_right(seen, elapsed) :]
     if not still_running:  # later than anything seen
-        return min(MAX_INTERVAL / scale, 1.0 / scale + 0.2 * (elapsed - seen[-1]))
+        return min(MAX_INTERVAL / scale, min(1.0 / scale, cap) + 0.2 * (elapsed - seen[-1]))
     target = still_running[min(len(still_running) - 1, int(CATCH_SHARE * len(still_running)))]
     delay = max(MIN_INTERVAL / scale, target - elapsed)
     start = history.window_start()
     if elapsed + delay > start:  # inside the window: never a long gap
-        delay = min(delay, max(WINDOW_CAP / scale, start - elapsed))
+        delay = min(delay, max(cap, start - elapsed))
     # Before the window one hop may be long: the window start is already a low quantile.
     return delay if elapsed < start else min(delay, MAX_INTERVAL / scale)

@@ -357,6 +357,7 @@ class Tracker:
         estimate = (w.last_running_at + now) / 2 if (task.is_terminal and w.last_running_at) else None
         self.store.record_task(task, source="poll", now=now, finish_estimate=estimate)
         if task.is_terminal:
+            self._expect_cache.pop(sub.resolution, None)  # learn from it at once
             self._drop(w)
             self._wake.set()
             return
