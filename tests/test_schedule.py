@@ -70,9 +70,12 @@ def test_errors_back_off_and_retry_after_wins():
 
 def test_history_from_prior_until_enough_tasks_finished():
     prior = DurationHistory.learn([50.0, 52.0], prior=100)
-    assert 90 <= prior.typical <= 110
+    assert 90 <= prior.typical <= 110 and not prior.learned
+    # No long hop on a prior's word: a task far faster than the prior is still seen soon.
+    gaps = [next_check_delay(t, "handling", prior, checks=2) for t in (1, 5, 10, 20)]
+    assert gaps == sorted(gaps) and gaps[-1] <= 6
     learned = DurationHistory.learn([40, 45, 50, 55, 60], prior=100)
-    assert learned.seconds == (40, 45, 50, 55, 60) and learned.typical == 50
+    assert learned.seconds == (40, 45, 50, 55, 60) and learned.typical == 50 and learned.learned
 
 
 def test_time_scale_compresses_the_fixed_intervals():
