@@ -42,7 +42,7 @@ def filters() -> GalleryQuery:
     resolutions = c3.pills(
         "Resolution", RESOLUTIONS, selection_mode="multi", key="g_res", persist_state="session"
     )
-    d1, d2, d3, d4 = st.columns([2, 2, 2, 2], vertical_alignment="bottom")
+    d1, d2, d3, d4, d5 = st.columns([2, 2, 2, 2, 2], vertical_alignment="bottom")
     collections = services.store.collections()
     names = {cid: f"{name} ({n})" for cid, name, n in collections}
     collection = d1.selectbox(
@@ -51,7 +51,11 @@ def filters() -> GalleryQuery:
     )  # fmt: skip
     dates = d2.date_input("Date", value=(), key="g_dates", format="YYYY-MM-DD")
     newest = d3.segmented_control("Sort", ["Newest", "Oldest"], default="Newest", key="g_sort") != "Oldest"
-    favourites = d4.toggle("Favourites only", key="g_fav")
+    status = d4.selectbox(
+        "Status", ["kept", "failed", "all"], key="g_status",
+        format_func={"kept": "Kept images", "failed": "Failed", "all": "Kept and failed"}.get,
+    )  # fmt: skip
+    favourites = d5.toggle("Favourites only", key="g_fav")
     since = until = None
     if isinstance(dates, tuple | list) and dates:
         start = dates[0]
@@ -67,10 +71,27 @@ def filters() -> GalleryQuery:
         since=since,
         until=until,
         newest_first=newest,
+        status=status,
     )
 
 
+def failed_card(item: GalleryItem) -> None:
+    with st.container(border=True, key=f"failed_{item.submission_id}_{item.output_id or 0}"):
+        what = "Image could not be kept" if item.state == "download_failed" else "Generation failed"
+        st.error(f"{what}: {item.error or 'no reason given'}", icon=":material/error:")
+        st.badge(item.aspect_ratio, color="blue")
+        st.text(item.prompt[:90] + ("…" if len(item.prompt) > 90 else ""))
+        st.caption(time.strftime("%Y-%m-%d %H:%M", time.localtime(item.created_at)))
+        st.button(
+            "Edit in Studio", key=f"refail_{item.submission_id}_{item.output_id or 0}", icon=":material/edit:",
+            on_click=draft.load, args=(item.prompt, [item.aspect_ratio], item.resolution),
+        )  # fmt: skip
+
+
 def card(item: GalleryItem) -> None:
+    if not item.kept:
+        failed_card(item)
+        return
     with st.container(border=True, key=f"card_{item.output_id}"):
         show_image(f"/thumbs/{item.sha256}.webp")
         chips = st.columns([1, 1, 1], gap="small")

@@ -14,7 +14,8 @@ pages = max(1, -(-total // PAGE_SIZE))
 page = st.session_state.get("g_page", 1)
 page = min(page, pages)
 items, total = services.store.gallery(query, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
-st.caption(f"{total:,} image{'s' if total != 1 else ''}")
+noun = "image" if query.status == "kept" else "item"
+st.caption(f"{total:,} {noun}{'s' if total != 1 else ''}")
 bulk_bar()
 if not items:
     st.info(

@@ -184,9 +184,10 @@ _OUT_COLS = ", ".join(OutputRow.__dataclass_fields__)
 
 @dataclass(frozen=True)
 class GalleryItem:
-    """One kept image with its recipe, as the gallery shows it."""
+    """One generation as the gallery shows it: a kept image with its recipe, or,
+    under the "failed" filter, a task or download that failed, with the reason."""
 
-    output_id: int
+    output_id: int | None
     submission_id: int
     creative_id: str
     prompt: str
@@ -195,13 +196,19 @@ class GalleryItem:
     model: str
     task_id: str | None
     created_at: float
-    sha256: str
-    width: int
-    height: int
-    bytes: int
-    url: str
-    expire_at: int
+    sha256: str | None
+    width: int | None
+    height: int | None
+    bytes: int | None
+    url: str | None
+    expire_at: int | None
     favourite: bool
+    state: str = "kept"  # kept | fail | rejected | download_failed
+    error: str | None = None
+
+    @property
+    def kept(self) -> bool:
+        return self.state == "kept"
 
 
 @dataclass(frozen=True)
@@ -216,6 +223,7 @@ class GalleryQuery:
     since: float | None = None
     until: float | None = None
     newest_first: bool = True
+    status: str = "kept"  # kept | failed | all (in-flight work is in the Studio queue)
 
 
 def fts_query(text: str) -> str | None:
@@ -224,17 +232,27 @@ def fts_query(text: str) -> str | None:
     return " ".join(f'"{w}"*' for w in words) or None
 
 
+_GALLERY_FROM = (
+    " FROM submissions s LEFT JOIN outputs o ON o.submission_id = s.id"
+    " LEFT JOIN favourites f ON f.output_id = o.id"
+)
+_KEPT = "o.state = 'kept'"
+_FAILED = "(s.state IN ('fail', 'rejected') OR o.state = 'failed')"
 _GALLERY_SELECT = (
     "SELECT o.id AS output_id, s.id AS submission_id, s.creative_id, s.prompt, s.aspect_ratio, s.resolution,"
     " s.model, s.task_id, s.created_at, o.sha256, o.width, o.height, o.bytes, o.url, o.expire_at,"
-    " (f.output_id IS NOT NULL) AS favourite"
-    " FROM outputs o JOIN submissions s ON s.id = o.submission_id"
-    " LEFT JOIN favourites f ON f.output_id = o.id"
+    " (f.output_id IS NOT NULL) AS favourite,"
+    " CASE WHEN o.state = 'kept' THEN 'kept' WHEN o.state = 'failed' THEN 'download_failed' ELSE s.state END"
+    " AS state,"
+    " CASE WHEN o.state = 'failed' THEN o.error"
+    " WHEN s.error_code IS NOT NULL THEN s.error_code || ': ' || COALESCE(s.error_message, '') END AS error"
+    + _GALLERY_FROM
 )
 
 
 def _gallery_where(q: GalleryQuery) -> tuple[str, list[Any]]:
-    where, params = ["o.state = 'kept'"], []
+    status = {"kept": _KEPT, "failed": _FAILED}.get(q.status, f"({_KEPT} OR {_FAILED})")
+    where, params = [status], []
     match = fts_query(q.text)
     if match:
         where.append("s.id IN (SELECT rowid FROM prompt_search WHERE prompt_search MATCH ?)")
@@ -582,13 +600,11 @@ class Store:
         where, params = _gallery_where(q)
         order = "DESC" if q.newest_first else "ASC"
         conn = self._conn()
-        total = conn.execute(
-            "SELECT COUNT(*) FROM outputs o JOIN submissions s ON s.id = o.submission_id"
-            " LEFT JOIN favourites f ON f.output_id = o.id" + where,
-            params,
-        ).fetchone()[0]
+        total = conn.execute("SELECT COUNT(*)" + _GALLERY_FROM + where, params).fetchone()[0]
         rows = conn.execute(
-            _GALLERY_SELECT + where + f" ORDER BY s.created_at {order}, o.id {order} LIMIT ? OFFSET ?",
+            _GALLERY_SELECT
+            + where
+            + f" ORDER BY s.created_at {order}, s.id {order}, o.id {order} LIMIT ? OFFSET ?",
             [*params, limit, offset],
         )
         items = [GalleryItem(**(dict(r) | {"favourite": bool(r["favourite"])})) for r in rows]

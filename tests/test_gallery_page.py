@@ -162,3 +162,19 @@ def test_gallery_page_ratio_filter_and_favourites(gallery_app):
     at.multiselect(key="g_ratios").unselect("1:1").run()
     at.toggle(key="g_fav").set_value(True).run()
     assert "0 images" in [c.value for c in at.caption]
+
+
+def test_status_filter_lists_failures_with_their_reasons(stocked):
+    store, _, _ = stocked
+    sid = store.add_submission(
+        TaskRequest("a rejected prompt", "1:1", "1K"), idempotency_key="f1", creative_id="cf"
+    )
+    store.mark_created(sid, "tk-failed")
+    store.record_task(Task.parse({"taskId": "tk-failed", "status": "fail",
+                                  "error": {"code": "TASK_FAILED", "message": "upstream rejected the prompt"}}))  # fmt: skip
+    kept, n_kept = store.gallery(GalleryQuery())
+    assert n_kept == 4 and all(i.kept for i in kept)
+    failed, n_failed = store.gallery(GalleryQuery(status="failed"))
+    assert n_failed == 1
+    assert failed[0].state == "fail" and failed[0].error == "TASK_FAILED: upstream rejected the prompt"
+    assert store.gallery(GalleryQuery(status="all"))[1] == 5
