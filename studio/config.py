@@ -16,6 +16,15 @@ from typing import Any
 from .models import DEFAULT_MODEL
 
 DEFAULT_BASE_URL = "https://api.hiapi.ai"
+PRICING_KEYS = (
+    "STUDIO_PRICE_1K",
+    "STUDIO_PRICE_2K",
+    "STUDIO_PRICE_4K",
+    "STUDIO_CURRENCY",
+    "STUDIO_CONFIRM_IMAGES",
+    "STUDIO_CONFIRM_COST",
+    "STUDIO_MAX_ACTIVE_TASKS",
+)
 
 
 def _pick(name: str, env: Mapping[str, str], secrets: Mapping[str, Any]) -> str | None:
@@ -49,6 +58,8 @@ class Settings:
     callback_url: str | None = None
     callback_token: str | None = field(default=None, repr=False)
     webhook_secret: str | None = field(default=None, repr=False)
+    # Price table and pacing defaults (see pricing.py); Settings can override them.
+    pricing_env: dict[str, str | None] = field(default_factory=dict, compare=False)
 
     @property
     def simulated(self) -> bool:
@@ -74,4 +85,5 @@ class Settings:
             callback_url=_pick("HIAPI_CALLBACK_URL", env, secrets),
             callback_token=_pick("HIAPI_CALLBACK_TOKEN", env, secrets),
             webhook_secret=_pick("HIAPI_WEBHOOK_SECRET", env, secrets),
+            pricing_env={name: _pick(name, env, secrets) for name in PRICING_KEYS},
         )

@@ -57,24 +57,74 @@ def manifest_rows(items: Sequence[GalleryItem]) -> list[dict]:
     ]
 
 
-def write_zip(items: Sequence[GalleryItem], original_path, out_dir: Path) -> Path:
+def campaign_manifest_rows(
+    campaign_name: str, variables: Sequence[str], items: Sequence[tuple[int, GalleryItem, dict]]
+) -> list[dict]:
+    """Manifest rows of a campaign zip: each file with its row number and that row's values.
+
+    `items` are (row number, kept image, row values). Files are named
+    `row-003_16x9_2K.png` so they sort by row, then ratio.
+    """
+    rows, seen = [], set()
+    base = manifest_rows([it for _, it, _ in items])
+    for (row, item, values), m in zip(items, base, strict=True):
+        name = f"row-{row:03d}_{item.aspect_ratio.replace(':', 'x')}_{item.resolution}.png"
+        if name in seen:  # one task with several outputs
+            name = name.removesuffix(".png") + f"_{item.output_id}.png"
+        seen.add(name)
+        rows.append(
+            m
+            | {
+                "file": name,
+                "campaign": campaign_name,
+                "row": row,
+                "values": {v: values.get(v, "") for v in variables},
+            }
+        )
+    return rows
+
+
+def _csv_rows(rows: Sequence[dict]) -> tuple[list[str], list[dict]]:
+    """Flatten `values` into one `{{name}}` column per variable (no clash with the fixed fields)."""
+    fields: list[str] = []
+    flat = []
+    for r in rows:
+        out = {}
+        for k, v in r.items():
+            if k == "values" and isinstance(v, dict):
+                for name, value in v.items():
+                    out["{{" + name + "}}"] = value
+            else:
+                out[k] = v
+        for k in out:
+            if k not in fields:
+                fields.append(k)
+        flat.append(out)
+    return fields, flat
+
+
+def write_zip(
+    items: Sequence[GalleryItem], original_path, out_dir: Path, *, manifest: Sequence[dict] | None = None
+) -> Path:
     """Write `<token>.zip` with every original and manifest.csv/json; returns its path.
 
-    `original_path(sha256) -> Path` locates a kept file. The token is random so
-    export URLs cannot be guessed.
+    `original_path(sha256) -> Path` locates a kept file. `manifest` (one row per
+    item, each with its `file` name) replaces the default rows, e.g. a
+    campaign's. The token is random so export URLs cannot be guessed.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{secrets.token_urlsafe(16)}.zip"
     tmp = target.with_suffix(".part")
-    rows = manifest_rows(items)
+    rows = list(manifest) if manifest is not None else manifest_rows(items)
+    fields, flat = _csv_rows(rows) if manifest is not None else (list(MANIFEST_FIELDS), rows)
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
         for item, row in zip(items, rows, strict=True):
             # PNGs are already compressed: store them as they are.
             zf.write(original_path(item.sha256), arcname=row["file"])
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS)
+        writer = csv.DictWriter(buf, fieldnames=fields)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(flat)
         zf.writestr("manifest.csv", buf.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
         zf.writestr(
             "manifest.json",

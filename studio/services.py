@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .client import HiAPIClient
 from .config import Settings
 from .images import ImageKeeper
+from .library import Library
+from .pricing import Pricing
+from .pricing import defaults_from as pricing_defaults
+from .pricing import load as load_pricing
 from .store import Store
 from .tracker import Tracker
 
@@ -35,6 +39,13 @@ class Services:
     keeper: ImageKeeper
     tracker: Tracker
     simulator: Any | None = None
+    pricing_defaults: Pricing | None = None
+    pricing_problems: list = field(default_factory=list)
+
+    @property
+    def pricing(self) -> Pricing:
+        """Prices, confirmation rule and concurrency: Settings' saved values over env/secrets defaults."""
+        return load_pricing(self.store, self.pricing_defaults or Pricing())
 
     @property
     def base_url(self) -> str:
@@ -89,8 +100,11 @@ def boot(settings: Settings) -> Services:
             client = HiAPIClient(
                 settings.api_key or "", base_url=settings.base_url, model=settings.model, **_TRACKER_RETRIES
             )
-        tracker = Tracker(store, client, keeper, priors=priors).start()
-        _current = Services(settings, store, client, keeper, tracker, simulator)
+        Library(store).seed_starters()
+        defaults, problems = pricing_defaults(settings.pricing_env)
+        max_active = load_pricing(store, defaults).max_active
+        tracker = Tracker(store, client, keeper, priors=priors, max_active=max_active).start()
+        _current = Services(settings, store, client, keeper, tracker, simulator, defaults, problems)
         log.info("studio services started in %s mode", settings.mode)
         return _current
 

@@ -114,8 +114,66 @@ _MIGRATIONS: tuple[str, ...] = (
     """,
     # 3: reserved for text-fidelity results
     "SELECT 1;",
-    # 4: reserved for campaigns and the prompt library
-    "SELECT 1;",
+    # 4: campaigns (rows × ratios of one prompt with variables), the spend ledger,
+    #    the prompt library and app settings edited in the Settings page
+    """
+    CREATE TABLE IF NOT EXISTS campaigns (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        template TEXT NOT NULL,
+        variables TEXT NOT NULL,
+        ratios TEXT NOT NULL,
+        resolution TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'running',
+        unit_micros INTEGER NOT NULL DEFAULT 0,
+        currency TEXT NOT NULL DEFAULT 'USD',
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS campaign_rows (
+        campaign_id INTEGER NOT NULL REFERENCES campaigns(id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        vals TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        PRIMARY KEY (campaign_id, idx)
+    );
+    CREATE TABLE IF NOT EXISTS campaign_tasks (
+        submission_id INTEGER PRIMARY KEY REFERENCES submissions(id) ON DELETE CASCADE,
+        campaign_id INTEGER NOT NULL REFERENCES campaigns(id) ON DELETE CASCADE,
+        row_idx INTEGER NOT NULL,
+        aspect_ratio TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS campaign_tasks_cell ON campaign_tasks(campaign_id, row_idx, aspect_ratio);
+    CREATE TABLE IF NOT EXISTS spend (
+        id INTEGER PRIMARY KEY,
+        submission_id INTEGER UNIQUE,
+        campaign_id INTEGER,
+        resolution TEXT NOT NULL,
+        unit_micros INTEGER NOT NULL,
+        currency TEXT NOT NULL,
+        at REAL NOT NULL,
+        final_state TEXT
+    );
+    CREATE INDEX IF NOT EXISTS spend_at ON spend(at);
+    CREATE TRIGGER IF NOT EXISTS spend_outlives_submission AFTER DELETE ON submissions BEGIN
+        UPDATE spend SET submission_id = NULL, final_state = old.state WHERE submission_id = old.id;
+    END;
+    CREATE TABLE IF NOT EXISTS prompt_library (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        prompt TEXT NOT NULL,
+        ratios TEXT NOT NULL,
+        resolution TEXT NOT NULL,
+        rows TEXT NOT NULL DEFAULT '[]',
+        note TEXT NOT NULL DEFAULT '',
+        starter TEXT UNIQUE,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS app_settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
     # 5: our best estimate of when a task finished (midway between the last
     # poll that saw it running and the one that saw it done)
     "ALTER TABLE submissions ADD COLUMN finish_estimate REAL;",
@@ -330,6 +388,28 @@ class Store:
                     c.execute(stmt)
                 c.execute(f"PRAGMA user_version={i + 1}")
 
+    def reader(self) -> sqlite3.Connection:
+        """This thread's connection, for reads by sibling modules (campaigns, library)."""
+        return self._conn()
+
+    def transaction(self) -> Any:
+        """A write transaction, for sibling modules that keep their SQL next to their logic."""
+        return self._tx()
+
+    def get_setting(self, key: str) -> str | None:
+        r = self._conn().execute("SELECT value FROM app_settings WHERE key = ?", (key,)).fetchone()
+        return r[0] if r else None
+
+    def set_setting(self, key: str, value: str) -> None:
+        self._write(
+            "INSERT INTO app_settings (key, value) VALUES (?, ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def delete_setting(self, key: str) -> None:
+        self._write("DELETE FROM app_settings WHERE key = ?", (key,))
+
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
@@ -346,26 +426,9 @@ class Store:
         """Record a request before it is sent. Returns the submission id."""
         now = time.time() if now is None else now
         with self._tx() as c:
-            cur = c.execute(
-                "INSERT INTO submissions (creative_id, prompt, aspect_ratio, resolution, model,"
-                " idempotency_key, state, created_at) VALUES (?,?,?,?,?,?,?,?)",
-                (
-                    creative_id,
-                    request.prompt,
-                    request.aspect_ratio,
-                    request.resolution,
-                    request.model,
-                    idempotency_key,
-                    SUBMITTING,
-                    now,
-                ),
+            return insert_submission(
+                c, request, idempotency_key=idempotency_key, creative_id=creative_id, now=now
             )
-            sid = int(cur.lastrowid)
-            c.execute(
-                "INSERT INTO task_events (submission_id, status, at, source) VALUES (?,?,?,?)",
-                (sid, SUBMITTING, now, "studio"),
-            )
-        return sid
 
     def mark_created(self, submission_id: int, task_id: str, *, now: float | None = None) -> bool:
         """Attach HiAPI's task id. Returns False if it was already attached."""
@@ -681,6 +744,32 @@ class Store:
                 if not c.execute("SELECT 1 FROM outputs WHERE sha256 = ? LIMIT 1", (sha,)).fetchone():
                     orphans.append(sha)
             return orphans
+
+
+def insert_submission(
+    c: sqlite3.Connection, request: TaskRequest, *, idempotency_key: str, creative_id: str, now: float
+) -> int:
+    """Insert one `submitting` row and its first event inside the caller's transaction."""
+    cur = c.execute(
+        "INSERT INTO submissions (creative_id, prompt, aspect_ratio, resolution, model,"
+        " idempotency_key, state, created_at) VALUES (?,?,?,?,?,?,?,?)",
+        (
+            creative_id,
+            request.prompt,
+            request.aspect_ratio,
+            request.resolution,
+            request.model,
+            idempotency_key,
+            SUBMITTING,
+            now,
+        ),
+    )
+    sid = int(cur.lastrowid)
+    c.execute(
+        "INSERT INTO task_events (submission_id, status, at, source) VALUES (?,?,?,?)",
+        (sid, SUBMITTING, now, "studio"),
+    )
+    return sid
 
 
 def _split_sql(script: str) -> list[str]:

@@ -8,6 +8,14 @@ is open, and a restarted process resumes every unfinished submission from the
 store: creates are re-sent with their original key (HiAPI replays, no second
 task), tasks in flight are looked at again at once. Failed tasks are never
 retried by the tracker; only the user resubmits.
+
+Pacing: at most `max_active` tasks are in flight at once (sent, or being sent,
+and not finished); further creates wait their turn, single prompts before
+campaign rows. A 429 on a create holds every new create until its Retry-After
+and halves the pace, which grows back by one slot per window of successful
+creates. A campaign can be paused (its never-tried creates wait), resumed and
+cancelled (its never-tried creates are dropped); a create already tried may
+exist at HiAPI and is always followed to its end.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import errors as E
+from .campaign_store import CANCELLED_STATE, PAUSED, RUNNING, CampaignStore
 from .models import Callback, Task, TaskRequest, TaskStatus
 from .schedule import DEFAULT_EXPECTED, DurationHistory, next_check_delay
 from .store import Store, Submission
@@ -38,6 +47,7 @@ _FINAL_CREATE_ERRORS = (
 )
 DOWNLOAD_ATTEMPTS = 6
 NOT_FOUND_LIMIT = 5
+DEFAULT_MAX_ACTIVE = 8
 
 
 @dataclass
@@ -65,6 +75,7 @@ class Health:
     downloads: int = 0
     download_errors: int = 0
     callbacks: int = 0
+    rate_limited: int = 0
     last_poll_at: float | None = None
     last_error: str | None = None
     last_error_at: float | None = None
@@ -85,6 +96,7 @@ class Tracker:
         callback_url: str | None = None,
         clock: Callable[[], float] = time.time,
         time_scale: float = 1.0,
+        max_active: int = DEFAULT_MAX_ACTIVE,
     ) -> None:
         self.store = store
         self.client = client
@@ -102,6 +114,10 @@ class Tracker:
         self._expect_cache: dict[str, tuple[float, DurationHistory]] = {}
         self._thread: threading.Thread | None = None
         self.health_info = Health()
+        self._campaigns = CampaignStore(store)
+        self._max_active = max(1, int(max_active))
+        self._pace = float(self._max_active)  # lowered by 429s, regrown by successful creates
+        self._hold_until = 0.0  # no new create before this (a create's 429 Retry-After)
 
     # -- lifecycle ------------------------------------------------------------
     def start(self) -> Tracker:
@@ -166,13 +182,82 @@ class Tracker:
             self._wake.set()
         return changed
 
+    def submit_campaign(
+        self,
+        campaign_id: int,
+        cells: Sequence[tuple[int, TaskRequest]],
+        *,
+        unit_micros: int,
+        currency: str,
+    ) -> list[int]:
+        """Record (row, request) cells of a campaign in one transaction and queue their creates.
+
+        Requests must already be valid (RequestValidationError otherwise, nothing written).
+        """
+        for _, r in cells:
+            problems = r.problems()
+            if problems:
+                raise E.RequestValidationError(problems)
+        now = self.clock()
+        keyed = [(row, r, self.client.new_idempotency_key()) for row, r in cells]
+        ids = self._campaigns.add_cells(
+            campaign_id, keyed, unit_micros=unit_micros, currency=currency, now=now
+        )
+        with self._lock:
+            for sid in ids:
+                self._watches[sid] = _Watch(sid, now, "create")
+        self._wake.set()
+        return ids
+
+    def set_max_active(self, n: int) -> None:
+        """Change the concurrency limit (Settings); takes effect on the next tick."""
+        with self._lock:
+            self._max_active = max(1, int(n))
+            self._pace = float(self._max_active)
+        self._wake.set()
+
+    def pause_campaign(self, campaign_id: int) -> None:
+        """Hold the campaign's creates that were never tried; tasks already sent run on."""
+        self._campaigns.set_state(campaign_id, PAUSED)
+
+    def resume_campaign(self, campaign_id: int) -> None:
+        self._campaigns.set_state(campaign_id, RUNNING)
+        self._wake.set()
+
+    def cancel_campaign(self, campaign_id: int) -> int:
+        """Drop the campaign's creates that were never tried; returns how many were cancelled."""
+        ids = set(self._campaigns.submission_ids(campaign_id))
+        with self._lock:
+            # Claim every idle create so the loop cannot start one while we cancel;
+            # a busy one is being sent right now and must be followed.
+            busy = [sid for sid in ids if sid in self._watches and self._watches[sid].busy]
+            claimed = [w for sid, w in self._watches.items() if sid in ids and not w.busy]
+            for w in claimed:
+                w.busy = True
+        try:
+            cancelled = set(self._campaigns.cancel(campaign_id, keep=busy, now=self.clock()))
+        finally:
+            with self._lock:
+                for w in claimed:
+                    if w.submission_id in cancelled:
+                        self._watches.pop(w.submission_id, None)
+                    w.busy = False
+            self._wake.set()
+        return len(cancelled)
+
     def health(self) -> dict[str, Any]:
         h = self.health_info
         with self._lock:
             in_flight = len(self._watches)
+            active = self._active_count()
         return {
             "alive": self.alive,
             "in_flight": in_flight,
+            "active": active,
+            "waiting_to_send": in_flight - active,
+            "max_active": self._max_active,
+            "pace": self._limit(),
+            "rate_limited": h.rate_limited,
             "downloading": len(self._downloading),
             "polls": h.polls,
             "poll_errors": h.poll_errors,
@@ -213,12 +298,18 @@ class Tracker:
         next_due = now + 1.0
         with self._lock:
             due = [w for w in self._watches.values() if not w.busy and w.due <= now]
-            for w in due:
+            checks = [w for w in due if w.kind != "create"]
+            for w in checks:
                 w.busy = True
-            waiting = [w.due for w in self._watches.values() if not w.busy]
-        for w in due:
-            job = self._create if w.kind == "create" else self._check
-            self._pool.submit(self._guard, job, w)
+            creates = [w for w in due if w.kind == "create"]
+            waiting = [w.due for w in self._watches.values() if not w.busy and w.due > now]
+        for w in checks:
+            self._pool.submit(self._guard, self._check, w)
+        if creates:
+            for w in self._admit(creates, now):
+                self._pool.submit(self._guard, self._create, w)
+            if self._hold_until > now:
+                next_due = min(next_due, self._hold_until)
         if waiting:
             next_due = min(next_due, min(waiting))
         if self.keeper is not None:
@@ -232,6 +323,49 @@ class Tracker:
             if nd is not None and nd > now:
                 next_due = min(next_due, nd)
         return max(0.02, next_due - self.clock())
+
+    # -- pacing ---------------------------------------------------------------
+    def _limit(self) -> int:
+        return max(1, min(self._max_active, int(self._pace)))
+
+    def _active_count(self) -> int:
+        """Tasks sent (or being sent) and not finished; call with the lock held."""
+        return sum(1 for w in self._watches.values() if w.kind != "create" or w.busy)
+
+    def _admit(self, creates: list[_Watch], now: float) -> list[_Watch]:
+        """The due creates that may start now: within the limit, not held by a 429 or a pause."""
+        if now < self._hold_until:
+            return []
+        gates = self._campaigns.gates([w.submission_id for w in creates])
+
+        def held(w: _Watch) -> bool:
+            attempts, campaign, state = gates.get(w.submission_id, (0, None, None))
+            return campaign is not None and attempts == 0 and state in (PAUSED, CANCELLED_STATE)
+
+        def order(w: _Watch) -> tuple[bool, bool, int]:
+            attempts, campaign, _ = gates.get(w.submission_id, (0, None, None))
+            # A create already tried first (it may exist at HiAPI), then single prompts, then campaign rows.
+            return (attempts == 0 and w.errors == 0, campaign is not None, w.submission_id)
+
+        chosen: list[_Watch] = []
+        with self._lock:
+            free = self._limit() - self._active_count()
+            for w in sorted(creates, key=order):
+                if free <= 0:
+                    break
+                if w.busy or self._watches.get(w.submission_id) is not w or held(w):
+                    continue
+                w.busy = True
+                chosen.append(w)
+                free -= 1
+        return chosen
+
+    def _rate_limited(self, exc: E.HiAPIError, errors: int) -> None:
+        wait = exc.retry_after if exc.retry_after is not None else min(30.0, 1.0 * 2**errors)
+        with self._lock:
+            self._hold_until = max(self._hold_until, self.clock() + wait)
+            self._pace = max(1.0, self._pace / 2)
+        self.health_info.rate_limited += 1
 
     def _guard(self, job: Callable[[_Watch], None], w: _Watch) -> None:
         try:
@@ -283,6 +417,8 @@ class Tracker:
             self._note_error(f"create: {exc.code}: {exc.message}")
             self.store.note_attempt(sub.id, exc.code, exc.message)
             w.errors += 1
+            if isinstance(exc, E.RateLimitedError):
+                self._rate_limited(exc, w.errors)
             self._reschedule(
                 w,
                 next_check_delay(
@@ -296,6 +432,8 @@ class Tracker:
             )
             return
         self.health_info.creates += 1
+        with self._lock:
+            self._pace = min(float(self._max_active), self._pace + 1.0 / max(1.0, self._pace))
         self.store.mark_created(sub.id, created.task_id, now=self.clock())
         w.kind, w.errors, w.checks, w.status = "check", 0, 0, TaskStatus.QUEUED
         w.last_running_at = self.clock()

@@ -1,0 +1,461 @@
+"""Campaigns and the spend ledger in the studio database (schema: migration 4 in store.py).
+
+Contract:
+- A campaign's submissions, their row/ratio links and their spend entries are
+  written in ONE transaction, before anything is sent: a crash never leaves a
+  task outside its campaign or unpriced.
+- A cell is (row, ratio); resubmitting a cell adds a submission, and the
+  newest submission of each cell is the one shown and counted.
+- Pause and cancel act only on creates never tried (attempts = 0): one that
+  was tried may already exist at HiAPI and is always followed to its end.
+- The spend ledger outlives deleted images: a trigger keeps the state the
+  submission had when it was deleted. Spent = tasks that succeeded; failed,
+  refused and cancelled ones are not counted (HiAPI does not document billing
+  failed tasks); tasks still running are shown as pending.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from .campaigns import CampaignPlan, render
+from .models import TaskRequest, TaskStatus
+from .pricing import Pricing, from_micros, to_micros
+from .store import _GALLERY_SELECT, REJECTED, SUBMITTING, GalleryItem, Store, insert_submission
+from .validation import first_problem_by_field, validate_request
+
+RUNNING, PAUSED, CANCELLED_STATE = "running", "paused", "cancelled"
+CANCELLED = "CANCELLED"  # error_code of a cell cancelled before it was sent
+CANCELLED_MESSAGE = "Cancelled before it was sent; nothing was created or billed."
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Counts over the newest submission of every cell."""
+
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    left: int = 0
+    held: int = 0  # left and never tried (what pause holds back)
+
+    @property
+    def finished(self) -> bool:
+        return self.left == 0
+
+
+@dataclass(frozen=True)
+class Campaign:
+    id: int
+    name: str
+    template: str
+    variables: tuple[str, ...]
+    ratios: tuple[str, ...]
+    resolution: str
+    state: str
+    unit_micros: int
+    currency: str
+    created_at: float
+    progress: Progress
+
+    @property
+    def unit_price(self) -> Decimal:
+        return from_micros(self.unit_micros)
+
+    @property
+    def status(self) -> str:
+        """running | paused | cancelled | finished, as the user reads it."""
+        if self.progress.finished:
+            return "cancelled" if self.state == CANCELLED_STATE and self.progress.cancelled else "finished"
+        return self.state
+
+
+@dataclass(frozen=True)
+class CampaignRow:
+    idx: int
+    values: dict[str, str]
+    prompt: str
+
+
+@dataclass(frozen=True)
+class CellView:
+    """The newest submission of one (row, ratio) cell."""
+
+    row: int
+    aspect_ratio: str
+    submission_id: int
+    state: str
+    error_code: str | None
+    error_message: str | None
+    attempts: int
+    task_id: str | None
+
+    @property
+    def failed(self) -> bool:
+        return self.state in (TaskStatus.FAIL, REJECTED) and self.error_code != CANCELLED
+
+    @property
+    def cancelled(self) -> bool:
+        return self.state == REJECTED and self.error_code == CANCELLED
+
+
+@dataclass(frozen=True)
+class SpendLine:
+    key: str  # a day (YYYY-MM-DD), a campaign name, or "all"
+    currency: str
+    spent: Decimal
+    images: int
+    pending: Decimal
+    pending_images: int
+
+
+def _progress(cells: Sequence[CellView]) -> Progress:
+    done = sum(c.state == TaskStatus.SUCCESS for c in cells)
+    cancelled = sum(c.cancelled for c in cells)
+    failed = sum(c.failed for c in cells)
+    left = len(cells) - done - cancelled - failed
+    held = sum(c.state == SUBMITTING and c.attempts == 0 for c in cells)
+    return Progress(len(cells), done, failed, cancelled, left, held)
+
+
+_CELLS_SQL = (
+    "SELECT ct.row_idx, ct.aspect_ratio, s.id, s.state, s.error_code, s.error_message, s.attempts, s.task_id"
+    " FROM campaign_tasks ct JOIN submissions s ON s.id = ct.submission_id"
+    " WHERE ct.campaign_id = ? AND ct.submission_id = ("
+    "   SELECT MAX(x.submission_id) FROM campaign_tasks x"
+    "   WHERE x.campaign_id = ct.campaign_id AND x.row_idx = ct.row_idx AND x.aspect_ratio = ct.aspect_ratio)"
+    " ORDER BY ct.row_idx, ct.submission_id"
+)
+
+
+class CampaignStore:
+    """Campaign and spend queries over a `Store` (thread-safe like the store)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # -- writing ----------------------------------------------------------------
+    def add_campaign(
+        self,
+        *,
+        name: str,
+        template: str,
+        variables: Sequence[str],
+        ratios: Sequence[str],
+        resolution: str,
+        rows: Sequence[tuple[dict[str, str], str]],
+        unit_micros: int,
+        currency: str,
+        now: float | None = None,
+    ) -> int:
+        """Record a campaign and its rows (values, rendered prompt); rows are numbered from 1."""
+        now = time.time() if now is None else now
+        with self.store.transaction() as c:
+            cur = c.execute(
+                "INSERT INTO campaigns (name, template, variables, ratios, resolution, state, unit_micros,"
+                " currency, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    name.strip() or "Campaign",
+                    template,
+                    json.dumps(list(variables)),
+                    json.dumps(list(ratios)),
+                    resolution,
+                    RUNNING,
+                    int(unit_micros),
+                    currency,
+                    now,
+                ),
+            )
+            cid = int(cur.lastrowid)
+            c.executemany(
+                "INSERT INTO campaign_rows (campaign_id, idx, vals, prompt) VALUES (?,?,?,?)",
+                [(cid, i, json.dumps(v, ensure_ascii=False), p) for i, (v, p) in enumerate(rows, 1)],
+            )
+        return cid
+
+    def add_cells(
+        self,
+        campaign_id: int,
+        cells: Sequence[tuple[int, TaskRequest, str]],
+        *,
+        unit_micros: int,
+        currency: str,
+        now: float | None = None,
+    ) -> list[int]:
+        """Record (row, request, idempotency key) cells as submissions of the campaign, with spend entries."""
+        now = time.time() if now is None else now
+        ids = []
+        with self.store.transaction() as c:
+            for row, request, key in cells:
+                sid = insert_submission(
+                    c, request, idempotency_key=key, creative_id=f"cmp{campaign_id}-r{row}", now=now
+                )
+                c.execute(
+                    "INSERT INTO campaign_tasks (submission_id, campaign_id, row_idx, aspect_ratio)"
+                    " VALUES (?,?,?,?)",
+                    (sid, campaign_id, row, request.aspect_ratio),
+                )
+                c.execute(
+                    "INSERT INTO spend (submission_id, campaign_id, resolution, unit_micros, currency, at)"
+                    " VALUES (?,?,?,?,?,?)",
+                    (sid, campaign_id, request.resolution, int(unit_micros), currency, now),
+                )
+                ids.append(sid)
+            if ids:
+                c.execute("UPDATE campaigns SET state = ? WHERE id = ?", (RUNNING, campaign_id))
+        return ids
+
+    def record_spend(
+        self, submission_ids: Sequence[int], *, resolution: str, unit_micros: int, currency: str
+    ) -> None:
+        """Price submissions made outside a campaign (a plain Generate)."""
+        now = time.time()
+        with self.store.transaction() as c:
+            c.executemany(
+                "INSERT OR IGNORE INTO spend (submission_id, campaign_id, resolution, unit_micros, currency, at)"
+                " VALUES (?, NULL, ?, ?, ?, ?)",
+                [(sid, resolution, int(unit_micros), currency, now) for sid in submission_ids],
+            )
+
+    def update_row(self, campaign_id: int, idx: int, values: dict[str, str], prompt: str) -> None:
+        with self.store.transaction() as c:
+            c.execute(
+                "UPDATE campaign_rows SET vals = ?, prompt = ? WHERE campaign_id = ? AND idx = ?",
+                (json.dumps(values, ensure_ascii=False), prompt, campaign_id, idx),
+            )
+
+    def set_state(self, campaign_id: int, state: str) -> None:
+        if state not in (RUNNING, PAUSED, CANCELLED_STATE):
+            raise ValueError(f"unknown campaign state {state!r}")
+        with self.store.transaction() as c:
+            c.execute("UPDATE campaigns SET state = ? WHERE id = ?", (state, campaign_id))
+
+    def cancel(self, campaign_id: int, *, keep: Sequence[int] = (), now: float | None = None) -> list[int]:
+        """Mark the campaign cancelled and every never-tried create in it (except `keep`) as cancelled.
+
+        Returns the submission ids cancelled. Creates already tried are left to finish.
+        """
+        now = time.time() if now is None else now
+        keep_set = set(keep)
+        with self.store.transaction() as c:
+            c.execute("UPDATE campaigns SET state = ? WHERE id = ?", (CANCELLED_STATE, campaign_id))
+            rows = c.execute(
+                "SELECT s.id FROM campaign_tasks ct JOIN submissions s ON s.id = ct.submission_id"
+                " WHERE ct.campaign_id = ? AND s.state = ? AND s.task_id IS NULL AND s.attempts = 0",
+                (campaign_id, SUBMITTING),
+            ).fetchall()
+            ids = [r[0] for r in rows if r[0] not in keep_set]
+            for sid in ids:
+                c.execute(
+                    "UPDATE submissions SET state = ?, error_code = ?, error_message = ?, finished_at = ?"
+                    " WHERE id = ?",
+                    (REJECTED, CANCELLED, CANCELLED_MESSAGE, now, sid),
+                )
+                c.execute(
+                    "INSERT INTO task_events (submission_id, status, at, source) VALUES (?,?,?,?)",
+                    (sid, REJECTED, now, "cancel"),
+                )
+        return ids
+
+    # -- reading ----------------------------------------------------------------
+    def gates(self, submission_ids: Sequence[int]) -> dict[int, tuple[int, int | None, str | None]]:
+        """submission id -> (attempts, campaign id or None, campaign state or None), for the tracker."""
+        out: dict[int, tuple[int, int | None, str | None]] = {}
+        ids = list(submission_ids)
+        conn = self.store.reader()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            rows = conn.execute(
+                "SELECT s.id, s.attempts, c.id, c.state FROM submissions s"
+                " LEFT JOIN campaign_tasks ct ON ct.submission_id = s.id"
+                " LEFT JOIN campaigns c ON c.id = ct.campaign_id"
+                f" WHERE s.id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            for r in rows:
+                out[r[0]] = (r[1], r[2], r[3])
+        return out
+
+    def submission_ids(self, campaign_id: int) -> list[int]:
+        rows = self.store.reader().execute(
+            "SELECT submission_id FROM campaign_tasks WHERE campaign_id = ? ORDER BY submission_id",
+            (campaign_id,),
+        )
+        return [r[0] for r in rows]
+
+    def cells(self, campaign_id: int) -> list[CellView]:
+        rows = self.store.reader().execute(_CELLS_SQL, (campaign_id,))
+        return [CellView(*r) for r in rows]
+
+    def _campaign(self, r: Any) -> Campaign:
+        return Campaign(
+            id=r["id"],
+            name=r["name"],
+            template=r["template"],
+            variables=tuple(json.loads(r["variables"])),
+            ratios=tuple(json.loads(r["ratios"])),
+            resolution=r["resolution"],
+            state=r["state"],
+            unit_micros=r["unit_micros"],
+            currency=r["currency"],
+            created_at=r["created_at"],
+            progress=_progress(self.cells(r["id"])),
+        )
+
+    def campaign(self, campaign_id: int) -> Campaign | None:
+        r = self.store.reader().execute("SELECT * FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
+        return self._campaign(r) if r else None
+
+    def campaigns(self, limit: int = 50) -> list[Campaign]:
+        """Newest first."""
+        rows = self.store.reader().execute("SELECT * FROM campaigns ORDER BY id DESC LIMIT ?", (limit,))
+        return [self._campaign(r) for r in rows.fetchall()]
+
+    def rows(self, campaign_id: int) -> list[CampaignRow]:
+        rows = self.store.reader().execute(
+            "SELECT idx, vals, prompt FROM campaign_rows WHERE campaign_id = ? ORDER BY idx", (campaign_id,)
+        )
+        return [CampaignRow(r[0], json.loads(r[1]), r[2]) for r in rows]
+
+    def kept_items(self, campaign_id: int) -> list[tuple[int, GalleryItem]]:
+        """(row, kept image) for the newest submission of every cell, in row then ratio order."""
+        cells = self.cells(campaign_id)
+        latest = {c.submission_id: c.row for c in cells}
+        if not latest:
+            return []
+        marks = ",".join("?" * len(latest))
+        rows = self.store.reader().execute(
+            _GALLERY_SELECT + f" WHERE o.state = 'kept' AND s.id IN ({marks}) ORDER BY s.id, o.idx",
+            list(latest),
+        )
+        items = [GalleryItem(**(dict(r) | {"favourite": bool(r["favourite"])})) for r in rows]
+        order = {c.submission_id: i for i, c in enumerate(cells)}
+        items.sort(key=lambda it: order[it.submission_id])
+        return [(latest[it.submission_id], it) for it in items]
+
+    # -- spend ------------------------------------------------------------------
+    def spend(self, by: str = "all", *, limit: int = 60) -> list[SpendLine]:
+        """Estimated spend grouped `by` "all", "day" (local days, newest first) or "campaign"."""
+        state = "COALESCE(s.state, sp.final_state)"
+        if by == "day":
+            key = "date(sp.at, 'unixepoch', 'localtime')"
+            order = "key DESC"
+        elif by == "campaign":
+            key = "COALESCE(c.name || ' (#' || c.id || ')', 'Single prompts')"
+            order = "MAX(sp.at) DESC"
+        else:
+            key = "'all'"
+            order = "key"
+        sql = (
+            f"SELECT {key} AS key, sp.currency,"
+            f" SUM(CASE WHEN {state} = 'success' THEN sp.unit_micros ELSE 0 END),"
+            f" SUM({state} = 'success'),"
+            f" SUM(CASE WHEN {state} NOT IN ('success', 'fail', 'rejected') THEN sp.unit_micros ELSE 0 END),"
+            f" SUM({state} NOT IN ('success', 'fail', 'rejected'))"
+            " FROM spend sp LEFT JOIN submissions s ON s.id = sp.submission_id"
+            " LEFT JOIN campaigns c ON c.id = sp.campaign_id"
+            f" GROUP BY key, sp.currency ORDER BY {order} LIMIT ?"
+        )
+        rows = self.store.reader().execute(sql, (limit,))
+        return [
+            SpendLine(r[0], r[1], from_micros(r[2] or 0), r[3] or 0, from_micros(r[4] or 0), r[5] or 0)
+            for r in rows
+        ]
+
+    def campaign_spend(self, campaign_id: int) -> tuple[Decimal, Decimal]:
+        """(spent, planned) for one campaign: planned counts every cell not failed or cancelled."""
+        r = (
+            self.store.reader()
+            .execute(
+                "SELECT SUM(CASE WHEN COALESCE(s.state, sp.final_state) = 'success' THEN sp.unit_micros END),"
+                " SUM(CASE WHEN COALESCE(s.state, sp.final_state) NOT IN ('fail', 'rejected')"
+                " THEN sp.unit_micros END)"
+                " FROM spend sp LEFT JOIN submissions s ON s.id = sp.submission_id WHERE sp.campaign_id = ?",
+                (campaign_id,),
+            )
+            .fetchone()
+        )
+        return from_micros(r[0] or 0), from_micros(r[1] or 0)
+
+
+def launch(
+    tracker: Any, plan: CampaignPlan, *, name: str, pricing: Pricing, model: str
+) -> tuple[int, list[int]]:
+    """Record a planned campaign and queue all its cells; returns (campaign id, submission ids).
+
+    The plan must have no problems (ValueError otherwise: nothing is written).
+    """
+    if plan.problems or not plan.prompts:
+        raise ValueError(next(iter(plan.problems.values()), "Nothing to generate."))
+    book = CampaignStore(tracker.store)
+    unit = to_micros(pricing.unit(plan.resolution))
+    cid = book.add_campaign(
+        name=name or default_name(),
+        template=plan.template,
+        variables=plan.names,
+        ratios=plan.ratios,
+        resolution=plan.resolution,
+        rows=list(zip(plan.rows, plan.prompts, strict=True)),
+        unit_micros=unit,
+        currency=pricing.currency,
+    )
+    cells = [(c.row, c.request) for c in plan.cells(model)]
+    ids = tracker.submit_campaign(cid, cells, unit_micros=unit, currency=pricing.currency)
+    return cid, ids
+
+
+def resubmit(
+    tracker: Any,
+    campaign_id: int,
+    edits: dict[int, dict[str, str]],
+    *,
+    pricing: Pricing,
+    model: str,
+) -> list[int]:
+    """Resubmit the failed and cancelled cells of the given rows, with their (edited) values.
+
+    `edits` maps a row number to its values. Every row is rendered and checked
+    first; a problem raises ValueError naming the row, and nothing is sent.
+    """
+    book = CampaignStore(tracker.store)
+    camp = book.campaign(campaign_id)
+    if camp is None:
+        raise ValueError("This campaign no longer exists.")
+    rows = {r.idx: r for r in book.rows(campaign_id)}
+    redo = [c for c in book.cells(campaign_id) if (c.failed or c.cancelled) and c.row in edits]
+    prompts: dict[int, tuple[dict[str, str], str]] = {}
+    for idx in sorted({c.row for c in redo}):
+        values = {n: str(edits[idx].get(n, "") or "").strip() for n in camp.variables}
+        try:
+            prompt = render(camp.template, values)
+        except KeyError as exc:
+            raise ValueError(f"Row {idx}: {{{{{exc.args[0]}}}}} is empty — fill it in.") from None
+        why = first_problem_by_field(validate_request(prompt, "auto", "1K")).get("prompt")
+        if why:
+            raise ValueError(f"Row {idx}: {why}")
+        prompts[idx] = (values, prompt)
+    for idx, (values, prompt) in prompts.items():
+        if idx in rows:
+            book.update_row(campaign_id, idx, values, prompt)
+    cells = [
+        (c.row, TaskRequest(prompts[c.row][1], c.aspect_ratio, camp.resolution, model))
+        for c in redo
+        if c.row in prompts
+    ]
+    if not cells:
+        return []
+    unit = to_micros(pricing.unit(camp.resolution))
+    return tracker.submit_campaign(campaign_id, cells, unit_micros=unit, currency=pricing.currency)
+
+
+def default_name(now: float | None = None) -> str:
+    return "Campaign " + dt.datetime.fromtimestamp(time.time() if now is None else now).strftime(
+        "%Y-%m-%d %H:%M"
+    )
