@@ -413,12 +413,12 @@ class Tracker:
             return
         except E.HiAPIError as exc:
             # Safe to resend: the same idempotency key makes HiAPI replay, not re-create.
+            w.errors += 1
+            if isinstance(exc, E.RateLimitedError):
+                self._rate_limited(exc, w.errors)  # first, so no other create starts meanwhile
             self.health_info.create_errors += 1
             self._note_error(f"create: {exc.code}: {exc.message}")
             self.store.note_attempt(sub.id, exc.code, exc.message)
-            w.errors += 1
-            if isinstance(exc, E.RateLimitedError):
-                self._rate_limited(exc, w.errors)
             self._reschedule(
                 w,
                 next_check_delay(

@@ -1,0 +1,275 @@
+"""Running campaigns through the tracker: real HTTP to the simulator, real SQLite, real files.
+
+Pacing is checked from a recording of the real client's calls: how many tasks
+were in flight at once (from a create's start to the poll that saw it finish),
+and whether any create started inside a 429's Retry-After.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+import zipfile
+from decimal import Decimal
+
+import pytest
+
+from studio.campaign_store import CANCELLED, CampaignStore, launch, resubmit
+from studio.campaigns import plan_campaign
+from studio.client import HiAPIClient
+from studio.errors import RateLimitedError
+from studio.export import campaign_manifest_rows, write_zip
+from studio.images import ImageKeeper, read_recipe
+from studio.models import TaskRequest
+from studio.pricing import Pricing
+from studio.simulator import Simulator
+from studio.store import REJECTED, SUBMITTING, Store
+from studio.tracker import Tracker
+from tests.test_tracker import wait_for
+
+KEY = "sk-test-campaigns-0123456789"
+PRICING = Pricing(prices={"1K": Decimal("0.03"), "2K": Decimal("0.06"), "4K": Decimal("0.12")})
+
+
+class RecordingClient:
+    """The real HiAPIClient, with every create and poll timed (monotonic seconds)."""
+
+    def __init__(self, client: HiAPIClient) -> None:
+        self.client = client
+        self.lock = threading.Lock()
+        self.creates: list[tuple[float, float, str]] = []  # (start, end, outcome)
+        self.started: dict[str, float] = {}  # task id -> its create's start
+        self.finished: dict[str, float] = {}  # task id -> first poll that saw it terminal
+
+    def new_idempotency_key(self) -> str:
+        return self.client.new_idempotency_key()
+
+    def create_task(self, request, *, idempotency_key=None):
+        start = time.monotonic()
+        try:
+            created = self.client.create_task(request, idempotency_key=idempotency_key)
+        except RateLimitedError:
+            with self.lock:
+                self.creates.append((start, time.monotonic(), "429"))
+            raise
+        except Exception:
+            with self.lock:
+                self.creates.append((start, time.monotonic(), "error"))
+            raise
+        with self.lock:
+            self.creates.append((start, time.monotonic(), "ok"))
+            self.started.setdefault(created.task_id, start)
+        return created
+
+    def get_task(self, task_id):
+        task = self.client.get_task(task_id)
+        if task.is_terminal:
+            with self.lock:
+                self.finished.setdefault(task_id, time.monotonic())
+        return task
+
+    def peak_in_flight(self) -> int:
+        events = []
+        for tid, start in self.started.items():
+            events.append((start, 1))
+            events.append((self.finished.get(tid, float("inf")), -1))
+        peak = now = 0
+        for _, delta in sorted(events, key=lambda e: (e[0], e[1])):
+            now += delta
+            peak = max(peak, now)
+        return peak
+
+
+@pytest.fixture
+def sim():
+    s = Simulator(api_keys=[KEY], min_duration=0.3, max_duration=0.6, seed=9).start()
+    yield s
+    s.stop()
+
+
+def make(sim, tmp_path, *, max_active: int, max_retries: int = 0):
+    store = Store(tmp_path / "studio.db")
+    client = RecordingClient(
+        HiAPIClient(KEY, base_url=sim.base_url, max_retries=max_retries, backoff_base=0.05, backoff_cap=0.2)
+    )
+    keeper = ImageKeeper(tmp_path / "images")
+    tracker = Tracker(store, client, keeper, priors={"1K": 0.4, "2K": 0.4, "4K": 0.4}, max_active=max_active)
+    return tracker, store, client
+
+
+def start_campaign(tracker, products, ratios=("1:1",), template="A poster of a {{product}}"):
+    plan = plan_campaign(template, [{"product": p} for p in products], list(ratios), "1K")
+    assert not plan.problems, plan.problems
+    return launch(tracker, plan, name="Test", pricing=PRICING, model="gpt-image-2")
+
+
+def finished(store, cid):
+    def pred():
+        camp = CampaignStore(store).campaign(cid)
+        if not camp.progress.finished:
+            return False
+        ids = CampaignStore(store).submission_ids(cid)
+        return all(o.state != "pending" for outs in store.outputs_for(ids).values() for o in outs)
+
+    return pred
+
+
+def test_campaign_never_has_more_tasks_in_flight_than_the_limit(sim, tmp_path):
+    tracker, store, client = make(sim, tmp_path, max_active=2)
+    tracker.start()
+    try:
+        cid, ids = start_campaign(tracker, [f"item {i}" for i in range(4)], ratios=("1:1", "16:9"))
+        assert len(ids) == 8
+        assert wait_for(finished(store, cid), timeout=60)
+        camp = CampaignStore(store).campaign(cid)
+        assert (camp.progress.done, camp.progress.failed, camp.progress.left) == (8, 0, 0)
+        assert sim.stats()["tasks_created"] == 8
+        assert 1 <= client.peak_in_flight() <= 2
+    finally:
+        tracker.stop()
+
+
+def test_single_prompts_go_before_waiting_campaign_rows(sim, tmp_path):
+    tracker, store, client = make(sim, tmp_path, max_active=1)
+    # Queue both before the loop runs, so the order is the tracker's choice.
+    cid, camp_ids = start_campaign(tracker, ["a", "b", "c"])
+    [single] = tracker.submit([TaskRequest("a single prompt", "1:1", "1K")])
+    tracker.start()
+    try:
+        assert wait_for(lambda: store.submission(single).task_id is not None, timeout=30)
+        first = min(client.started, key=client.started.get)
+        assert first == store.submission(single).task_id
+        assert wait_for(finished(store, cid), timeout=60)
+    finally:
+        tracker.stop()
+
+
+def test_429s_on_create_hold_every_create_and_halve_the_pace_without_duplicates(sim, tmp_path):
+    sim.set_faults(post_429_rate=1.0, retry_after=1)
+    tracker, store, client = make(sim, tmp_path, max_active=8)
+    cid, ids = start_campaign(tracker, [f"item {i}" for i in range(6)], ratios=("1:1", "4:5"))
+    tracker.start()
+    try:
+        time.sleep(3.0)  # every create is refused for a while
+        with client.lock:
+            attempts = sorted(client.creates)
+        # The first tick admits the limit (8) at once; some of those may reach the wire
+        # only after the first 429 came back, so the first wave is the first 8 starts.
+        first_wave, later = attempts[:8], attempts[8:]
+        assert all(outcome == "429" for *_, outcome in first_wave)
+        assert later, "creates must be tried again after Retry-After"
+        for start, _, _ in later:
+            last_429 = max(end for _, end, outcome in attempts if outcome == "429" and end <= start)
+            # Retry-After: 1 holds every create, and the halved pace sends them one at a time.
+            assert start - last_429 >= 0.9, f"a create started {start - last_429:.2f}s after a 429"
+        assert len(later) <= 4  # one per second, not one per waiting create
+        assert tracker.health()["pace"] == 1 and tracker.health()["rate_limited"] >= len(attempts) - 1
+
+        sim.set_faults(post_429_rate=0.3)
+        assert wait_for(finished(store, cid), timeout=120)
+        assert CampaignStore(store).campaign(cid).progress.done == 12
+        stats = sim.stats()
+        assert stats["tasks_created"] == 12  # every retry reused its idempotency key
+        assert stats["requests"].get("POST /v1/tasks 429", 0) >= len(attempts)
+    finally:
+        tracker.stop()
+
+
+def test_pause_holds_unsent_rows_across_a_restart_then_resume_and_cancel(sim, tmp_path):
+    tracker, store, client = make(sim, tmp_path, max_active=1)
+    cid, ids = start_campaign(tracker, [f"item {i}" for i in range(6)])
+    tracker.pause_campaign(cid)  # before the loop starts: nothing may be sent
+    tracker.start()
+    book = CampaignStore(store)
+    try:
+        time.sleep(1.0)  # several ticks of the loop
+        assert sim.stats()["tasks_created"] == 0
+        assert book.campaign(cid).status == "paused" and book.campaign(cid).progress.held == 6
+    finally:
+        tracker.stop()
+
+    # A new process on the same database: still paused.
+    tracker, store, client = make(sim, tmp_path, max_active=1)
+    book = CampaignStore(store)
+    tracker.start()
+    try:
+        time.sleep(1.0)
+        assert sim.stats()["tasks_created"] == 0
+        tracker.resume_campaign(cid)
+        assert wait_for(lambda: book.campaign(cid).progress.done >= 2, timeout=30)
+        cancelled = tracker.cancel_campaign(cid)
+        assert wait_for(lambda: book.campaign(cid).progress.finished, timeout=30)
+        camp = book.campaign(cid)
+        created = sim.stats()["tasks_created"]
+        assert camp.progress.done == created  # whatever was sent was followed to its end
+        assert camp.progress.cancelled == cancelled == 6 - created
+        assert camp.status == "cancelled"
+        for cell in book.cells(cid):
+            if cell.cancelled:
+                assert cell.task_id is None and cell.state == REJECTED and cell.error_code == CANCELLED
+        time.sleep(0.5)
+        assert sim.stats()["tasks_created"] == created  # nothing sent after the cancel
+    finally:
+        tracker.stop()
+
+
+def test_failed_rows_keep_their_reason_and_are_resubmitted_after_editing(sim, tmp_path):
+    tracker, store, _ = make(sim, tmp_path, max_active=4)
+    tracker.start()
+    book = CampaignStore(store)
+    try:
+        cid, _ = start_campaign(tracker, ["mug", "bowl [sim:fail]", "vase"], ratios=("1:1", "16:9"))
+        assert wait_for(finished(store, cid), timeout=60)
+        camp = book.campaign(cid)
+        assert (camp.progress.done, camp.progress.failed) == (4, 2)
+        failed = [c for c in book.cells(cid) if c.failed]
+        assert {c.row for c in failed} == {2}
+        assert all(c.error_code == "TASK_FAILED" and "rejected" in c.error_message for c in failed)
+
+        with pytest.raises(ValueError, match=r"Row 2: \{\{product\}\} is empty"):
+            resubmit(tracker, cid, {2: {"product": ""}}, pricing=PRICING, model="gpt-image-2")
+        new_ids = resubmit(tracker, cid, {2: {"product": "bowl"}}, pricing=PRICING, model="gpt-image-2")
+        assert len(new_ids) == 2  # only the failed cells of that row
+        assert wait_for(finished(store, cid), timeout=60)
+        camp = book.campaign(cid)
+        assert (camp.progress.done, camp.progress.failed, camp.progress.total) == (6, 0, 6)
+        assert book.rows(cid)[1].prompt == "A poster of a bowl"
+
+        # The campaign zip maps each file to its row and values.
+        rows = {r.idx: r.values for r in book.rows(cid)}
+        kept = book.kept_items(cid)
+        manifest = campaign_manifest_rows("Test", ["product"], [(r, it, rows[r]) for r, it in kept])
+        path = write_zip([it for _, it in kept], ImageKeeper(tmp_path / "images").original_path,
+                         tmp_path / "exports", manifest=manifest)  # fmt: skip
+        with zipfile.ZipFile(path) as zf:
+            listed = json.loads(zf.read("manifest.json"))
+            assert sorted(m["file"] for m in listed) == sorted(
+                f"row-{r:03d}_{ratio}_1K.png" for r in (1, 2, 3) for ratio in ("1x1", "16x9")
+            )
+            for m in listed:
+                assert m["values"]["product"] == ["mug", "bowl", "vase"][m["row"] - 1]
+                assert read_recipe(zf.read(m["file"]))["prompt"] == f"A poster of a {m['values']['product']}"
+            csv_text = zf.read("manifest.csv").decode()
+            assert csv_text.splitlines()[0].endswith("campaign,row,{{product}}")
+            assert "row-002_16x9_1K.png" in csv_text
+        assert len(io.BytesIO(path.read_bytes()).getvalue()) > 0
+    finally:
+        tracker.stop()
+
+
+def test_cancel_never_drops_a_create_that_was_already_tried(sim, tmp_path):
+    store = Store(tmp_path / "studio.db")
+    tracker, store, _ = make(sim, tmp_path, max_active=1)
+    cid, ids = start_campaign(tracker, ["a", "b"])
+    # The first create was tried and its answer lost: it may exist at HiAPI.
+    store.note_attempt(ids[0], "CONNECTION_ERROR", "connection reset")
+    assert tracker.cancel_campaign(cid) == 1
+    assert store.submission(ids[0]).state == SUBMITTING
+    tracker.start()
+    try:
+        assert wait_for(lambda: store.submission(ids[0]).state == "success", timeout=30)
+        assert store.submission(ids[1]).error_code == CANCELLED
+    finally:
+        tracker.stop()
