@@ -9,6 +9,7 @@ st.set_page_config(page_title="GPT Image 2 Studio", page_icon="🎨", layout="wi
 pages = [
     st.Page("pages/studio.py", title="Studio", icon=":material/brush:", default=True),
     st.Page("pages/gallery.py", title="Gallery", icon=":material/photo_library:"),
+    st.Page("pages/library.py", title="Library", icon=":material/library_books:"),
     st.Page("pages/settings.py", title="Settings", icon=":material/settings:"),
 ]
 page = st.navigation(pages)

@@ -16,6 +16,10 @@ from studio.ratios import DEFAULT_RESOLUTION, RATIO_NAMES
 PROMPT = "draft_prompt"
 RATIOS = "draft_ratios"
 RESOLUTION = "draft_resolution"
+ROWS = "draft_rows"  # campaign rows: one dict of variable values per row
+ROWS_BASE = "draft_rows_base"  # what the table editor was last seeded with
+ROWS_EPOCH = "draft_rows_epoch"  # bumped to re-seed the table editor
+CAMPAIGN_NAME = "draft_campaign_name"
 EDITOR_KEY = "prompt_editor"
 RES_KEY = "resolution_picker"
 
@@ -29,6 +33,10 @@ def init() -> None:
     ss.setdefault(PROMPT, "")
     ss.setdefault(RATIOS, ["1:1"])
     ss.setdefault(RESOLUTION, DEFAULT_RESOLUTION)
+    ss.setdefault(ROWS, [])
+    ss.setdefault(ROWS_BASE, [])
+    ss.setdefault(ROWS_EPOCH, 0)
+    ss.setdefault(CAMPAIGN_NAME, "")
     # Re-seed widget keys that Streamlit dropped on a page switch.
     if EDITOR_KEY not in ss:
         ss[EDITOR_KEY] = ss[PROMPT]
@@ -55,9 +63,27 @@ def sync_ratios() -> None:
     st.session_state[RATIOS] = [n for n in RATIO_NAMES if st.session_state.get(ratio_key(n))]
 
 
-def load(prompt: str, ratios: Sequence[str], resolution: str) -> None:
-    """Put a recipe into the editor (templates, reuse, edit-and-resubmit)."""
+def set_rows(rows: Sequence[dict[str, str]]) -> None:
+    """Replace the campaign rows (a file, a template) and re-seed the table editor."""
     ss = st.session_state
+    old = ss.get(ROWS_EPOCH, 0)
+    ss.pop(f"rows_editor_{old}", None)  # the old editor's edits are in `rows` already
+    ss[ROWS] = [dict(r) for r in rows]
+    ss[ROWS_BASE] = [dict(r) for r in rows]
+    ss[ROWS_EPOCH] = old + 1
+
+
+def rows() -> list[dict[str, str]]:
+    return list(st.session_state.get(ROWS, []))
+
+
+def load(
+    prompt: str, ratios: Sequence[str], resolution: str, rows: Sequence[dict[str, str]] | None = None
+) -> None:
+    """Put a recipe into the editor (templates, reuse, edit-and-resubmit); `rows` for a campaign."""
+    ss = st.session_state
+    if rows is not None:
+        set_rows(rows)
     ss[PROMPT] = prompt
     ss[EDITOR_KEY] = prompt
     ss[RESOLUTION] = resolution

@@ -5,12 +5,15 @@ from __future__ import annotations
 import streamlit as st
 
 from components import draft
+from components.services import get_services
 from components.templates import TEMPLATES
+from studio.campaigns import variables
+from studio.library import Library
 from studio.validation import MAX_PROMPT_CHARS
 
 # Runs in the page: updates the counter on every keystroke and maps
 # Ctrl/⌘+Enter to the Generate button (after the text area has committed).
-_EDITOR_JS = """
+_EDITOR_JS = r"""
 <script>
 (function () {
   const win = window.parent || window;
@@ -28,6 +31,18 @@ _EDITOR_JS = """
     counter.textContent = n.toLocaleString("en-US") + " / " + LIMIT.toLocaleString("en-US") + " characters"
       + (n > LIMIT ? " — " + (n - LIMIT).toLocaleString("en-US") + " over the limit" : "");
     counter.style.color = n > LIMIT ? "#ff6b6b" : "";
+    // {{variables}} as you type (the same rule as studio/campaigns.py).
+    const vars = doc.querySelector(".st-key-prompt_vars p");
+    if (vars) {
+      const names = [];
+      for (const m of e.target.value.matchAll(/\\\{\{|\{\{([\s\S]*?)\}\}/g)) {
+        const name = (m[1] || "").trim();
+        if (m[1] !== undefined && /^[\p{L}_][\p{L}\p{N}_]*$/u.test(name) && !names.includes(name)) names.push(name);
+      }
+      vars.textContent = names.length
+        ? "Variables: " + names.map((x) => "{{" + x + "}}").join(", ") + " — one image set per row"
+        : "Tip: {{name}} in the prompt makes a variable; each row of values becomes one image set.";
+    }
   }, true);
   doc.addEventListener("keydown", (e) => {
     if (!inEditor(e.target) || e.key !== "Enter" || !(e.ctrlKey || e.metaKey)) return;
@@ -52,15 +67,19 @@ def count_label(text: str) -> str:
 
 
 def template_row() -> None:
-    st.caption("Start from an example")
+    """The starter templates, as the library holds them now (edited ones load as edited)."""
+    starters = Library(get_services().store).starters()
+    st.caption("Start from an example — or open the Library for your own templates")
+    if not starters:
+        return
     cols = st.columns(len(TEMPLATES))
-    for col, t in zip(cols, TEMPLATES, strict=True):
+    for col, t in zip(cols, starters, strict=False):
         col.button(
-            t.title,
-            key=f"template_{t.key}",
-            help=f"{t.use_case} · {', '.join(t.ratios)} at {t.resolution}",
+            t.name,
+            key=f"template_{t.starter}",
+            help=f"{t.note} · {', '.join(t.ratios)} at {t.resolution}",
             on_click=draft.load,
-            args=(t.prompt, t.ratios, t.resolution),
+            args=(t.prompt, t.ratios, t.resolution, list(t.rows) or None),
             width="stretch",
         )
 
@@ -78,6 +97,13 @@ def prompt_editor(error: str | None = None) -> str:
     text = draft.prompt()
     with st.container(key="prompt_count"):
         st.caption(count_label(text))
+    with st.container(key="prompt_vars"):
+        names = variables(text)
+        st.caption(
+            "Variables: " + ", ".join("{{" + n + "}}" for n in names) + " — one image set per row"
+            if names
+            else "Tip: {{name}} in the prompt makes a variable; each row of values becomes one image set."
+        )
     if error:
         st.error(error, icon=":material/error:")
     st.html(_EDITOR_JS, unsafe_allow_javascript=True)

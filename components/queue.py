@@ -9,6 +9,7 @@ import streamlit as st
 from components import draft
 from components.pickers import shape_svg
 from components.services import get_services, show_image
+from studio.campaign_store import CANCELLED
 from studio.models import TaskStatus
 from studio.store import REJECTED, SUBMITTING, OutputRow, Submission
 
@@ -23,8 +24,11 @@ STATUS_LABEL = {
 }
 
 
-def status_badge(state: str) -> None:
-    label, color, icon = STATUS_LABEL.get(state, (state.title(), "gray", ":material/help:"))
+def status_badge(state: str, error_code: str | None = None) -> None:
+    if state == REJECTED and error_code == CANCELLED:
+        label, color, icon = ("Cancelled", "gray", ":material/cancel:")
+    else:
+        label, color, icon = STATUS_LABEL.get(state, (state.title(), "gray", ":material/help:"))
     st.badge(label, color=color, icon=icon)
 
 
@@ -41,7 +45,7 @@ def task_card(sub: Submission, outputs: list[OutputRow]) -> None:
     with st.container(border=True, key=f"task_{sub.id}"):
         top = st.columns([3, 2], vertical_alignment="center")
         with top[0]:
-            status_badge(sub.state)
+            status_badge(sub.state, sub.error_code)
         top[1].caption(f"{sub.aspect_ratio} · {sub.resolution} · {_elapsed(sub)}")
         if sub.state == TaskStatus.SUCCESS:
             shown = False

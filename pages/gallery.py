@@ -2,11 +2,17 @@
 
 import streamlit as st
 
+from components.campaign_view import campaign_gallery, spend_summary
 from components.gallery import PAGE_SIZE, bulk_bar, card, filters, restore_from_file
 from components.services import get_services
 
 services = get_services()
 st.title("Gallery")
+spend_summary()
+view = st.segmented_control("View", ["Images", "Campaigns"], default="Images", key="g_view")
+if view == "Campaigns":
+    campaign_gallery()
+    st.stop()
 restore_from_file()
 query = filters()
 total = services.store.gallery(query, limit=0)[1]

@@ -5,6 +5,10 @@ import time
 import streamlit as st
 
 from components.services import get_services
+from studio.pricing import MAX_ACTIVE_LIMIT, SETTINGS_KEY, build
+from studio.pricing import reset as reset_pricing
+from studio.pricing import save as save_pricing
+from studio.ratios import RESOLUTIONS
 
 services = get_services()
 s = services.settings
@@ -25,6 +29,56 @@ if s.simulated:
     )
 
 
+def prices_and_limits() -> None:
+    """The price table (per resolution), when to ask before generating, and tasks at once."""
+    st.subheader("Prices and limits")
+    pricing = services.pricing
+    if not pricing.from_user:
+        st.warning(
+            "These prices are placeholders, not HiAPI's: HiAPI publishes prices only on its pricing page. "
+            "Enter yours here (or set STUDIO_PRICE_1K/2K/4K in the environment or secrets).",
+            icon=":material/price_check:",
+        )
+    for p in services.pricing_problems:
+        st.error(f"In the environment or secrets: {p.message}", icon=":material/error:")
+    with st.form("pricing_form", border=True):
+        cols = st.columns(4)
+        values = {f"price_{res}": cols[i].text_input(f"Price per {res} image", value=str(pricing.prices[res]))
+                  for i, res in enumerate(RESOLUTIONS)}  # fmt: skip
+        values["currency"] = cols[3].text_input("Currency", value=pricing.currency, max_chars=5)
+        a, b, c = st.columns(3)
+        values["confirm_images"] = a.number_input(
+            "Ask before more than … images", min_value=0, max_value=100_000, value=pricing.confirm_images,
+            help="A click that would send more images than this opens a confirmation first.",
+        )  # fmt: skip
+        values["confirm_cost"] = b.text_input(
+            "…or before spending more than", value=str(pricing.confirm_cost),
+            help="Estimated from the prices above.",
+        )  # fmt: skip
+        values["max_active"] = c.number_input(
+            "Tasks at HiAPI at once", min_value=1, max_value=MAX_ACTIVE_LIMIT, value=pricing.max_active,
+            help="More tasks wait their turn; HiAPI answers 429 when pushed too hard, and the studio then slows down.",
+        )  # fmt: skip
+        saved = st.form_submit_button("Save prices and limits", type="primary")
+    if saved:
+        new, problems = build(values, pricing)
+        if problems:
+            for p in problems:
+                st.error(p.message, icon=":material/error:")
+        else:
+            save_pricing(services.store, new)
+            services.tracker.set_max_active(new.max_active)
+            st.success("Saved.", icon=":material/check:")
+            st.rerun()
+    if services.store.get_setting(SETTINGS_KEY) and st.button("Reset to defaults", key="pricing_reset"):
+        reset_pricing(services.store)
+        services.tracker.set_max_active(services.pricing.max_active)
+        st.rerun()
+
+
+prices_and_limits()
+
+
 @st.fragment(run_every=2.0)
 def tracker_health() -> None:
     h = services.tracker.health()
@@ -34,6 +88,14 @@ def tracker_health() -> None:
     b.metric("Tasks in flight", h["in_flight"])
     c.metric("Polls", h["polls"], help=f"{h['poll_errors']} failed")
     d.metric("Images kept", h["downloads"], help=f"{h['download_errors']} failed attempts")
+    st.caption(
+        f"At HiAPI now: {h['active']} of {h['max_active']} · waiting to be sent: {h['waiting_to_send']}"
+        + (
+            f" · slowed to {h['pace']} after {h['rate_limited']} rate limits (429)"
+            if h["rate_limited"]
+            else ""
+        )
+    )
     last = h["last_poll_at"]
     st.caption(f"Last poll: {time.strftime('%H:%M:%S', time.localtime(last)) if last else 'none yet'}")
     if h["last_error"]:
