@@ -60,7 +60,7 @@ def _table(names: list[str]) -> None:
         key=_editor_key(),
         num_rows="dynamic",
         width="stretch",
-        hide_index=False,
+        hide_index=True,  # its 0-based numbers would contradict "Row 1" in messages and the zip
         column_config={n: st.column_config.TextColumn("{{" + n + "}}", width="medium") for n in names},
         placeholder="",
     )

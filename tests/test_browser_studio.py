@@ -57,7 +57,7 @@ def test_poster_in_two_formats_arrives_with_the_right_shapes(page, studio_server
     set_ratio(page, "1:1", False)
     set_ratio(page, "16:9", True)
     set_ratio(page, "9:16", True)
-    expect(generate(page)).to_have_text("Generate 2 images")
+    expect(generate(page)).to_have_text("Generate 2 images · ≈$0.06")
     generate(page).click()
     card = creative(page, marker)
     expect(card).to_be_visible(timeout=10_000)
