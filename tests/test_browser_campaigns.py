@@ -47,7 +47,7 @@ def test_csv_campaign_confirm_grid_zip_and_template_after_restart(browser, tmp_p
         expect(rows_panel.get_by_text("Not used by the prompt: sku")).to_be_visible()
         rows_panel.get_by_role("button", name="Use these 3 rows").click()
         preview = page.locator(".st-key-campaign_preview")
-        expect(preview).to_contain_text(f"3. A {marker} poster of a Vase with the headline \"NEW VASE\"")
+        expect(preview).to_contain_text(f'3. A {marker} poster of a Vase with the headline "NEW VASE"')
         expect(generate(page)).to_have_text("Generate 6 images · ≈$0.18")
         page.get_by_label("Campaign name").fill(f"Spring {marker}")
         page.get_by_label("Campaign name").press("Enter")
@@ -116,7 +116,9 @@ def test_csv_campaign_confirm_grid_zip_and_template_after_restart(browser, tmp_p
         screenshot(page, "library-after-restart")
         card.get_by_role("button", name="Use in Studio").click()
         expect(page.locator(EDITOR)).to_have_value(prompt)
-        expect(page.locator(".st-key-campaign_preview")).to_contain_text("1. A " + marker + " poster of a Mug")
+        expect(page.locator(".st-key-campaign_preview")).to_contain_text(
+            "1. A " + marker + " poster of a Mug"
+        )
         expect(generate(page)).to_have_text("Generate 6 images · ≈$0.18")
         set_prompt(page, prompt)  # unchanged text: the rows stay
         expect(generate(page)).to_have_text("Generate 6 images · ≈$0.18")
