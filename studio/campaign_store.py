@@ -27,7 +27,16 @@ from typing import Any
 from .campaigns import CampaignPlan, render
 from .models import TaskRequest, TaskStatus
 from .pricing import Pricing, from_micros, to_micros
-from .store import _GALLERY_SELECT, REJECTED, SUBMITTING, GalleryItem, Store, insert_submission
+from .store import (
+    _GALLERY_SELECT,
+    _MIGRATIONS,
+    REJECTED,
+    SUBMITTING,
+    GalleryItem,
+    Store,
+    _split_sql,
+    insert_submission,
+)
 from .validation import first_problem_by_field, validate_request
 
 RUNNING, PAUSED, CANCELLED_STATE = "running", "paused", "cancelled"
@@ -133,6 +142,24 @@ _CELLS_SQL = (
     "   WHERE x.campaign_id = ct.campaign_id AND x.row_idx = ct.row_idx AND x.aspect_ratio = ct.aspect_ratio)"
     " ORDER BY ct.row_idx, ct.submission_id"
 )
+
+
+CAMPAIGN_MIGRATION = 3  # index of slot 4 in store._MIGRATIONS
+
+
+def ensure_schema(store: Store) -> bool:
+    """Create the campaign/library tables if missing; True when it had to.
+
+    Slot 4 was a placeholder while slot 5 shipped, so a database written then is
+    at a later version without these tables. Slot 4's statements are idempotent
+    (IF NOT EXISTS) and are simply run again.
+    """
+    if store.reader().execute("SELECT 1 FROM sqlite_master WHERE name = 'campaigns'").fetchone():
+        return False
+    with store.transaction() as c:
+        for stmt in _split_sql(_MIGRATIONS[CAMPAIGN_MIGRATION]):
+            c.execute(stmt)
+    return True
 
 
 class CampaignStore:

@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from .campaign_store import ensure_schema as ensure_campaign_schema
 from .client import HiAPIClient
 from .config import Settings
 from .images import ImageKeeper
@@ -100,6 +101,7 @@ def boot(settings: Settings) -> Services:
             client = HiAPIClient(
                 settings.api_key or "", base_url=settings.base_url, model=settings.model, **_TRACKER_RETRIES
             )
+        ensure_campaign_schema(store)
         Library(store).seed_starters()
         defaults, problems = pricing_defaults(settings.pricing_env)
         max_active = load_pricing(store, defaults).max_active

@@ -174,3 +174,22 @@ def test_spend_counts_successes_keeps_them_after_delete_and_groups_by_campaign(t
     store.delete_outputs([o.id])
     assert store.submission(ids[0]) is None
     assert book.spend("all")[0].spent == Decimal("0.09")
+
+
+def test_a_database_that_skipped_slot_4_gets_the_tables_back(tmp_path):
+    import sqlite3
+
+    from studio.campaign_store import ensure_schema
+    from studio.store import SCHEMA_VERSION
+
+    path = tmp_path / "studio.db"
+    Store(path).close()
+    conn = sqlite3.connect(path)  # as written while slot 4 was still "SELECT 1"
+    for table in ("campaign_tasks", "campaign_rows", "campaigns", "spend", "prompt_library", "app_settings"):
+        conn.execute(f"DROP TABLE {table}")
+    conn.close()
+    store = Store(path)
+    assert store.schema_version() == SCHEMA_VERSION
+    assert ensure_schema(store) is True
+    assert Library(store).seed_starters() == 5
+    assert ensure_schema(store) is False
