@@ -56,8 +56,9 @@ def prices_and_limits() -> None:
             help="Estimated from the prices above.",
         )  # fmt: skip
         values["max_active"] = c.number_input(
-            "Tasks at HiAPI at once", min_value=1, max_value=MAX_ACTIVE_LIMIT, value=pricing.max_active,
-            help="More tasks wait their turn; HiAPI answers 429 when pushed too hard, and the studio then slows down.",
+            "Campaigns: tasks at HiAPI at once", min_value=1, max_value=MAX_ACTIVE_LIMIT, value=pricing.max_active,
+            help="Campaign rows wait while this many tasks are at HiAPI (a single prompt's images go at once). "
+            "HiAPI answers 429 when pushed too hard; the studio then holds every create and slows campaigns.",
         )  # fmt: skip
         saved = st.form_submit_button("Save prices and limits", type="primary")
     if saved:

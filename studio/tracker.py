@@ -9,13 +9,14 @@ store: creates are re-sent with their original key (HiAPI replays, no second
 task), tasks in flight are looked at again at once. Failed tasks are never
 retried by the tracker; only the user resubmits.
 
-Pacing: at most `max_active` tasks are in flight at once (sent, or being sent,
-and not finished); further creates wait their turn, single prompts before
-campaign rows. A 429 on a create holds every new create until its Retry-After
-and halves the pace, which grows back by one slot per window of successful
-creates. A campaign can be paused (its never-tried creates wait), resumed and
-cancelled (its never-tried creates are dropped); a create already tried may
-exist at HiAPI and is always followed to its end.
+Pacing: campaign rows are sent only while fewer than `max_active` tasks are in
+flight (sent, or being sent, and not finished); a single prompt's creates (one
+click, at most one per ratio) go at once. A 429 on a create holds every new
+create until its Retry-After and halves the campaign pace, which grows back by
+one slot per window of successful creates. A campaign can be paused (its
+never-tried creates wait), resumed and cancelled (its never-tried creates are
+dropped); a create already tried may exist at HiAPI and is always followed to
+its end.
 """
 
 from __future__ import annotations
@@ -333,28 +334,36 @@ class Tracker:
         return sum(1 for w in self._watches.values() if w.kind != "create" or w.busy)
 
     def _admit(self, creates: list[_Watch], now: float) -> list[_Watch]:
-        """The due creates that may start now: within the limit, not held by a 429 or a pause."""
+        """The due creates that may start now.
+
+        Nothing starts during a 429's hold. A single prompt's creates (one click,
+        at most one per ratio) start at once; campaign rows start only while fewer
+        than the pace limit of tasks are in flight, and not while paused.
+        """
         if now < self._hold_until:
             return []
         gates = self._campaigns.gates([w.submission_id for w in creates])
 
+        def campaign(w: _Watch) -> bool:
+            return gates.get(w.submission_id, (0, None, None))[1] is not None
+
         def held(w: _Watch) -> bool:
-            attempts, campaign, state = gates.get(w.submission_id, (0, None, None))
-            return campaign is not None and attempts == 0 and state in (PAUSED, CANCELLED_STATE)
+            attempts, cid, state = gates.get(w.submission_id, (0, None, None))
+            return cid is not None and attempts == 0 and state in (PAUSED, CANCELLED_STATE)
 
         def order(w: _Watch) -> tuple[bool, bool, int]:
-            attempts, campaign, _ = gates.get(w.submission_id, (0, None, None))
-            # A create already tried first (it may exist at HiAPI), then single prompts, then campaign rows.
-            return (attempts == 0 and w.errors == 0, campaign is not None, w.submission_id)
+            attempts = gates.get(w.submission_id, (0, None, None))[0]
+            # Single prompts first; then a create already tried (it may exist at HiAPI); then the rest.
+            return (campaign(w), attempts == 0 and w.errors == 0, w.submission_id)
 
         chosen: list[_Watch] = []
         with self._lock:
             free = self._limit() - self._active_count()
             for w in sorted(creates, key=order):
-                if free <= 0:
-                    break
                 if w.busy or self._watches.get(w.submission_id) is not w or held(w):
                     continue
+                if campaign(w) and free <= 0:
+                    break
                 w.busy = True
                 chosen.append(w)
                 free -= 1

@@ -131,17 +131,22 @@ def test_campaign_never_has_more_tasks_in_flight_than_the_limit(sim, tmp_path):
         tracker.stop()
 
 
-def test_single_prompts_go_before_waiting_campaign_rows(sim, tmp_path):
+def test_a_single_prompt_goes_at_once_and_campaign_rows_wait_for_room(sim, tmp_path):
     tracker, store, client = make(sim, tmp_path, max_active=1)
     # Queue both before the loop runs, so the order is the tracker's choice.
-    cid, camp_ids = start_campaign(tracker, ["a", "b", "c"])
-    [single] = tracker.submit([TaskRequest("a single prompt", "1:1", "1K")])
+    cid, camp_ids = start_campaign(tracker, ["a", "b"])
+    singles = tracker.submit([TaskRequest("a single prompt", r, "1K") for r in ("1:1", "16:9", "9:16")])
     tracker.start()
     try:
-        assert wait_for(lambda: store.submission(single).task_id is not None, timeout=30)
-        first = min(client.started, key=client.started.get)
-        assert first == store.submission(single).task_id
         assert wait_for(finished(store, cid), timeout=60)
+        single_tasks = {store.submission(i).task_id for i in singles}
+        camp_tasks = {store.submission(i).task_id for i in camp_ids}
+        by_start = sorted(client.started, key=client.started.get)
+        assert set(by_start[:3]) == single_tasks  # one click is not held back by the limit of 1…
+        # …and campaign rows start only once nothing else is in flight.
+        first_row = min(client.started[t] for t in camp_tasks)
+        assert first_row >= max(client.finished[t] for t in single_tasks)
+        assert client.peak_in_flight() > 1  # they ran side by side, above the limit of 1
     finally:
         tracker.stop()
 
