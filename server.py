@@ -6,8 +6,10 @@ these extra routes on the same port:
 - GET /images/{sha256}.png             kept originals, content-addressed
 - GET /thumbs/{sha256}.webp            small WebP thumbnails
 - GET /exports/{token}.zip             a bulk export prepared in the Gallery
+- POST /hiapi/callback/{token}         HiAPI's task callbacks (when HIAPI_CALLBACK_URL is set)
 Images are served from disk with immutable cache headers, so the browser
 caches them and nothing passes through Streamlit's in-memory media store.
+The callback route only moves bytes: every decision is `studio.callbacks`'.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import re
 from contextlib import asynccontextmanager
 
 import streamlit as st
-from starlette.requests import Request
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 from streamlit.runtime.pages_manager import PagesManager
 
 from studio import services as core
+from studio.callbacks import MAX_BODY_BYTES, BodyTooLarge, Verdict, read_capped
 from studio.config import Settings
 
 # Our pages live in `pages/` and are listed by `st.navigation` in app.py. Left
@@ -48,8 +52,34 @@ def _services() -> core.Services:
 
 async def health(request: Request) -> Response:
     s = _services()
-    h = s.tracker.health()
-    return JSONResponse({"status": "ok" if h["alive"] else "degraded", "mode": s.settings.mode, "tracker": h})
+    h = await run_in_threadpool(s.tracker.health)
+    body = {"status": "ok" if h["alive"] else "degraded", "mode": s.settings.mode, "tracker": h}
+    if s.simulator is not None:  # where tests and demos find /_sim/stats; the key is never shown
+        body["simulator"] = s.simulator.base_url
+    return JSONResponse(body)
+
+
+def _verdict(v: Verdict) -> Response:
+    return JSONResponse({"ok": v.ok, "reason": v.reason}, status_code=v.status)
+
+
+async def hiapi_callback(request: Request) -> Response:
+    receiver = _services().callbacks
+    if receiver is None:  # callbacks are off: no such route
+        return _verdict(Verdict(404, "not found"))
+    token = request.path_params["token"]
+    refused = receiver.precheck(token, request.headers.get("content-length"))
+    if refused is not None:
+        return _verdict(refused)
+    try:
+        # Stops at the cap even when no (or a false) Content-Length was sent.
+        body = await read_capped(request.stream())
+    except BodyTooLarge:
+        return _verdict(receiver.refuse(413, f"body over {MAX_BODY_BYTES} bytes"))
+    except ClientDisconnect:
+        return Response(status_code=400)
+    # Verifying and storing touch SQLite: off the event loop.
+    return _verdict(await run_in_threadpool(receiver.receive, token, request.headers, body))
 
 
 def _file(kind: str):
@@ -104,5 +134,6 @@ app = st.App(
         Route("/images/{sha}.png", _file("original"), methods=["GET"]),
         Route("/thumbs/{sha}.webp", _file("thumb"), methods=["GET"]),
         Route("/exports/{token}.zip", export, methods=["GET"]),
+        Route("/hiapi/callback/{token}", hiapi_callback, methods=["POST"]),
     ],
 )

@@ -1,4 +1,4 @@
-"""Settings: where the studio sends work, and how the tracker is doing."""
+"""Settings: where the studio sends work, how results come back, and how the tracker is doing."""
 
 import time
 
@@ -80,6 +80,65 @@ def prices_and_limits() -> None:
 prices_and_limits()
 
 
+def _clock(at: float | None) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(at)) if at else "none yet"
+
+
+@st.fragment(run_every=2.0)
+def task_updates() -> None:
+    h = services.tracker.health()
+    st.subheader("Task updates")
+    receiver = services.callbacks
+    with st.container(key="task_updates"):
+        if receiver is None:
+            st.metric("Results arrive by", "Polling")
+            st.caption(
+                "The tracker asks HiAPI about each task on an adaptive schedule. For production, set "
+                "HIAPI_CALLBACK_URL to this studio's public https:// address so HiAPI calls back instead "
+                "(see the README's deployment notes)."
+            )
+        else:
+            a, b, c, d = st.columns(4)
+            a.metric("Results arrive by", "Callbacks")
+            b.metric(
+                "Callbacks received",
+                h["callbacks_received"],
+                help=(
+                    f"{h['callbacks_stored']} stored, {h['callbacks_duplicate']} duplicates, "
+                    f"{h['callbacks_held']} arrived before their create answer, "
+                    f"{h['callbacks_ignored']} for tasks this studio does not know"
+                ),
+            )
+            c.metric(
+                "Callbacks rejected",
+                h["callbacks_rejected"],
+                help="Wrong token, too big, bad signature or body",
+            )
+            d.metric(
+                "Reconciled",
+                h["reconciled"],
+                help=f"Results fetched by GET because their callback did not come ({h['reconcile_polls']} GETs)",
+            )
+            st.text(f"Callback URL: {services.callback_url_masked}")
+            st.caption(
+                f"Token from {services.callback_token_source}. "
+                + (
+                    "Deliveries must be signed (HIAPI_WEBHOOK_SECRET is set)."
+                    if receiver.signed
+                    else "Deliveries are not signature-checked: set HIAPI_WEBHOOK_SECRET to the signing key "
+                    "from the HiAPI console."
+                )
+                + f" Last callback: {_clock(h['last_callback_at'])}."
+            )
+            if h["last_rejection"]:
+                st.warning(
+                    f"Last rejected callback at {_clock(h['last_rejection_at'])}: {h['last_rejection']}",
+                    icon=":material/gpp_maybe:",
+                )
+        for problem in services.callback_problems:
+            st.error(problem, icon=":material/error:")
+
+
 @st.fragment(run_every=2.0)
 def tracker_health() -> None:
     h = services.tracker.health()
@@ -97,8 +156,7 @@ def tracker_health() -> None:
             else ""
         )
     )
-    last = h["last_poll_at"]
-    st.caption(f"Last poll: {time.strftime('%H:%M:%S', time.localtime(last)) if last else 'none yet'}")
+    st.caption(f"Last poll: {_clock(h['last_poll_at'])}")
     if h["last_error"]:
         st.warning(f"Last error: {h['last_error']}", icon=":material/warning:")
     counts = services.store.counts()
@@ -106,4 +164,5 @@ def tracker_health() -> None:
         st.caption("Submissions by state: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 
 
+task_updates()
 tracker_health()

@@ -4,6 +4,15 @@
 `st.cache_resource`) and the HTTP routes both get the same store, client and
 tracker. With no API key it starts the embedded simulator and points the
 client at it.
+
+With `HIAPI_CALLBACK_URL` set, tasks are created with a callback to
+`<base>/hiapi/callback/<token>` and `Services.callbacks` is the receiver the
+server's route hands deliveries to. A setting that cannot work (plain http
+towards HiAPI, a weak token) leaves the studio polling and says why in
+`Services.callback_problems`, shown on the Settings page. In simulator mode
+the simulator may call a plain-http loopback URL (the studio's own port) and
+signs its callbacks with `HIAPI_WEBHOOK_SECRET`, so the whole path can be
+tried locally.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import callbacks as cb
 from .campaign_store import ensure_schema as ensure_campaign_schema
 from .client import HiAPIClient
 from .config import Settings
@@ -43,6 +53,9 @@ class Services:
     pricing_defaults: Pricing | None = None
     pricing_problems: list = field(default_factory=list)
 
+    callbacks: cb.CallbackReceiver | None = None
+    callback_problems: tuple[str, ...] = ()
+
     @property
     def pricing(self) -> Pricing:
         """Prices, confirmation rule and concurrency: Settings' saved values over env/secrets defaults."""
@@ -51,6 +64,21 @@ class Services:
     @property
     def base_url(self) -> str:
         return self.simulator.base_url if self.simulator else self.settings.base_url
+
+    @property
+    def callback_url_masked(self) -> str | None:
+        """The callback URL tasks are created with, token hidden (None when polling)."""
+        if self.callbacks is None or not self.settings.callback_url:
+            return None
+        return cb.masked_url(self.settings.callback_url)
+
+    @property
+    def callback_token_source(self) -> str | None:
+        if self.callbacks is None:
+            return None
+        if self.settings.callback_token:
+            return "HIAPI_CALLBACK_TOKEN"
+        return str(self.settings.data_dir / cb.TOKEN_FILE)
 
     def close(self) -> None:
         self.tracker.stop()
@@ -68,6 +96,30 @@ def current() -> Services | None:
     return _current
 
 
+def _callback_plan(settings: Settings) -> tuple[str | None, str | None, list[str]]:
+    """(callback URL, token, problems) for the settings; no URL means polling."""
+    problems: list[str] = []
+    secret = settings.webhook_secret
+    if secret is not None and not 16 <= len(secret) <= 256:
+        problems.append(
+            f"HIAPI_WEBHOOK_SECRET is {len(secret)} characters; HiAPI's console takes 16-256. "
+            "Copy the signing key from the console again."
+        )
+    base = settings.callback_url
+    if not base:
+        return None, None, problems
+    why = cb.base_url_problem(base, allow_loopback_http=settings.simulated)
+    if why is None:
+        try:
+            token = cb.load_or_create_token(settings.data_dir, settings.callback_token)
+        except (ValueError, OSError) as exc:
+            why = str(exc)
+        else:
+            return cb.callback_url(base, token), token, problems
+    problems.append(why + " Callbacks are off; the studio polls.")
+    return None, None, problems
+
+
 def boot(settings: Settings) -> Services:
     """Start (once per process) the store, client, image keeper and tracker."""
     global _current
@@ -81,14 +133,19 @@ def boot(settings: Settings) -> Services:
         keeper.sweep_temp()  # a crash between download and rename leaves only a temp file
         simulator = None
         priors = None
+        callback_url, token, callback_problems = _callback_plan(settings)
+        for problem in callback_problems:
+            log.warning("%s", problem)
         if settings.simulated:
             from .simulator import Simulator
 
+            secret = settings.webhook_secret
             simulator = Simulator(
                 host="127.0.0.1",
                 port=0,
                 min_duration=settings.sim_min_duration,
                 max_duration=settings.sim_max_duration,
+                signing_key=secret if secret and 16 <= len(secret) <= 256 else None,
             ).start()
             if settings.sim_fail_rate:
                 simulator.set_faults(fail_rate=settings.sim_fail_rate)
@@ -105,9 +162,25 @@ def boot(settings: Settings) -> Services:
         Library(store).seed_starters()
         defaults, problems = pricing_defaults(settings.pricing_env)
         max_active = load_pricing(store, defaults).max_active
-        tracker = Tracker(store, client, keeper, priors=priors, max_active=max_active).start()
-        _current = Services(settings, store, client, keeper, tracker, simulator, defaults, problems)
-        log.info("studio services started in %s mode", settings.mode)
+        tracker = Tracker(
+            store, client, keeper, priors=priors, max_active=max_active, callback_url=callback_url
+        ).start()
+        receiver = None
+        if callback_url and token:
+            receiver = cb.CallbackReceiver(token, tracker, secret=settings.webhook_secret)
+        _current = Services(
+            settings,
+            store,
+            client,
+            keeper,
+            tracker,
+            simulator,
+            pricing_defaults=defaults,
+            pricing_problems=problems,
+            callbacks=receiver,
+            callback_problems=tuple(callback_problems),
+        )
+        log.info("studio services started in %s mode, %s", settings.mode, tracker.mode)
         return _current
 
 

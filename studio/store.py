@@ -7,6 +7,8 @@ Contract:
   duplicate or out-of-order report (poll or callback) changes nothing.
 - Every output is recorded with its temporary URL the moment the task
   succeeds, then marked kept (with file, size and hash) or failed.
+- A callback for a task id not stored yet (it outran the create answer) is
+  held in `pending_callbacks` and applied when `mark_created` attaches the id.
 Connections are per thread; writes are short transactions.
 """
 
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .models import Output, Task, TaskRequest, TaskStatus
+from .models import Callback, Output, Task, TaskRequest, TaskStatus
 
 SUBMITTING = "submitting"  # written, POST not yet answered
 REJECTED = "rejected"  # HiAPI (or we) refused the request; never sent again
@@ -177,9 +179,32 @@ _MIGRATIONS: tuple[str, ...] = (
     # 5: our best estimate of when a task finished (midway between the last
     # poll that saw it running and the one that saw it done)
     "ALTER TABLE submissions ADD COLUMN finish_estimate REAL;",
+    # 6: callbacks. The callback URL a submission was first sent with (a resend
+    # under the same idempotency key must carry the same body), and callbacks
+    # held until their task id is known.
+    """
+    ALTER TABLE submissions ADD COLUMN callback_url TEXT;
+    CREATE TABLE pending_callbacks (
+        task_id TEXT PRIMARY KEY,
+        body TEXT NOT NULL,
+        received_at REAL NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _RANK = {SUBMITTING: 0, TaskStatus.QUEUED: 1, TaskStatus.HANDLING: 2, TaskStatus.ARCHIVING: 3}
+# A held callback is useless once a resend can no longer replay its task
+# (HiAPI keeps idempotency keys about 24 h); older ones are pruned.
+HELD_CALLBACK_TTL = 26 * 3600.0
+
+
+class CallbackOutcome:
+    """What `Store.record_callback` did with a terminal task report."""
+
+    STORED = "stored"  # the first report of this result: stored now
+    DUPLICATE = "duplicate"  # already stored (or already held): nothing changed
+    HELD = "held"  # the task id is not known yet; kept until the create answer brings it
+    UNKNOWN = "unknown"  # not a task of this studio, and no create is waiting for its id
 
 
 @dataclass(frozen=True)
@@ -202,6 +227,7 @@ class Submission:
     remote_completed: int | None
     attempts: int
     finish_estimate: float | None = None
+    callback_url: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -209,7 +235,9 @@ class Submission:
 
     @property
     def request(self) -> TaskRequest:
-        return TaskRequest(self.prompt, self.aspect_ratio, self.resolution, self.model)
+        """The request exactly as first sent (callback included), so a resend replays."""
+        callback = Callback(self.callback_url) if self.callback_url else None
+        return TaskRequest(self.prompt, self.aspect_ratio, self.resolution, self.model, callback)
 
     def elapsed(self, now: float | None = None) -> float:
         end = self.finished_at if self.finished_at else (now or time.time())
@@ -431,7 +459,11 @@ class Store:
             )
 
     def mark_created(self, submission_id: int, task_id: str, *, now: float | None = None) -> bool:
-        """Attach HiAPI's task id. Returns False if it was already attached."""
+        """Attach HiAPI's task id. Returns False if it was already attached.
+
+        A callback held for this task id (it outran the create answer) is
+        applied in the same transaction, so the submission may come out terminal.
+        """
         now = time.time() if now is None else now
         with self._tx() as c:
             cur = c.execute(
@@ -445,6 +477,14 @@ class Store:
                     "INSERT INTO task_events (submission_id, status, at, source) VALUES (?,?,?,?)",
                     (submission_id, TaskStatus.QUEUED, now, "create"),
                 )
+                held = c.execute(
+                    "SELECT body, received_at FROM pending_callbacks WHERE task_id=?", (task_id,)
+                ).fetchone()
+                if held is not None:
+                    task = Task.parse(json.loads(held[0]))
+                    if task is not None:  # it was finished when its callback came
+                        self._apply_task(c, task, "callback", now, finish_estimate=held[1])
+                    c.execute("DELETE FROM pending_callbacks WHERE task_id=?", (task_id,))
             return bool(cur.rowcount)
 
     def note_attempt(self, submission_id: int, code: str, message: str) -> None:
@@ -483,38 +523,75 @@ class Store:
         """
         now = time.time() if now is None else now
         with self._tx() as c:
-            row = c.execute("SELECT id, state FROM submissions WHERE task_id=?", (task.task_id,)).fetchone()
-            if row is None:
-                return False
-            sid, state = row["id"], row["state"]
-            if state in TERMINAL_STATES or state == task.status:
-                return False
-            if task.status in _RANK and _RANK[task.status] < _RANK.get(state, 0):
-                return False  # a stale report (e.g. a slow poll answer) never moves a task back
-            terminal = task.status in TaskStatus.TERMINAL
-            err = task.error
-            c.execute(
-                "UPDATE submissions SET state=?, remote_created=?, remote_completed=?, raw_task=?,"
-                " error_code=?, error_message=?, finished_at=?, finish_estimate=? WHERE id=?",
-                (
-                    task.status,
-                    task.created or None,
-                    task.completed or None,
-                    json.dumps(task.to_dict()),
-                    err.code if (err and terminal) else None,
-                    err.message if (err and terminal) else None,
-                    now if terminal else None,
-                    (finish_estimate or now) if terminal else None,
-                    sid,
-                ),
+            return self._apply_task(c, task, source, now, finish_estimate)
+
+    def record_callback(self, task: Task, *, now: float | None = None) -> str:
+        """Store a terminal task report that came by callback; a `CallbackOutcome`.
+
+        One transaction decides: a known task is upserted like a poll answer
+        (duplicates change nothing); an unknown id is held while any submission
+        still waits for its create answer (the callback may have outrun it),
+        else it is not ours. Concurrent deliveries are serialised here, so
+        exactly one of them can come out STORED.
+        """
+        now = time.time() if now is None else now
+        with self._tx() as c:
+            row = c.execute("SELECT 1 FROM submissions WHERE task_id=?", (task.task_id,)).fetchone()
+            if row is not None:
+                changed = self._apply_task(c, task, "callback", now)
+                return CallbackOutcome.STORED if changed else CallbackOutcome.DUPLICATE
+            waiting = c.execute(
+                "SELECT 1 FROM submissions WHERE task_id IS NULL AND state=? LIMIT 1", (SUBMITTING,)
+            ).fetchone()
+            if waiting is None:
+                return CallbackOutcome.UNKNOWN
+            c.execute("DELETE FROM pending_callbacks WHERE received_at < ?", (now - HELD_CALLBACK_TTL,))
+            cur = c.execute(
+                "INSERT OR IGNORE INTO pending_callbacks (task_id, body, received_at) VALUES (?,?,?)",
+                (task.task_id, json.dumps(task.raw or task.to_dict()), now),
             )
-            c.execute(
-                "INSERT INTO task_events (submission_id, status, at, source) VALUES (?,?,?,?)",
-                (sid, task.status, now, source),
-            )
-            if task.status == TaskStatus.SUCCESS:
-                self._add_outputs(c, sid, task.outputs)
-            return True
+            return CallbackOutcome.HELD if cur.rowcount else CallbackOutcome.DUPLICATE
+
+    def held_callbacks(self) -> int:
+        """How many callbacks wait for their task id."""
+        return int(self._conn().execute("SELECT COUNT(*) FROM pending_callbacks").fetchone()[0])
+
+    def _apply_task(
+        self, c: sqlite3.Connection, task: Task, source: str, now: float, finish_estimate: float | None = None
+    ) -> bool:
+        """`record_task` inside an open transaction."""
+        row = c.execute("SELECT id, state FROM submissions WHERE task_id=?", (task.task_id,)).fetchone()
+        if row is None:
+            return False
+        sid, state = row["id"], row["state"]
+        if state in TERMINAL_STATES or state == task.status:
+            return False
+        if task.status in _RANK and _RANK[task.status] < _RANK.get(state, 0):
+            return False  # a stale report (e.g. a slow poll answer) never moves a task back
+        terminal = task.status in TaskStatus.TERMINAL
+        err = task.error
+        c.execute(
+            "UPDATE submissions SET state=?, remote_created=?, remote_completed=?, raw_task=?,"
+            " error_code=?, error_message=?, finished_at=?, finish_estimate=? WHERE id=?",
+            (
+                task.status,
+                task.created or None,
+                task.completed or None,
+                json.dumps(task.to_dict()),
+                err.code if (err and terminal) else None,
+                err.message if (err and terminal) else None,
+                now if terminal else None,
+                (finish_estimate or now) if terminal else None,
+                sid,
+            ),
+        )
+        c.execute(
+            "INSERT INTO task_events (submission_id, status, at, source) VALUES (?,?,?,?)",
+            (sid, task.status, now, source),
+        )
+        if task.status == TaskStatus.SUCCESS:
+            self._add_outputs(c, sid, task.outputs)
+        return True
 
     @staticmethod
     def _add_outputs(c: sqlite3.Connection, sid: int, outputs: Iterable[Output]) -> None:
@@ -752,7 +829,7 @@ def insert_submission(
     """Insert one `submitting` row and its first event inside the caller's transaction."""
     cur = c.execute(
         "INSERT INTO submissions (creative_id, prompt, aspect_ratio, resolution, model,"
-        " idempotency_key, state, created_at) VALUES (?,?,?,?,?,?,?,?)",
+        " idempotency_key, state, created_at, callback_url) VALUES (?,?,?,?,?,?,?,?,?)",
         (
             creative_id,
             request.prompt,
@@ -762,6 +839,7 @@ def insert_submission(
             idempotency_key,
             SUBMITTING,
             now,
+            request.callback.url if request.callback else None,  # resends must carry the same body
         ),
     )
     sid = int(cur.lastrowid)

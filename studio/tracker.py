@@ -5,9 +5,17 @@ sends each create (once, with the idempotency key stored beforehand), follows
 every task on the adaptive schedule in `schedule.py`, and keeps the outputs on
 disk the moment a task succeeds. Tasks finish and are kept even when no browser
 is open, and a restarted process resumes every unfinished submission from the
-store: creates are re-sent with their original key (HiAPI replays, no second
-task), tasks in flight are looked at again at once. Failed tasks are never
-retried by the tracker; only the user resubmits.
+store: creates are re-sent with their original key and body (HiAPI replays, no
+second task), tasks in flight are looked at again at once. Failed tasks are
+never retried by the tracker; only the user resubmits.
+
+With callbacks on (`callback_url`), every new task is created with HiAPI's
+`callback: {url, when: final}` and the result arrives through `ingest_callback`
+(from the receiver in `callbacks.py`); there is no routine polling. A task
+whose callback has not come by its expected finish plus a grace period gets
+one reconciliation GET, then slow polling. Whether a task is followed this way
+is decided by how it was created (its stored callback URL), so tasks created
+before callbacks were switched on or off are still followed correctly.
 
 Pacing: campaign rows are sent only while fewer than `max_active` tasks are in
 flight (sent, or being sent, and not finished); a single prompt's creates (one
@@ -34,7 +42,7 @@ from . import errors as E
 from .campaign_store import CANCELLED_STATE, PAUSED, RUNNING, CampaignStore
 from .models import Callback, Task, TaskRequest, TaskStatus
 from .schedule import DEFAULT_EXPECTED, DurationHistory, next_check_delay
-from .store import Store, Submission
+from .store import CallbackOutcome, Store, Submission
 
 log = logging.getLogger("studio.tracker")
 
@@ -49,6 +57,11 @@ _FINAL_CREATE_ERRORS = (
 DOWNLOAD_ATTEMPTS = 6
 NOT_FOUND_LIMIT = 5
 DEFAULT_MAX_ACTIVE = 8
+# Callbacks on: the first (reconciliation) GET comes this long, at least, after
+# a task's expected finish (or half of that expectation, if longer), so that a
+# callback HiAPI had to redeliver still beats it. Then one GET per SLOW_POLL.
+RECONCILE_GRACE = 10.0
+SLOW_POLL = 30.0
 
 
 @dataclass
@@ -64,6 +77,7 @@ class _Watch:
     status: str = "submitting"
     busy: bool = False
     last_running_at: float | None = None  # when a poll last saw the task unfinished
+    callback: bool = False  # created with a callback URL: no routine polling
 
 
 @dataclass
@@ -75,7 +89,17 @@ class Health:
     create_errors: int = 0
     downloads: int = 0
     download_errors: int = 0
-    callbacks: int = 0
+    callbacks_received: int = 0  # accepted deliveries (stored, duplicate, held or ignored)
+    callbacks_stored: int = 0
+    callbacks_duplicate: int = 0
+    callbacks_held: int = 0
+    callbacks_ignored: int = 0
+    callbacks_rejected: int = 0  # refused deliveries (404, 413, 401, 400)
+    reconcile_polls: int = 0  # GETs of tasks created with a callback
+    reconciled: int = 0  # tasks whose result came by such a GET: their callback was missed
+    last_callback_at: float | None = None
+    last_rejection: str | None = None
+    last_rejection_at: float | None = None
     rate_limited: int = 0
     last_poll_at: float | None = None
     last_error: str | None = None
@@ -84,7 +108,7 @@ class Health:
 
 
 class Tracker:
-    """Background owner of the HiAPI client; thread-safe `submit`, `ingest`, `health`."""
+    """Background owner of the HiAPI client; thread-safe `submit`, `ingest_callback`, `health`."""
 
     def __init__(
         self,
@@ -95,6 +119,8 @@ class Tracker:
         priors: dict[str, float] | None = None,
         workers: int = 8,
         callback_url: str | None = None,
+        reconcile_grace: float = RECONCILE_GRACE,
+        slow_poll: float = SLOW_POLL,
         clock: Callable[[], float] = time.time,
         time_scale: float = 1.0,
         max_active: int = DEFAULT_MAX_ACTIVE,
@@ -104,6 +130,8 @@ class Tracker:
         self.keeper = keeper
         self.priors = dict(DEFAULT_EXPECTED if priors is None else priors)
         self.callback_url = callback_url
+        self.reconcile_grace = reconcile_grace
+        self.slow_poll = slow_poll
         self.clock = clock
         self.time_scale = time_scale  # >1 only when benchmarking a time-compressed simulator
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tracker-io")
@@ -141,11 +169,20 @@ class Tracker:
     def alive(self) -> bool:
         return bool(self._thread and self._thread.is_alive())
 
+    @property
+    def mode(self) -> str:
+        """ "callbacks" when new tasks are created with a callback URL, else "polling"."""
+        return "callbacks" if self.callback_url else "polling"
+
     def _resume(self) -> None:
         now = self.clock()
         for sub in self.store.unfinished():
             kind = "create" if sub.task_id is None else "check"
-            self._watches[sub.id] = _Watch(sub.id, now, kind, status=sub.state)
+            w = _Watch(sub.id, now, kind, status=sub.state, callback=bool(sub.callback_url))
+            if kind == "check" and w.callback:
+                # Its callback may still come (HiAPI redelivers); look only once it is overdue.
+                w.due = max(now, (sub.submitted_at or sub.created_at) + self._reconcile_after(sub.resolution))
+            self._watches[sub.id] = w
 
     # -- what pages call ------------------------------------------------------
     def submit(self, requests: Sequence[TaskRequest], *, creative_id: str | None = None) -> list[int]:
@@ -163,6 +200,7 @@ class Tracker:
         now = self.clock()
         for r in requests:
             if self.callback_url:
+                # Stored with the submission: a resend must carry the same body.
                 r = replace(r, callback=Callback(self.callback_url))
             key = self.client.new_idempotency_key()
             sid = self.store.add_submission(r, idempotency_key=key, creative_id=creative_id, now=now)
@@ -172,16 +210,43 @@ class Tracker:
         self._wake.set()
         return ids
 
-    def ingest(self, task: Task, *, source: str = "callback") -> bool:
-        """Store a task report that arrived from outside (a callback)."""
-        changed = self.store.record_task(task, source=source, now=self.clock())
-        if changed:
+    def ingest_callback(self, task: Task) -> str:
+        """Store a terminal task report that came by callback; returns a `CallbackOutcome`.
+
+        Returns only once the report is stored (or held), so the receiver may
+        answer 2xx; raises if the store fails. A newly stored result stops the
+        task's watch and wakes the loop, which downloads the outputs exactly
+        as after a poll.
+        """
+        now = self.clock()
+        outcome = self.store.record_callback(task, now=now)
+        h = self.health_info
+        with self._lock:
+            h.callbacks_received += 1
+            h.last_callback_at = now
+            if outcome == CallbackOutcome.STORED:
+                h.callbacks_stored += 1
+            elif outcome == CallbackOutcome.DUPLICATE:
+                h.callbacks_duplicate += 1
+            elif outcome == CallbackOutcome.HELD:
+                h.callbacks_held += 1
+            else:
+                h.callbacks_ignored += 1
+        if outcome == CallbackOutcome.STORED:
             sub = self.store.submission_by_task(task.task_id)
-            if sub and sub.is_terminal:
+            if sub is not None and sub.is_terminal:
                 with self._lock:
                     self._watches.pop(sub.id, None)
             self._wake.set()
-        return changed
+        return outcome
+
+    def note_callback_rejected(self, status: int, reason: str) -> None:
+        """Count a refused callback delivery (the receiver calls this)."""
+        h = self.health_info
+        with self._lock:
+            h.callbacks_rejected += 1
+            h.last_rejection = f"{status} {reason}"
+            h.last_rejection_at = self.clock()
 
     def submit_campaign(
         self,
@@ -195,10 +260,13 @@ class Tracker:
 
         Requests must already be valid (RequestValidationError otherwise, nothing written).
         """
+        cells = [(row, replace(r, callback=None)) for row, r in cells]
         for _, r in cells:
             problems = r.problems()
             if problems:
                 raise E.RequestValidationError(problems)
+        if self.callback_url:  # stored with each submission, like `submit`
+            cells = [(row, replace(r, callback=Callback(self.callback_url))) for row, r in cells]
         now = self.clock()
         keyed = [(row, r, self.client.new_idempotency_key()) for row, r in cells]
         ids = self._campaigns.add_cells(
@@ -253,6 +321,7 @@ class Tracker:
             active = self._active_count()
         return {
             "alive": self.alive,
+            "mode": self.mode,
             "in_flight": in_flight,
             "active": active,
             "waiting_to_send": in_flight - active,
@@ -266,7 +335,18 @@ class Tracker:
             "create_errors": h.create_errors,
             "downloads": h.downloads,
             "download_errors": h.download_errors,
-            "callbacks": h.callbacks,
+            "callbacks_received": h.callbacks_received,
+            "callbacks_stored": h.callbacks_stored,
+            "callbacks_duplicate": h.callbacks_duplicate,
+            "callbacks_held": h.callbacks_held,
+            "callbacks_ignored": h.callbacks_ignored,
+            "callbacks_rejected": h.callbacks_rejected,
+            "callbacks_waiting": self.store.held_callbacks(),
+            "reconcile_polls": h.reconcile_polls,
+            "reconciled": h.reconciled,
+            "last_callback_at": h.last_callback_at,
+            "last_rejection": h.last_rejection,
+            "last_rejection_at": h.last_rejection_at,
             "last_poll_at": h.last_poll_at,
             "last_error": h.last_error,
             "last_error_at": h.last_error_at,
@@ -408,11 +488,10 @@ class Tracker:
             return
         if sub.task_id:
             w.kind = "check"
+            w.callback = sub.callback_url is not None
             self._reschedule(w, 0)
             return
-        request = sub.request
-        if self.callback_url:
-            request = replace(request, callback=Callback(self.callback_url))
+        request = sub.request  # as first sent, callback URL included: HiAPI replays only the same body
         try:
             created = self.client.create_task(request, idempotency_key=sub.idempotency_key)
         except _FINAL_CREATE_ERRORS as exc:
@@ -444,19 +523,34 @@ class Tracker:
         with self._lock:
             self._pace = min(float(self._max_active), self._pace + 1.0 / max(1.0, self._pace))
         self.store.mark_created(sub.id, created.task_id, now=self.clock())
+        after = self.store.submission(sub.id)
+        if after is not None and after.is_terminal:
+            # Its callback outran this answer and was held; mark_created applied it.
+            log.info("task %s: held callback applied", created.task_id)
+            self._drop(w)
+            self._wake.set()
+            return
         w.kind, w.errors, w.checks, w.status = "check", 0, 0, TaskStatus.QUEUED
         w.last_running_at = self.clock()
+        w.callback = sub.callback_url is not None
         self._schedule_check(w, sub.resolution, elapsed=0.0)
 
     # -- check ----------------------------------------------------------------
+    def _reconcile_after(self, resolution: str) -> float:
+        """Seconds after submit at which a task's callback counts as missed."""
+        exp = self.expectation(resolution)
+        return exp.late + max(self.reconcile_grace / self.time_scale, exp.late * 0.5)
+
     def _schedule_check(self, w: _Watch, resolution: str, elapsed: float) -> None:
         exp = self.expectation(resolution)
-        if self.callback_url and not w.errors:
-            # Callbacks carry the result; one reconciliation look after the
-            # expected finish plus a grace period, then slow polling.
-            grace = max(10.0, exp.late * 0.5)
-            delay = (exp.late + grace - elapsed) if w.checks == 0 else 30.0
-            self._reschedule(w, max(1.0, delay))
+        if w.callback and not w.errors:
+            # The callback carries the result: one reconciliation GET once it is
+            # overdue, then slow polling. Errors fall through to the usual backoff.
+            if w.checks == 0:
+                delay = self._reconcile_after(resolution) - elapsed
+            else:
+                delay = self.slow_poll / self.time_scale
+            self._reschedule(w, max(0.0, delay))
             return
         self._reschedule(
             w,
@@ -483,6 +577,7 @@ class Tracker:
         except E.HiAPIError as exc:
             h.polls += 1
             h.poll_errors += 1
+            h.reconcile_polls += w.callback
             h.last_poll_at = self.clock()
             self._note_error(f"poll {sub.task_id}: {exc.code}: {exc.message}")
             w.errors += 1
@@ -501,10 +596,24 @@ class Tracker:
         w.errors = 0
         w.retry_after = None
         now = self.clock()
-        estimate = (w.last_running_at + now) / 2 if (task.is_terminal and w.last_running_at) else None
-        self.store.record_task(task, source="poll", now=now, finish_estimate=estimate)
+        if w.callback:
+            h.reconcile_polls += 1
+        estimate = None
+        if task.is_terminal:
+            if w.callback and task.created and task.completed >= task.created:
+                # Seen only by a reconciliation GET, possibly long after it finished:
+                # HiAPI's own duration (whole seconds) says when, not our lateness.
+                estimate = min(now, (sub.submitted_at or now) + (task.completed - task.created) + 0.5)
+            elif w.last_running_at:
+                estimate = (w.last_running_at + now) / 2
+        changed = self.store.record_task(
+            task, source="reconcile" if w.callback else "poll", now=now, finish_estimate=estimate
+        )
         if task.is_terminal:
             self._expect_cache.pop(sub.resolution, None)  # learn from it at once
+            if changed and w.callback:
+                h.reconciled += 1
+                log.info("task %s: callback missed, result reconciled by GET", task.task_id)
             self._drop(w)
             self._wake.set()
             return
