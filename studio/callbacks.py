@@ -34,6 +34,7 @@ once and kept in the data folder, mode 0600) and the callback URL
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import json
@@ -113,7 +114,7 @@ def signature_problem(
             for name, value in (("X-HiAPI-Timestamp", timestamp), ("X-HiAPI-Signature", signature))
             if not value
         ]
-        return f"missing {' and '.join(missing)} header"
+        return f"missing {' and '.join(missing)} header{'s' if len(missing) > 1 else ''}"
     timestamp = timestamp.strip()
     if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
         return "X-HiAPI-Timestamp is not Unix seconds"
@@ -287,9 +288,10 @@ def token_problem(token: str) -> str | None:
 def load_or_create_token(data_dir: Path, configured: str | None = None) -> str:
     """The callback token: `configured` when given, else one kept in `data_dir`.
 
-    A generated token is written once (mode 0600, atomically: a concurrent
-    starter reads the winner's), so the callback URL stays the same across
-    restarts. Raises ValueError for an unusable configured token.
+    A generated token is written once (mode 0600, under a lock file so that
+    concurrent starters agree on one), so the callback URL stays the same
+    across restarts; an unreadable or malformed file is replaced. Raises
+    ValueError for an unusable configured token.
     """
     if configured:
         why = token_problem(configured)
@@ -298,27 +300,22 @@ def load_or_create_token(data_dir: Path, configured: str | None = None) -> str:
         return configured
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / TOKEN_FILE
-    existing = _read_token(path)
-    if existing:
-        return existing
-    token = secrets.token_urlsafe(32)
-    tmp = data_dir / f".{TOKEN_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, token.encode() + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        if path.exists():  # unreadable or corrupt: replace it
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)  # fails if another starter won the race
-    except FileExistsError:
-        pass
-    finally:
+    with open(data_dir / f".{TOKEN_FILE}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        existing = _read_token(path)
+        if existing:
+            return existing
+        token = secrets.token_urlsafe(32)
+        tmp = data_dir / f".{TOKEN_FILE}.tmp"
         tmp.unlink(missing_ok=True)
-    return _read_token(path) or token
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, token.encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        return token
 
 
 def _read_token(path: Path) -> str | None:
