@@ -108,31 +108,48 @@ def _refusal(server, before, status: int, response: httpx.Response) -> None:
 
 
 CASES = {
-    "wrong token": (404, lambda s, b: httpx.post(route(s, TOKEN[:-1] + "q"), content=b, headers=signed(b))),
-    "no token": (404, lambda s, b: httpx.post(route(s, "x" * 20), content=b, headers=signed(b))),
-    "missing headers": (401, lambda s, b: httpx.post(route(s), content=b)),
+    "wrong token": (
+        404,
+        "not found",
+        lambda s, b: httpx.post(route(s, TOKEN[:-1] + "q"), content=b, headers=signed(b)),
+    ),
+    "no token": (404, "not found", lambda s, b: httpx.post(route(s, "x" * 20), content=b, headers=signed(b))),
+    "missing headers": (401, "missing", lambda s, b: httpx.post(route(s), content=b)),
     "missing signature": (
         401,
+        "missing X-HiAPI-Signature",
         lambda s, b: httpx.post(route(s), content=b, headers={"X-HiAPI-Timestamp": str(int(time.time()))}),
     ),
-    "bad signature": (401, lambda s, b: httpx.post(route(s), content=b, headers=signed(b, secret="n" * 20))),
+    "bad signature": (
+        401,
+        "does not match",
+        lambda s, b: httpx.post(route(s), content=b, headers=signed(b, secret="n" * 20)),
+    ),
     "stale timestamp": (
         401,
+        "300 s",
         lambda s, b: httpx.post(route(s), content=b, headers=signed(b, time.time() - 400)),
     ),
     "non-terminal": (
         400,
+        "not terminal",
         lambda s, b: httpx.post(route(s), content=(nb := task_body("handling")), headers=signed(nb)),
     ),
-    "malformed": (400, lambda s, b: httpx.post(route(s), content=b"{not json", headers=signed(b"{not json"))),
+    "malformed": (
+        400,
+        "not JSON",
+        lambda s, b: httpx.post(route(s), content=b"{not json", headers=signed(b"{not json")),
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_refusals_over_http_store_nothing(server, case):
-    status, send = CASES[case]
+    status, why, send = CASES[case]
     before = rows(server)
-    _refusal(server, before, status, send(server, task_body()))
+    response = send(server, task_body())
+    _refusal(server, before, status, response)
+    assert why in response.json()["reason"]
 
 
 def test_declared_oversize_body_is_refused_before_it_is_sent(server):
