@@ -21,6 +21,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import callbacks as cb
 from .campaign_store import ensure_schema as ensure_campaign_schema
@@ -33,6 +34,7 @@ from .pricing import defaults_from as pricing_defaults
 from .pricing import load as load_pricing
 from .store import Store
 from .tracker import Tracker
+from .validation import is_loopback_host
 
 log = logging.getLogger("studio.services")
 
@@ -108,7 +110,10 @@ def _callback_plan(settings: Settings) -> tuple[str | None, str | None, list[str
     base = settings.callback_url
     if not base:
         return None, None, problems
-    why = cb.base_url_problem(base, allow_loopback_http=settings.simulated)
+    # Plain http only towards a simulator on this machine (embedded, or HIAPI_BASE_URL on loopback),
+    # the same rule the client applies to the callback URL it sends.
+    local = settings.simulated or is_loopback_host(urlsplit(settings.base_url).hostname)
+    why = cb.base_url_problem(base, allow_loopback_http=local)
     if why is None:
         try:
             token = cb.load_or_create_token(settings.data_dir, settings.callback_token)

@@ -5,6 +5,7 @@ show without routine polling."""
 from __future__ import annotations
 
 import sqlite3
+import time
 import uuid
 
 import httpx
@@ -57,6 +58,25 @@ def successes(server, submission_id: int) -> tuple[int, int]:
     return events, outputs
 
 
+def wait_for(pred, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := pred():
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def all_kept(server, marker: str, n: int) -> bool:
+    with sqlite3.connect(server.data_dir / "studio.db", timeout=10) as db:
+        kept = db.execute(
+            "SELECT COUNT(*) FROM submissions s JOIN outputs o ON o.submission_id = s.id"
+            " WHERE s.prompt LIKE ? AND s.state = 'success' AND o.state = 'kept'",
+            (f"%{marker}%",),
+        ).fetchone()[0]
+    return kept == n
+
+
 def make(page, server, marker: str, ratios: tuple[str, ...], timeout: int = 20_000) -> None:
     open_studio(page, server)
     set_prompt(page, f'A poster {marker} with the headline "CALL ME BACK"')
@@ -80,11 +100,12 @@ def test_images_arrive_by_callback_with_at_most_one_get(page, server):
     make(page, server, marker, ("16:9", "1:1"))
     subs = tasks_of(server, marker)
     assert len(subs) == 2
-    stats = httpx.get(base + "/_sim/stats", timeout=10).json()
+    stats = wait_for(
+        lambda: (st := httpx.get(base + "/_sim/stats", timeout=10).json())["callbacks_acked"] >= 4 and st
+    )
     for sid, task_id in subs:
         assert stats["gets_by_task"].get(task_id, 0) <= 1
         assert successes(server, sid) == (1, 1)  # duplicates changed nothing
-    assert stats["callbacks_acked"] >= 4
     h = health(server)["tracker"]
     assert h["callbacks_stored"] >= 2 and h["callbacks_duplicate"] >= 2
     screenshot(page, "callbacks-studio")

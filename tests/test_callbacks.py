@@ -578,7 +578,8 @@ def test_reconciliation_schedule(tmp_path):
         slow_poll=30.0,
         clock=lambda: now,
     )
-    late = 40.0  # twice the prior median
+    late = tracker.expectation("1K").late  # from the prior, before anything finished
+    assert 20.0 < late < 40.0
     w = _Watch(1, 0.0, "check", callback=True)
     tracker._schedule_check(w, "1K", elapsed=0.0)
     assert w.due == now + late + max(10.0, late / 2)  # one look once the callback is overdue
@@ -593,6 +594,23 @@ def test_reconciliation_schedule(tmp_path):
     polled = _Watch(2, 0.0, "check", callback=False)
     tracker._schedule_check(polled, "1K", elapsed=0.0)
     assert polled.due == now + 1.0  # tasks made without a callback are polled as before
+
+
+def test_late_reconciled_results_do_not_stretch_the_learned_durations(sim, tmp_path, endpoint):
+    # All callbacks lost (say, a wrong secret): every result comes by reconciliation, seen
+    # well after it existed. Learning that lateness would delay each next round further.
+    sim.set_faults(callback_drop_rate=1.0)
+    tracker, store = make_tracker(sim, tmp_path, endpoint, grace=5.0)
+    tracker.start()
+    try:
+        [sid] = tracker.submit([TaskRequest("short, and noticed late", "1:1", "1K")])
+        wait_for(lambda: kept(store, sid))
+        sub = store.submission(sid)
+        assert sub.finished_at - sub.submitted_at > 5.0  # seen only by the reconciliation GET
+        [learned] = store.durations("1K")
+        assert learned < 2.0  # HiAPI's own timing (a task of under half a second), not our lateness
+    finally:
+        tracker.stop()
 
 
 # ------------------------------------------- token, URL and settings
@@ -662,6 +680,11 @@ def test_callback_plan_from_settings(tmp_path):
     # With a real key, plain http is refused: the studio keeps polling and says why.
     url, token, problems = _callback_plan(Settings.load(env=env | {"HIAPI_API_KEY": "sk-x"}))
     assert url is None and token is None and "https://" in problems[0] and "polls" in problems[0]
+    # ...unless HiAPI itself is a simulator on loopback, which may call plain http back.
+    local = {"HIAPI_API_KEY": "sk-x", "HIAPI_BASE_URL": "http://127.0.0.1:9000"}
+    assert _callback_plan(Settings.load(env=env | local))[0].startswith(
+        "http://127.0.0.1:8501/hiapi/callback/"
+    )
     url, _, problems = _callback_plan(
         Settings.load(env=env | {"HIAPI_CALLBACK_TOKEN": "weak", "HIAPI_WEBHOOK_SECRET": "short"})
     )
