@@ -15,7 +15,6 @@ Policies compared in one run: ours (studio.schedule), HiAPI's official client
 
 from __future__ import annotations
 
-import json
 import random
 import sqlite3
 import tempfile
@@ -25,8 +24,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from benchmarks.common import Row, mean, pct
+from studio.callbacks import parse_terminal_task
 from studio.client import HiAPIClient
-from studio.models import Task, TaskRequest
+from studio.models import TaskRequest
 from studio.schedule import DurationHistory, next_check_delay
 from studio.simulator import Simulator, realistic_duration
 from studio.store import Store
@@ -90,9 +90,9 @@ class _Receiver(ThreadingHTTPServer):
         class H(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                task = Task.parse(json.loads(body))
-                if task and tracker_ref:
-                    tracker_ref[0].ingest(task)
+                task = parse_terminal_task(body)  # the receiver's own parsing rules
+                if not isinstance(task, str) and tracker_ref:
+                    tracker_ref[0].ingest_callback(task)
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

@@ -64,7 +64,6 @@ TOKEN_FILE = "callback-token"
 MAX_TASK_ID_CHARS = 256
 
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
-_HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)

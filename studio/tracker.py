@@ -189,8 +189,11 @@ class Tracker:
         """Record each request (with a fresh idempotency key) and queue its create.
 
         Requests must already be valid; an invalid one raises
-        RequestValidationError before anything is written.
+        RequestValidationError before anything is written. The callback is
+        the tracker's business: whatever a request carries is replaced by the
+        studio's own callback URL (or none, when polling).
         """
+        requests = [replace(r, callback=None) for r in requests]
         for r in requests:
             problems = r.problems()
             if problems:
