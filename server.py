@@ -7,6 +7,7 @@ these extra routes on the same port:
 - GET /thumbs/{sha256}.webp            small WebP thumbnails
 - GET /exports/{token}.zip             a bulk export prepared in the Gallery
 - POST /hiapi/callback/{token}         HiAPI's task callbacks (when HIAPI_CALLBACK_URL is set)
+- GET /kits/{token}/{name}             a delivery kit (`<creative>.zip`) or its contact sheet
 Images are served from disk with immutable cache headers, so the browser
 caches them and nothing passes through Streamlit's in-memory media store.
 The callback route only moves bytes: every decision is `studio.callbacks`'.
@@ -119,6 +120,23 @@ async def export(request: Request) -> Response:
     )
 
 
+_KIT_FILE = re.compile(r"^(?:[a-z0-9-]{1,80}\.zip|contact-sheet\.png)$")
+
+
+async def kit(request: Request) -> Response:
+    """A delivery kit written by studio.kit: the zip as a download, the contact sheet inline."""
+    token, name = request.path_params["token"], request.path_params["name"]
+    if not _TOKEN.match(token) or not _KIT_FILE.match(name):
+        return Response("not found", status_code=404)
+    path = _services().settings.data_dir / "kits" / token / name
+    if not path.is_file():
+        return Response("not found", status_code=404)
+    if name.endswith(".zip"):
+        headers = {"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"}
+        return FileResponse(path, media_type="application/zip", headers=headers)
+    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
 @asynccontextmanager
 async def lifespan(app):
     _services()  # start the tracker with the server, not with the first page view
@@ -135,5 +153,6 @@ app = st.App(
         Route("/thumbs/{sha}.webp", _file("thumb"), methods=["GET"]),
         Route("/exports/{token}.zip", export, methods=["GET"]),
         Route("/hiapi/callback/{token}", hiapi_callback, methods=["POST"]),
+        Route("/kits/{token}/{name}", kit, methods=["GET"]),
     ],
 )

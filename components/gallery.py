@@ -9,11 +9,14 @@ from urllib.parse import quote
 import streamlit as st
 
 from components import draft
+from components.fidelity import badge as text_badge
+from components.fidelity import text_check
+from components.kit import kit_panel
 from components.services import get_services, image_url, show_image
 from studio.export import file_name, write_zip
 from studio.images import read_recipe
 from studio.ratios import RATIO_NAMES, RESOLUTIONS
-from studio.store import GalleryItem, GalleryQuery
+from studio.store import GalleryItem, GalleryQuery, TextCheck
 
 PAGE_SIZE = 24
 SELECTED = "gallery_selected"
@@ -42,7 +45,7 @@ def filters() -> GalleryQuery:
     resolutions = c3.pills(
         "Resolution", RESOLUTIONS, selection_mode="multi", key="g_res", persist_state="session"
     )
-    d1, d2, d3, d4, d5 = st.columns([2, 2, 2, 2, 2], vertical_alignment="bottom")
+    d1, d2, d3, d4, d5, d6 = st.columns([2, 2, 2, 2, 2, 2], vertical_alignment="bottom")
     collections = services.store.collections()
     names = {cid: f"{name} ({n})" for cid, name, n in collections}
     collection = d1.selectbox(
@@ -56,6 +59,10 @@ def filters() -> GalleryQuery:
         format_func={"kept": "Kept images", "failed": "Failed", "all": "Kept and failed"}.get,
     )  # fmt: skip
     favourites = d5.toggle("Favourites only", key="g_fav")
+    text_mismatch = d6.toggle(
+        "Text mismatch", key="g_text_mismatch",
+        help="Only images where a quoted string of the prompt is missing or misspelled.",
+    )  # fmt: skip
     since = until = None
     if isinstance(dates, tuple | list) and dates:
         start = dates[0]
@@ -72,6 +79,7 @@ def filters() -> GalleryQuery:
         until=until,
         newest_first=newest,
         status=status,
+        text_mismatch=text_mismatch,
     )
 
 
@@ -88,7 +96,7 @@ def failed_card(item: GalleryItem) -> None:
         )  # fmt: skip
 
 
-def card(item: GalleryItem) -> None:
+def card(item: GalleryItem, check: TextCheck | None = None) -> None:
     if not item.kept:
         failed_card(item)
         return
@@ -102,6 +110,7 @@ def card(item: GalleryItem) -> None:
         if item.favourite:
             with chips[2]:
                 st.badge("★", color="orange")
+        text_badge(check)
         st.text(item.prompt[:90] + ("…" if len(item.prompt) > 90 else ""))
         st.caption(time.strftime("%Y-%m-%d %H:%M", time.localtime(item.created_at)))
         b1, b2 = st.columns([1, 1], vertical_alignment="center")
@@ -138,6 +147,8 @@ def lightbox(output_id: int) -> None:
         f"Model {item.model} · task {item.task_id} · "
         f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(item.created_at))}"
     )
+    st.markdown("**Text in the image**")
+    text_check(item.prompt, services.store.text_check(item.output_id), detail=True)
     in_cols = services.store.output_collections(item.output_id)
     if in_cols:
         st.caption("In collections: " + ", ".join(in_cols))
@@ -158,6 +169,12 @@ def lightbox(output_id: int) -> None:
         if st.button("Yes, delete", key="lb_delete", type="primary"):
             delete([item.output_id])
             st.rerun()
+    kit = st.expander(
+        "Delivery kit for this creative", icon=":material/package_2:", key="lb_kitx", on_change="rerun"
+    )
+    if kit.open:
+        with kit:
+            kit_panel(item.creative_id, key="lb_kit")
 
 
 def _collection_picker(output_ids: list[int], key: str) -> None:

@@ -7,11 +7,13 @@ import time
 import streamlit as st
 
 from components import draft
+from components.fidelity import text_check
+from components.kit import kit_panel
 from components.pickers import shape_svg
 from components.services import get_services, show_image
 from studio.campaign_store import CANCELLED
 from studio.models import TaskStatus
-from studio.store import REJECTED, SUBMITTING, OutputRow, Submission
+from studio.store import REJECTED, SUBMITTING, OutputRow, Submission, TextCheck
 
 STATUS_LABEL = {
     SUBMITTING: ("Sending", "gray", ":material/upload:"),
@@ -41,7 +43,9 @@ def _edit_and_resubmit(sub: Submission) -> None:
     draft.load(sub.prompt, [sub.aspect_ratio], sub.resolution)
 
 
-def task_card(sub: Submission, outputs: list[OutputRow]) -> None:
+def task_card(
+    sub: Submission, outputs: list[OutputRow], text_checks: dict[int, TextCheck] | None = None
+) -> None:
     with st.container(border=True, key=f"task_{sub.id}"):
         top = st.columns([3, 2], vertical_alignment="center")
         with top[0]:
@@ -53,6 +57,7 @@ def task_card(sub: Submission, outputs: list[OutputRow]) -> None:
                 if o.state == "kept" and o.sha256:
                     show_image(f"/thumbs/{o.sha256}.webp")
                     st.caption(f"{o.width}×{o.height} px")
+                    text_check(sub.prompt, (text_checks or {}).get(o.id))
                     shown = True
                 elif o.state == "failed":
                     st.warning(f"Image could not be kept: {o.error}", icon=":material/broken_image:")
@@ -84,6 +89,7 @@ def live_queue(limit: int = 24) -> None:
         st.caption("Nothing generated yet. Write a prompt, pick ratios and press Generate.")
         return
     outputs = services.store.outputs_for([s.id for s in subs])
+    checks = services.store.text_checks_for([o.id for outs in outputs.values() for o in outs])
     creatives: dict[str, list[Submission]] = {}
     for s in subs:
         creatives.setdefault(s.creative_id, []).append(s)
@@ -98,4 +104,11 @@ def live_queue(limit: int = 24) -> None:
             cols = st.columns(min(4, len(items)))
             for i, sub in enumerate(items):
                 with cols[i % len(cols)]:
-                    task_card(sub, outputs.get(sub.id, []))
+                    task_card(sub, outputs.get(sub.id, []), checks)
+            if any(o.state == "kept" for s in items for o in outputs.get(s.id, [])):
+                kit = st.expander(
+                    "Delivery kit", icon=":material/package_2:", key=f"kitx_{creative_id}", on_change="rerun"
+                )
+                if kit.open:
+                    with kit:
+                        kit_panel(creative_id, key=f"qkit_{creative_id}")

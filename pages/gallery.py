@@ -27,9 +27,10 @@ if not items:
     st.info(
         "No images match. Generate some in the Studio, or loosen the filters.", icon=":material/image_search:"
     )
+checks = services.store.text_checks_for([i.output_id for i in items if i.kept])
 grid = st.columns(4)
 for i, item in enumerate(items):
     with grid[i % 4]:
-        card(item)
+        card(item, checks.get(item.output_id))
 if pages > 1:
     st.pagination(pages, key="g_page")

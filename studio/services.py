@@ -27,6 +27,7 @@ from . import callbacks as cb
 from .campaign_store import ensure_schema as ensure_campaign_schema
 from .client import HiAPIClient
 from .config import Settings
+from .fidelity import FidelityChecker
 from .images import ImageKeeper
 from .library import Library
 from .pricing import Pricing
@@ -54,6 +55,7 @@ class Services:
     simulator: Any | None = None
     pricing_defaults: Pricing | None = None
     pricing_problems: list = field(default_factory=list)
+    fidelity: FidelityChecker | None = None
 
     callbacks: cb.CallbackReceiver | None = None
     callback_problems: tuple[str, ...] = ()
@@ -84,6 +86,8 @@ class Services:
 
     def close(self) -> None:
         self.tracker.stop()
+        if self.fidelity:
+            self.fidelity.close()
         self.client.close()
         self.keeper.close()
         if self.simulator:
@@ -167,9 +171,18 @@ def boot(settings: Settings) -> Services:
         Library(store).seed_starters()
         defaults, problems = pricing_defaults(settings.pricing_env)
         max_active = load_pricing(store, defaults).max_active
+        # Every kept image with quoted text gets its text read back, off the page thread.
+        fidelity = FidelityChecker(store)
         tracker = Tracker(
-            store, client, keeper, priors=priors, max_active=max_active, callback_url=callback_url
+            store,
+            client,
+            keeper,
+            priors=priors,
+            max_active=max_active,
+            callback_url=callback_url,
+            on_kept=fidelity.submit,
         ).start()
+        fidelity.backfill()  # images kept before a crash (or before this check existed)
         receiver = None
         if callback_url and token:
             receiver = cb.CallbackReceiver(token, tracker, secret=settings.webhook_secret)
@@ -182,6 +195,7 @@ def boot(settings: Settings) -> Services:
             simulator,
             pricing_defaults=defaults,
             pricing_problems=problems,
+            fidelity=fidelity,
             callbacks=receiver,
             callback_problems=tuple(callback_problems),
         )

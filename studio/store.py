@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .fidelity import FidelityReport, StringCheck, wanted_strings
 from .models import Callback, Output, Task, TaskRequest, TaskStatus
 
 SUBMITTING = "submitting"  # written, POST not yet answered
@@ -114,8 +115,25 @@ _MIGRATIONS: tuple[str, ...] = (
     END;
     INSERT INTO prompt_search(rowid, prompt) SELECT id, prompt FROM submissions;
     """,
-    # 3: reserved for text-fidelity results
-    "SELECT 1;",
+    # 3: text-fidelity results, one row per checked image (see studio/fidelity.py).
+    #    Idempotent: a database written while this slot was a placeholder runs it
+    #    again at start-up (fidelity.ensure_schema).
+    """
+    CREATE TABLE IF NOT EXISTS text_checks (
+        output_id INTEGER PRIMARY KEY REFERENCES outputs(id) ON DELETE CASCADE,
+        state TEXT NOT NULL,
+        wanted INTEGER NOT NULL,
+        matched INTEGER NOT NULL,
+        checks TEXT NOT NULL,
+        read_text TEXT NOT NULL DEFAULT '',
+        engine TEXT NOT NULL DEFAULT '',
+        seconds REAL NOT NULL DEFAULT 0,
+        passes INTEGER NOT NULL DEFAULT 0,
+        message TEXT,
+        checked_at REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS text_checks_state ON text_checks(state);
+    """,
     # 4: campaigns (rows × ratios of one prompt with variables), the spend ledger,
     #    the prompt library and app settings edited in the Settings page
     """
@@ -310,6 +328,26 @@ class GalleryQuery:
     until: float | None = None
     newest_first: bool = True
     status: str = "kept"  # kept | failed | all (in-flight work is in the Studio queue)
+    text_mismatch: bool = False  # only images whose text check found a wanted string missing or misspelled
+
+
+@dataclass(frozen=True)
+class TextCheck:
+    """The stored text-fidelity result of one image (see studio/fidelity.py)."""
+
+    output_id: int
+    state: str  # pass | mismatch | unavailable | error
+    checks: tuple[StringCheck, ...]
+    read_text: str
+    engine: str
+    seconds: float
+    passes: int
+    message: str | None
+    checked_at: float
+
+    @property
+    def matched(self) -> int:
+        return sum(c.matched for c in self.checks)
 
 
 def fts_query(text: str) -> str | None:
@@ -354,6 +392,8 @@ def _gallery_where(q: GalleryQuery) -> tuple[str, list[Any]]:
     if q.collection_id is not None:
         where.append("o.id IN (SELECT output_id FROM collection_items WHERE collection_id = ?)")
         params.append(q.collection_id)
+    if q.text_mismatch:
+        where.append("o.id IN (SELECT output_id FROM text_checks WHERE state = 'mismatch')")
     if q.since is not None:
         where.append("s.created_at >= ?")
         params.append(q.since)
@@ -758,6 +798,92 @@ class Store:
             _GALLERY_SELECT + f" WHERE o.id IN ({marks}) ORDER BY o.id", list(output_ids)
         )
         return [GalleryItem(**(dict(r) | {"favourite": bool(r["favourite"])})) for r in rows]
+
+    def creative_items(self, creative_id: str) -> list[GalleryItem]:
+        """Every kept image of one creative (all its ratios), oldest first."""
+        rows = self._conn().execute(
+            _GALLERY_SELECT + f" WHERE s.creative_id = ? AND {_KEPT} ORDER BY o.id", (creative_id,)
+        )
+        return [GalleryItem(**(dict(r) | {"favourite": bool(r["favourite"])})) for r in rows]
+
+    # -- text fidelity --------------------------------------------------------
+    def record_text_check(self, output_id: int, report: FidelityReport, *, now: float | None = None) -> bool:
+        """Store (or replace) an image's check. False when the image was deleted meanwhile."""
+        try:
+            self._write(
+                "INSERT OR REPLACE INTO text_checks (output_id, state, wanted, matched, checks, read_text,"
+                " engine, seconds, passes, message, checked_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    output_id,
+                    report.state,
+                    len(report.checks),
+                    report.matched,
+                    json.dumps([c.to_dict() for c in report.checks], ensure_ascii=False),
+                    report.read_text,
+                    report.engine,
+                    report.seconds,
+                    report.passes,
+                    report.message or None,
+                    time.time() if now is None else now,
+                ),
+            )
+        except sqlite3.IntegrityError:  # the output row is gone (deleted while being read)
+            return False
+        return True
+
+    def text_checks_for(self, output_ids: Sequence[int]) -> dict[int, TextCheck]:
+        ids = [i for i in output_ids if i is not None]
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self._conn().execute(
+            "SELECT output_id, state, checks, read_text, engine, seconds, passes, message, checked_at"
+            f" FROM text_checks WHERE output_id IN ({marks})",
+            ids,
+        )
+        out = {}
+        for r in rows:
+            checks = tuple(StringCheck.from_dict(d) for d in json.loads(r["checks"]))
+            out[r["output_id"]] = TextCheck(
+                r["output_id"], r["state"], checks, r["read_text"], r["engine"], r["seconds"],
+                r["passes"], r["message"], r["checked_at"],
+            )  # fmt: skip
+        return out
+
+    def text_check(self, output_id: int) -> TextCheck | None:
+        return self.text_checks_for([output_id]).get(output_id)
+
+    def text_check_candidate(self, output_id: int) -> tuple[str, str] | None:
+        """(prompt, file path) of a kept image, for the checker; None if not kept (or gone)."""
+        r = (
+            self._conn()
+            .execute(
+                "SELECT s.prompt, o.path FROM outputs o JOIN submissions s ON s.id = o.submission_id"
+                " WHERE o.id = ? AND o.state = 'kept' AND o.path IS NOT NULL",
+                (output_id,),
+            )
+            .fetchone()
+        )
+        return (r[0], r[1]) if r else None
+
+    def outputs_needing_text_check(self, *, redo_unavailable: bool = False, limit: int = 500) -> list[int]:
+        """Kept images whose prompt quotes text and that have no check yet, oldest first.
+
+        With `redo_unavailable`, images checked while OCR was missing come back too.
+        """
+        redo = " OR t.state = 'unavailable'" if redo_unavailable else ""
+        rows = self._conn().execute(
+            "SELECT o.id, s.prompt FROM outputs o JOIN submissions s ON s.id = o.submission_id"
+            " LEFT JOIN text_checks t ON t.output_id = o.id"
+            f" WHERE o.state = 'kept' AND (t.output_id IS NULL{redo}) ORDER BY o.id"
+        )
+        out: list[int] = []
+        for output_id, prompt in rows:
+            if wanted_strings(prompt):  # quoting is decided in Python, by the one quote rule
+                out.append(output_id)
+                if len(out) >= limit:
+                    break
+        return out
 
     def set_favourite(self, output_id: int, on: bool) -> None:
         if on:

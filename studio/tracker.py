@@ -124,8 +124,12 @@ class Tracker:
         clock: Callable[[], float] = time.time,
         time_scale: float = 1.0,
         max_active: int = DEFAULT_MAX_ACTIVE,
+        on_kept: Callable[[int], None] | None = None,
     ) -> None:
         self.store = store
+        # Called (on a worker thread) with each output id the moment its image is
+        # kept, e.g. to queue the text-fidelity check; must return quickly.
+        self.on_kept = on_kept
         self.client = client
         self.keeper = keeper
         self.priors = dict(DEFAULT_EXPECTED if priors is None else priors)
@@ -674,3 +678,8 @@ class Tracker:
             nbytes=kept.bytes,
             now=self.clock(),
         )
+        if self.on_kept is not None:
+            try:
+                self.on_kept(o.id)
+            except Exception as exc:  # a hook's trouble never un-keeps an image
+                self._note_error(f"after keeping output {o.id}: {exc!r}")

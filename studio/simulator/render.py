@@ -18,6 +18,7 @@ from functools import lru_cache
 from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import redact
+from ..quotes import quoted_parts as _core_quoted_parts
 from ..ratios import pixel_size
 
 BOLD_FONTS = (
@@ -40,17 +41,6 @@ MISSPELL_MARKER = "[sim:misspell]"
 #: Prompt markers the simulator understands; they never show up in the picture.
 MARKER_RE = re.compile(r"\[sim:[a-z_-]+\]", re.IGNORECASE)
 
-# Text inside "double", 'single', “curly double”, ‘curly single’ or «guillemet» quotes.
-# A single quote only opens after a non-word character and only closes before one,
-# so apostrophes ("don't", "Bob's") are not taken for quotes.
-_QUOTE_RE = re.compile(
-    r'"(?P<d>[^"\n]+?)"'
-    r"|“(?P<c>[^”\n]+?)”"
-    r"|(?<!\w)‘(?P<cs>[^\n]+?)’(?!\w)"
-    r"|«(?P<g>[^»\n]+?)»"
-    r"|(?<!\w)'(?P<s>[^\n]+?)'(?!\w)"
-)
-
 _VOWELS = set("AEIOUaeiou")
 _MAX_HEADLINE_CHARS = 140
 
@@ -65,13 +55,8 @@ def _drawable(text: str) -> str:
 
 
 def quoted_parts(prompt: str) -> list[str]:
-    """The quoted pieces of a prompt, in order, stripped; empty ones dropped."""
-    out: list[str] = []
-    for m in _QUOTE_RE.finditer(strip_markers(prompt)):
-        text = next(g for g in m.groups() if g is not None).strip()
-        if text:
-            out.append(text)
-    return out
+    """The prompt's wanted text (`studio.quotes.quoted_parts`), simulator markers ignored."""
+    return _core_quoted_parts(strip_markers(prompt))
 
 
 def misspell(text: str) -> str:

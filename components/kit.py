@@ -1,0 +1,72 @@
+"""The delivery-kit panel: pick placements, see where each comes from, build, download."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from components.fidelity import md
+from components.services import get_services, image_url, show_image
+from studio.kit import DEFAULT_PLACEMENTS, PLACEMENTS, PLACEMENTS_BY_KEY, plan_kit, write_kit
+
+
+def _label(key: str) -> str:
+    p = PLACEMENTS_BY_KEY[key]
+    return f"{p.label} {p.size_label}"
+
+
+def kit_panel(creative_id: str, *, key: str) -> None:
+    """Everything to make one creative's kit; `key` keeps widgets apart per place shown."""
+    services = get_services()
+    items = services.store.creative_items(creative_id)
+    if not items:
+        st.caption("A kit can be made once an image of this creative is kept.")
+        return
+    ratios = ", ".join(sorted({i.aspect_ratio for i in items}))
+    st.caption(
+        f"Each placement is cut from the closest of this creative's {len(items)} image"
+        f"{'s' if len(items) != 1 else ''} ({ratios}): scaled to cover, centre-cropped to exact pixels."
+    )
+    picks = st.pills(
+        "Placements",
+        [p.key for p in PLACEMENTS],
+        selection_mode="multi",
+        default=list(DEFAULT_PLACEMENTS),
+        format_func=_label,
+        key=f"{key}_placements",
+    )
+    try:
+        plan = plan_kit(items, picks or [])
+    except ValueError as exc:
+        st.info(str(exc), icon=":material/info:")
+        return
+    lines = ["| placement | pixels | from | note |", "| --- | --- | --- | --- |"]
+    for e in plan:
+        note = md(e.note) if e.note else "—"
+        if e.upscaled:
+            note = f":orange[:material/warning: {note}]"
+        lines.append(
+            f"| {md(e.placement.label)} | {e.placement.size_label} | "
+            f"{e.source.aspect_ratio} · {e.source.width}×{e.source.height} | {note} |"
+        )
+    st.markdown("\n".join(lines))
+    smaller = [e for e in plan if e.upscaled]
+    if smaller:
+        st.warning(
+            f"{len(smaller)} placement{'s are' if len(smaller) != 1 else ' is'} larger than the closest "
+            "image and will be upscaled (marked in the contact sheet and the manifest). Generate that "
+            "ratio at 2K or 4K for a sharper file.",
+            icon=":material/warning:",
+        )
+    built = st.session_state.get(f"{key}_kit")
+    if st.button("Build kit", key=f"{key}_build", icon=":material/package_2:", type="primary"):
+        with st.spinner("Writing the kit…"):
+            kit = write_kit(items, picks, services.keeper.original_path, services.settings.data_dir / "kits")
+        built = {"zip": kit.zip_route, "sheet": kit.contact_route, "name": kit.zip_path.name, "n": len(plan)}
+        st.session_state[f"{key}_kit"] = built
+    if built:
+        st.link_button(
+            f"Download kit ({built['name']}, {built['n']} files + contact sheet)",
+            image_url(built["zip"]),
+            icon=":material/download:",
+        )
+        show_image(built["sheet"], caption="Contact sheet: every format side by side")

@@ -1,0 +1,442 @@
+"""Text fidelity: does the image show the exact text the prompt asked for?
+
+The wanted strings are the prompt's quoted parts (`studio.quotes`). Each kept
+image is read with Tesseract (Debian's `tesseract-ocr`, through `pytesseract`)
+and every wanted string is looked for in what was read.
+
+Matching contract (`match_text`):
+- Both sides are folded first: Unicode NFKC, case-folded, and only letters and
+  digits kept, so case, whitespace, line breaks and punctuation never matter
+  ("SUMMER DROP" matches "Summer\\ndrop!"). Glyphs OCR cannot tell apart in
+  common sans fonts are folded together: `0`/`o`, and `1`/`i`/`l`/`|`.
+- The wanted string is aligned against the best-matching stretch of the read
+  text (edit distance with free start and end in the read text), so other text
+  around it never lowers the score. `similarity = 1 - distance / len(wanted)`.
+- A string matches only when `similarity >= threshold` (default 1.0: every
+  letter right). A misspelling of one letter is exactly what the check exists
+  to catch, so there is no "close enough" by default.
+
+Reading contract (`TesseractReader`): several passes over differently prepared
+copies of the image (grey, inverted, binarised, halved); a string counts as
+matched when any pass reads it exactly. A correct render needs one good
+reading, while a misspelled one cannot be read correctly by any pass, so extra
+passes lower false alarms without hiding misspellings. Passes stop as soon as
+every wanted string matched. When the `tesseract` binary (or pytesseract) is
+missing, the reader reports itself unavailable and checks end in the
+`unavailable` state instead of failing.
+
+`FidelityChecker` runs checks off the page thread: the tracker hands it each
+kept output (`submit`), one worker thread reads images one at a time (OCR is
+CPU-bound; two cores are shared with the server) and the result is written
+to the store. `backfill()` queues kept images that were never checked (a
+crash, or images older than this feature). Nothing here imports streamlit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import unicodedata
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from PIL import Image, ImageOps
+
+from .quotes import quoted_parts
+
+log = logging.getLogger("studio.fidelity")
+
+# Check states, as stored.
+PASS = "pass"
+MISMATCH = "mismatch"
+UNAVAILABLE = "unavailable"
+ERROR = "error"
+STATES = (PASS, MISMATCH, UNAVAILABLE, ERROR)
+
+DEFAULT_THRESHOLD = 1.0
+# Below this a "closest reading" is noise, not a misspelling: show "not found" instead.
+SHOWN_SIMILARITY = 0.5
+
+# OCR confusions in sans-serif fonts that are never a designer-visible misspelling.
+_CONFUSABLE = str.maketrans({"0": "o", "1": "l", "|": "l"})
+
+
+# --------------------------------------------------------------------- matching
+
+
+def fold(text: str) -> tuple[str, list[int]]:
+    """`text` folded for comparison, plus each kept character's index in `text`.
+
+    NFKC and case-folding are applied per character so the index map stays
+    exact; characters that fold to several (e.g. "ß" -> "ss") map to one index.
+    """
+    out: list[str] = []
+    where: list[int] = []
+    for i, ch in enumerate(text):
+        for c in unicodedata.normalize("NFKC", ch).casefold().translate(_CONFUSABLE):
+            if c.isalnum():
+                out.append(c)
+                where.append(i)
+    return "".join(out), where
+
+
+@dataclass(frozen=True)
+class StringCheck:
+    """One wanted string and what the image showed for it."""
+
+    wanted: str
+    read: str  # the closest stretch of what was read, as read ("" when nothing was close)
+    similarity: float  # 0..1 on folded text
+    matched: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StringCheck:
+        return cls(str(d["wanted"]), str(d.get("read", "")), float(d["similarity"]), bool(d["matched"]))
+
+
+def _closest(wanted: str, read: str) -> tuple[int, int, int]:
+    """(distance, start, end) of the stretch of `read` closest to `wanted` (both folded).
+
+    Edit distance where skipping text before and after the stretch is free
+    (Sellers' algorithm); start/end index into `read`.
+    """
+    m, n = len(wanted), len(read)
+    if m == 0:
+        return 0, 0, 0
+    if n == 0:
+        return m, 0, 0
+    prev = [0] * (n + 1)  # row 0: an empty prefix of `wanted` matches anywhere for free
+    prev_start = list(range(n + 1))
+    for i in range(1, m + 1):
+        cur = [i] + [0] * n
+        cur_start = [0] * (n + 1)
+        wc = wanted[i - 1]
+        for j in range(1, n + 1):
+            sub = prev[j - 1] + (wc != read[j - 1])
+            dele = prev[j] + 1  # a wanted character missing from the image
+            ins = cur[j - 1] + 1  # an extra character in the image
+            best = min(sub, dele, ins)
+            cur[j] = best
+            if best == sub:
+                cur_start[j] = prev_start[j - 1]
+            elif best == dele:
+                cur_start[j] = prev_start[j]
+            else:
+                cur_start[j] = cur_start[j - 1]
+        prev, prev_start = cur, cur_start
+    end = min(range(n + 1), key=lambda j: (prev[j], -j))
+    start = prev_start[end] if end else 0
+    return prev[end], start, end
+
+
+def match_text(wanted: str, read: str, threshold: float = DEFAULT_THRESHOLD) -> StringCheck:
+    """Compare one wanted string with everything read from an image (see the module contract)."""
+    fw, _ = fold(wanted)
+    fr, where = fold(read)
+    if not fw:
+        # Nothing checkable (only punctuation or symbols): never a false alarm.
+        return StringCheck(wanted, "", 1.0, True)
+    dist, start, end = _closest(fw, fr)
+    similarity = max(0.0, 1.0 - dist / len(fw))
+    shown = ""
+    if end > start and similarity >= SHOWN_SIMILARITY:
+        shown = " ".join(read[where[start] : where[end - 1] + 1].split())
+    return StringCheck(wanted, shown, round(similarity, 4), similarity >= threshold)
+
+
+def wanted_strings(prompt: str) -> list[str]:
+    """The prompt's quoted parts that have something to check (letters or digits), deduplicated."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for part in quoted_parts(prompt):
+        key = fold(part)[0]
+        if key and key not in seen:
+            seen.add(key)
+            out.append(part)
+    return out
+
+
+# ---------------------------------------------------------------------- reading
+
+
+class TextReader(Protocol):
+    """Something that reads text from an image, one preparation at a time."""
+
+    name: str
+
+    def available(self) -> bool: ...
+
+    def passes(self, image: Image.Image) -> Iterator[str]: ...
+
+
+# The long edge an image is brought to before reading: big enough for small
+# print on a 1K image, small enough that a 4K image reads in about a second.
+READ_LONG_EDGE = 2048
+
+
+def _prepared(image: Image.Image) -> Image.Image:
+    grey = ImageOps.grayscale(image.convert("RGB"))
+    long_edge = max(grey.size)
+    if long_edge > READ_LONG_EDGE:
+        scale = READ_LONG_EDGE / long_edge
+        grey = grey.resize(
+            (max(1, round(grey.width * scale)), max(1, round(grey.height * scale))), Image.Resampling.LANCZOS
+        )
+    return grey
+
+
+def _binarised(grey: Image.Image) -> Image.Image:
+    # Otsu's threshold on the histogram: text and background split cleanly even on gradients.
+    hist = grey.histogram()
+    total = sum(hist)
+    sum_all = sum(i * h for i, h in enumerate(hist))
+    best_t, best_var, w0, sum0 = 128, -1.0, 0, 0.0
+    for t in range(256):
+        w0 += hist[t]
+        if w0 == 0 or w0 == total:
+            continue
+        sum0 += t * hist[t]
+        w1 = total - w0
+        m0, m1 = sum0 / w0, (sum_all - sum0) / w1
+        var = w0 * w1 * (m0 - m1) ** 2
+        if var > best_var:
+            best_t, best_var = t, var
+    return grey.point(lambda v: 255 if v > best_t else 0)
+
+
+class TesseractReader:
+    """Tesseract through pytesseract; `available()` is False when either is missing."""
+
+    name = "tesseract"
+
+    def __init__(self, lang: str = "eng", cmd: str | None = None, timeout_s: float = 60.0) -> None:
+        self.lang = lang
+        self.cmd = cmd
+        self.timeout_s = timeout_s
+        self._version: str | None = None
+        self._checked = False
+        self._lock = threading.Lock()
+        # One OpenMP thread per run (measured ~3x faster here): on two shared
+        # cores, Tesseract's threads only get in each other's way. pytesseract
+        # passes os.environ to the binary; an operator's own setting wins.
+        os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+
+    def _pytesseract(self) -> Any:
+        import pytesseract
+
+        if self.cmd:
+            pytesseract.pytesseract.tesseract_cmd = self.cmd
+        return pytesseract
+
+    def available(self) -> bool:
+        """True when the binary runs (looked up once, then remembered)."""
+        with self._lock:
+            if not self._checked:
+                self._checked = True
+                try:
+                    self._version = str(self._pytesseract().get_tesseract_version())
+                except Exception as exc:  # ImportError, TesseractNotFoundError, OSError...
+                    log.warning("OCR unavailable: %s", exc)
+                    self._version = None
+            return self._version is not None
+
+    @property
+    def version(self) -> str | None:
+        self.available()
+        return self._version
+
+    @property
+    def label(self) -> str:
+        return f"tesseract {self._version}" if self._version else "tesseract (missing)"
+
+    def _read(self, image: Image.Image, psm: int) -> str:
+        return self._pytesseract().image_to_string(
+            image, lang=self.lang, config=f"--psm {psm}", timeout=self.timeout_s
+        )
+
+    def passes(self, image: Image.Image) -> Iterator[str]:
+        """Text read from successive preparations of `image`; the caller stops early."""
+        grey = _prepared(image)
+        yield self._read(grey, 3)  # automatic layout: headlines and blocks
+        yield self._read(grey, 11)  # sparse text: scattered words, labels
+        inverted = ImageOps.invert(grey)
+        yield self._read(inverted, 11)  # light text on dark reads better as dark on light
+        yield self._read(_binarised(grey), 11)
+        half = grey.resize((max(1, grey.width // 2), max(1, grey.height // 2)), Image.Resampling.LANCZOS)
+        yield self._read(half, 3)  # very large letters read better smaller
+
+
+# ---------------------------------------------------------------------- checking
+
+
+@dataclass(frozen=True)
+class FidelityReport:
+    """The outcome of checking one image."""
+
+    state: str  # pass | mismatch | unavailable | error
+    checks: tuple[StringCheck, ...]
+    read_text: str  # everything read, passes joined (for the record)
+    engine: str
+    seconds: float
+    passes: int = 0
+    message: str = ""
+
+    @property
+    def matched(self) -> int:
+        return sum(c.matched for c in self.checks)
+
+
+def check_image(
+    image: Image.Image | Path | str,
+    wanted: Sequence[str],
+    reader: TextReader,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    max_passes: int | None = None,
+) -> FidelityReport:
+    """Read `image` and match every wanted string (see the module contract).
+
+    Each string keeps its best reading over all passes; reading stops once all
+    matched. Never raises for OCR trouble: that is the `error` state.
+    """
+    t0 = time.perf_counter()
+    wanted = list(wanted)
+    if not reader.available():
+        return FidelityReport(
+            UNAVAILABLE,
+            tuple(StringCheck(w, "", 0.0, False) for w in wanted),
+            "",
+            reader.name,
+            0.0,
+            message="OCR unavailable: install Debian's tesseract-ocr (make run does) to check text.",
+        )
+    engine = getattr(reader, "label", reader.name)
+    best: dict[int, StringCheck] = {}
+    texts: list[str] = []
+    n = 0
+    try:
+        with image if isinstance(image, Image.Image) else Image.open(image) as im:
+            im.load()
+            for text in reader.passes(im):
+                n += 1
+                texts.append(text)
+                for i, w in enumerate(wanted):
+                    if i in best and best[i].matched:
+                        continue
+                    c = match_text(w, text, threshold)
+                    if i not in best or c.similarity > best[i].similarity:
+                        best[i] = c
+                if all(best[i].matched for i in range(len(wanted))) or (max_passes and n >= max_passes):
+                    break
+    except Exception as exc:
+        log.warning("text check failed: %r", exc)
+        return FidelityReport(
+            ERROR,
+            tuple(best.get(i, StringCheck(w, "", 0.0, False)) for i, w in enumerate(wanted)),
+            "\n---\n".join(texts),
+            engine,
+            time.perf_counter() - t0,
+            n,
+            message=f"The text could not be read: {type(exc).__name__}.",
+        )
+    checks = tuple(best.get(i, StringCheck(w, "", 0.0, False)) for i, w in enumerate(wanted))
+    state = PASS if all(c.matched for c in checks) else MISMATCH
+    return FidelityReport(state, checks, "\n---\n".join(texts), engine, time.perf_counter() - t0, n)
+
+
+class FidelityChecker:
+    """Checks kept images in the background and records the result in the store.
+
+    `submit(output_id)` is the tracker's hook (cheap, never blocks: it only
+    queues); one worker thread does the reading. `store` needs
+    `text_check_candidate`, `record_text_check` and `outputs_needing_text_check`.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        reader: TextReader | None = None,
+        *,
+        threshold: float = DEFAULT_THRESHOLD,
+        on_checked: Callable[[int, FidelityReport], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.reader = reader if reader is not None else TesseractReader()
+        self.threshold = threshold
+        self.on_checked = on_checked
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="text-check")
+        self._lock = threading.Lock()
+        self._queued: set[int] = set()
+        self._closed = False
+        self.checked = 0
+        self.failures = 0
+
+    def available(self) -> bool:
+        return self.reader.available()
+
+    def submit(self, output_id: int) -> bool:
+        """Queue one kept output for checking; False when already queued or closed."""
+        with self._lock:
+            if self._closed or output_id in self._queued:
+                return False
+            self._queued.add(output_id)
+        try:
+            self._pool.submit(self._run, output_id)
+        except RuntimeError:  # shut down meanwhile
+            with self._lock:
+                self._queued.discard(output_id)
+            return False
+        return True
+
+    def backfill(self, limit: int = 500) -> int:
+        """Queue kept images with wanted text and no usable check yet; returns how many."""
+        redo_unavailable = self.reader.available()
+        n = 0
+        for output_id in self.store.outputs_needing_text_check(
+            redo_unavailable=redo_unavailable, limit=limit
+        ):
+            n += self.submit(output_id)
+        return n
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._queued)
+
+    def check_now(self, output_id: int) -> FidelityReport | None:
+        """Check one output on this thread and record it; None when there is nothing to check."""
+        found = self.store.text_check_candidate(output_id)
+        if found is None:
+            return None
+        prompt, path = found
+        wanted = wanted_strings(prompt)
+        if not wanted:
+            return None
+        report = check_image(Path(path), wanted, self.reader, threshold=self.threshold)
+        self.store.record_text_check(output_id, report)
+        return report
+
+    def _run(self, output_id: int) -> None:
+        try:
+            report = self.check_now(output_id)
+            self.checked += 1
+            if report is not None and self.on_checked is not None:
+                self.on_checked(output_id, report)
+        except Exception as exc:  # a bad row must not stop the worker
+            self.failures += 1
+            log.warning("text check of output %s failed: %r", output_id, exc)
+        finally:
+            with self._lock:
+                self._queued.discard(output_id)
+
+    def close(self, wait: bool = True) -> None:
+        with self._lock:
+            self._closed = True
+        self._pool.shutdown(wait=wait, cancel_futures=True)

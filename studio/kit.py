@@ -1,0 +1,395 @@
+"""Delivery kits: one creative, every placement it is going to, at exact pixels.
+
+A creative is what one Generate press made: the same prompt in one or more
+ratios (same `creative_id`). A kit fills each chosen placement from the kept
+image whose shape is closest (aspect ratios compared on a log scale, so 2:1
+is as far from 1:1 as 1:2 is; ties go to the bigger image), scaled to cover
+the placement and centre-cropped to its exact pixels in one Lanczos resample.
+
+Contract:
+- Every file has exactly the placement's pixels (`PLACEMENTS`, the one table).
+- Nothing is upscaled silently: when a source is smaller than the placement
+  the plan says so (`KitEntry.upscaled`, `scale`), the manifest records it,
+  and the contact sheet marks the tile.
+- `write_kit` writes `<data>/kits/<token>/<creative>.zip` holding
+  `<creative>/<placement>_<w>x<h>.png` for each placement, `<creative>/contact-sheet.png`
+  (every format side by side, for review) and `<creative>/manifest.json` / `.csv`,
+  plus a copy of the contact sheet beside the zip for previews. Images are
+  streamed into the zip one at a time; nothing is built in memory whole.
+  The token is random, so kit URLs cannot be guessed; kits older than an hour
+  are swept.
+- Each PNG carries the source's recipe (plus the placement) in the studio's
+  `studio:recipe` chunk, so a kit file restores its prompt like any export.
+Nothing here imports streamlit.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import secrets
+import shutil
+import time
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
+
+from .errors import redact
+from .export import slug
+from .images import RECIPE_CHUNK, read_recipe
+from .store import GalleryItem
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a creative goes, at the exact pixels that place wants."""
+
+    key: str  # file-name safe
+    label: str
+    width: int
+    height: int
+    group: str  # social | web | print
+    dpi: int = 72
+
+    @property
+    def ratio(self) -> float:
+        return self.width / self.height
+
+    @property
+    def size_label(self) -> str:
+        return f"{self.width}×{self.height}"
+
+    def file_name(self) -> str:
+        return f"{self.key}_{self.width}x{self.height}.png"
+
+
+# The one table of placements. Print sizes are ISO A-series portrait at 300 dpi.
+PLACEMENTS: tuple[Placement, ...] = (
+    Placement("story", "Story / Reel", 1080, 1920, "social"),
+    Placement("feed-portrait", "Feed portrait", 1080, 1350, "social"),
+    Placement("square", "Square post", 1080, 1080, "social"),
+    Placement("pin", "Pinterest pin", 1000, 1500, "social"),
+    Placement("landscape", "Landscape / video", 1920, 1080, "web"),
+    Placement("banner", "Web banner", 2560, 1097, "web"),
+    Placement("x-header", "X / Twitter header", 1500, 500, "web"),
+    Placement("poster-a5", "Flyer A5 (300 dpi)", 1748, 2480, "print", 300),
+    Placement("poster-a4", "Poster A4 (300 dpi)", 2480, 3508, "print", 300),
+    Placement("poster-a3", "Poster A3 (300 dpi)", 3508, 4961, "print", 300),
+)
+PLACEMENTS_BY_KEY: dict[str, Placement] = {p.key: p for p in PLACEMENTS}
+DEFAULT_PLACEMENTS: tuple[str, ...] = ("story", "feed-portrait", "square", "landscape", "banner", "poster-a4")
+
+MANIFEST_FIELDS = (
+    "file", "placement", "label", "width", "height", "dpi", "source_output_id", "source_ratio",
+    "source_resolution", "source_width", "source_height", "source_sha256", "scale", "upscaled",
+    "used_share",
+)  # fmt: skip
+CONTACT_SHEET = "contact-sheet.png"
+# The same ratio within 1 %: pick the bigger image instead of the marginally closer one.
+_RATIO_TIE = math.log(1.01)
+
+
+@dataclass(frozen=True)
+class KitEntry:
+    """One placement of a kit: which image fills it and how."""
+
+    placement: Placement
+    source: GalleryItem
+    box: tuple[float, float, float, float]  # the part of the source used, in source pixels
+    scale: float  # output pixels per source pixel (>1 means upscaled)
+
+    @property
+    def upscaled(self) -> bool:
+        return self.scale > 1.0 + 1e-6
+
+    @property
+    def used_share(self) -> float:
+        """Share of the source's area that ends up in the file (the rest is cropped)."""
+        x0, y0, x1, y1 = self.box
+        return (x1 - x0) * (y1 - y0) / (self.source.width * self.source.height)
+
+    @property
+    def note(self) -> str:
+        parts = []
+        if self.upscaled:
+            parts.append(
+                f"upscaled ×{self.scale:.2f}: the {self.source.aspect_ratio} image is only "
+                f"{self.source.width}×{self.source.height}"
+            )
+        if self.used_share < 0.75:
+            parts.append(f"crops {100 * (1 - self.used_share):.0f} % of the {self.source.aspect_ratio} image")
+        return "; ".join(parts)
+
+
+def cover_box(
+    src: tuple[int, int], target: tuple[int, int]
+) -> tuple[tuple[float, float, float, float], float]:
+    """The centred part of a `src`-sized image that scales to exactly cover `target`, and the scale."""
+    sw, sh = src
+    tw, th = target
+    scale = max(tw / sw, th / sh)
+    cw, ch = tw / scale, th / scale
+    x0, y0 = (sw - cw) / 2, (sh - ch) / 2
+    return (x0, y0, x0 + cw, y0 + ch), scale
+
+
+def choose_source(placement: Placement, items: Sequence[GalleryItem]) -> GalleryItem:
+    """The kept image closest in shape to the placement (ties: the bigger one)."""
+    kept = [i for i in items if i.width and i.height]
+    if not kept:
+        raise ValueError("This creative has no kept image yet: wait for one to finish.")
+
+    def distance(i: GalleryItem) -> float:
+        return abs(math.log((i.width / i.height) / placement.ratio))
+
+    best = min(distance(i) for i in kept)
+    close = [i for i in kept if distance(i) <= best + _RATIO_TIE]
+    return max(close, key=lambda i: (i.width * i.height, -distance(i), i.output_id or 0))
+
+
+def plan_kit(items: Sequence[GalleryItem], placement_keys: Sequence[str]) -> list[KitEntry]:
+    """Which image fills each placement and how; raises ValueError naming a bad placement."""
+    if not placement_keys:
+        raise ValueError("Placements: pick at least one placement for the kit.")
+    plan = []
+    for key in dict.fromkeys(placement_keys):  # once each, in the order given
+        placement = PLACEMENTS_BY_KEY.get(key)
+        if placement is None:
+            known = ", ".join(PLACEMENTS_BY_KEY)
+            raise ValueError(f"Placements: unknown placement {key!r}; pick from {known}.")
+        src = choose_source(placement, items)
+        box, scale = cover_box((src.width, src.height), (placement.width, placement.height))
+        plan.append(KitEntry(placement, src, box, scale))
+    return plan
+
+
+def render_entry(entry: KitEntry, source: Image.Image) -> Image.Image:
+    """The placement's image: exactly its pixels, from the entry's crop of `source`."""
+    if source.size != (entry.source.width, entry.source.height):
+        # The file on disk is the truth; recompute the crop for its real size.
+        box, _ = cover_box(source.size, (entry.placement.width, entry.placement.height))
+    else:
+        box = entry.box
+    rgb = source if source.mode in ("RGB", "RGBA") else source.convert("RGB")
+    return rgb.resize((entry.placement.width, entry.placement.height), Image.Resampling.LANCZOS, box=box)
+
+
+def creative_name(items: Sequence[GalleryItem]) -> str:
+    """The kit's folder name: a slug of the prompt plus the start of the creative id."""
+    first = items[0]
+    return f"{slug(first.prompt, 32)}-{slug(first.creative_id, 6)}"
+
+
+@dataclass(frozen=True)
+class Kit:
+    """A written kit: where its files are and what is in it."""
+
+    token: str
+    name: str
+    zip_path: Path
+    contact_path: Path
+    entries: tuple[KitEntry, ...]
+
+    @property
+    def zip_route(self) -> str:
+        return f"/kits/{self.token}/{self.zip_path.name}"
+
+    @property
+    def contact_route(self) -> str:
+        return f"/kits/{self.token}/{CONTACT_SHEET}"
+
+
+def manifest_rows(entries: Sequence[KitEntry], name: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "file": f"{name}/{e.placement.file_name()}",
+            "placement": e.placement.key,
+            "label": e.placement.label,
+            "width": e.placement.width,
+            "height": e.placement.height,
+            "dpi": e.placement.dpi,
+            "source_output_id": e.source.output_id,
+            "source_ratio": e.source.aspect_ratio,
+            "source_resolution": e.source.resolution,
+            "source_width": e.source.width,
+            "source_height": e.source.height,
+            "source_sha256": e.source.sha256,
+            "scale": round(e.scale, 4),
+            "upscaled": e.upscaled,
+            "used_share": round(e.used_share, 4),
+        }
+        for e in entries
+    ]
+
+
+def write_kit(
+    items: Sequence[GalleryItem],
+    placement_keys: Sequence[str],
+    original_path: Callable[[str], Path],
+    out_dir: Path,
+) -> Kit:
+    """Plan and write a kit for one creative's kept `items` (see the module contract)."""
+    entries = plan_kit(items, placement_keys)
+    name = creative_name(items)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sweep_kits(out_dir)
+    token = secrets.token_urlsafe(16)
+    folder = out_dir / token
+    folder.mkdir()
+    target = folder / f"{name}.zip"
+    tmp = folder / f"{name}.part"
+    rows = manifest_rows(entries, name)
+    tiles: list[tuple[KitEntry, Image.Image]] = []
+    recipes: dict[str, dict[str, Any]] = {}
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for entry in entries:
+            sha = entry.source.sha256 or ""
+            path = original_path(sha)
+            if sha not in recipes:
+                recipes[sha] = read_recipe(path) or {"prompt": entry.source.prompt}
+            with Image.open(path) as src:
+                out = render_entry(entry, src)
+            info = PngImagePlugin.PngInfo()
+            recipe = dict(recipes[sha]) | {"placement": entry.placement.key, "source_sha256": sha}
+            info.add_itxt(RECIPE_CHUNK, json.dumps(recipe, ensure_ascii=False))
+            # PNGs are already compressed: stored as they are, streamed entry by entry.
+            with zf.open(f"{name}/{entry.placement.file_name()}", "w", force_zip64=True) as f:
+                out.save(f, format="PNG", pnginfo=info, dpi=(entry.placement.dpi, entry.placement.dpi))
+            out.thumbnail((640, 640), Image.Resampling.LANCZOS)
+            tiles.append((entry, out))
+        sheet = contact_sheet(tiles, title=name, prompt=items[0].prompt)
+        contact = folder / CONTACT_SHEET
+        sheet.save(contact, format="PNG")
+        zf.write(contact, arcname=f"{name}/{CONTACT_SHEET}")
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS)
+        writer.writeheader()
+        writer.writerows([{k: r[k] for k in MANIFEST_FIELDS} for r in rows])
+        zf.writestr(f"{name}/manifest.csv", buf.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
+        manifest = {
+            "creative_id": items[0].creative_id,
+            "prompt": items[0].prompt,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "contact_sheet": f"{name}/{CONTACT_SHEET}",
+            "files": rows,
+        }
+        zf.writestr(
+            f"{name}/manifest.json",
+            json.dumps(manifest, indent=2, ensure_ascii=False),
+            compress_type=zipfile.ZIP_DEFLATED,
+        )
+    os.replace(tmp, target)
+    return Kit(token, name, target, contact, tuple(entries))
+
+
+# ------------------------------------------------------------------ contact sheet
+
+_FONTS = (
+    (
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    ),
+    (
+        "/usr/share/fonts/truetype/liberation/LiberationSans-Bold.ttf",
+        "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    ),
+)
+SHEET_TILE_HEIGHT = 360
+SHEET_MAX_WIDTH = 2200
+_PAD = 28
+_BG = (24, 24, 30)
+_INK = (236, 236, 240)
+_MUTED = (160, 160, 172)
+_WARN = (255, 176, 32)
+
+
+@lru_cache(maxsize=16)
+def _font(bold: bool, size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    for pair in _FONTS:
+        try:
+            return ImageFont.truetype(pair[0] if bold else pair[1], size)
+        except OSError:
+            continue
+    return ImageFont.load_default(size=size)
+
+
+def _fit_text(text: str, font: ImageFont.ImageFont, width: float) -> str:
+    if font.getlength(text) <= width:
+        return text
+    while text and font.getlength(text + "…") > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def contact_sheet(tiles: Sequence[tuple[KitEntry, Image.Image]], *, title: str, prompt: str) -> Image.Image:
+    """Every format of a creative side by side at one height, labelled, for review.
+
+    Tiles keep their true shapes; an upscaled placement is labelled in amber.
+    """
+    title_font, label_font, small_font = _font(True, 30), _font(True, 20), _font(False, 17)
+    h = SHEET_TILE_HEIGHT
+    sizes = [(max(1, round(h * e.placement.ratio)), h) for e, _ in tiles]
+    # Lay out left to right, wrapping to a new row when the next tile does not fit.
+    rows: list[list[int]] = [[]]
+    x = _PAD
+    for i, (w, _) in enumerate(sizes):
+        if rows[-1] and x + w + _PAD > SHEET_MAX_WIDTH:
+            rows.append([])
+            x = _PAD
+        rows[-1].append(i)
+        x += w + _PAD
+    label_h = 84
+    header_h = 96
+    width = max(
+        min(SHEET_MAX_WIDTH, max(sum(sizes[i][0] + _PAD for i in row) + _PAD for row in rows)),
+        900,
+    )
+    height = header_h + len(rows) * (h + label_h + _PAD) + _PAD
+    sheet = Image.new("RGB", (width, height), _BG)
+    draw = ImageDraw.Draw(sheet)
+    draw.text((_PAD, 22), _fit_text(title, title_font, width - 2 * _PAD), font=title_font, fill=_INK)
+    # The prompt is shown as typed, minus anything shaped like a key (belt and braces).
+    line = " ".join(redact(prompt).split())
+    draw.text((_PAD, 60), _fit_text(line, small_font, width - 2 * _PAD), font=small_font, fill=_MUTED)
+    y = header_h
+    for row in rows:
+        x = _PAD
+        for i in row:
+            entry, img = tiles[i]
+            w, _ = sizes[i]
+            tile = img.convert("RGB").resize((w, h), Image.Resampling.LANCZOS)
+            sheet.paste(tile, (x, y))
+            colour = _WARN if entry.upscaled else (90, 90, 104)
+            draw.rectangle((x - 1, y - 1, x + w, y + h), outline=colour, width=2 if entry.upscaled else 1)
+            draw.text(
+                (x, y + h + 8), _fit_text(entry.placement.label, label_font, w), font=label_font, fill=_INK
+            )
+            size = f"{entry.placement.size_label} · from {entry.source.aspect_ratio}"
+            draw.text((x, y + h + 34), _fit_text(size, small_font, w), font=small_font, fill=_MUTED)
+            if entry.upscaled:
+                warn = f"⚠ upscaled ×{entry.scale:.2f}"
+                draw.text((x, y + h + 56), _fit_text(warn, small_font, w), font=small_font, fill=_WARN)
+            x += w + _PAD
+        y += h + label_h + _PAD
+    return sheet
+
+
+def sweep_kits(out_dir: Path, older_than_s: float = 3600) -> int:
+    """Remove kits older than an hour; like exports, they are one-off downloads."""
+    if not out_dir.exists():
+        return 0
+    n = 0
+    cutoff = time.time() - older_than_s
+    for p in out_dir.iterdir():
+        if p.is_dir() and p.stat().st_mtime < cutoff:
+            shutil.rmtree(p, ignore_errors=True)
+            n += 1
+    return n
