@@ -7,7 +7,7 @@ ADDRESS ?= 127.0.0.1
 STUDIO_DATA_DIR ?= data
 export STUDIO_DATA_DIR
 
-.PHONY: run test install install-test browser lint bench clean
+.PHONY: run test install install-test browser ocr lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,17 +32,25 @@ browser:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
 	fi
 
-run: install
+# Debian's Tesseract for the text-fidelity check (the studio runs without it, showing "OCR unavailable").
+ocr:
+	@if ! command -v tesseract >/dev/null 2>&1; then \
+	  echo "Installing Debian's tesseract-ocr..."; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq tesseract-ocr >/dev/null; \
+	fi
+
+run: install ocr
 	$(BIN)/streamlit run server.py --server.port $(PORT) --server.address $(ADDRESS)
 
-test: install-test browser
+test: install-test browser ocr
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 lint: install-test
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-bench: install-test browser
+bench: install-test browser ocr
 	$(BIN)/python -m benchmarks
 
 clean:

@@ -232,8 +232,9 @@ class TesseractReader:
     def _pytesseract(self) -> Any:
         import pytesseract
 
-        if self.cmd:
-            pytesseract.pytesseract.tesseract_cmd = self.cmd
+        # pytesseract keeps the binary's path in a module global: set it on every
+        # use so one reader's `cmd` never leaks into another's.
+        pytesseract.pytesseract.tesseract_cmd = self.cmd or "tesseract"
         return pytesseract
 
     def available(self) -> bool:

@@ -1,0 +1,365 @@
+"""Text fidelity: the matching rule, the reading passes, the store, and the tracker end to end.
+
+OCR is real here (Debian's tesseract-ocr, which `make test` installs); only the
+pass logic is also tested with a scripted reader, where no image is involved.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+
+import pytest
+from PIL import Image
+
+from studio import quotes
+from studio.client import HiAPIClient
+from studio.fidelity import (
+    ERROR,
+    MISMATCH,
+    PASS,
+    UNAVAILABLE,
+    FidelityChecker,
+    FidelityReport,
+    StringCheck,
+    TesseractReader,
+    check_image,
+    fold,
+    match_text,
+    wanted_strings,
+)
+from studio.images import ImageKeeper
+from studio.models import Task, TaskRequest
+from studio.simulator import Simulator, misspell, quoted_parts, render_image
+from studio.store import GalleryQuery, Store
+from studio.tracker import Tracker
+
+KEY = "sk-test-fidelity-0123456789"
+POSTER = 'Poster with the headline "SUMMER DROP"'
+
+
+# ------------------------------------------------------------------ matching
+
+
+def test_case_whitespace_and_punctuation_do_not_matter():
+    for read in (
+        "SUMMER DROP",
+        "summer drop",
+        "Summer\nDrop!",
+        "  SUMMER   DROP  ",
+        "SUMMER-DROP",
+        "SUMMERDROP",
+    ):
+        c = match_text("SUMMER DROP", read)
+        assert c.matched and c.similarity == 1.0, read
+
+
+def test_a_misspelling_is_caught_with_what_was_read_and_a_score():
+    c = match_text("SUMMER DROP", "SIMULATED\nSUMMR DRP\nHiAPI simulator 1:1")
+    assert not c.matched
+    assert c.read == "SUMMR DRP"  # the closest stretch, as read, not the whole text
+    assert c.similarity == pytest.approx(0.8)  # 2 of 10 letters missing
+
+
+@pytest.mark.parametrize(
+    "read",
+    ["SUMMER DRIP", "SUMERR DROP", "SUMMERR DROP", "SUMMER", "UMMER DROP"],
+)
+def test_one_wrong_letter_is_a_mismatch(read):
+    c = match_text("SUMMER DROP", read)
+    assert not c.matched and 0.5 <= c.similarity < 1.0
+
+
+def test_the_wanted_string_is_found_inside_other_text():
+    read = "Big sale!\nwww.example.com\nFresh bread daily - open 7 days\nterms apply"
+    c = match_text("FRESH BREAD DAILY", read)
+    assert c.matched and c.read == "Fresh bread daily"
+
+
+def test_nothing_close_reads_as_not_found():
+    c = match_text("Midnight Jazz Club", "SIMULATED\n1024x1024")
+    assert not c.matched and c.read == "" and c.similarity < 0.5
+    assert not match_text("SUMMER DROP", "").matched
+
+
+def test_ocr_confusions_are_forgiven_but_letter_swaps_are_not():
+    assert match_text("50% OFF TODAY", "5O% 0FF TODAY").matched  # 0 / O
+    assert match_text("Limited edition", "Limited edit|on").matched is False  # | is an l, not an i
+    assert match_text("Flat white 3.50", "Flat white 3,5O").matched
+    assert match_text("Call 1 today", "Call l today").matched  # 1 / l
+    assert not match_text("Free delivery", "Free deilvery").matched  # a swap is a misspelling
+
+
+def test_fold_keeps_an_index_map_back_to_the_text():
+    folded, where = fold("Ça va, SUMMER!")
+    assert folded == "çavasummer"
+    assert [("Ça va, SUMMER!")[i] for i in where][-6:] == list("SUMMER")
+
+
+def test_wanted_strings_are_the_quoted_parts_worth_checking():
+    prompt = 'Poster "SUMMER DROP" with \'New arrivals\', “summer drop” again and "★★★" don\'t'
+    assert wanted_strings(prompt) == ["SUMMER DROP", "New arrivals"]  # deduplicated, symbols skipped
+    assert wanted_strings("A quiet lake at dawn") == []
+    assert match_text("★★★", "anything").matched  # nothing checkable never raises an alarm
+
+
+def test_one_quote_rule_for_simulator_and_check():
+    prompt = "Poster \"SUMMER DROP\" with '50% off' and “Free coffee” [sim:misspell]"
+    assert quoted_parts(prompt) == quotes.quoted_parts(prompt) == ["SUMMER DROP", "50% off", "Free coffee"]
+    # The simulator ignores its own markers inside quotes; the core rule is the same otherwise.
+    assert quoted_parts('"SUMMER [sim:fail] DROP"') == ["SUMMER DROP"]
+
+
+# ------------------------------------------------------------------ passes (scripted reader)
+
+
+class ScriptedReader:
+    """Returns canned readings, one per pass, and counts the passes asked for."""
+
+    name = "scripted"
+
+    def __init__(self, readings: list[str], available: bool = True, fail_at: int | None = None) -> None:
+        self.readings = readings
+        self._available = available
+        self.fail_at = fail_at
+        self.asked = 0
+
+    def available(self) -> bool:
+        return self._available
+
+    def passes(self, image: Image.Image) -> Iterator[str]:
+        for i, text in enumerate(self.readings):
+            if self.fail_at == i:
+                raise RuntimeError("tesseract crashed")
+            self.asked += 1
+            yield text
+
+
+def blank() -> Image.Image:
+    return Image.new("RGB", (64, 64), "white")
+
+
+def test_reading_stops_at_the_first_pass_that_reads_everything():
+    reader = ScriptedReader(["SUMMR DRP", "SUMMER DROP New arrivals", "never asked"])
+    report = check_image(blank(), ["SUMMER DROP", "New arrivals"], reader)
+    assert report.state == PASS and report.passes == 2 and reader.asked == 2
+
+
+def test_each_string_keeps_its_best_reading_over_all_passes():
+    reader = ScriptedReader(["SUMMER DROP", "SUMMR", "New arivals"])
+    report = check_image(blank(), ["SUMMER DROP", "New arrivals"], reader)
+    assert report.state == MISMATCH and report.passes == 3
+    first, second = report.checks
+    assert first.matched and first.read == "SUMMER DROP"
+    assert not second.matched and second.read == "New arivals"
+    assert report.matched == 1
+
+
+def test_missing_ocr_is_a_clear_unavailable_state():
+    report = check_image(blank(), ["SUMMER DROP"], ScriptedReader([], available=False))
+    assert report.state == UNAVAILABLE and "tesseract-ocr" in report.message
+    assert [c.matched for c in report.checks] == [False]
+
+
+def test_an_ocr_crash_is_an_error_state_not_an_exception():
+    report = check_image(blank(), ["SUMMER DROP"], ScriptedReader(["SUMMR", "SUMMER DROP"], fail_at=1))
+    assert report.state == ERROR and "RuntimeError" in report.message
+    assert report.checks[0].read == "SUMMR"  # what was read before the crash is kept
+
+
+def test_a_missing_tesseract_binary_reports_unavailable(tmp_path):
+    reader = TesseractReader(cmd=str(tmp_path / "no-such-tesseract"))
+    assert reader.available() is False and reader.version is None
+    report = check_image(blank(), ["SUMMER DROP"], reader)
+    assert report.state == UNAVAILABLE
+
+
+# ------------------------------------------------------------------ real OCR on simulator renders
+
+
+@pytest.fixture(scope="module")
+def ocr() -> TesseractReader:
+    reader = TesseractReader()
+    if not reader.available():
+        pytest.fail(f"tesseract is missing ({shutil.which('tesseract')}): `make test` installs tesseract-ocr")
+    return reader
+
+
+@pytest.mark.parametrize("ratio", ["9:16", "1:1", "16:9"])
+def test_a_right_render_passes_and_a_misspelled_one_is_caught(ocr, ratio):
+    prompt = "Poster with the headline \"SUMMER DROP\" and 'New arrivals'"
+    right = check_image(render_image(prompt, ratio, "1K"), wanted_strings(prompt), ocr)
+    assert right.state == PASS, right.checks
+    wrong = check_image(render_image(prompt, ratio, "1K", misspelled=True), wanted_strings(prompt), ocr)
+    assert wrong.state == MISMATCH
+    headline, sub = wrong.checks
+    assert not headline.matched and headline.read.replace("\n", " ") == misspell("SUMMER DROP") == "SUMMR DRP"
+    assert not sub.matched and sub.similarity < 1.0
+
+
+# ------------------------------------------------------------------ store
+
+
+def kept_output(store: Store, keeper: ImageKeeper, prompt: str, ratio: str = "1:1", n: int = 0) -> int:
+    sid = store.add_submission(TaskRequest(prompt, ratio, "1K"), idempotency_key=f"k{n}", creative_id=f"c{n}")
+    store.mark_created(sid, f"tk-{n}")
+    store.record_task(
+        Task.parse(
+            {
+                "taskId": f"tk-{n}",
+                "status": "success",
+                "output": [{"url": "https://x/a.png", "type": "image"}],
+            }
+        )
+    )
+    kept = keeper.keep_bytes(_png(render_image(prompt, ratio, "1K")), {"prompt": prompt})
+    [o] = store.outputs_for([sid])[sid]
+    store.output_kept(
+        o.id, sha256=kept.sha256, path=str(kept.path), thumb_path=str(kept.thumb_path),
+        width=kept.width, height=kept.height, nbytes=kept.bytes,
+    )  # fmt: skip
+    return o.id
+
+
+def _png(img: Image.Image) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def report_of(state: str, *checks: StringCheck) -> FidelityReport:
+    return FidelityReport(state, tuple(checks), "read", "tesseract 5", 0.4, 1)
+
+
+def test_store_round_trip_filter_and_cascade(tmp_path):
+    store = Store(tmp_path / "s.db")
+    keeper = ImageKeeper(tmp_path / "images")
+    good = kept_output(store, keeper, POSTER, n=1)
+    bad = kept_output(store, keeper, POSTER + " [sim:misspell]", n=2)
+    plain = kept_output(store, keeper, "A quiet lake at dawn", n=3)
+    assert store.record_text_check(
+        good, report_of(PASS, StringCheck("SUMMER DROP", "SUMMER DROP", 1.0, True))
+    )
+    assert store.record_text_check(
+        bad, report_of(MISMATCH, StringCheck("SUMMER DROP", "SUMMR DRP", 0.8, False))
+    )
+    got = store.text_check(bad)
+    assert got.state == MISMATCH and got.checks == (StringCheck("SUMMER DROP", "SUMMR DRP", 0.8, False),)
+    assert got.engine == "tesseract 5" and got.matched == 0
+    assert set(store.text_checks_for([good, bad, plain])) == {good, bad}
+    # The gallery filter keeps only mismatches, with the other filters still applying.
+    items, total = store.gallery(GalleryQuery(text_mismatch=True))
+    assert total == 1 and [i.output_id for i in items] == [bad]
+    assert store.gallery(GalleryQuery(text_mismatch=True, text="lake"))[1] == 0
+    assert store.gallery(GalleryQuery())[1] == 3
+    # Deleting the image deletes its check; a late result for it is dropped, not an error.
+    store.delete_outputs([bad])
+    assert store.text_check(bad) is None
+    assert store.record_text_check(bad, report_of(MISMATCH)) is False
+
+
+def test_images_needing_a_check_are_those_with_quoted_text(tmp_path):
+    store = Store(tmp_path / "s.db")
+    keeper = ImageKeeper(tmp_path / "images")
+    quoted = kept_output(store, keeper, POSTER, n=1)
+    kept_output(store, keeper, "A quiet lake, don't you think", n=2)
+    later = kept_output(store, keeper, "Sign that reads 'OPEN LATE'", n=3)
+    assert store.outputs_needing_text_check() == [quoted, later]
+    store.record_text_check(quoted, report_of(PASS))
+    store.record_text_check(later, report_of(UNAVAILABLE))
+    assert store.outputs_needing_text_check() == []
+    assert store.outputs_needing_text_check(redo_unavailable=True) == [later]  # OCR came back
+
+
+def test_checker_backfills_and_records_real_results(tmp_path, ocr):
+    store = Store(tmp_path / "s.db")
+    keeper = ImageKeeper(tmp_path / "images")
+    good = kept_output(store, keeper, POSTER, "16:9", n=1)
+    bad = kept_output(store, keeper, POSTER + " [sim:misspell]", "16:9", n=2)
+    kept_output(store, keeper, "A quiet lake at dawn", n=3)
+    checker = FidelityChecker(store, ocr)
+    try:
+        assert checker.backfill() == 2
+        assert wait_for(lambda: len(store.text_checks_for([good, bad])) == 2)
+    finally:
+        checker.close()
+    assert store.text_check(good).state == PASS
+    wrong = store.text_check(bad)
+    assert wrong.state == MISMATCH and wrong.checks[0].read == "SUMMR DRP"
+    assert "SUMMR" in wrong.read_text and wrong.engine.startswith("tesseract ")
+
+
+# ------------------------------------------------------------------ tracker end to end
+
+
+def wait_for(pred, timeout: float = 60.0, step: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return False
+
+
+def test_tracker_checks_every_kept_image_and_catches_the_misspelled_render(tmp_path, ocr):
+    sim = Simulator(api_keys=[KEY], min_duration=0.2, max_duration=0.5, seed=8).start()
+    store = Store(tmp_path / "studio.db")
+    checker = FidelityChecker(store, ocr)
+    tracker = Tracker(
+        store,
+        HiAPIClient(KEY, base_url=sim.base_url, backoff_base=0.05, backoff_cap=0.2),
+        ImageKeeper(tmp_path / "images"),
+        priors={"1K": 0.4, "2K": 0.4, "4K": 0.4},
+        on_kept=checker.submit,
+    ).start()
+    try:
+        right = tracker.submit([TaskRequest(POSTER, r, "1K") for r in ("9:16", "1:1", "16:9")])
+        [wrong] = tracker.submit([TaskRequest(POSTER + " [sim:misspell]", "4:3", "1K")])
+        [plain] = tracker.submit([TaskRequest("A quiet lake at dawn", "1:1", "1K")])
+
+        def out_id(sid: int) -> int | None:
+            outs = store.outputs_for([sid]).get(sid, [])
+            return outs[0].id if outs and outs[0].state == "kept" else None
+
+        assert wait_for(lambda: all(out_id(s) for s in [*right, wrong, plain]))
+        ids = {s: out_id(s) for s in [*right, wrong, plain]}
+        assert wait_for(lambda: len(store.text_checks_for([ids[s] for s in [*right, wrong]])) == 4)
+        checks = store.text_checks_for(list(ids.values()))
+        assert [checks[ids[s]].state for s in right] == [PASS, PASS, PASS]
+        miss = checks[ids[wrong]]
+        assert miss.state == MISMATCH and miss.checks[0].wanted == "SUMMER DROP"
+        assert miss.checks[0].read == "SUMMR DRP"
+        assert ids[plain] not in checks  # no quoted text: skipped, no row
+        assert [i.output_id for i in store.gallery(GalleryQuery(text_mismatch=True))[0]] == [ids[wrong]]
+    finally:
+        tracker.stop()
+        checker.close()
+        sim.stop()
+
+
+def test_a_failing_hook_never_loses_the_image(tmp_path):
+    sim = Simulator(api_keys=[KEY], min_duration=0.1, max_duration=0.2, seed=9).start()
+    store = Store(tmp_path / "studio.db")
+
+    def broken_hook(output_id: int) -> None:
+        raise RuntimeError("hook broke")
+
+    tracker = Tracker(
+        store,
+        HiAPIClient(KEY, base_url=sim.base_url),
+        ImageKeeper(tmp_path / "images"),
+        priors={"1K": 0.2, "2K": 0.2, "4K": 0.2},
+        on_kept=broken_hook,
+    ).start()
+    try:
+        [sid] = tracker.submit([TaskRequest(POSTER, "1:1", "1K")])
+        assert wait_for(lambda: any(o.state == "kept" for o in store.outputs_for([sid]).get(sid, [])), 30)
+        assert wait_for(lambda: "hook broke" in (tracker.health()["last_error"] or ""), 10)
+        [o] = store.outputs_for([sid])[sid]
+        assert o.state == "kept" and o.sha256
+    finally:
+        tracker.stop()
+        sim.stop()
