@@ -136,9 +136,10 @@ def cover_box(
     sw, sh = src
     tw, th = target
     scale = max(tw / sw, th / sh)
-    cw, ch = tw / scale, th / scale
-    x0, y0 = (sw - cw) / 2, (sh - ch) / 2
-    return (x0, y0, x0 + cw, y0 + ch), scale
+    cw, ch = min(sw, tw / scale), min(sh, th / scale)
+    # Clamped: rounding must never push the box a hair outside the source (Pillow refuses that).
+    x0, y0 = max(0.0, (sw - cw) / 2), max(0.0, (sh - ch) / 2)
+    return (x0, y0, min(float(sw), x0 + cw), min(float(sh), y0 + ch)), scale
 
 
 def choose_source(placement: Placement, items: Sequence[GalleryItem]) -> GalleryItem:
