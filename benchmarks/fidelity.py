@@ -118,7 +118,11 @@ class Sample:
     def render(self, misspelled: bool) -> tuple[Image.Image, str]:
         """The picture and the text actually drawn in it."""
         rng = random.Random(self.seed)
-        shown = MISSPELLINGS[self.misspelling](self.text, random.Random(self.seed + 1)) if misspelled else self.text
+        shown = (
+            MISSPELLINGS[self.misspelling](self.text, random.Random(self.seed + 1))
+            if misspelled
+            else self.text
+        )
         fg, bg = COLOURS[self.colour]
         w, h = self.canvas
         img = _background(self.background, (w, h), bg, rng)
@@ -138,14 +142,18 @@ class Sample:
         return img, shown
 
 
-def _background(kind: str, size: tuple[int, int], bg: tuple[int, int, int], rng: random.Random) -> Image.Image:
+def _background(
+    kind: str, size: tuple[int, int], bg: tuple[int, int, int], rng: random.Random
+) -> Image.Image:
     w, h = size
     if kind == "flat":
         return Image.new("RGB", size, bg)
     if kind == "gradient":
         other = tuple(max(0, min(255, c + rng.choice((-50, 50)))) for c in bg)
         strip = Image.new("RGB", (1, 256))
-        strip.putdata([tuple(int(bg[c] + (other[c] - bg[c]) * y / 255) for c in range(3)) for y in range(256)])
+        strip.putdata(
+            [tuple(int(bg[c] + (other[c] - bg[c]) * y / 255) for c in range(3)) for y in range(256)]
+        )
         return strip.resize(size, Image.Resampling.BILINEAR)
     img = Image.new("RGB", size, bg)
     draw = ImageDraw.Draw(img)
@@ -215,12 +223,14 @@ def measure(n: int, seed: int, reader: TesseractReader, progress: bool = True) -
                 "font": s.font,
                 "misspelling": s.misspelling if misspelled else "—",
             }
-            results.append(Result(group, misspelled, ok != misspelled, secs, passes, f"drew {shown!r}: {detail}"))
+            results.append(
+                Result(group, misspelled, ok != misspelled, secs, passes, f"drew {shown!r}: {detail}")
+            )
         if progress:
             print(f"\r  drawn samples {k + 1}/{len(todo)}", end="", file=sys.stderr, flush=True)
     if progress:
         print(file=sys.stderr)
-    prompt = 'Poster with the headline "SUMMER DROP" and \'New arrivals\''
+    prompt = "Poster with the headline \"SUMMER DROP\" and 'New arrivals'"
     for ratio in RATIO_NAMES[1:]:
         for misspelled in (False, True):
             img = render_image(prompt, ratio, "1K", misspelled=misspelled)
@@ -232,7 +242,11 @@ def measure(n: int, seed: int, reader: TesseractReader, progress: bool = True) -
 
 
 def _rate(rs: list[Result]) -> str:
-    return f"{sum(r.correct for r in rs)}/{len(rs)} ({100 * sum(r.correct for r in rs) / len(rs):.0f} %)" if rs else "—"
+    return (
+        f"{sum(r.correct for r in rs)}/{len(rs)} ({100 * sum(r.correct for r in rs) / len(rs):.0f} %)"
+        if rs
+        else "—"
+    )
 
 
 def _secs(rs: list[Result]) -> str:
@@ -258,7 +272,11 @@ def report(results: list[Result], reader: TesseractReader, show_misses: bool) ->
             f"time, misspelled      {_secs(wrong)}   (mean {statistics.fmean(r.passes for r in wrong):.1f} OCR passes)",
             "",
         ]
-        keys = ("size", "colour", "background", "font", "misspelling") if set_name == "drawn samples" else ("size",)
+        keys = (
+            ("size", "colour", "background", "font", "misspelling")
+            if set_name == "drawn samples"
+            else ("size",)
+        )
         for key in keys:
             groups: dict[str, list[Result]] = defaultdict(list)
             for r in rs:
@@ -301,11 +319,15 @@ def run(quick: bool = False) -> list:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.fidelity", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.fidelity", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--samples", type=int, default=96, help="drawn samples (each rendered twice)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="24 samples: a smoke run")
-    parser.add_argument("--show-misses", action="store_true", help="list every wrong verdict with what was read")
+    parser.add_argument(
+        "--show-misses", action="store_true", help="list every wrong verdict with what was read"
+    )
     args = parser.parse_args(argv)
     reader = TesseractReader()
     if not reader.available():

@@ -33,11 +33,16 @@ def badge(check: TextCheck | None) -> None:
         st.badge("Text ?", color="gray", help="The text could not be checked.")
 
 
-def text_check(prompt: str, check: TextCheck | None, *, detail: bool = False) -> None:
+def text_check(prompt: str, check: TextCheck | None, *, key: str, detail: bool = False) -> None:
     """One line per wanted string: ✓ or ✗, and for a ✗ what was read instead.
 
     `detail` (the lightbox) adds the engine, the time taken and everything read.
     """
+    with st.container(key=key, gap="small"):
+        _text_check(prompt, check, detail)
+
+
+def _text_check(prompt: str, check: TextCheck | None, detail: bool) -> None:
     wanted = wanted_strings(prompt)
     if not wanted:
         if detail:
@@ -56,9 +61,9 @@ def text_check(prompt: str, check: TextCheck | None, *, detail: bool = False) ->
         return
     for c in check.checks:
         if c.matched:
-            st.markdown(f":green[:material/check_circle:] {md(c.wanted)}")
+            st.markdown(f":green[**✓**] {md(c.wanted)}")
         else:
-            st.markdown(f":red[:material/cancel:] {md(c.wanted)}")
+            st.markdown(f":red[**✗**] {md(c.wanted)}")
             if c.read:
                 st.caption(f"read “{md(c.read)}” · {100 * c.similarity:.0f} % alike")
             else:

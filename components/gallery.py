@@ -148,7 +148,7 @@ def lightbox(output_id: int) -> None:
         f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(item.created_at))}"
     )
     st.markdown("**Text in the image**")
-    text_check(item.prompt, services.store.text_check(item.output_id), detail=True)
+    text_check(item.prompt, services.store.text_check(item.output_id), key="lb_textcheck", detail=True)
     in_cols = services.store.output_collections(item.output_id)
     if in_cols:
         st.caption("In collections: " + ", ".join(in_cols))

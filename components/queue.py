@@ -57,7 +57,7 @@ def task_card(
                 if o.state == "kept" and o.sha256:
                     show_image(f"/thumbs/{o.sha256}.webp")
                     st.caption(f"{o.width}×{o.height} px")
-                    text_check(sub.prompt, (text_checks or {}).get(o.id))
+                    text_check(sub.prompt, (text_checks or {}).get(o.id), key=f"textcheck_{o.id}")
                     shown = True
                 elif o.state == "failed":
                     st.warning(f"Image could not be kept: {o.error}", icon=":material/broken_image:")
