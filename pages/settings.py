@@ -21,6 +21,15 @@ c2.metric("API key", "set" if s.api_key else "not set")
 st.text(f"Base URL: {services.base_url}")
 st.text(f"Model: {s.model}")
 st.text(f"Data folder: {s.data_dir.resolve()}")
+ocr = services.fidelity.reader if services.fidelity else None
+if ocr is not None and ocr.available():
+    st.text(f"Text check: {getattr(ocr, 'label', ocr.name)} reads the quoted text of every new image")
+else:
+    st.warning(
+        "Text check: OCR unavailable, so quoted text is not checked. Install Debian's tesseract-ocr "
+        "(`make run` does) and restart.",
+        icon=":material/visibility_off:",
+    )
 if s.simulated:
     st.info(
         "Running on the built-in HiAPI simulator. Set HIAPI_API_KEY in the environment or in "

@@ -6,6 +6,7 @@ pass logic is also tested with a scripted reader, where no image is involved.
 
 from __future__ import annotations
 
+import io
 import shutil
 import time
 from collections.abc import Iterator
@@ -198,6 +199,20 @@ def test_a_right_render_passes_and_a_misspelled_one_is_caught(ocr, ratio):
     assert not sub.matched and sub.similarity < 1.0
 
 
+def test_the_simulator_misspell_fault_is_caught(ocr):
+    import httpx
+
+    with Simulator(api_keys=[KEY], min_duration=0.05, max_duration=0.1, seed=4) as sim:
+        sim.set_faults(misspell_rate=1.0)
+        client = HiAPIClient(KEY, base_url=sim.base_url)
+        task_id = client.create_task(TaskRequest(POSTER, "3:2", "1K")).task_id
+        assert wait_for(lambda: client.get_task(task_id).is_terminal, 10)
+        png = httpx.get(client.get_task(task_id).outputs[0].url).content
+        client.close()
+    report = check_image(Image.open(io.BytesIO(png)), wanted_strings(POSTER), ocr)
+    assert report.state == MISMATCH and report.checks[0].read == "SUMMR DRP"
+
+
 # ------------------------------------------------------------------ store
 
 
@@ -223,8 +238,6 @@ def kept_output(store: Store, keeper: ImageKeeper, prompt: str, ratio: str = "1:
 
 
 def _png(img: Image.Image) -> bytes:
-    import io
-
     buf = io.BytesIO()
     img.save(buf, "PNG", compress_level=1)
     return buf.getvalue()

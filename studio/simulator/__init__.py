@@ -29,7 +29,7 @@ Python use::
         sim.stats()
 
 Prompt markers: `[sim:fail]` makes a task fail with TASK_FAILED, and
-`[sim:misspell]` draws the quoted headline misspelled. This package never
+`[sim:misspell]` (or the `misspell_rate` fault) draws the quoted headline misspelled. This package never
 imports streamlit.
 """
 

@@ -93,8 +93,10 @@ class Faults:
 
     `get_*` apply to `GET /v1/tasks` and `GET /v1/tasks/{id}`, `post_*` to
     `POST /v1/tasks`; both answer with a `Retry-After` of `retry_after` seconds
-    (an HTTP date instead when `retry_after_as_date`). `fail_rate` and the
-    `callback_*` rates are drawn when a task is created; the others per request.
+    (an HTTP date instead when `retry_after_as_date`). `fail_rate`,
+    `misspell_rate` (the quoted headline drawn misspelled, as the
+    `[sim:misspell]` marker does) and the `callback_*` rates are drawn when a
+    task is created; the others per request.
     """
 
     fail_rate: float = 0.0
@@ -112,6 +114,7 @@ class Faults:
     download_slow_s: float = 0.0
     callback_drop_rate: float = 0.0
     callback_duplicate_rate: float = 0.0
+    misspell_rate: float = 0.0  # share of tasks whose quoted headline is drawn misspelled
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -524,7 +527,7 @@ class Simulator:
                 handling_at=now + queued,
                 archiving_at=now + queued + handling,
                 error=error,
-                misspelled=MISSPELL_MARKER in lowered,
+                misspelled=MISSPELL_MARKER in lowered or _chance(self._rng, self._faults.misspell_rate),
                 file_token=secrets.token_urlsafe(24),
                 callback_fate=self._draw_callback_fate() if callback_url else "send",
             )
