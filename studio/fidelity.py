@@ -113,6 +113,9 @@ def _closest(wanted: str, read: str) -> tuple[int, int, int]:
         return 0, 0, 0
     if n == 0:
         return m, 0, 0
+    exact = read.find(wanted)
+    if exact >= 0:  # the common case for a right render: no table to fill
+        return 0, exact, exact + m
     prev = [0] * (n + 1)  # row 0: an empty prefix of `wanted` matches anywhere for free
     prev_start = list(range(n + 1))
     for i in range(1, m + 1):

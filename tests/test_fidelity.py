@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from studio import quotes
@@ -25,6 +27,7 @@ from studio.fidelity import (
     FidelityReport,
     StringCheck,
     TesseractReader,
+    _closest,
     check_image,
     fold,
     match_text,
@@ -90,6 +93,25 @@ def test_ocr_confusions_are_forgiven_but_letter_swaps_are_not():
     assert match_text("Flat white 3.50", "Flat white 3,5O").matched
     assert match_text("Call 1 today", "Call l today").matched  # 1 / l
     assert not match_text("Free delivery", "Free deilvery").matched  # a swap is a misspelling
+
+
+def _levenshtein(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(wanted=st.text("abcd", min_size=1, max_size=6), read=st.text("abcdx", max_size=12))
+def test_closest_stretch_is_the_best_substring(wanted, read):
+    dist, start, end = _closest(wanted, read)
+    best = min(_levenshtein(wanted, read[i:j]) for i in range(len(read) + 1) for j in range(i, len(read) + 1))
+    assert dist == best
+    assert _levenshtein(wanted, read[start:end]) == dist  # the stretch shown is the one scored
 
 
 def test_fold_keeps_an_index_map_back_to_the_text():
