@@ -165,7 +165,9 @@ def _background(
             draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=tint)
         return img
     # texture: coarse noise, blurred, like a photo's grain and soft detail
-    noise = Image.effect_noise((w // 8, h // 8), 40).resize(size, Image.Resampling.BICUBIC)
+    small = (w // 8, h // 8)
+    grain = bytes(max(0, min(255, int(rng.gauss(128, 40)))) for _ in range(small[0] * small[1]))
+    noise = Image.frombytes("L", small, grain).resize(size, Image.Resampling.BICUBIC)
     noise = noise.filter(ImageFilter.GaussianBlur(2))
     return Image.blend(img, Image.merge("RGB", (noise, noise, noise)), 0.25)
 

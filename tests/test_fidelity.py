@@ -68,11 +68,12 @@ def test_a_misspelling_is_caught_with_what_was_read_and_a_score():
 
 @pytest.mark.parametrize(
     "read",
-    ["SUMMER DRIP", "SUMERR DROP", "SUMMERR DROP", "SUMMER", "UMMER DROP"],
+    ["SUMMER DRIP", "SUMERR DROP", "SUMMERR DROP", "SUMMER", "UMMER DROP", "SSUMMER DROP", "SUMMER DROPS"],
 )
 def test_one_wrong_letter_is_a_mismatch(read):
     c = match_text("SUMMER DROP", read)
     assert not c.matched and 0.5 <= c.similarity < 1.0
+    assert c.read == read  # an extra letter glued to a word is part of what was read
 
 
 def test_the_wanted_string_is_found_inside_other_text():
@@ -177,6 +178,11 @@ def test_each_string_keeps_its_best_reading_over_all_passes():
     assert first.matched and first.read == "SUMMER DROP"
     assert not second.matched and second.read == "New arivals"
     assert report.matched == 1
+
+
+def test_on_a_tie_the_reading_split_like_the_wanted_string_is_shown():
+    report = check_image(blank(), ["SUMMER DROP"], ScriptedReader(["SU MMR DRP", "SUMMR DRP", "S UMMR DRP"]))
+    assert report.checks[0].read == "SUMMR DRP" and report.checks[0].similarity == pytest.approx(0.8)
 
 
 def test_missing_ocr_is_a_clear_unavailable_state():
