@@ -134,7 +134,8 @@ async def kit(request: Request) -> Response:
     if name.endswith(".zip"):
         headers = {"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"}
         return FileResponse(path, media_type="application/zip", headers=headers)
-    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "no-store"})
+    # A token names one kit's files for good, so the preview may be cached (it is redrawn every refresh).
+    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
 @asynccontextmanager
