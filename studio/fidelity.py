@@ -308,6 +308,28 @@ class TesseractReader:
             yield self._read(prepared, psm)
 
 
+# ---------------------------------------------------------------------- schema
+
+TEXT_CHECK_MIGRATION = 2  # index of slot 3 in store._MIGRATIONS
+
+
+def ensure_schema(store: Any) -> bool:
+    """Create the text-check table if missing; True when it had to.
+
+    Slot 3 was a placeholder while later slots shipped, so a database written
+    then is at a later version without the table. Slot 3's statements are
+    idempotent (IF NOT EXISTS) and are simply run again.
+    """
+    from .store import _MIGRATIONS, _split_sql  # the store imports this module
+
+    if store.reader().execute("SELECT 1 FROM sqlite_master WHERE name = 'text_checks'").fetchone():
+        return False
+    with store.transaction() as c:
+        for stmt in _split_sql(_MIGRATIONS[TEXT_CHECK_MIGRATION]):
+            c.execute(stmt)
+    return True
+
+
 # ---------------------------------------------------------------------- checking
 
 

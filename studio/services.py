@@ -28,6 +28,7 @@ from .campaign_store import ensure_schema as ensure_campaign_schema
 from .client import HiAPIClient
 from .config import Settings
 from .fidelity import FidelityChecker
+from .fidelity import ensure_schema as ensure_text_check_schema
 from .images import ImageKeeper
 from .library import Library
 from .pricing import Pricing
@@ -172,6 +173,7 @@ def boot(settings: Settings) -> Services:
         defaults, problems = pricing_defaults(settings.pricing_env)
         max_active = load_pricing(store, defaults).max_active
         # Every kept image with quoted text gets its text read back, off the page thread.
+        ensure_text_check_schema(store)
         fidelity = FidelityChecker(store)
         tracker = Tracker(
             store,
