@@ -13,7 +13,8 @@ Script-run timing: `TimedStudioServer` runs the real studio through
 `ScriptRunner._run_script` and then hands over to Streamlit's own CLI. Every
 script run (a full page run, or a fragment rerun such as the queue's 1 s
 redraw) is appended to `<data>/runs.jsonl` with its wall time, the script
-thread's CPU time and the page it ran. The studio's code is untouched; what is
+thread's CPU time, the whole process's CPU time over the same span and the
+page it ran. The studio's code is untouched; what is
 timed is the whole server-side run including Streamlit's own work (widget
 state, queueing the deltas, the post-run garbage collection).
 """
@@ -70,12 +71,15 @@ def install_run_timer(log_path: str) -> None:
 
             profiler = Profiler(interval=0.0005)
             profiler.start()
-        t0, c0 = time.perf_counter(), time.thread_time()
+        t0, c0, p0 = time.perf_counter(), time.thread_time(), time.process_time()
         try:
             original(self, rerun_data)
         finally:
             ms = (time.perf_counter() - t0) * 1000
             cpu_ms = (time.thread_time() - c0) * 1000
+            # Every thread of the server over the same span: with cpu_ms, tells GIL waits
+            # (process busy elsewhere) from CPU waits (the machine busy elsewhere).
+            proc_ms = (time.process_time() - p0) * 1000
             if profiler is not None:
                 profiler.stop()
                 name = f"{next(count):04d}-{'fragment' if fragment else 'page'}-{ms:.0f}ms.txt"
@@ -87,7 +91,7 @@ def install_run_timer(log_path: str) -> None:
             except Exception:  # the log must never break a run
                 pass
             line = json.dumps(
-                {"t": time.time(), "ms": ms, "cpu_ms": cpu_ms, "fragment": fragment, "page": page,
+                {"t": time.time(), "ms": ms, "cpu_ms": cpu_ms, "proc_ms": proc_ms, "fragment": fragment, "page": page,
                  "session": self._session_id, "fragments": list(rerun_data.fragment_id_queue or ())}
             )  # fmt: skip
             with lock, open(log_path, "a") as f:
