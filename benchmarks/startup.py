@@ -11,12 +11,14 @@ median of the launches.
 Script-run timing: `TimedStudioServer` runs the real studio through
 `python -m benchmarks.startup serve run server.py …`, which wraps Streamlit's
 `ScriptRunner._run_script` and then hands over to Streamlit's own CLI. Every
-script run (a full page run, or a fragment rerun such as the queue's 1 s
+script run (a full page run, or a fragment rerun such as the queue's timed
 redraw) is appended to `<data>/runs.jsonl` with its wall time, the script
 thread's CPU time, the whole process's CPU time over the same span and the
-page it ran. The studio's code is untouched; what is
-timed is the whole server-side run including Streamlit's own work (widget
-state, queueing the deltas, the post-run garbage collection).
+page it ran. The studio's code is untouched; what is timed is the whole
+server-side run including Streamlit's own work (widget state, queueing the
+deltas, the post-run garbage collection). `BENCH_PROFILE_DIR=/some/folder`
+also writes a pyinstrument profile of every run (`pip install pyinstrument`;
+for finding slow paths, not for the figures: profiling slows each run).
 """
 
 from __future__ import annotations
