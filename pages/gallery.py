@@ -15,11 +15,11 @@ if view == "Campaigns":
     st.stop()
 restore_from_file()
 query = filters()
-total = services.store.gallery(query, limit=0)[1]
+total = services.store.gallery_count(query)
 pages = max(1, -(-total // PAGE_SIZE))
 page = st.session_state.get("g_page", 1)
 page = min(page, pages)
-items, total = services.store.gallery(query, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+items, _ = services.store.gallery(query, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, count=False)
 noun = "image" if query.status == "kept" else "item"
 st.caption(f"{total:,} {noun}{'s' if total != 1 else ''}")
 bulk_bar()

@@ -28,6 +28,7 @@ from .campaigns import CampaignPlan, render
 from .models import TaskRequest, TaskStatus
 from .pricing import Pricing, from_micros, to_micros
 from .store import (
+    _GALLERY_FROM,
     _GALLERY_SELECT,
     _MIGRATIONS,
     REJECTED,
@@ -359,7 +360,9 @@ class CampaignStore:
             return []
         marks = ",".join("?" * len(latest))
         rows = self.store.reader().execute(
-            _GALLERY_SELECT + f" WHERE o.state = 'kept' AND s.id IN ({marks}) ORDER BY s.id, o.idx",
+            _GALLERY_SELECT
+            + _GALLERY_FROM
+            + f" WHERE o.state = 'kept' AND s.id IN ({marks}) ORDER BY s.id, o.idx",
             list(latest),
         )
         items = [GalleryItem(**(dict(r) | {"favourite": bool(r["favourite"])})) for r in rows]

@@ -360,7 +360,14 @@ _GALLERY_FROM = (
     " FROM submissions s LEFT JOIN outputs o ON o.submission_id = s.id"
     " LEFT JOIN favourites f ON f.output_id = o.id"
 )
-_KEPT = "o.state = 'kept'"
+# Kept images only: submissions drive the loop (newest first by index) and the
+# unary + stops SQLite from looking outputs up by state, which turns the page
+# query quadratic at 10,000 images.
+_KEPT_FROM = (
+    " FROM submissions s CROSS JOIN outputs o ON o.submission_id = s.id"
+    " LEFT JOIN favourites f ON f.output_id = o.id"
+)
+_KEPT = "+o.state = 'kept'"
 _FAILED = "(s.state IN ('fail', 'rejected') OR o.state = 'failed')"
 _GALLERY_SELECT = (
     "SELECT o.id AS output_id, s.id AS submission_id, s.creative_id, s.prompt, s.aspect_ratio, s.resolution,"
@@ -370,7 +377,6 @@ _GALLERY_SELECT = (
     " AS state,"
     " CASE WHEN o.state = 'failed' THEN o.error"
     " WHEN s.error_code IS NOT NULL THEN s.error_code || ': ' || COALESCE(s.error_message, '') END AS error"
-    + _GALLERY_FROM
 )
 
 
@@ -776,13 +782,22 @@ class Store:
 
     # -- gallery --------------------------------------------------------------
 
-    def gallery(self, q: GalleryQuery, *, limit: int = 24, offset: int = 0) -> tuple[list[GalleryItem], int]:
+    def gallery_count(self, q: GalleryQuery) -> int:
+        where, params = _gallery_where(q)
+        source = _KEPT_FROM if q.status == "kept" else _GALLERY_FROM
+        return self._conn().execute("SELECT COUNT(*)" + source + where, params).fetchone()[0]
+
+    def gallery(
+        self, q: GalleryQuery, *, limit: int = 24, offset: int = 0, count: bool = True
+    ) -> tuple[list[GalleryItem], int]:
+        """One page of the gallery and the number of matches (-1 with `count=False`)."""
         where, params = _gallery_where(q)
         order = "DESC" if q.newest_first else "ASC"
-        conn = self._conn()
-        total = conn.execute("SELECT COUNT(*)" + _GALLERY_FROM + where, params).fetchone()[0]
-        rows = conn.execute(
+        source = _KEPT_FROM if q.status == "kept" else _GALLERY_FROM
+        total = self.gallery_count(q) if count else -1
+        rows = self._conn().execute(
             _GALLERY_SELECT
+            + source
             + where
             + f" ORDER BY s.created_at {order}, s.id {order}, o.id {order} LIMIT ? OFFSET ?",
             [*params, limit, offset],
@@ -795,14 +810,15 @@ class Store:
             return []
         marks = ",".join("?" * len(output_ids))
         rows = self._conn().execute(
-            _GALLERY_SELECT + f" WHERE o.id IN ({marks}) ORDER BY o.id", list(output_ids)
+            _GALLERY_SELECT + _GALLERY_FROM + f" WHERE o.id IN ({marks}) ORDER BY o.id", list(output_ids)
         )
         return [GalleryItem(**(dict(r) | {"favourite": bool(r["favourite"])})) for r in rows]
 
     def creative_items(self, creative_id: str) -> list[GalleryItem]:
         """Every kept image of one creative (all its ratios), oldest first."""
         rows = self._conn().execute(
-            _GALLERY_SELECT + f" WHERE s.creative_id = ? AND {_KEPT} ORDER BY o.id", (creative_id,)
+            _GALLERY_SELECT + _GALLERY_FROM + f" WHERE s.creative_id = ? AND {_KEPT} ORDER BY o.id",
+            (creative_id,),
         )
         return [GalleryItem(**(dict(r) | {"favourite": bool(r["favourite"])})) for r in rows]
 
