@@ -1,12 +1,26 @@
-"""Entry script: the studio's pages, listed explicitly."""
+"""Entry script: the studio's pages, listed explicitly, behind the optional login."""
 
 import gc
 
 import streamlit as st
 
+from access import require_login
 from components.chrome import mode_badge
+from components.services import get_services
+from studio.startup import StartupError
 
 st.set_page_config(page_title="GPT Image 2 Studio", page_icon="🎨", layout="wide")
+
+require_login()  # stops here until signed in, when a login is configured
+
+try:
+    get_services()
+except StartupError as exc:
+    # A clear sentence instead of a traceback; a reload tries again once it is fixed.
+    st.title("GPT Image 2 Studio")
+    st.error(f"The studio cannot start. {exc.message}", icon=":material/report:")
+    st.button("Try again", key="startup_retry", icon=":material/refresh:")
+    st.stop()
 
 pages = [
     st.Page("pages/studio.py", title="Studio", icon=":material/brush:", default=True),

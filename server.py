@@ -11,11 +11,18 @@ these extra routes on the same port:
 Images are served from disk with immutable cache headers, so the browser
 caches them and nothing passes through Streamlit's in-memory media store.
 The callback route only moves bytes: every decision is `studio.callbacks`'.
+
+Access (see SECURITY.md): with a real API key the server refuses, at start,
+to listen beyond loopback unless STUDIO_ALLOW_REMOTE=1 or a login is
+configured; with a login every route here answers 401 until signed in.
+When the data folder, disk or database is unusable the server still starts,
+prints one clear line, and every page and route says what is wrong.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from contextlib import asynccontextmanager
 
 import streamlit as st
@@ -25,9 +32,11 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 from streamlit.runtime.pages_manager import PagesManager
 
+from access import login_configured, protect, secrets_dict
 from studio import services as core
 from studio.callbacks import MAX_BODY_BYTES, BodyTooLarge, Verdict, read_capped
 from studio.config import Settings
+from studio.startup import StartupError, bind_problem
 
 # Our pages live in `pages/` and are listed by `st.navigation` in app.py. Left
 # alone, Streamlit treats a `pages/` folder as the legacy multipage layout and
@@ -40,15 +49,44 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
 
 
-def _secrets() -> dict:
-    try:
-        return {k: st.secrets[k] for k in st.secrets}
-    except Exception:
-        return {}
+def _check_bind_address() -> None:
+    """Refuse to start (one clear line, no traceback) on an exposed address with a real key."""
+    secrets = secrets_dict()
+    settings = Settings.load(secrets=secrets)
+    problem = bind_problem(
+        st.config.get_option("server.address"),
+        real_key=not settings.simulated,
+        allow_remote=settings.allow_remote,
+        login_configured=login_configured(secrets),
+    )
+    if problem:
+        print(f"Studio not started: {problem}", file=sys.stderr, flush=True)
+        raise SystemExit(2)
+
+
+_check_bind_address()
 
 
 def _services() -> core.Services:
-    return core.current() or core.boot(Settings.load(secrets=_secrets()))
+    return core.current() or core.boot(Settings.load(secrets=secrets_dict()))
+
+
+def _unavailable(exc: StartupError) -> Response:
+    return JSONResponse({"status": "unavailable", "problem": exc.message}, status_code=503)
+
+
+def _needs_services(handler):
+    """A route that cannot work without the store answers 503 with the start-up problem."""
+
+    async def run(request: Request) -> Response:
+        try:
+            _services()
+        except StartupError as exc:
+            return _unavailable(exc)
+        return await handler(request)
+
+    run.__name__ = handler.__name__
+    return run
 
 
 async def health(request: Request) -> Response:
@@ -140,20 +178,33 @@ async def kit(request: Request) -> Response:
 
 @asynccontextmanager
 async def lifespan(app):
-    _services()  # start the tracker with the server, not with the first page view
+    try:
+        _services()  # start the tracker with the server, not with the first page view
+    except StartupError as exc:
+        # One clear line on the command line; pages show the same text and retry on reload.
+        print(f"Studio cannot start: {exc.message}", file=sys.stderr, flush=True)
     yield
     core.shutdown()
+
+
+# Every route is behind the login when one is configured (`protect`) and
+# answers 503 while a start-up problem lasts. Only endpoints HiAPI itself calls
+# (authenticated their own way) may skip `protect`.
+def _route(path: str, handler, *, methods: tuple[str, ...] = ("GET",), public: bool = False) -> Route:
+    endpoint = _needs_services(handler)
+    return Route(path, endpoint if public else protect(endpoint), methods=list(methods))
 
 
 app = st.App(
     "app.py",
     lifespan=lifespan,
     routes=[
-        Route("/api/health", health, methods=["GET"]),
-        Route("/images/{sha}.png", _file("original"), methods=["GET"]),
-        Route("/thumbs/{sha}.webp", _file("thumb"), methods=["GET"]),
-        Route("/exports/{token}.zip", export, methods=["GET"]),
-        Route("/hiapi/callback/{token}", hiapi_callback, methods=["POST"]),
-        Route("/kits/{token}/{name}", kit, methods=["GET"]),
+        _route("/api/health", health),
+        _route("/images/{sha}.png", _file("original")),
+        _route("/thumbs/{sha}.webp", _file("thumb")),
+        _route("/exports/{token}.zip", export),
+        # HiAPI calls this one itself: it proves itself with the token and signature, not a login.
+        _route("/hiapi/callback/{token}", hiapi_callback, methods=("POST",), public=True),
+        _route("/kits/{token}/{name}", kit),
     ],
 )

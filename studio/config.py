@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .models import DEFAULT_MODEL
+from .startup import DEFAULT_MIN_FREE_MB
 
 DEFAULT_BASE_URL = "https://api.hiapi.ai"
 PRICING_KEYS = (
@@ -60,6 +61,8 @@ class Settings:
     webhook_secret: str | None = field(default=None, repr=False)
     # Price table and pacing defaults (see pricing.py); Settings can override them.
     pricing_env: dict[str, str | None] = field(default_factory=dict, compare=False)
+    min_free_mb: float = DEFAULT_MIN_FREE_MB
+    allow_remote: bool = False
 
     @property
     def simulated(self) -> bool:
@@ -86,4 +89,6 @@ class Settings:
             callback_token=_pick("HIAPI_CALLBACK_TOKEN", env, secrets),
             webhook_secret=_pick("HIAPI_WEBHOOK_SECRET", env, secrets),
             pricing_env={name: _pick(name, env, secrets) for name in PRICING_KEYS},
+            min_free_mb=_float(_pick("STUDIO_MIN_FREE_MB", env, secrets), DEFAULT_MIN_FREE_MB),
+            allow_remote=(_pick("STUDIO_ALLOW_REMOTE", env, secrets) or "").lower() in ("1", "true", "yes"),
         )

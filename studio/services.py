@@ -18,6 +18,7 @@ tried locally.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,7 @@ from .library import Library
 from .pricing import Pricing
 from .pricing import defaults_from as pricing_defaults
 from .pricing import load as load_pricing
+from .startup import StartupError, check_data_dir, check_database
 from .store import Store
 from .tracker import Tracker
 from .validation import is_loopback_host
@@ -131,16 +133,16 @@ def _callback_plan(settings: Settings) -> tuple[str | None, str | None, list[str
 
 
 def boot(settings: Settings) -> Services:
-    """Start (once per process) the store, client, image keeper and tracker."""
+    """Start (once per process) the store, client, image keeper and tracker.
+
+    Raises `StartupError` (nothing started) when the data folder, the disk or
+    the database is unusable; a later call tries again.
+    """
     global _current
     with _lock:
         if _current is not None:
             return _current
-        data = settings.data_dir
-        data.mkdir(parents=True, exist_ok=True)
-        store = Store(data / "studio.db")
-        keeper = ImageKeeper(data / "images", thumb_size=512)
-        keeper.sweep_temp()  # a crash between download and rename leaves only a temp file
+        store, keeper = _open_data(settings)
         simulator = None
         priors = None
         callback_url, token, callback_problems = _callback_plan(settings)
@@ -203,6 +205,32 @@ def boot(settings: Settings) -> Services:
         )
         log.info("studio services started in %s mode, %s", settings.mode, tracker.mode)
         return _current
+
+
+def _open_data(settings: Settings) -> tuple[Store, ImageKeeper]:
+    """The store and image keeper, after the start-up checks; StartupError otherwise."""
+    data = settings.data_dir
+    check_data_dir(data, min_free_mb=settings.min_free_mb)
+    check_database(data / "studio.db")
+    try:
+        store = Store(data / "studio.db")
+    except RuntimeError as exc:  # written by a newer studio
+        raise StartupError(str(exc)) from None
+    except sqlite3.Error as exc:
+        raise StartupError(
+            f"The database {data / 'studio.db'} cannot be used ({exc}). "
+            "Stop the studio, move it aside (your images are kept) and restart."
+        ) from None
+    try:
+        keeper = ImageKeeper(data / "images", thumb_size=512)
+        keeper.sweep_temp()  # a crash between download and rename leaves only a temp file
+    except OSError as exc:
+        store.close()
+        raise StartupError(
+            f"The image folder {data / 'images'} cannot be used ({exc.strerror or exc}). "
+            "Fix its permissions and restart."
+        ) from None
+    return store, keeper
 
 
 def shutdown() -> None:
