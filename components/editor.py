@@ -27,7 +27,8 @@ _EDITOR_JS = r"""
     if (!inEditor(e.target)) return;
     const counter = doc.querySelector(".st-key-prompt_count p");
     if (!counter) return;
-    const n = e.target.value.length;
+    // Code points, as the server counts them (value.length counts an emoji twice).
+    const n = Array.from(e.target.value).length;
     counter.textContent = n.toLocaleString("en-US") + " / " + LIMIT.toLocaleString("en-US") + " characters"
       + (n > LIMIT ? " — " + (n - LIMIT).toLocaleString("en-US") + " over the limit" : "");
     counter.style.color = n > LIMIT ? "#ff6b6b" : "";

@@ -8,6 +8,7 @@ validated values (see `validation.validate_request`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +48,18 @@ def _int(value: Any, default: int = 0) -> int:
 
 
 def _str(value: Any, default: str = "") -> str:
-    return value if isinstance(value, str) else default
+    if not isinstance(value, str):
+        return default
+    # JSON may carry "\ud800" escapes: lone surrogates cannot be stored or
+    # shown, so they become U+FFFD and everything else is kept as sent.
+    return _SURROGATE.sub("\ufffd", value)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_surrogate(text: str) -> bool:
+    return _SURROGATE.search(text) is not None
 
 
 @dataclass(frozen=True)
@@ -133,7 +145,10 @@ class Output:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             return None
         return cls(
-            url=url, type=_str(item.get("type"), "image"), expire_at=_int(item.get("expireAt")), raw=item
+            url=_str(url),
+            type=_str(item.get("type"), "image"),
+            expire_at=_int(item.get("expireAt")),
+            raw=item,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -189,7 +204,7 @@ class Task:
         if not isinstance(data, dict):
             return None
         task_id = data.get("taskId")
-        if not isinstance(task_id, str) or not task_id:
+        if not isinstance(task_id, str) or not task_id or _has_surrogate(task_id):
             return None
         items = data.get("output")
         outputs = tuple(o for o in (Output.parse(i) for i in items) if o) if isinstance(items, list) else ()

@@ -8,6 +8,8 @@ answer 400 INVALID_REQUEST for exactly the same cases.
 from __future__ import annotations
 
 import ipaddress
+import re
+import unicodedata
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -15,6 +17,14 @@ from .ratios import RATIO_NAMES, RESOLUTIONS, combination_problem
 
 MAX_PROMPT_CHARS = 20_000
 CALLBACK_WHEN = ("final",)
+# Half of a UTF-16 pair on its own: Python can hold it, UTF-8 (the wire, SQLite) cannot.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# Nothing to see: whitespace, control and format characters (zero-width spaces, direction marks).
+_INVISIBLE = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf"})
+
+
+def _is_blank(text: str) -> bool:
+    return all(ch.isspace() or unicodedata.category(ch) in _INVISIBLE for ch in text)
 
 
 @dataclass(frozen=True)
@@ -52,9 +62,14 @@ def validate_request(
 
     `allow_loopback_http` lets http://127.0.0.1 callbacks through; only the
     simulator sets it, so local demos can receive callbacks without TLS.
+
+    The prompt's length is counted in Unicode code points (an emoji or a
+    letter with a combining accent counts once per code point, as HiAPI's
+    limit is stated in characters). A prompt of only invisible characters
+    counts as empty; NUL and unpaired surrogates are refused, wherever they are.
     """
     problems: list[Problem] = []
-    if not isinstance(prompt, str) or not prompt.strip():
+    if not isinstance(prompt, str) or _is_blank(prompt):
         problems.append(Problem("prompt", "Prompt is required: describe the image you want."))
     elif len(prompt) > MAX_PROMPT_CHARS:
         over = len(prompt) - MAX_PROMPT_CHARS
@@ -67,6 +82,14 @@ def validate_request(
         )
     if isinstance(prompt, str) and "\x00" in prompt:
         problems.append(Problem("prompt", "Prompt contains a NUL character; remove it."))
+    if isinstance(prompt, str) and _LONE_SURROGATE.search(prompt):
+        problems.append(
+            Problem(
+                "prompt",
+                "Prompt contains a broken character (half of an emoji or symbol); retype the "
+                "emoji or symbols near it.",
+            )
+        )
 
     ratio_ok = isinstance(aspect_ratio, str) and aspect_ratio in RATIO_NAMES
     res_ok = isinstance(resolution, str) and resolution in RESOLUTIONS
