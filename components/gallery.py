@@ -13,6 +13,7 @@ from components.fidelity import badge as text_badge
 from components.fidelity import text_check
 from components.kit import kit_panel
 from components.services import get_services, image_url, show_image
+from components.text import literal
 from studio.export import file_name, write_zip
 from studio.images import read_recipe
 from studio.ratios import RATIO_NAMES, RESOLUTIONS
@@ -151,7 +152,7 @@ def lightbox(output_id: int) -> None:
     text_check(item.prompt, services.store.text_check(item.output_id), key="lb_textcheck", detail=True)
     in_cols = services.store.output_collections(item.output_id)
     if in_cols:
-        st.caption("In collections: " + ", ".join(in_cols))
+        st.caption("In collections: " + ", ".join(literal(c) for c in in_cols))
     a, b, c = st.columns(3)
     if a.button("Reuse in Studio", key="lb_reuse", type="primary", icon=":material/replay:", width="stretch"):
         reuse(item)
@@ -190,7 +191,7 @@ def _collection_picker(output_ids: list[int], key: str) -> None:
             return
         cid = services.store.add_collection(name)
         services.store.add_to_collection(cid, output_ids)
-        st.success(f"Added {len(output_ids)} to {name.strip()}.")
+        st.success(f"Added {len(output_ids)} to {literal(name.strip())}.")
 
 
 def delete(output_ids: list[int]) -> None:

@@ -11,9 +11,10 @@ from components.fidelity import text_check
 from components.kit import kit_panel
 from components.pickers import shape_svg
 from components.services import get_services, show_image
+from components.text import literal
 from studio.campaign_store import CANCELLED
 from studio.models import TaskStatus
-from studio.store import REJECTED, SUBMITTING, OutputRow, Submission, TextCheck
+from studio.store import NO_OUTPUT, REJECTED, SUBMITTING, OutputRow, Submission, TextCheck
 
 STATUS_LABEL = {
     SUBMITTING: ("Sending", "gray", ":material/upload:"),
@@ -60,13 +61,21 @@ def task_card(
                     text_check(sub.prompt, (text_checks or {}).get(o.id), key=f"textcheck_{o.id}")
                     shown = True
                 elif o.state == "failed":
-                    st.warning(f"Image could not be kept: {o.error}", icon=":material/broken_image:")
+                    st.warning(f"Image could not be kept: {literal(o.error)}", icon=":material/broken_image:")
                     shown = True
-            if not shown:
+            if not shown and sub.error_code == NO_OUTPUT:
+                st.warning(literal(sub.error_message), icon=":material/broken_image:")
+            elif not shown:
                 st.image(shape_svg(sub.aspect_ratio, box=96), width=96)
-                st.caption("Saving the image…")
+                retrying = [o for o in outputs if o.state == "pending" and o.error]
+                if retrying:
+                    o = retrying[0]
+                    st.caption(f"Saving the image… (attempt {o.attempts + 1}; last: {literal(o.error)})")
+                else:
+                    st.caption("Saving the image…")
         elif sub.state in (TaskStatus.FAIL, REJECTED):
-            st.error(f"**{sub.error_code or 'FAILED'}** — {sub.error_message or 'no reason given'}")
+            code = literal(sub.error_code or "FAILED")
+            st.error(f"**{code}** — {literal(sub.error_message or 'no reason given')}")
             if st.button(
                 "Edit and resubmit",
                 key=f"resubmit_{sub.id}",
@@ -77,8 +86,9 @@ def task_card(
                 st.rerun()  # the editor lives outside this fragment
         else:
             st.image(shape_svg(sub.aspect_ratio, box=96), width=96)
-            if sub.error_message and sub.state == SUBMITTING:
-                st.caption(f"Retrying: {sub.error_message}")
+            if sub.error_message:
+                doing = "Sending again" if sub.state == SUBMITTING else "Checking again"
+                st.caption(f"{doing} — {literal(sub.error_message)}")
 
 
 @st.fragment(run_every=0.5)

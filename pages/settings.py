@@ -5,6 +5,7 @@ import time
 import streamlit as st
 
 from components.services import get_services
+from components.text import literal
 from studio.pricing import MAX_ACTIVE_LIMIT, SETTINGS_KEY, build
 from studio.pricing import reset as reset_pricing
 from studio.pricing import save as save_pricing
@@ -167,7 +168,7 @@ def tracker_health() -> None:
     )
     st.caption(f"Last poll: {_clock(h['last_poll_at'])}")
     if h["last_error"]:
-        st.warning(f"Last error: {h['last_error']}", icon=":material/warning:")
+        st.warning(f"Last error: {literal(h['last_error'])}", icon=":material/warning:")
     counts = services.store.counts()
     if counts:
         st.caption("Submissions by state: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))

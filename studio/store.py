@@ -4,7 +4,8 @@ Contract:
 - A submission is written, with its idempotency key, *before* its POST, so a
   crash never loses one; the tracker resumes every unfinished row at start-up.
 - Task state is upserted by task id; terminal states are sticky, so a late,
-  duplicate or out-of-order report (poll or callback) changes nothing.
+  duplicate or out-of-order report (poll or callback) changes nothing. The
+  report is kept as sent (`raw_task`), unknown statuses and fields included.
 - Every output is recorded with its temporary URL the moment the task
   succeeds, then marked kept (with file, size and hash) or failed.
 - A callback for a task id not stored yet (it outran the create answer) is
@@ -30,6 +31,7 @@ from .models import Callback, Output, Task, TaskRequest, TaskStatus
 
 SUBMITTING = "submitting"  # written, POST not yet answered
 REJECTED = "rejected"  # HiAPI (or we) refused the request; never sent again
+NO_OUTPUT = "NO_OUTPUT"  # error_code of a success that carried no usable image link
 TERMINAL_STATES = (TaskStatus.SUCCESS, TaskStatus.FAIL, REJECTED)
 
 _MIGRATIONS: tuple[str, ...] = (
@@ -540,6 +542,16 @@ class Store:
             (code, message, submission_id, SUBMITTING),
         )
 
+    def note_problem(self, submission_id: int, code: str | None, message: str | None) -> None:
+        """Note (or clear, with None) why the last look at an unfinished task failed.
+
+        Shown beside the task while it lasts; terminal rows are never touched.
+        """
+        self._write(
+            "UPDATE submissions SET error_code=?, error_message=? WHERE id=? AND state NOT IN (?,?,?)",
+            (code, message, submission_id, *TERMINAL_STATES),
+        )
+
     def mark_rejected(self, submission_id: int, code: str, message: str, *, now: float | None = None) -> None:
         """HiAPI refused the create (400/401/402/422): final, never resent."""
         now = time.time() if now is None else now
@@ -623,7 +635,7 @@ class Store:
                 task.status,
                 task.created or None,
                 task.completed or None,
-                json.dumps(task.to_dict()),
+                _raw_json(task),
                 err.code if (err and terminal) else None,
                 err.message if (err and terminal) else None,
                 now if terminal else None,
@@ -635,12 +647,17 @@ class Store:
             "INSERT INTO task_events (submission_id, status, at, source) VALUES (?,?,?,?)",
             (sid, task.status, now, source),
         )
-        if task.status == TaskStatus.SUCCESS:
-            self._add_outputs(c, sid, task.outputs)
+        if task.status == TaskStatus.SUCCESS and not self._add_outputs(c, sid, task.outputs):
+            c.execute(
+                "UPDATE submissions SET error_code=?, error_message=? WHERE id=?",
+                (NO_OUTPUT, "HiAPI reported success but sent no image link; run the prompt again.", sid),
+            )
         return True
 
     @staticmethod
-    def _add_outputs(c: sqlite3.Connection, sid: int, outputs: Iterable[Output]) -> None:
+    def _add_outputs(c: sqlite3.Connection, sid: int, outputs: Iterable[Output]) -> int:
+        """Record the image outputs; returns how many there were."""
+        n = 0
         for i, o in enumerate(outputs):
             if o.type not in ("image", ""):
                 continue
@@ -648,6 +665,8 @@ class Store:
                 "INSERT OR IGNORE INTO outputs (submission_id, idx, url, expire_at) VALUES (?,?,?,?)",
                 (sid, i, o.url, o.expire_at),
             )
+            n += 1
+        return n
 
     def submission(self, submission_id: int) -> Submission | None:
         r = (
@@ -990,6 +1009,14 @@ def insert_submission(
         (sid, SUBMITTING, now, "studio"),
     )
     return sid
+
+
+def _raw_json(task: Task) -> str:
+    """The report as HiAPI sent it, unknown fields included (what we parsed, if that fails)."""
+    try:
+        return json.dumps(task.raw or task.to_dict(), ensure_ascii=True, default=str)
+    except (TypeError, ValueError, RecursionError):
+        return json.dumps(task.to_dict(), ensure_ascii=True)
 
 
 def _split_sql(script: str) -> list[str]:

@@ -54,7 +54,9 @@ _FINAL_CREATE_ERRORS = (
     E.IdempotencyKeyMismatchError,
     E.NotFoundError,
 )
-DOWNLOAD_ATTEMPTS = 6
+#: Download attempts when HiAPI gave no expiry; with one, retryable failures go on until it.
+DOWNLOAD_ATTEMPTS = 8
+DOWNLOAD_BACKOFF_CAP = 30.0
 NOT_FOUND_LIMIT = 5
 DEFAULT_MAX_ACTIVE = 8
 # Callbacks on: the first (reconciliation) GET comes this long, at least, after
@@ -62,6 +64,9 @@ DEFAULT_MAX_ACTIVE = 8
 # callback HiAPI had to redeliver still beats it. Then one GET per SLOW_POLL.
 RECONCILE_GRACE = 10.0
 SLOW_POLL = 30.0
+#: HiAPI replays a create by its idempotency key for "about 24 h"; past this
+#: age a resend could create (and bill) a second task, so it is never sent.
+IDEMPOTENCY_SAFE_S = 23 * 3600.0
 
 
 @dataclass
@@ -498,6 +503,19 @@ class Tracker:
             w.callback = sub.callback_url is not None
             self._reschedule(w, 0)
             return
+        if self.clock() - sub.created_at > IDEMPOTENCY_SAFE_S:
+            # The first POST may have created a task whose answer was lost; a
+            # resend this late would not be recognised as the same request.
+            self.store.mark_rejected(
+                sub.id,
+                "CREATE_UNCONFIRMED",
+                "Not sent again: HiAPI never confirmed this request, and it is older than the 24 h "
+                "in which HiAPI recognises a resend. Check your task list on HiAPI, then resubmit if "
+                "no image was made.",
+                now=self.clock(),
+            )
+            self._drop(w)
+            return
         request = sub.request  # as first sent, callback URL included: HiAPI replays only the same body
         try:
             created = self.client.create_task(request, idempotency_key=sub.idempotency_key)
@@ -589,6 +607,7 @@ class Tracker:
             self._note_error(f"poll {sub.task_id}: {exc.code}: {exc.message}")
             w.errors += 1
             w.retry_after = exc.retry_after
+            self.store.note_problem(sub.id, exc.code, exc.message)
             if isinstance(exc, E.NotFoundError) and w.errors >= NOT_FOUND_LIMIT:
                 self.store.mark_rejected(
                     sub.id, "NOT_FOUND", "HiAPI no longer knows this task (404); was the API key changed?"
@@ -600,6 +619,8 @@ class Tracker:
         h.polls += 1
         h.last_poll_at = self.clock()
         w.checks += 1
+        if w.errors:
+            self.store.note_problem(sub.id, None, None)  # answers are readable again
         w.errors = 0
         w.retry_after = None
         now = self.clock()
@@ -663,9 +684,17 @@ class Tracker:
             kept = self.keeper.fetch(o.url, recipe)
         except DownloadError as exc:
             self.health_info.download_errors += 1
-            final = (not exc.retryable) or o.attempts + 1 >= DOWNLOAD_ATTEMPTS
-            retry_at = None if final else self.clock() + min(60.0, 1.0 * 2**o.attempts)
-            self.store.output_failed(o.id, str(exc), retry_at=retry_at)
+            now = self.clock()
+            if o.expire_at:
+                # The image is paid for: keep trying while its link lives.
+                final = (not exc.retryable) or now >= o.expire_at
+            else:
+                final = (not exc.retryable) or o.attempts + 1 >= DOWNLOAD_ATTEMPTS
+            message = str(exc)
+            if final and exc.retryable and o.expire_at and now >= o.expire_at:
+                message += " The link has expired since; run the prompt again for a new image."
+            retry_at = None if final else now + min(DOWNLOAD_BACKOFF_CAP, 1.0 * 2**o.attempts)
+            self.store.output_failed(o.id, message, retry_at=retry_at)
             return
         self.health_info.downloads += 1
         self.store.output_kept(
