@@ -7,7 +7,7 @@ ADDRESS ?= 127.0.0.1
 STUDIO_DATA_DIR ?= data
 export STUDIO_DATA_DIR
 
-.PHONY: run test install install-test browser ocr lint bench clean
+.PHONY: run test install install-test browser ocr lint bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ run: install ocr
 test: install-test browser ocr
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# 300 submissions under faults, the tracker killed with SIGKILL mid-way and restarted;
+# prints the figures and fails unless all are terminal, none duplicated, none lost.
+# (`make test` runs a 30-submission version.)
+soak: install
+	$(BIN)/python -m studio.soak --submissions 300
 
 lint: install-test
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

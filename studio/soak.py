@@ -1,0 +1,434 @@
+"""Soak: many submissions through the tracker under faults, with a SIGKILL in the middle.
+
+    python -m studio.soak --submissions 300        # what `make soak` runs
+
+Three processes, all on this machine's loopback:
+
+1. the HiAPI simulator (`python -m studio.simulator`), with faults switched on
+   through `POST /_sim/faults`: 429 and 503 with Retry-After on GETs, create
+   answers dropped after the task was made, 10 % failed tasks, failed and
+   truncated downloads;
+2. a tracker process (`python -m studio.soak worker`) that boots the studio's
+   services exactly as the server does (`studio.services.boot` with
+   HIAPI_BASE_URL/HIAPI_API_KEY pointing at the simulator), records every
+   submission with `Tracker.submit` and follows them;
+3. the same tracker process started again on the same data folder after the
+   first one was killed with SIGKILL part-way through.
+
+Then everything is checked against the store, the files and the simulator:
+every submission terminal, no task created twice (and none created that the
+store does not know), every success with its image on disk matching its
+sha256, every failure with HiAPI's reason. The figures are printed; the exit
+status is 0 only when every check passes. Nothing here imports streamlit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+SOAK_KEY = "sk-soak-0123456789abcdef"
+#: Faults as the issue lists them; rates are per request (per task for fail_rate).
+DEFAULT_FAULTS: dict[str, Any] = {
+    "get_429_rate": 0.1,
+    "get_503_rate": 0.1,
+    "retry_after": 1,
+    "drop_create_answer_rate": 0.1,
+    "fail_rate": 0.1,
+    "download_fail_rate": 0.1,
+    "download_truncate_rate": 0.1,
+    # Slow creates keep some POSTs in flight when the kill lands.
+    "create_delay_s": 0.5,
+}
+PROMPTS = (
+    'A poster with the headline "SUMMER DROP" in bold condensed letters',
+    'A chalkboard café menu titled "MORNING BREW"',
+    "Studio photograph of a sage-green ceramic mug on a stone plinth",
+    'Launch visual for headphones called "AURORA", headline "HEAR THE LIGHT"',
+    "A floating market town on the backs of three giant turtles at dawn",
+)
+RATIO_SETS = (("1:1",), ("16:9", "9:16"), ("4:5", "1:1", "16:9"), ("3:2",), ("21:9", "2:3", "4:3", "9:16"))
+
+
+# --------------------------------------------------------------------------- the worker
+
+
+def worker(submit: int, seed: int, wait_s: float) -> int:
+    """The tracker process: submit `submit` requests (0 to only resume), then follow them to the end."""
+    from .config import Settings
+    from .models import TaskRequest
+    from .services import boot, shutdown
+
+    services = boot(Settings.load())
+    tracker, store = services.tracker, services.store
+    rng = random.Random(seed)
+    sent = 0
+    while sent < submit:
+        ratios = RATIO_SETS[rng.randrange(len(RATIO_SETS))][: submit - sent]
+        resolution = "2K" if rng.random() < 0.2 else "1K"
+        prompt = f"{PROMPTS[rng.randrange(len(PROMPTS))]} (soak #{sent + 1})"
+        tracker.submit([TaskRequest(prompt, r, resolution) for r in ratios])
+        sent += len(ratios)
+    print(f"submitted {sent}", flush=True)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if not store.unfinished() and store.next_output_due() is None:
+            print("all terminal, every image settled", flush=True)
+            shutdown()
+            return 0
+        time.sleep(0.5)
+    print("gave up waiting", flush=True)
+    shutdown()
+    return 3
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class SoakResult:
+    submissions: int
+    terminal: int
+    by_state: dict[str, int]
+    with_task: int
+    tasks_created: int
+    duplicates: int
+    orphans: int
+    successes: int
+    images_verified: int
+    lost_images: list[int]
+    failures: int
+    failures_with_reason: int
+    failures_matching: int
+    kill_snapshot: dict[str, Any]
+    sim_stats: dict[str, Any]
+    elapsed_s: float
+    temp_files_left: int
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def report(self) -> str:
+        s, k = self.sim_stats, self.kill_snapshot
+        req = s.get("requests", {})
+
+        def count(prefix: str) -> int:
+            return sum(n for name, n in req.items() if name.startswith(prefix))
+
+        lines = [
+            f"Soak: {self.submissions} submissions, tracker killed with SIGKILL at "
+            f"{k.get('terminal', 0)} terminal / {k.get('in_flight', 0)} in flight / "
+            f"{k.get('sending', 0)} sending / {k.get('images_pending', 0)} images pending, then restarted",
+            f"  terminal                 {self.terminal}/{self.submissions}   {dict(sorted(self.by_state.items()))}",
+            f"  duplicates               {self.duplicates}   (tasks created on the simulator {self.tasks_created}, "
+            f"submissions with a task {self.with_task}, tasks unknown to the store {self.orphans})",
+            f"  lost images              {len(self.lost_images)}   (successes {self.successes}, "
+            f"images on disk matching their sha256 {self.images_verified})",
+            f"  failures with the reason {self.failures_with_reason}/{self.failures}   "
+            f"(matching HiAPI's own answer {self.failures_matching}/{self.failures})",
+            f"  faults met               GET 429 {count('GET /v1/tasks/{id} 429')}, "
+            f"GET 503 {count('GET /v1/tasks/{id} 503')}, create answers dropped {s.get('create_answers_dropped', 0)}, "
+            f"idempotent replays {s.get('idempotent_replays', 0)}, downloads failed "
+            f"{count('GET /files/{file} 500')}, downloads answered (truncated ones included) "
+            f"{s.get('downloads', 0)} for {self.images_verified} images",
+            f"  temp files left by the kill {self.temp_files_left}; elapsed {self.elapsed_s:.0f} s",
+        ]
+        lines += [f"  PROBLEM: {p}" for p in self.problems]
+        lines.append("RESULT: " + ("PASS" if self.ok else "FAIL"))
+        return "\n".join(lines)
+
+
+def _start_simulator(args: argparse.Namespace, log: Path) -> tuple[subprocess.Popen, str]:
+    cmd = [
+        sys.executable, "-m", "studio.simulator", "--port", "0", "--api-key", SOAK_KEY,
+        "--min-duration", str(args.min_duration), "--max-duration", str(args.max_duration),
+        "--seed", str(args.seed), "--quiet",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=open(log, "ab"), text=True, start_new_session=True
+    )
+    assert proc.stdout is not None
+    base_url = proc.stdout.readline().strip()
+    if not base_url.startswith("http://"):
+        proc.kill()
+        raise RuntimeError(f"the simulator did not start (see {log})")
+    return proc, base_url
+
+
+def _start_worker(
+    data: Path, base_url: str, submit: int, args: argparse.Namespace, log: Path
+) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HIAPI_", "STUDIO_"))}
+    env.update(
+        HIAPI_BASE_URL=base_url,
+        HIAPI_API_KEY=SOAK_KEY,
+        STUDIO_DATA_DIR=str(data),
+        STUDIO_MIN_FREE_MB="50",
+        PYTHONUNBUFFERED="1",
+    )
+    cmd = [
+        sys.executable, "-m", "studio.soak", "worker", "--submit", str(submit), "--seed", str(args.seed),
+        "--wait", str(args.timeout),
+    ]  # fmt: skip
+    return subprocess.Popen(
+        cmd, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def _snapshot(db: Path) -> dict[str, Any]:
+    """Where the work stands, read from the store by a separate read-only connection."""
+    if not db.exists():
+        return {}
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        states = dict(conn.execute("SELECT state, COUNT(*) FROM submissions GROUP BY state").fetchall())
+        pending = conn.execute("SELECT COUNT(*) FROM outputs WHERE state='pending'").fetchone()[0]
+    except sqlite3.Error:
+        return {}
+    finally:
+        conn.close()
+    terminal = sum(n for s, n in states.items() if s in ("success", "fail", "rejected"))
+    return {
+        "total": sum(states.values()),
+        "terminal": terminal,
+        "sending": states.get("submitting", 0),
+        "in_flight": sum(states.values()) - terminal - states.get("submitting", 0),
+        "images_pending": pending,
+        "states": states,
+    }
+
+
+def _kill_group(proc: subprocess.Popen, sig: int) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def _all_sim_tasks(http: httpx.Client) -> dict[str, dict[str, Any]]:
+    tasks: dict[str, dict[str, Any]] = {}
+    page = 1
+    while True:
+        r = http.get("/v1/tasks", params={"page": page, "size": 100})
+        r.raise_for_status()
+        data = r.json()["data"]
+        for t in data["list"]:
+            tasks[t["taskId"]] = t
+        if page * 100 >= data["total"]:
+            return tasks
+        page += 1
+
+
+def verify(data: Path, base_url: str, submissions: int) -> tuple[SoakResult, list[str]]:
+    """Every check of the soak, from the store, the files and the simulator (faults off)."""
+    problems: list[str] = []
+    conn = sqlite3.connect(f"file:{data / 'studio.db'}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    subs = conn.execute("SELECT * FROM submissions ORDER BY id").fetchall()
+    outs: dict[int, list[sqlite3.Row]] = {}
+    for o in conn.execute("SELECT * FROM outputs ORDER BY id"):
+        outs.setdefault(o["submission_id"], []).append(o)
+    conn.close()
+
+    admin = httpx.Client(base_url=base_url, timeout=30, trust_env=False)
+    admin.post("/_sim/faults", json={k: 0 for k in DEFAULT_FAULTS}).raise_for_status()
+    stats = admin.get("/_sim/stats").json()
+    api = httpx.Client(
+        base_url=base_url, timeout=30, trust_env=False, headers={"Authorization": f"Bearer {SOAK_KEY}"}
+    )
+    sim_tasks = _all_sim_tasks(api)
+
+    by_state: dict[str, int] = {}
+    for s in subs:
+        by_state[s["state"]] = by_state.get(s["state"], 0) + 1
+    terminal = sum(n for st, n in by_state.items() if st in ("success", "fail", "rejected"))
+    if len(subs) != submissions:
+        problems.append(f"{len(subs)} submissions in the store, {submissions} expected")
+    if terminal != len(subs):
+        problems.append(f"{len(subs) - terminal} submissions not terminal")
+
+    task_ids = [s["task_id"] for s in subs if s["task_id"]]
+    duplicates = max(0, stats["tasks_created"] - len(set(task_ids)))
+    orphans = len(set(sim_tasks) - set(task_ids))
+    if duplicates or orphans or len(task_ids) != len(set(task_ids)):
+        problems.append(f"{duplicates} duplicate tasks, {orphans} tasks the store does not know")
+
+    lost: list[int] = []
+    verified = 0
+    images = data / "images"
+    for s in subs:
+        if s["state"] != "success":
+            continue
+        rows = outs.get(s["id"], [])
+        good = 0
+        for o in rows:
+            if o["state"] != "kept" or not o["sha256"]:
+                continue
+            path = Path(o["path"])
+            if not path.is_file() or path.stem != o["sha256"] or not path.is_relative_to(images):
+                continue
+            if hashlib.sha256(path.read_bytes()).hexdigest() != o["sha256"]:
+                continue
+            if not Path(o["thumb_path"]).is_file():
+                continue
+            good += 1
+        if rows and good == len(rows):
+            verified += 1
+        else:
+            lost.append(s["id"])
+    if lost:
+        problems.append(f"{len(lost)} successes without their image on disk: submissions {lost[:10]}")
+
+    failures = [s for s in subs if s["state"] == "fail"]
+    with_reason = sum(1 for s in failures if s["error_code"] and s["error_message"])
+    matching = 0
+    for s in failures:
+        err = (sim_tasks.get(s["task_id"]) or {}).get("error") or {}
+        if err.get("code") == s["error_code"] and err.get("message") == s["error_message"]:
+            matching += 1
+    if with_reason != len(failures) or matching != len(failures):
+        problems.append(f"failures with HiAPI's reason {with_reason}/{len(failures)}, matching {matching}")
+    rejected = by_state.get("rejected", 0)
+    if rejected:
+        problems.append(f"{rejected} submissions rejected (none of the soak's requests is invalid)")
+
+    temp_left = sum(1 for _ in (images / "tmp").glob("*.part")) if (images / "tmp").exists() else 0
+    admin.close()
+    api.close()
+    result = SoakResult(
+        submissions=len(subs),
+        terminal=terminal,
+        by_state=by_state,
+        with_task=len(task_ids),
+        tasks_created=stats["tasks_created"],
+        duplicates=duplicates,
+        orphans=orphans,
+        successes=by_state.get("success", 0),
+        images_verified=verified,
+        lost_images=lost,
+        failures=len(failures),
+        failures_with_reason=with_reason,
+        failures_matching=matching,
+        kill_snapshot={},
+        sim_stats=stats,
+        elapsed_s=0.0,
+        temp_files_left=temp_left,
+        problems=problems,
+    )
+    return result, problems
+
+
+def run(args: argparse.Namespace) -> SoakResult:
+    """The whole soak; returns the checked figures (see `SoakResult.ok`)."""
+    started = time.monotonic()
+    own_dir = args.data is None
+    data = Path(args.data or tempfile.mkdtemp(prefix="studio-soak-"))
+    data.mkdir(parents=True, exist_ok=True)
+    log = data / "soak.log"
+    sim, base_url = _start_simulator(args, log)
+    first = second = None
+    try:
+        faults = dict(DEFAULT_FAULTS, create_delay_s=args.create_delay)
+        httpx.post(base_url + "/_sim/faults", json=faults, timeout=10).raise_for_status()
+        first = _start_worker(data, base_url, args.submissions, args, log)
+        db = data / "studio.db"
+        kill_at = max(1, int(args.submissions * args.kill_at))
+        snapshot: dict[str, Any] = {}
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline:
+            snapshot = _snapshot(db)
+            # Mid-way: enough finished, or the last creates still in flight (whichever
+            # comes first), so the crash hits sends, polls and downloads alike.
+            sending, terminal = snapshot.get("sending", 0), snapshot.get("terminal", 0)
+            if snapshot.get("total") == args.submissions and terminal >= 1:
+                if terminal >= kill_at or 0 < sending <= args.submissions // 4:
+                    break
+            if first.poll() is not None:
+                raise RuntimeError(f"the tracker process ended before the kill (see {log})")
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"no progress to the kill point within {args.timeout:.0f} s (see {log})")
+        _kill_group(first, signal.SIGKILL)
+        snapshot = _snapshot(db)  # what the crash left
+        second = _start_worker(data, base_url, 0, args, log)
+        try:
+            code = second.wait(args.timeout)
+        except subprocess.TimeoutExpired:
+            code = None
+        result, _ = verify(data, base_url, args.submissions)
+        if code != 0:
+            result.problems.append(f"the restarted tracker did not finish (exit {code}; see {log})")
+        result.kill_snapshot = snapshot
+        result.elapsed_s = time.monotonic() - started
+        return result
+    finally:
+        for proc in (first, second):
+            if proc is not None:
+                _kill_group(proc, signal.SIGTERM)
+        _kill_group(sim, signal.SIGTERM)
+        if own_dir and not args.keep:
+            import shutil
+
+            shutil.rmtree(data, ignore_errors=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m studio.soak", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command")
+    w = sub.add_parser("worker", help="(internal) the tracker process")
+    w.add_argument("--submit", type=int, default=0)
+    w.add_argument("--seed", type=int, default=7)
+    w.add_argument("--wait", type=float, default=900.0)
+    ap.add_argument("--submissions", type=int, default=300)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--min-duration", type=float, default=1.0, help="simulated task seconds (default 1)")
+    ap.add_argument("--max-duration", type=float, default=4.0, help="simulated task seconds (default 4)")
+    ap.add_argument("--kill-at", type=float, default=0.4, help="share of terminal submissions at the kill")
+    ap.add_argument(
+        "--create-delay",
+        type=float,
+        default=DEFAULT_FAULTS["create_delay_s"],
+        help="seconds the simulator takes per create, so the kill lands with creates in flight",
+    )
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds each phase may take at most")
+    ap.add_argument("--data", default=None, help="data folder (default: a temporary one, removed)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary data folder")
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.command == "worker":
+        return worker(args.submit, args.seed, args.wait)
+    result = run(args)
+    print(result.report(), flush=True)
+    if args.json:
+        print(json.dumps({k: v for k, v in result.__dict__.items() if k != "sim_stats"}, default=str))
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
