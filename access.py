@@ -121,6 +121,8 @@ def require_login() -> None:
     """On a page: when a login is configured, show only a sign-in (or refusal) until signed in."""
     import streamlit as st
 
+    from components.text import literal
+
     secrets = secrets_dict()
     if not login_configured(secrets):
         return
@@ -140,7 +142,8 @@ def require_login() -> None:
         st.button("Sign out", key="sign_out_refused", on_click=st.logout)
         st.stop()
     with st.sidebar:
-        st.caption(f"Signed in as {user.get('email') or user.get('name') or 'you'}")
+        who = user.get("email") or user.get("name") or "you"
+        st.caption(f"Signed in as {literal(who)}")  # provider data: shown as text, not markdown
         st.button("Sign out", key="sign_out", icon=":material/logout:", on_click=st.logout)
 
 

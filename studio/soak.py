@@ -52,7 +52,7 @@ DEFAULT_FAULTS: dict[str, Any] = {
     "download_fail_rate": 0.1,
     "download_truncate_rate": 0.1,
     # Slow creates keep some POSTs in flight when the kill lands.
-    "create_delay_s": 0.5,
+    "create_delay_s": 1.5,
 }
 PROMPTS = (
     'A poster with the headline "SUMMER DROP" in bold condensed letters',
