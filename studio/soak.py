@@ -52,7 +52,7 @@ DEFAULT_FAULTS: dict[str, Any] = {
     "download_fail_rate": 0.1,
     "download_truncate_rate": 0.1,
     # Slow creates keep some POSTs in flight when the kill lands.
-    "create_delay_s": 1.5,
+    "create_delay_s": 0.5,
 }
 PROMPTS = (
     'A poster with the headline "SUMMER DROP" in bold condensed letters',
@@ -114,7 +114,7 @@ class SoakResult:
     failures: int
     failures_with_reason: int
     failures_matching: int
-    kill_snapshot: dict[str, Any]
+    kill_snapshots: list[dict[str, Any]]
     sim_stats: dict[str, Any]
     elapsed_s: float
     temp_files_left: int
@@ -125,16 +125,19 @@ class SoakResult:
         return not self.problems
 
     def report(self) -> str:
-        s, k = self.sim_stats, self.kill_snapshot
+        s = self.sim_stats
         req = s.get("requests", {})
 
         def count(prefix: str) -> int:
             return sum(n for name, n in req.items() if name.startswith(prefix))
 
-        lines = [
-            f"Soak: {self.submissions} submissions, tracker killed with SIGKILL at "
-            f"{k.get('terminal', 0)} terminal / {k.get('in_flight', 0)} in flight / "
-            f"{k.get('sending', 0)} sending / {k.get('images_pending', 0)} images pending, then restarted",
+        lines = [f"Soak: {self.submissions} submissions through the tracker, faults on"]
+        for i, k in enumerate(self.kill_snapshots, 1):
+            lines.append(
+                f"  SIGKILL {i}, then restart: {k.get('terminal', 0)} terminal / {k.get('in_flight', 0)} in flight"
+                f" / {k.get('sending', 0)} sending / {k.get('images_pending', 0)} images pending"
+            )
+        lines += [
             f"  terminal                 {self.terminal}/{self.submissions}   {dict(sorted(self.by_state.items()))}",
             f"  duplicates               {self.duplicates}   (tasks created on the simulator {self.tasks_created}, "
             f"submissions with a task {self.with_task}, tasks unknown to the store {self.orphans})",
@@ -147,7 +150,7 @@ class SoakResult:
             f"idempotent replays {s.get('idempotent_replays', 0)}, downloads failed "
             f"{count('GET /files/{file} 500')}, downloads answered (truncated ones included) "
             f"{s.get('downloads', 0)} for {self.images_verified} images",
-            f"  temp files left by the kill {self.temp_files_left}; elapsed {self.elapsed_s:.0f} s",
+            f"  temp files left by the kills {self.temp_files_left}; elapsed {self.elapsed_s:.0f} s",
         ]
         lines += [f"  PROBLEM: {p}" for p in self.problems]
         lines.append("RESULT: " + ("PASS" if self.ok else "FAIL"))
@@ -331,7 +334,7 @@ def verify(data: Path, base_url: str, submissions: int) -> tuple[SoakResult, lis
         failures=len(failures),
         failures_with_reason=with_reason,
         failures_matching=matching,
-        kill_snapshot={},
+        kill_snapshots=[],
         sim_stats=stats,
         elapsed_s=0.0,
         temp_files_left=temp_left,
@@ -340,53 +343,67 @@ def verify(data: Path, base_url: str, submissions: int) -> tuple[SoakResult, lis
     return result, problems
 
 
+def _mid_creates(snap: dict[str, Any], n: int, kill_at: int) -> bool:
+    """The last creates are in flight (some tasks may have finished already)."""
+    return snap.get("total") == n and 0 < snap.get("sending", 0) <= max(1, n // 4)
+
+
+def _mid_results(snap: dict[str, Any], n: int, kill_at: int) -> bool:
+    """A good share finished; polls and downloads of the rest are under way."""
+    return snap.get("total") == n and snap.get("terminal", 0) >= kill_at
+
+
 def run(args: argparse.Namespace) -> SoakResult:
-    """The whole soak; returns the checked figures (see `SoakResult.ok`)."""
+    """The whole soak; returns the checked figures (see `SoakResult.ok`).
+
+    The tracker process is killed with SIGKILL twice and restarted each time on
+    the same data folder: once while the last creates are in flight (their
+    answers are lost; the restart must resend them with their stored keys),
+    once when `--kill-at` of the submissions are terminal (polls and downloads
+    under way). The third process runs to the end.
+    """
     started = time.monotonic()
     own_dir = args.data is None
     data = Path(args.data or tempfile.mkdtemp(prefix="studio-soak-"))
     data.mkdir(parents=True, exist_ok=True)
     log = data / "soak.log"
     sim, base_url = _start_simulator(args, log)
-    first = second = None
+    workers: list[subprocess.Popen] = []
     try:
         faults = dict(DEFAULT_FAULTS, create_delay_s=args.create_delay)
         httpx.post(base_url + "/_sim/faults", json=faults, timeout=10).raise_for_status()
-        first = _start_worker(data, base_url, args.submissions, args, log)
         db = data / "studio.db"
-        kill_at = max(1, int(args.submissions * args.kill_at))
-        snapshot: dict[str, Any] = {}
-        deadline = time.monotonic() + args.timeout
-        while time.monotonic() < deadline:
-            snapshot = _snapshot(db)
-            # Mid-way: enough finished, or the last creates still in flight (whichever
-            # comes first), so the crash hits sends, polls and downloads alike.
-            sending, terminal = snapshot.get("sending", 0), snapshot.get("terminal", 0)
-            if snapshot.get("total") == args.submissions and terminal >= 1:
-                if terminal >= kill_at or 0 < sending <= args.submissions // 4:
+        n = args.submissions
+        kill_at = max(1, int(n * args.kill_at))
+        snapshots: list[dict[str, Any]] = []
+        workers.append(_start_worker(data, base_url, n, args, log))
+        for point in (_mid_creates, _mid_results):
+            deadline = time.monotonic() + args.timeout
+            while time.monotonic() < deadline:
+                snap = _snapshot(db)
+                if point(snap, n, kill_at) or (snap.get("total") == n and snap.get("terminal", 0) >= kill_at):
                     break
-            if first.poll() is not None:
-                raise RuntimeError(f"the tracker process ended before the kill (see {log})")
-            time.sleep(0.1)
-        else:
-            raise RuntimeError(f"no progress to the kill point within {args.timeout:.0f} s (see {log})")
-        _kill_group(first, signal.SIGKILL)
-        snapshot = _snapshot(db)  # what the crash left
-        second = _start_worker(data, base_url, 0, args, log)
+                if workers[-1].poll() is not None:
+                    raise RuntimeError(f"the tracker process ended before the kill (see {log})")
+                time.sleep(0.05)
+            else:
+                raise RuntimeError(f"no progress to the kill point within {args.timeout:.0f} s (see {log})")
+            _kill_group(workers[-1], signal.SIGKILL)
+            snapshots.append(_snapshot(db))  # what the crash left
+            workers.append(_start_worker(data, base_url, 0, args, log))
         try:
-            code = second.wait(args.timeout)
+            code = workers[-1].wait(args.timeout)
         except subprocess.TimeoutExpired:
             code = None
-        result, _ = verify(data, base_url, args.submissions)
+        result, _ = verify(data, base_url, n)
         if code != 0:
             result.problems.append(f"the restarted tracker did not finish (exit {code}; see {log})")
-        result.kill_snapshot = snapshot
+        result.kill_snapshots = snapshots
         result.elapsed_s = time.monotonic() - started
         return result
     finally:
-        for proc in (first, second):
-            if proc is not None:
-                _kill_group(proc, signal.SIGTERM)
+        for proc in workers:
+            _kill_group(proc, signal.SIGTERM)
         _kill_group(sim, signal.SIGTERM)
         if own_dir and not args.keep:
             import shutil

@@ -236,3 +236,32 @@ def test_store_takes_any_sequence_of_reports(store, reports):
         assert state == seen_terminal  # the first terminal report wins and sticks
     else:
         assert state not in TERMINAL_STATES
+
+
+# -- text from outside, shown inside markdown -------------------------------------------------
+
+
+@FUZZ
+@given(
+    text=st.one_of(PROMPTS, st.text(), st.just("see https://evil.example/x or www.evil.example, mail a@b.c"))
+)
+def test_outside_text_in_markdown_is_fully_escaped(text):
+    from components.text import ZWSP, literal
+
+    out = literal(text)
+    # Every markdown punctuation mark is escaped, so nothing is interpreted…
+    shown, i = [], 0
+    while i < len(out):
+        if out[i] == "\\":
+            shown.append(out[i + 1])
+            i += 2
+            continue
+        assert out[i] not in "\\`*_{}[]()<>#+-.!|~$:&=\"'", (out[i], out)
+        shown.append(out[i])
+        i += 1
+    text_shown = "".join(shown)
+    # …nothing can become a link…
+    assert "://" not in text_shown and "www." not in text_shown.lower()
+    assert "@" not in text_shown.replace(ZWSP + "@", "")
+    # …and the reader sees exactly the text (whitespace collapsed).
+    assert text_shown.replace(ZWSP, "") == " ".join(text.split()).replace(ZWSP, "")
