@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from components import draft
+from components.text import literal
 from studio.campaigns import (
     MAX_ROWS,
     PREVIEW_ROWS,
@@ -87,11 +88,11 @@ def _upload(names: list[str]) -> None:
             ss[UPLOAD] = {"token": token, "table": None, "error": str(exc)}
     info = ss[UPLOAD]
     if info["error"]:
-        st.error(f"{up.name}: {info['error']}", icon=":material/error:")
+        st.error(f"{literal(up.name)}: {literal(info['error'])}", icon=":material/error:")
         return
     table = info["table"]
-    st.caption(f"{up.name}: {len(table.rows):,} row{'s' if len(table.rows) != 1 else ''}, columns "
-               + ", ".join(table.columns))  # fmt: skip
+    st.caption(f"{literal(up.name)}: {len(table.rows):,} row{'s' if len(table.rows) != 1 else ''}, columns "
+               + ", ".join(literal(c) for c in table.columns))  # fmt: skip
     auto = auto_mapping(names, table.columns)
     mapping: dict[str, str | None] = {}
     cols = st.columns(min(3, len(names)) or 1)
@@ -112,7 +113,7 @@ def _upload(names: list[str]) -> None:
             icon=":material/link_off:",
         )  # fmt: skip
     if mapped.unused:
-        st.caption("Not used by the prompt: " + ", ".join(mapped.unused))
+        st.caption("Not used by the prompt: " + ", ".join(literal(c) for c in mapped.unused))
     if st.button(f"Use these {len(mapped.rows):,} rows", key="rows_use", icon=":material/table_rows:"):
         draft.set_rows(list(mapped.rows))
         st.rerun()

@@ -12,6 +12,7 @@ from components.pickers import shape_svg
 from components.queue import status_badge
 from components.services import get_services, image_url, show_image
 from components.submit import FOCUS
+from components.text import literal
 from studio.campaign_store import Campaign, CampaignStore, resubmit
 from studio.export import campaign_manifest_rows, write_zip
 from studio.pricing import format_money
@@ -74,7 +75,7 @@ def controls(c: Campaign, key: str) -> None:
 def _card(c: Campaign, key: str) -> None:
     with st.container(border=True, key=f"{key}_{c.id}"):
         head = st.columns([4, 2], vertical_alignment="center")
-        head[0].markdown(f"**{c.name}**")
+        head[0].markdown(f"**{literal(c.name)}**")
         with head[1]:
             campaign_badge(c)
         p = c.progress
@@ -200,7 +201,7 @@ def _grid_cell(cell, outputs, ratio: str) -> None:
     if cell.cancelled:
         st.caption("Cancelled")
     elif cell.failed:
-        st.caption(f"{cell.error_code}: {cell.error_message or ''}"[:120])
+        st.caption(literal(f"{cell.error_code}: {cell.error_message or ''}"[:120]))
     else:
         st.image(shape_svg(ratio, box=48), width=48)
 

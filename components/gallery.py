@@ -87,7 +87,7 @@ def filters() -> GalleryQuery:
 def failed_card(item: GalleryItem) -> None:
     with st.container(border=True, key=f"failed_{item.submission_id}_{item.output_id or 0}"):
         what = "Image could not be kept" if item.state == "download_failed" else "Generation failed"
-        st.error(f"{what}: {item.error or 'no reason given'}", icon=":material/error:")
+        st.error(f"{what}: {literal(item.error or 'no reason given')}", icon=":material/error:")
         st.badge(item.aspect_ratio, color="blue")
         st.text(item.prompt[:90] + ("…" if len(item.prompt) > 90 else ""))
         st.caption(time.strftime("%Y-%m-%d %H:%M", time.localtime(item.created_at)))

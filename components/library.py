@@ -9,6 +9,7 @@ import streamlit as st
 
 from components import draft
 from components.services import get_services
+from components.text import literal
 from studio.campaigns import variables
 from studio.library import CONFLICT_MODES, Library, LibraryError, Template
 from studio.ratios import RATIO_NAMES, RESOLUTIONS
@@ -42,7 +43,7 @@ def save_to_library() -> None:
             except LibraryError as exc:
                 st.error(str(exc), icon=":material/error:")
                 return
-            st.success(f"Saved “{saved.name}” to the library.", icon=":material/bookmark_added:")
+            st.success(f"Saved “{literal(saved.name)}” to the library.", icon=":material/bookmark_added:")
 
 
 def use(t: Template) -> None:
@@ -76,7 +77,7 @@ def edit(template_id: int) -> None:
 def template_card(t: Template) -> None:
     with st.container(border=True, key=f"lib_card_{t.id}"):
         head = st.columns([4, 1], vertical_alignment="center")
-        head[0].markdown(f"**{t.name}**")
+        head[0].markdown(f"**{literal(t.name)}**")
         if t.starter:
             with head[1]:
                 st.badge("starter", color="gray")
@@ -97,7 +98,7 @@ def template_card(t: Template) -> None:
         if b.button("Edit", key=f"lib_edit_{t.id}", icon=":material/edit:", width="stretch"):
             edit(t.id)
         with c.popover("Delete", icon=":material/delete:", width="stretch"):
-            st.write(f"Delete “{t.name}” from the library?")
+            st.write(f"Delete “{literal(t.name)}” from the library?")
             if st.button("Yes, delete", key=f"lib_delete_{t.id}", type="primary"):
                 library().delete(t.id)
                 st.rerun()
@@ -138,6 +139,6 @@ def import_export() -> None:
             try:
                 counts = lib.import_json(up.getvalue(), on_conflict=mode)
             except LibraryError as exc:
-                st.error(f"{up.name}: {exc}", icon=":material/error:")
+                st.error(f"{literal(up.name)}: {literal(exc)}", icon=":material/error:")
                 return
             st.success(", ".join(f"{v} {k}" for k, v in counts.items() if v) or "Nothing to import.")

@@ -5,7 +5,7 @@ accepting only that key, so every request carries it. Then every page's HTML,
 the server's log, the export zip, the PNGs (bytes and metadata), the health
 route and every file in the data folder are searched for it. A prompt full of
 HTML, script and markdown must show literally in the queue, the gallery card
-and the lightbox, and run nothing.
+the lightbox and the prompt library, and run nothing.
 """
 
 from __future__ import annotations
@@ -161,11 +161,31 @@ def test_a_hostile_prompt_shows_literally_everywhere_and_runs_nothing(page, stud
     expect(dialog.locator("code")).to_contain_text(prompt)  # the whole prompt, as sent
     screenshot(page, "security-lightbox")
 
+    page.keyboard.press("Escape")
+
+    # Saved to the library under a name that is markdown too: both shown as typed.
+    name = f"**Evil** [x](javascript:window.__pwned=4) <b>n</b> {marker}"
+    page.get_by_role("link", name="Studio").click()
+    expect(page.locator(".st-key-prompt_editor textarea")).to_have_value(prompt)
+    page.get_by_role("button", name="Save to library").click()
+    page.get_by_label("Template name").fill(name)
+    page.get_by_label("Template name").press("Enter")
+    page.locator(".st-key-lib_save button").click()
+    expect(page.get_by_text("to the library.")).to_be_visible()
+    page.keyboard.press("Escape")
+    page.get_by_role("link", name="Library").click()
+    lib_card = page.locator("[class*='st-key-lib_card_']").filter(has_text=marker)
+    expect(lib_card).to_have_count(1)
+    expect(lib_card).to_contain_text(name)
+    expect(lib_card).to_contain_text("<script>window.__pwned=1</script>")
+    screenshot(page, "security-library")
+
     assert page.evaluate("() => window.__pwned") is None
     main = page.locator("[data-testid='stMain'], [role='dialog']")
     assert main.locator("script:text('__pwned')").count() == 0
     assert page.locator("img[src='x']").count() == 0
-    assert page.locator("b:text('bold tag'), strong:text('bold'), em:text('it')").count() == 0
+    assert page.locator("b:text('bold tag'), strong:text('bold'), em:text('it'), b:text-is('n')").count() == 0
+    assert page.locator("strong:text-is('Evil')").count() == 0
     assert page.locator("a[href^='javascript']").count() == 0
     assert page.locator("h1:text('Heading')").count() == 0
     assert page.locator(".katex").count() == 0
