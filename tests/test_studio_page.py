@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,9 @@ def _checkbox(at, label):
 
 
 def _texts(at):
-    return " ".join(str(e.value) for e in list(at.error) + list(at.warning) + list(at.success))
+    """Messages as a person reads them: markdown escapes (of text from outside) removed."""
+    raw = " ".join(str(e.value) for e in list(at.error) + list(at.warning) + list(at.success))
+    return re.sub(r"\\(.)", r"\1", raw).replace("\u200b", "")
 
 
 def test_page_shows_simulator_badge_and_all_sixteen_ratios(app):
