@@ -169,3 +169,9 @@ def test_login_and_allow_list_rules():
     assert not email_allowed("ana@example.com.evil.org", rules)
     assert not email_allowed(None, rules)
     assert email_allowed("anyone@anywhere.org", {})  # no allow-list: the provider decides
+
+
+def test_the_callback_route_is_left_to_its_own_checks(team_server):
+    """HiAPI cannot sign in: its route answers by token and signature (here: callbacks off, 404), never 401."""
+    r = httpx.post(team_server.url + "/hiapi/callback/" + "t" * 32, content=b"{}", timeout=10)
+    assert r.status_code == 404
