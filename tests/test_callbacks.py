@@ -321,8 +321,16 @@ def test_precheck_refuses_a_declared_oversize_body_before_reading(world):
     assert world.tracker.health()["callbacks_rejected"] == 2
 
 
-def test_read_capped_stops_at_the_cap():
+def _run(coro):
+    """asyncio.run in a thread of its own: a session's Playwright keeps a loop running in this one."""
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def test_read_capped_stops_at_the_cap():
 
     sent = []
 
@@ -332,14 +340,14 @@ def test_read_capped_stops_at_the_cap():
             yield b"x" * 1000
 
     with pytest.raises(cb.BodyTooLarge):
-        asyncio.run(cb.read_capped(endless(), cap=10_000))
+        _run(cb.read_capped(endless(), cap=10_000))
     assert len(sent) == 11  # stopped right after passing the cap
 
     async def small():
         yield b"ab"
         yield b"c"
 
-    assert asyncio.run(cb.read_capped(small(), cap=3)) == b"abc"
+    assert _run(cb.read_capped(small(), cap=3)) == b"abc"
 
 
 def test_concurrent_duplicate_deliveries_make_one_record(world):
