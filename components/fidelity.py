@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import re
-
 import streamlit as st
 
+from components.text import literal
 from studio.fidelity import ERROR, MISMATCH, PASS, UNAVAILABLE, wanted_strings
 from studio.store import TextCheck
-
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:$=])")
 
 
 def md(text: str) -> str:
     """User or OCR text made literal inside markdown (no links, colours or icons)."""
-    return _MD_SPECIAL.sub(r"\\\1", " ".join(text.split()))
+    return literal(text)  # also breaks bare URLs and e-mail addresses, which markdown would link
 
 
 def badge(check: TextCheck | None) -> None:

@@ -31,7 +31,8 @@ pytestmark = pytest.mark.browser
 KEY = "sk-live-" + uuid.uuid4().hex  # what a leak would look like
 HOSTILE = (
     '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2"> **bold** _it_ '
-    "<b>bold tag</b> [link](javascript:window.__pwned=3) $x^2$ :red[red] # Heading"
+    "<b>bold tag</b> [link](javascript:window.__pwned=3) $x^2$ :red[red] # Heading "
+    'sign "visit https://evil.example/win"'
 )
 
 
@@ -142,6 +143,21 @@ def test_the_key_is_nowhere_a_person_or_a_file_can_see(page, studio, simulator):
     screenshot(page, "security-gallery")
 
 
+def assert_inert(page, where: str) -> None:
+    """Nothing of the prompt (or of text derived from it) was interpreted on the page as it is now."""
+    assert page.evaluate("() => window.__pwned") is None, where
+    app = page.locator("[data-testid='stMain'], [role='dialog'], [data-testid='stSidebar']")
+    assert app.locator("script:text('__pwned')").count() == 0, where
+    assert page.locator("img[src='x']").count() == 0, where
+    assert (
+        page.locator("b:text('bold tag'), strong:text('bold'), em:text('it'), b:text-is('n')").count() == 0
+    ), where
+    assert page.locator("strong:text-is('Evil')").count() == 0, where
+    assert page.locator("a[href^='javascript'], a[href*='evil.example']").count() == 0, where
+    assert page.locator("h1:text('Heading')").count() == 0, where
+    assert page.locator(".katex").count() == 0, where
+
+
 def test_a_hostile_prompt_shows_literally_everywhere_and_runs_nothing(page, studio):
     marker = uuid.uuid4().hex[:6]
     prompt = f"{HOSTILE} {marker}"
@@ -149,6 +165,7 @@ def test_a_hostile_prompt_shows_literally_everywhere_and_runs_nothing(page, stud
     expect(card).to_contain_text("<script>window.__pwned=1</script>")
     expect(card).to_contain_text("**bold** _it_ <b>bold tag</b> [link](javascript:")
     screenshot(page, "security-queue")
+    assert_inert(page, "the queue")
 
     page.get_by_role("link", name="Gallery").click()
     gallery_card = page.locator("[class*='st-key-card_']").filter(
@@ -156,11 +173,18 @@ def test_a_hostile_prompt_shows_literally_everywhere_and_runs_nothing(page, stud
     )
     expect(gallery_card).to_have_count(1)
     expect(gallery_card).to_contain_text("**bold** _it_ <b>b…")  # cut at 90 characters
+    assert_inert(page, "the gallery")
     gallery_card.get_by_role("button", name="Open").click()
     dialog = page.get_by_role("dialog")
-    expect(dialog.locator("code")).to_contain_text(prompt)  # the whole prompt, as sent
+    expect(dialog.locator("code").filter(has_text=marker)).to_contain_text(
+        prompt
+    )  # the whole prompt, as sent
+    # The text check lists the quoted strings it looked for: a URL among them stays plain text.
+    expect(dialog.locator("p").filter(has_text="visit https://evil.example/win").first).to_be_visible(
+        timeout=30_000
+    )
     screenshot(page, "security-lightbox")
-
+    assert_inert(page, "the lightbox")
     page.keyboard.press("Escape")
 
     # Saved to the library under a name that is markdown too: both shown as typed.
@@ -179,13 +203,4 @@ def test_a_hostile_prompt_shows_literally_everywhere_and_runs_nothing(page, stud
     expect(lib_card).to_contain_text(name)
     expect(lib_card).to_contain_text("<script>window.__pwned=1</script>")
     screenshot(page, "security-library")
-
-    assert page.evaluate("() => window.__pwned") is None
-    main = page.locator("[data-testid='stMain'], [role='dialog']")
-    assert main.locator("script:text('__pwned')").count() == 0
-    assert page.locator("img[src='x']").count() == 0
-    assert page.locator("b:text('bold tag'), strong:text('bold'), em:text('it'), b:text-is('n')").count() == 0
-    assert page.locator("strong:text-is('Evil')").count() == 0
-    assert page.locator("a[href^='javascript']").count() == 0
-    assert page.locator("h1:text('Heading')").count() == 0
-    assert page.locator(".katex").count() == 0
+    assert_inert(page, "the library")
