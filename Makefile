@@ -47,7 +47,7 @@ test: install-test browser ocr
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
-# 300 submissions under faults, the tracker killed with SIGKILL mid-way and restarted;
+# 300 submissions under faults, the tracker killed with SIGKILL twice mid-way and restarted;
 # prints the figures and fails unless all are terminal, none duplicated, none lost.
 # (`make test` runs a 30-submission version.)
 soak: install
