@@ -83,6 +83,9 @@ def test_text_check_and_delivery_kit_from_studio_to_gallery(browser, tmp_path):
         generate(page).click()
         wrong = creative(page, wrong_marker)
         check = wrong.locator("[class*='st-key-textcheck_']")
+        # Streamlit updates containers in place: wait until this creative alone matches.
+        expect(wrong).to_have_count(1, timeout=SLOW)
+        expect(check).to_have_count(1, timeout=SLOW)
         expect(check).to_contain_text("✗ SUMMER DROP", timeout=SLOW)
         expect(check).to_contain_text("read “SUMMR DRP”")
         expect(check).not_to_contain_text("✓")
