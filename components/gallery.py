@@ -103,17 +103,17 @@ def card(item: GalleryItem, check: TextCheck | None = None) -> None:
         return
     with st.container(border=True, key=f"card_{item.output_id}"):
         show_image(f"/thumbs/{item.sha256}.webp")
-        chips = st.columns([1, 1, 1], gap="small")
-        with chips[0]:
-            st.badge(item.aspect_ratio, color="blue")
-        with chips[1]:
-            st.badge(item.resolution, color="violet")
-        if item.favourite:
-            with chips[2]:
-                st.badge("★", color="orange")
+        # One line for the chips and the time: a page has 24 cards, and every
+        # element costs server time on each rerun. Ratio and resolution come
+        # from our own table, never from outside, so they are safe in markdown.
+        favourite = " :orange-badge[★]" if item.favourite else ""
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(item.created_at))
+        st.markdown(
+            f":blue-badge[{item.aspect_ratio.replace(':', '&#58;')}] :violet-badge[{item.resolution}]{favourite}"
+            f" :gray[{when}]"
+        )
         text_badge(check)
         st.text(item.prompt[:90] + ("…" if len(item.prompt) > 90 else ""))
-        st.caption(time.strftime("%Y-%m-%d %H:%M", time.localtime(item.created_at)))
         b1, b2 = st.columns([1, 1], vertical_alignment="center")
         if b1.button("Open", key=f"open_{item.output_id}", icon=":material/open_in_full:", width="stretch"):
             lightbox(item.output_id)
