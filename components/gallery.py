@@ -21,6 +21,7 @@ from studio.store import GalleryItem, GalleryQuery, TextCheck
 
 PAGE_SIZE = 24
 SELECTED = "gallery_selected"
+LIGHTBOX = "gallery_lightbox"
 
 
 def selected() -> set[int]:
@@ -116,7 +117,7 @@ def card(item: GalleryItem, check: TextCheck | None = None) -> None:
         st.text(item.prompt[:90] + ("…" if len(item.prompt) > 90 else ""))
         b1, b2 = st.columns([1, 1], vertical_alignment="center")
         if b1.button("Open", key=f"open_{item.output_id}", icon=":material/open_in_full:", width="stretch"):
-            lightbox(item.output_id)
+            st.session_state[LIGHTBOX] = item.output_id
         b2.checkbox(
             "Select", key=f"sel_{item.output_id}", value=item.output_id in selected(),
             on_change=_toggle, args=(item.output_id,),
@@ -124,15 +125,28 @@ def card(item: GalleryItem, check: TextCheck | None = None) -> None:
 
 
 def reuse(item: GalleryItem) -> None:
+    st.session_state.pop(LIGHTBOX, None)
     draft.load(item.prompt, [item.aspect_ratio], item.resolution)
     st.switch_page("pages/studio.py")
 
 
-@st.dialog("Image", width="large")
+def _close_lightbox() -> None:
+    st.session_state.pop(LIGHTBOX, None)
+
+
+def open_lightbox() -> None:
+    """Show the lightbox if one is open: it stays open across full reruns
+    (a timer elsewhere on the page, a slow kit build) until dismissed."""
+    if st.session_state.get(LIGHTBOX):
+        lightbox(st.session_state[LIGHTBOX])
+
+
+@st.dialog("Image", width="large", on_dismiss=_close_lightbox)
 def lightbox(output_id: int) -> None:
     services = get_services()
     found = services.store.gallery_items([output_id])
     if not found:
+        _close_lightbox()
         st.info("This image was deleted.")
         return
     item = found[0]
@@ -169,6 +183,7 @@ def lightbox(output_id: int) -> None:
         st.write("Delete this image and its file? This cannot be undone.")
         if st.button("Yes, delete", key="lb_delete", type="primary"):
             delete([item.output_id])
+            _close_lightbox()
             st.rerun()
     kit = st.expander(
         "Delivery kit for this creative", icon=":material/package_2:", key="lb_kitx", on_change="rerun"

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from components.campaign_view import campaign_gallery, spend_summary
-from components.gallery import PAGE_SIZE, bulk_bar, card, filters, restore_from_file
+from components.gallery import PAGE_SIZE, bulk_bar, card, filters, open_lightbox, restore_from_file
 from components.services import get_services
 
 services = get_services()
@@ -34,3 +34,4 @@ for i, item in enumerate(items):
         card(item, checks.get(item.output_id))
 if pages > 1:
     st.pagination(pages, key="g_page")
+open_lightbox()
