@@ -27,7 +27,7 @@ from benchmarks.common import Row, mean, pct
 from studio.callbacks import parse_terminal_task
 from studio.client import HiAPIClient
 from studio.models import TaskRequest
-from studio.schedule import DurationHistory, next_check_delay
+from studio.schedule import DurationHistory, next_check_delay, replay
 from studio.simulator import Simulator, realistic_duration
 from studio.store import Store
 from studio.tracker import Tracker
@@ -38,16 +38,6 @@ SECTION = "P1 detection"
 
 
 # -- virtual clock -------------------------------------------------------------
-def _follow(policy, phases) -> tuple[float, int]:
-    q, h, a = phases
-    finish = q + h + a
-    t, checks = 0.0, 0
-    while True:
-        status = "queued" if t < q else "handling" if t < q + h else "archiving"
-        t += policy(t, status, checks)
-        checks += 1
-        if t >= finish:
-            return t - finish, checks
 
 
 def virtual(n: int = 400, seed: int = 11) -> dict[str, dict[str, float]]:
@@ -63,7 +53,7 @@ def virtual(n: int = 400, seed: int = 11) -> dict[str, dict[str, float]]:
             ("fixed 3 s", lambda t, s, k: 3.0),
             ("fixed 0.5 s", lambda t, s, k: 0.5),
         ):
-            runs[name].extend(_follow(pol, p) for p in tasks)
+            runs[name].extend(replay(pol, p) for p in tasks)
     for name, r in runs.items():
         out[name] = {
             "p50": pct([d for d, _ in r], 0.5),

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .models import TaskStatus
@@ -120,3 +120,20 @@ def next_check_delay(
         delay = min(delay, max(cap, start - elapsed))
     # Before the window one hop may be long: the window start is already a low quantile.
     return delay if elapsed < start else min(delay, MAX_INTERVAL / scale)
+
+
+def replay(
+    policy: Callable[[float, str, int], float], phases: tuple[float, float, float]
+) -> tuple[float, int]:
+    """Follow one task on a virtual clock: (detection delay, GETs) for a policy
+    `(elapsed, status, checks) -> delay` and a task spending (queued, handling,
+    archiving) seconds in each status. Used by tests and benchmarks alike."""
+    q, h, a = phases
+    finish = q + h + a
+    t, checks = 0.0, 0
+    while True:
+        status = TaskStatus.QUEUED if t < q else TaskStatus.HANDLING if t < q + h else TaskStatus.ARCHIVING
+        t += policy(t, status, checks)
+        checks += 1
+        if t >= finish:
+            return t - finish, checks
