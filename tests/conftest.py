@@ -16,6 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
+#: How long a browser test waits for results to arrive (ms): generous, so a busy 2-core machine passes.
+ARRIVAL_MS = 120_000
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",

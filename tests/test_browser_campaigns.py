@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import expect
 
 from studio.images import read_recipe
-from tests.conftest import StudioServer, screenshot
+from tests.conftest import ARRIVAL_MS, StudioServer, screenshot
 from tests.test_browser_studio import EDITOR, generate, open_studio, set_prompt, set_ratio
 
 pytestmark = pytest.mark.browser
@@ -71,9 +71,9 @@ def test_csv_campaign_confirm_grid_zip_and_template_after_restart(browser, tmp_p
 
         # Six images arrive; the campaign card says so.
         card = page.locator("[class*='st-key-studio_campaign_']").filter(has_text=f"Spring {marker}")
-        expect(card).to_contain_text("6 done · 0 failed · 0 left", timeout=40_000)
+        expect(card).to_contain_text("6 done · 0 failed · 0 left", timeout=ARRIVAL_MS)
         thumbs = page.locator("[class*='st-key-creative_cmp'] img[src*='/thumbs/']")
-        expect(thumbs).to_have_count(6, timeout=20_000)
+        expect(thumbs).to_have_count(6, timeout=ARRIVAL_MS)
         screenshot(page, "campaign-studio")
 
         # The Gallery's campaign view: a grid of 3 rows × 2 ratios, and the zip.

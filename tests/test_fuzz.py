@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import tempfile
 import unicodedata
+import uuid
 from pathlib import Path
 
 import httpx
@@ -122,7 +123,7 @@ def test_every_valid_prompt_survives_the_wire_and_the_store_exactly(store, promp
     request = TaskRequest(prompt, "1:1", "1K")
     wire = json.dumps(request.to_body(), ensure_ascii=False).encode("utf-8")
     assert TaskRequest.from_body(json.loads(wire)).prompt == prompt
-    sid = store.add_submission(request, idempotency_key=f"k-{id(prompt)}-{hash(prompt)}", creative_id="c")
+    sid = store.add_submission(request, idempotency_key=f"k-{uuid.uuid4().hex}", creative_id="c")
     assert store.submission(sid).prompt == prompt
 
 
@@ -221,8 +222,10 @@ def test_client_raises_only_hiapi_errors_on_any_answer(body, status):
     reports=st.lists(st.one_of(TASKISH, st.fixed_dictionaries({"status": STATUS})), min_size=1, max_size=6)
 )
 def test_store_takes_any_sequence_of_reports(store, reports):
-    key = f"k-{id(reports)}-{len(store.recent(1))}-{hash(json.dumps(reports, default=str))}"
-    sid = store.add_submission(TaskRequest("p", "1:1", "1K"), idempotency_key=key, creative_id="c")
+    # A fresh key per example: keys built from id()/hash() collide across examples.
+    sid = store.add_submission(
+        TaskRequest("p", "1:1", "1K"), idempotency_key=f"k-{uuid.uuid4().hex}", creative_id="c"
+    )
     task_id = f"tk-{sid}"
     store.mark_created(sid, task_id)
     seen_terminal = None
