@@ -5,6 +5,7 @@ import gc
 import streamlit as st
 
 from access import require_login
+from components import submit
 from components.chrome import mode_badge
 from components.services import get_services
 from studio.startup import StartupError
@@ -40,6 +41,8 @@ def _freeze_startup_heap() -> None:
 
 
 page = st.navigation(pages)
+if page.title != "Studio":
+    st.session_state.pop(submit.NOTICE, None)  # a "Submitted" note belongs to the visit that sent it
 mode_badge()
 page.run()
 _freeze_startup_heap()

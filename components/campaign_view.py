@@ -3,6 +3,7 @@ the rows × ratios grid, the campaign zip, and the estimated spend."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import pandas as pd
@@ -151,8 +152,17 @@ def _failed_rows(c: Campaign) -> None:
             }
             services = get_services()
             try:
+                # One intent, one token: these failed cells, resubmitted once however often the
+                # click is replayed by overlapping reruns.
+                failed = ",".join(str(x.submission_id) for x in sorted(cells, key=lambda x: x.submission_id))
+                token = f"resub-{c.id}-" + hashlib.sha256(failed.encode()).hexdigest()[:24]
                 ids = resubmit(
-                    services.tracker, c.id, edits, pricing=services.pricing, model=services.settings.model
+                    services.tracker,
+                    c.id,
+                    edits,
+                    pricing=services.pricing,
+                    model=services.settings.model,
+                    click_token=token,
                 )
             except ValueError as exc:
                 st.error(str(exc), icon=":material/error:")

@@ -50,7 +50,7 @@ _EDITOR_JS = r"""
     e.preventDefault();
     e.target.blur();  // commits the text first
     setTimeout(() => {
-      const btn = [...doc.querySelectorAll(".st-key-generate button")].find((b) => b.offsetParent !== null);
+      const btn = [...doc.querySelectorAll(".st-key-generate_box button")].find((b) => b.offsetParent !== null);
       if (btn && !btn.disabled) btn.click();
     }, 300);
   }, true);

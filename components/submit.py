@@ -8,6 +8,8 @@ a confirmation; what is confirmed is exactly what is sent.
 
 from __future__ import annotations
 
+import json
+import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -15,18 +17,23 @@ import streamlit as st
 
 from components import draft
 from components.services import get_services
-from studio.campaign_store import CampaignStore, default_name, launch
+from components.text import literal
+from studio.campaign_store import default_name, launch
 from studio.campaigns import CampaignPlan, plan_campaign, variables
 from studio.errors import HiAPIError
 from studio.models import TaskRequest
 from studio.pricing import Pricing, to_micros
 from studio.ratios import combination_problem
+from studio.store import SpendRate
 from studio.validation import first_problem_by_field, validate_request
 
 ERRORS = "submit_errors"
 NOTICE = "submit_notice"
 PENDING = "submit_pending"  # what the confirmation dialog is asking about
 FOCUS = "campaign_focus"  # the campaign the Gallery's campaign view opens on
+TOKEN = "generate_token"  # the click token the Generate button carries now
+SAID_FOR = "submit_said_for"  # the draft the notice and errors were written for
+FIELD_NAMES = {"prompt": "Prompt", "aspect_ratio": "Aspect ratio", "resolution": "Resolution", "rows": "Rows"}
 
 
 @dataclass
@@ -38,11 +45,25 @@ class Plan:
     errors: dict[str, str] = field(default_factory=dict)
 
 
+def ratio_problem(ratios: list[str], resolution: str) -> str | None:
+    """Why no picked ratio can be sent at this resolution (None when one can).
+
+    Known before any click, so Generate is disabled with this reason beside it.
+    """
+    if not ratios:
+        return "Pick at least one aspect ratio."
+    why = [combination_problem(r, resolution) for r in ratios]
+    if all(why):
+        return f"None of the picked ratios works at {resolution}: " + "; ".join(w for w in why if w)
+    return None
+
+
 def plan(prompt: str, ratios: list[str], resolution: str, model: str) -> Plan:
     """One request per valid ratio; field errors if nothing can be sent."""
     p = Plan()
-    if not ratios:
-        p.errors["aspect_ratio"] = "Pick at least one aspect ratio."
+    ratio_why = ratio_problem(ratios, resolution)
+    if ratio_why:
+        p.errors["aspect_ratio"] = ratio_why
     # Prompt and resolution rules do not depend on the ratio: check them once.
     base = first_problem_by_field(validate_request(prompt, "auto", resolution))
     base.pop("aspect_ratio", None)
@@ -59,10 +80,6 @@ def plan(prompt: str, ratios: list[str], resolution: str, model: str) -> Plan:
             p.errors.update(first_problem_by_field(problems))
             return p
         p.requests.append(TaskRequest(prompt, ratio, resolution, model))
-    if not p.requests:
-        p.errors["aspect_ratio"] = (
-            "None of the picked ratios works at " + resolution + ": " + "; ".join(why for _, why in p.skipped)
-        )
     return p
 
 
@@ -102,49 +119,97 @@ def _summary(p: Plan | CampaignPlan, pricing: Pricing) -> dict:
     }
 
 
+def _token() -> str:
+    """The token of the next click: one token, at most one creative (see Tracker.submit)."""
+    return st.session_state.setdefault(TOKEN, uuid.uuid4().hex)
+
+
+def _draft_signature() -> str:
+    """What the user has typed and picked; a notice or an error belongs to one signature."""
+    return json.dumps(
+        [
+            draft.prompt(),
+            draft.ratios(),
+            draft.resolution(),
+            draft.rows(),
+            st.session_state.get(draft.CAMPAIGN_NAME),
+        ],
+        sort_keys=True,
+        default=str,
+    )
+
+
+def _say(*, errors: dict[str, str] | None = None, notice: str | None = None) -> None:
+    st.session_state[ERRORS] = errors or {}
+    st.session_state[NOTICE] = notice
+    st.session_state[SAID_FOR] = _draft_signature()
+
+
+def forget_stale() -> None:
+    """Drop the notice and errors once the draft they were about has changed."""
+    ss = st.session_state
+    if (ss.get(NOTICE) or ss.get(ERRORS)) and ss.get(SAID_FOR) != _draft_signature():
+        ss[NOTICE] = None
+        ss[ERRORS] = {}
+
+
 def _send(summary: dict) -> None:
-    """Hand a confirmed (or below-threshold) plan to the tracker; notes go to session state."""
+    """Hand a confirmed (or below-threshold) plan to the tracker; notes go to session state.
+
+    The summary carries the click's token: sending it again (a rerun that calls
+    the callback twice, a double click on the confirm) records nothing new.
+    """
     services = get_services()
     pricing = services.pricing
     p = summary["plan"]
+    token = summary["token"]
     try:
         if isinstance(p, CampaignPlan):
             name = st.session_state.get(draft.CAMPAIGN_NAME, "").strip() or default_name()
-            cid, ids = launch(services.tracker, p, name=name, pricing=pricing, model=services.settings.model)
+            cid, ids = launch(
+                services.tracker,
+                p,
+                name=name,
+                pricing=pricing,
+                model=services.settings.model,
+                click_token=token,
+            )
             st.session_state[FOCUS] = cid
             note = f"Campaign “{name}” started: {len(ids)} image{'s' if len(ids) != 1 else ''}"
         else:
-            ids = services.tracker.submit(p.requests)
-            CampaignStore(services.store).record_spend(
-                ids,
-                resolution=summary["resolution"],
-                unit_micros=to_micros(summary["unit"]),
-                currency=pricing.currency,
-            )
+            rate = SpendRate(summary["resolution"], to_micros(summary["unit"]), pricing.currency)
+            ids = services.tracker.submit(p.requests, click_token=token, spend=rate)
             note = f"Submitted {len(ids)} image{'s' if len(ids) != 1 else ''}"
     except (HiAPIError, ValueError) as exc:
-        st.session_state[ERRORS] = {"general": getattr(exc, "message", None) or str(exc)}
+        _say(errors={"general": getattr(exc, "message", None) or str(exc)})
         return
+    if st.session_state.get(TOKEN) == token:
+        st.session_state[TOKEN] = uuid.uuid4().hex  # the next click is a new creative
     if summary["cost"] > 0:
         note += f" · ≈{summary['money']}"
     note += "."
     if p.skipped:
         note += " Skipped " + ", ".join(f"{r} ({why})" for r, why in p.skipped)
-    st.session_state[NOTICE] = note
+    _say(notice=note)
 
 
-def on_generate() -> None:
-    """Button callback: runs before the page, so errors render beside their widgets."""
+def on_generate(token: str) -> None:
+    """Button callback (runs before the page, so errors render beside their widgets).
+
+    `token` is bound when the button is drawn, so every call for one click —
+    Streamlit may run a click's callback again when reruns overlap — carries
+    the same token and sends at most once.
+    """
     services = get_services()
     p = current_plan(services.settings.model)
     errors = dict(p.errors) if isinstance(p, Plan) else dict(p.problems)
-    st.session_state[ERRORS] = errors
-    st.session_state[NOTICE] = None
+    _say(errors=errors)
     st.session_state[PENDING] = None
     if errors:
         return
     pricing = services.pricing
     summary = _summary(p, pricing)
+    summary["token"] = token
     if pricing.needs_confirmation(summary["images"], summary["resolution"]):
         st.session_state[PENDING] = summary  # the page opens the dialog
         return
@@ -188,6 +253,8 @@ def confirm_if_pending() -> None:
 
 
 def errors() -> dict[str, str]:
+    """The last click's problems, while the draft is still the one they were about."""
+    forget_stale()
     return st.session_state.get(ERRORS) or {}
 
 
@@ -199,8 +266,10 @@ def button_label(n: int, cost: Decimal, pricing: Pricing) -> str:
 
 
 def generate_button() -> None:
+    """Generate, its cost, and every message about sending, in one place beside the prompt."""
     services = get_services()
     pricing = services.pricing
+    forget_stale()
     text = draft.prompt()
     res = draft.resolution()
     ratios = [r for r in draft.ratios() if not combination_problem(r, res)]
@@ -212,17 +281,31 @@ def generate_button() -> None:
             n = rows * len(ratios)
     else:
         n = len(ratios)
-    st.button(
-        button_label(n, pricing.estimate(n, res), pricing),
-        key="generate",
-        type="primary",
-        on_click=on_generate,
-        width="stretch",
-        help="Ctrl/⌘+Enter in the prompt does the same. The cost is an estimate from the price table in Settings.",
-    )
-    notice = st.session_state.get(NOTICE)
-    if notice:
-        st.success(notice, icon=":material/send:")
-    general = errors().get("general")
-    if general:
-        st.error(general, icon=":material/error:")
+    # Only what the pickers decide disables the button: the prompt commits on
+    # blur, so a click right after typing must still reach the callback.
+    blocked = ratio_problem(draft.ratios(), res)
+    token = _token()
+    with st.container(key="generate_box"):
+        st.button(
+            button_label(n, pricing.estimate(n, res), pricing),
+            key=f"generate_{token}",
+            type="primary",
+            on_click=on_generate,
+            args=(token,),
+            disabled=blocked is not None,
+            width="stretch",
+            help="Ctrl/⌘+Enter in the prompt does the same. The cost is an estimate from the price table in Settings.",
+        )
+        if blocked:
+            with st.container(key="generate_blocked"):
+                st.caption(f":material/block: {literal(blocked)}")
+        notice = st.session_state.get(NOTICE)
+        if notice:
+            st.success(literal(notice), icon=":material/send:")
+        for name, message in errors().items():
+            if name == "general":
+                st.error(literal(message), icon=":material/error:")
+            elif not (blocked and name == "aspect_ratio"):
+                st.error(
+                    f"{FIELD_NAMES.get(name, name.title())}: {literal(message)}", icon=":material/error:"
+                )

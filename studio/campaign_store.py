@@ -163,6 +163,75 @@ def ensure_schema(store: Store) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class NewCampaign:
+    """A campaign about to be launched: its template, variables, ratios and rows (values, prompt)."""
+
+    name: str
+    template: str
+    variables: tuple[str, ...]
+    ratios: tuple[str, ...]
+    resolution: str
+    rows: tuple[tuple[dict[str, str], str], ...]
+
+
+def _key_seen(c: Any, key: str) -> bool:
+    return c.execute("SELECT 1 FROM submissions WHERE idempotency_key = ?", (key,)).fetchone() is not None
+
+
+def _insert_campaign(c: Any, new: NewCampaign, *, unit_micros: int, currency: str, now: float) -> int:
+    cur = c.execute(
+        "INSERT INTO campaigns (name, template, variables, ratios, resolution, state, unit_micros,"
+        " currency, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+        (
+            new.name.strip() or "Campaign",
+            new.template,
+            json.dumps(list(new.variables)),
+            json.dumps(list(new.ratios)),
+            new.resolution,
+            RUNNING,
+            int(unit_micros),
+            currency,
+            now,
+        ),
+    )
+    cid = int(cur.lastrowid)
+    c.executemany(
+        "INSERT INTO campaign_rows (campaign_id, idx, vals, prompt) VALUES (?,?,?,?)",
+        [(cid, i, json.dumps(v, ensure_ascii=False), p) for i, (v, p) in enumerate(new.rows, 1)],
+    )
+    return cid
+
+
+def _insert_cells(
+    c: Any,
+    campaign_id: int,
+    cells: Sequence[tuple[int, TaskRequest, str]],
+    *,
+    unit_micros: int,
+    currency: str,
+    now: float,
+) -> list[int]:
+    ids = []
+    for row, request, key in cells:
+        sid = insert_submission(
+            c, request, idempotency_key=key, creative_id=f"cmp{campaign_id}-r{row}", now=now
+        )
+        c.execute(
+            "INSERT INTO campaign_tasks (submission_id, campaign_id, row_idx, aspect_ratio) VALUES (?,?,?,?)",
+            (sid, campaign_id, row, request.aspect_ratio),
+        )
+        c.execute(
+            "INSERT INTO spend (submission_id, campaign_id, resolution, unit_micros, currency, at)"
+            " VALUES (?,?,?,?,?,?)",
+            (sid, campaign_id, request.resolution, int(unit_micros), currency, now),
+        )
+        ids.append(sid)
+    if ids:
+        c.execute("UPDATE campaigns SET state = ? WHERE id = ?", (RUNNING, campaign_id))
+    return ids
+
+
 class CampaignStore:
     """Campaign and spend queries over a `Store` (thread-safe like the store)."""
 
@@ -184,29 +253,10 @@ class CampaignStore:
         now: float | None = None,
     ) -> int:
         """Record a campaign and its rows (values, rendered prompt); rows are numbered from 1."""
+        new = NewCampaign(name, template, tuple(variables), tuple(ratios), resolution, tuple(rows))
         now = time.time() if now is None else now
         with self.store.transaction() as c:
-            cur = c.execute(
-                "INSERT INTO campaigns (name, template, variables, ratios, resolution, state, unit_micros,"
-                " currency, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                (
-                    name.strip() or "Campaign",
-                    template,
-                    json.dumps(list(variables)),
-                    json.dumps(list(ratios)),
-                    resolution,
-                    RUNNING,
-                    int(unit_micros),
-                    currency,
-                    now,
-                ),
-            )
-            cid = int(cur.lastrowid)
-            c.executemany(
-                "INSERT INTO campaign_rows (campaign_id, idx, vals, prompt) VALUES (?,?,?,?)",
-                [(cid, i, json.dumps(v, ensure_ascii=False), p) for i, (v, p) in enumerate(rows, 1)],
-            )
-        return cid
+            return _insert_campaign(c, new, unit_micros=unit_micros, currency=currency, now=now)
 
     def add_cells(
         self,
@@ -218,27 +268,68 @@ class CampaignStore:
         now: float | None = None,
     ) -> list[int]:
         """Record (row, request, idempotency key) cells as submissions of the campaign, with spend entries."""
+        return self.add_cells_once(campaign_id, cells, unit_micros=unit_micros, currency=currency, now=now)[0]
+
+    def add_cells_once(
+        self,
+        campaign_id: int,
+        cells: Sequence[tuple[int, TaskRequest, str]],
+        *,
+        unit_micros: int,
+        currency: str,
+        now: float | None = None,
+    ) -> tuple[list[int], bool]:
+        """`add_cells`, at most once per click: returns (submission ids, created).
+
+        When the first cell's key is stored already, nothing is written and the
+        submissions recorded under these keys are returned with `False`.
+        """
         now = time.time() if now is None else now
-        ids = []
         with self.store.transaction() as c:
-            for row, request, key in cells:
-                sid = insert_submission(
-                    c, request, idempotency_key=key, creative_id=f"cmp{campaign_id}-r{row}", now=now
+            if cells and _key_seen(c, cells[0][2]):
+                marks = ",".join("?" * len(cells))
+                rows = c.execute(
+                    f"SELECT id FROM submissions WHERE idempotency_key IN ({marks}) ORDER BY id",
+                    [key for _, _, key in cells],
                 )
-                c.execute(
-                    "INSERT INTO campaign_tasks (submission_id, campaign_id, row_idx, aspect_ratio)"
-                    " VALUES (?,?,?,?)",
-                    (sid, campaign_id, row, request.aspect_ratio),
+                return [int(r[0]) for r in rows], False
+            ids = _insert_cells(c, campaign_id, cells, unit_micros=unit_micros, currency=currency, now=now)
+            return ids, True
+
+    def launch_once(
+        self,
+        new: NewCampaign,
+        cells: Sequence[tuple[int, TaskRequest, str]],
+        *,
+        unit_micros: int,
+        currency: str,
+        now: float | None = None,
+    ) -> tuple[int, list[int], bool]:
+        """Record a campaign, its rows, cells and spend in ONE transaction, at most once per click.
+
+        Returns (campaign id, submission ids, created). When the click's first
+        key is stored already, the campaign it launched is returned and nothing
+        is written (`created` False): one click launches one campaign.
+        """
+        if not cells:
+            raise ValueError("a campaign needs at least one cell")
+        now = time.time() if now is None else now
+        with self.store.transaction() as c:
+            seen = c.execute(
+                "SELECT t.campaign_id FROM submissions s JOIN campaign_tasks t ON t.submission_id = s.id"
+                " WHERE s.idempotency_key = ?",
+                (cells[0][2],),
+            ).fetchone()
+            if seen is not None:
+                cid = int(seen[0])
+                rows = c.execute(
+                    "SELECT submission_id FROM campaign_tasks WHERE campaign_id = ? ORDER BY submission_id",
+                    (cid,),
                 )
-                c.execute(
-                    "INSERT INTO spend (submission_id, campaign_id, resolution, unit_micros, currency, at)"
-                    " VALUES (?,?,?,?,?,?)",
-                    (sid, campaign_id, request.resolution, int(unit_micros), currency, now),
-                )
-                ids.append(sid)
-            if ids:
-                c.execute("UPDATE campaigns SET state = ? WHERE id = ?", (RUNNING, campaign_id))
-        return ids
+                return cid, [int(r[0]) for r in rows], False
+            cid = _insert_campaign(c, new, unit_micros=unit_micros, currency=currency, now=now)
+            ids = _insert_cells(c, cid, cells, unit_micros=unit_micros, currency=currency, now=now)
+            return cid, ids, True
 
     def record_spend(
         self, submission_ids: Sequence[int], *, resolution: str, unit_micros: int, currency: str
@@ -416,29 +507,35 @@ class CampaignStore:
 
 
 def launch(
-    tracker: Any, plan: CampaignPlan, *, name: str, pricing: Pricing, model: str
+    tracker: Any,
+    plan: CampaignPlan,
+    *,
+    name: str,
+    pricing: Pricing,
+    model: str,
+    click_token: str | None = None,
 ) -> tuple[int, list[int]]:
     """Record a planned campaign and queue all its cells; returns (campaign id, submission ids).
 
-    The plan must have no problems (ValueError otherwise: nothing is written).
+    One click (`click_token`) launches at most one campaign: launching it again
+    returns the first campaign and sends nothing. The plan must have no
+    problems (ValueError otherwise: nothing is written).
     """
     if plan.problems or not plan.prompts:
         raise ValueError(next(iter(plan.problems.values()), "Nothing to generate."))
-    book = CampaignStore(tracker.store)
-    unit = to_micros(pricing.unit(plan.resolution))
-    cid = book.add_campaign(
+    new = NewCampaign(
         name=name or default_name(),
         template=plan.template,
-        variables=plan.names,
-        ratios=plan.ratios,
+        variables=tuple(plan.names),
+        ratios=tuple(plan.ratios),
         resolution=plan.resolution,
-        rows=list(zip(plan.rows, plan.prompts, strict=True)),
-        unit_micros=unit,
-        currency=pricing.currency,
+        rows=tuple(zip(plan.rows, plan.prompts, strict=True)),
     )
+    unit = to_micros(pricing.unit(plan.resolution))
     cells = [(c.row, c.request) for c in plan.cells(model)]
-    ids = tracker.submit_campaign(cid, cells, unit_micros=unit, currency=pricing.currency)
-    return cid, ids
+    return tracker.launch_campaign(
+        new, cells, unit_micros=unit, currency=pricing.currency, click_token=click_token
+    )
 
 
 def resubmit(
@@ -448,8 +545,11 @@ def resubmit(
     *,
     pricing: Pricing,
     model: str,
+    click_token: str | None = None,
 ) -> list[int]:
     """Resubmit the failed and cancelled cells of the given rows, with their (edited) values.
+
+    Once per `click_token` (see `Tracker.submit`).
 
     `edits` maps a row number to its values. Every row is rendered and checked
     first; a problem raises ValueError naming the row, and nothing is sent.
@@ -482,7 +582,9 @@ def resubmit(
     if not cells:
         return []
     unit = to_micros(pricing.unit(camp.resolution))
-    return tracker.submit_campaign(campaign_id, cells, unit_micros=unit, currency=pricing.currency)
+    return tracker.submit_campaign(
+        campaign_id, cells, unit_micros=unit, currency=pricing.currency, click_token=click_token
+    )
 
 
 def default_name(now: float | None = None) -> str:

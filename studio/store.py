@@ -506,6 +506,45 @@ class Store:
                 c, request, idempotency_key=idempotency_key, creative_id=creative_id, now=now
             )
 
+    def add_click(
+        self,
+        keyed: Sequence[tuple[TaskRequest, str]],
+        *,
+        creative_id: str,
+        spend: SpendRate | None = None,
+        now: float | None = None,
+    ) -> tuple[list[int], bool]:
+        """Record one click's submissions (and their spend) in ONE transaction, at most once.
+
+        `keyed` pairs each request with its idempotency key, derived from the
+        click's token (`click_keys`). When the click's first key is stored
+        already, the click was recorded before (a Streamlit rerun, a double
+        click, a retried callback): nothing is written and the submissions of
+        that first recording are returned with `False`. Writers are serialised
+        (BEGIN IMMEDIATE), so two racing recordings of one click make one creative.
+        """
+        now = time.time() if now is None else now
+        if not keyed:
+            return [], False
+        with self._tx() as c:
+            seen = c.execute(
+                "SELECT creative_id FROM submissions WHERE idempotency_key = ?", (keyed[0][1],)
+            ).fetchone()
+            if seen is not None:
+                rows = c.execute("SELECT id FROM submissions WHERE creative_id = ? ORDER BY id", (seen[0],))
+                return [int(r[0]) for r in rows], False
+            ids = [
+                insert_submission(c, r, idempotency_key=key, creative_id=creative_id, now=now)
+                for r, key in keyed
+            ]
+            if spend is not None:
+                c.executemany(
+                    "INSERT OR IGNORE INTO spend (submission_id, campaign_id, resolution, unit_micros,"
+                    " currency, at) VALUES (?, NULL, ?, ?, ?, ?)",
+                    [(sid, spend.resolution, int(spend.unit_micros), spend.currency, now) for sid in ids],
+                )
+            return ids, True
+
     def mark_created(self, submission_id: int, task_id: str, *, now: float | None = None) -> bool:
         """Attach HiAPI's task id. Returns False if it was already attached.
 
@@ -982,6 +1021,21 @@ class Store:
                 if not c.execute("SELECT 1 FROM outputs WHERE sha256 = ? LIMIT 1", (sha,)).fetchone():
                     orphans.append(sha)
             return orphans
+
+
+@dataclass(frozen=True)
+class SpendRate:
+    """The price a click's images were sent at (one resolution, one unit price)."""
+
+    resolution: str
+    unit_micros: int
+    currency: str
+
+
+def click_keys(token: str, n: int) -> list[str]:
+    """The idempotency keys of one click's `n` creates: derived from its token, so every
+    recording or resend of the click carries the same keys (HiAPI replays, never re-bills)."""
+    return [f"{token}-{i}" for i in range(n)]
 
 
 def insert_submission(

@@ -29,7 +29,9 @@ its end.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import threading
 import time
 import uuid
@@ -39,10 +41,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import errors as E
-from .campaign_store import CANCELLED_STATE, PAUSED, RUNNING, CampaignStore
+from .campaign_store import CANCELLED_STATE, PAUSED, RUNNING, CampaignStore, NewCampaign
 from .models import Callback, Task, TaskRequest, TaskStatus
 from .schedule import DEFAULT_EXPECTED, DurationHistory, next_check_delay
-from .store import CallbackOutcome, Store, Submission
+from .store import CallbackOutcome, SpendRate, Store, Submission, click_keys
 
 log = logging.getLogger("studio.tracker")
 
@@ -110,6 +112,16 @@ class Health:
     last_error: str | None = None
     last_error_at: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+_CLICK_TOKEN = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
+
+
+def check_click_token(token: str) -> str:
+    """A click token becomes part of idempotency keys (at most 255 bytes at HiAPI): keep it plain."""
+    if not _CLICK_TOKEN.match(token):
+        raise ValueError("a click token is 8-128 letters, digits, '-' or '_'")
+    return token
 
 
 class Tracker:
@@ -194,8 +206,23 @@ class Tracker:
             self._watches[sub.id] = w
 
     # -- what pages call ------------------------------------------------------
-    def submit(self, requests: Sequence[TaskRequest], *, creative_id: str | None = None) -> list[int]:
-        """Record each request (with a fresh idempotency key) and queue its create.
+    def submit(
+        self,
+        requests: Sequence[TaskRequest],
+        *,
+        creative_id: str | None = None,
+        click_token: str | None = None,
+        spend: SpendRate | None = None,
+    ) -> list[int]:
+        """Record one click's requests (and their spend) once, and queue their creates.
+
+        `click_token` names the click (a button press, a shortcut, a confirm):
+        the same token always yields the same submissions, however often it is
+        submitted — a Streamlit rerun that calls the button's callback again,
+        a double click or a race between replicas records nothing new and
+        returns the first recording's ids. Each create's idempotency key is
+        derived from the token, so HiAPI replays rather than re-bills a resend.
+        Without a token the call is its own click.
 
         Requests must already be valid; an invalid one raises
         RequestValidationError before anything is written. The callback is
@@ -207,20 +234,25 @@ class Tracker:
             problems = r.problems()
             if problems:
                 raise E.RequestValidationError(problems)
-        creative_id = creative_id or uuid.uuid4().hex[:12]
-        ids = []
+        token = check_click_token(click_token or uuid.uuid4().hex)
+        creative_id = creative_id or hashlib.sha256(token.encode()).hexdigest()[:12]
+        if self.callback_url:
+            # Stored with the submission: a resend must carry the same body.
+            requests = [replace(r, callback=Callback(self.callback_url)) for r in requests]
         now = self.clock()
-        for r in requests:
-            if self.callback_url:
-                # Stored with the submission: a resend must carry the same body.
-                r = replace(r, callback=Callback(self.callback_url))
-            key = self.client.new_idempotency_key()
-            sid = self.store.add_submission(r, idempotency_key=key, creative_id=creative_id, now=now)
-            ids.append(sid)
-            with self._lock:
-                self._watches[sid] = _Watch(sid, now, "create")
-        self._wake.set()
+        keyed = list(zip(requests, click_keys(token, len(requests)), strict=True))
+        ids, created = self.store.add_click(keyed, creative_id=creative_id, spend=spend, now=now)
+        if created:
+            self.follow(ids)
         return ids
+
+    def follow(self, submission_ids: Sequence[int]) -> None:
+        """Queue the creates of submissions just recorded (by `submit` or a campaign launch)."""
+        now = self.clock()
+        with self._lock:
+            for sid in submission_ids:
+                self._watches.setdefault(sid, _Watch(sid, now, "create"))
+        self._wake.set()
 
     def ingest_callback(self, task: Task) -> str:
         """Store a terminal task report that came by callback; returns a `CallbackOutcome`.
@@ -267,11 +299,43 @@ class Tracker:
         *,
         unit_micros: int,
         currency: str,
+        click_token: str | None = None,
     ) -> list[int]:
-        """Record (row, request) cells of a campaign in one transaction and queue their creates.
+        """Record (row, request) cells of an existing campaign in one transaction and queue their creates.
 
-        Requests must already be valid (RequestValidationError otherwise, nothing written).
+        Once per `click_token`, like `submit`. Requests must already be valid
+        (RequestValidationError otherwise, nothing written).
         """
+        keyed = self._keyed_cells(cells, click_token)
+        ids, created = self._campaigns.add_cells_once(
+            campaign_id, keyed, unit_micros=unit_micros, currency=currency, now=self.clock()
+        )
+        if created:
+            self.follow(ids)
+        return ids
+
+    def launch_campaign(
+        self,
+        new: NewCampaign,
+        cells: Sequence[tuple[int, TaskRequest]],
+        *,
+        unit_micros: int,
+        currency: str,
+        click_token: str | None = None,
+    ) -> tuple[int, list[int]]:
+        """Record a new campaign with all its cells in one transaction, once per click; queue the creates."""
+        keyed = self._keyed_cells(cells, click_token)
+        cid, ids, created = self._campaigns.launch_once(
+            new, keyed, unit_micros=unit_micros, currency=currency, now=self.clock()
+        )
+        if created:
+            self.follow(ids)
+        return cid, ids
+
+    def _keyed_cells(
+        self, cells: Sequence[tuple[int, TaskRequest]], click_token: str | None
+    ) -> list[tuple[int, TaskRequest, str]]:
+        """Validate the cells, attach the studio's callback, and key each create from the click."""
         cells = [(row, replace(r, callback=None)) for row, r in cells]
         for _, r in cells:
             problems = r.problems()
@@ -279,16 +343,9 @@ class Tracker:
                 raise E.RequestValidationError(problems)
         if self.callback_url:  # stored with each submission, like `submit`
             cells = [(row, replace(r, callback=Callback(self.callback_url))) for row, r in cells]
-        now = self.clock()
-        keyed = [(row, r, self.client.new_idempotency_key()) for row, r in cells]
-        ids = self._campaigns.add_cells(
-            campaign_id, keyed, unit_micros=unit_micros, currency=currency, now=now
-        )
-        with self._lock:
-            for sid in ids:
-                self._watches[sid] = _Watch(sid, now, "create")
-        self._wake.set()
-        return ids
+        token = check_click_token(click_token or uuid.uuid4().hex)
+        keys = click_keys(token, len(cells))
+        return [(row, r, key) for (row, r), key in zip(cells, keys, strict=True)]
 
     def set_max_active(self, n: int) -> None:
         """Change the concurrency limit (Settings); takes effect on the next tick."""

@@ -126,3 +126,8 @@ def screenshot(page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def generate_button(at):
+    """The Studio's Generate button in an AppTest: its key carries the click token (`generate_<token>`)."""
+    return next(b for b in at.button if (b.key or "").startswith("generate_"))

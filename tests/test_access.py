@@ -128,7 +128,8 @@ def test_pages_show_only_a_sign_in_until_signed_in(browser, team_server):
             expect(page.get_by_role("button", name="Sign in")).to_be_visible()
             expect(page.get_by_text("Sign in to continue")).to_be_visible()
             assert (
-                page.locator(".st-key-prompt_editor, [class*='st-key-card_'], .st-key-generate").count() == 0
+                page.locator(".st-key-prompt_editor, [class*='st-key-card_'], .st-key-generate_box").count()
+                == 0
             )
             assert page.get_by_text("Task tracker").count() == 0
         screenshot(page, "access-sign-in")

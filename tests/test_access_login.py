@@ -208,7 +208,7 @@ def test_team_member_signs_in_through_oidc_and_gets_pages_and_images(browser, te
         page.locator(".st-key-prompt_editor textarea").fill('A badge that reads "TEAM"')
         page.locator(".st-key-prompt_editor textarea").evaluate("e => e.blur()")
         page.wait_for_timeout(400)
-        page.locator(".st-key-generate button:visible").click()
+        page.locator(".st-key-generate_box button:visible").click()
         thumb = page.locator("[class*='st-key-task_'] img[src*='/thumbs/']")
         expect(thumb).to_have_count(1, timeout=30_000)
         page.wait_for_function(

@@ -13,7 +13,7 @@ from tests.conftest import screenshot
 pytestmark = pytest.mark.browser
 
 EDITOR = ".st-key-prompt_editor textarea"
-GENERATE = ".st-key-generate button:visible"
+GENERATE = ".st-key-generate_box button:visible"
 
 
 def generate(page):

@@ -10,6 +10,7 @@ from studio import services as core
 from studio.campaign_store import CampaignStore
 from studio.library import Library
 from studio.pricing import Pricing, save
+from tests.conftest import generate_button
 from tests.test_studio_page import _checkbox, _texts, app  # noqa: F401
 
 CSV = b"product,headline,sku\nMug,HOT DEAL,A1\nBowl,FRESH,A2\nVase,NEW,A3\n"
@@ -21,7 +22,7 @@ def _prompt(at, text):
 
 
 def _generate_label(at):
-    return at.button(key="generate").label
+    return generate_button(at).label
 
 
 def test_csv_rows_become_a_campaign_after_one_confirmation_stating_count_and_cost(app):
@@ -36,7 +37,7 @@ def test_csv_rows_become_a_campaign_after_one_confirmation_stating_count_and_cos
     assert _generate_label(app) == "Generate 6 images · ≈$0.36"  # 6 × the 2K placeholder price
 
     app.text_input(key="draft_campaign_name").input("Spring launch").run()
-    app.button(key="generate").click().run()
+    generate_button(app).click().run()
     assert core.current().store.recent() == []  # nothing sent before the confirmation
     stated = " ".join(m.value for m in app.markdown)
     assert "Generate **6 images** (3 rows × 2 ratios at 2K) for about **$0.36**?" in stated
@@ -59,7 +60,7 @@ def test_cancelling_the_confirmation_sends_nothing(app):
     app.file_uploader(key="rows_file").upload("products.csv", CSV, "text/csv").run()
     app.button(key="rows_use").click().run()
     _checkbox(app, "16:9").check().run()
-    app.button(key="generate").click().run()
+    generate_button(app).click().run()
     app.button(key="confirm_cancel").click().run()
     assert core.current().store.recent() == []
     assert "confirm_generate" not in [b.key for b in app.button]  # the dialog is closed
@@ -69,7 +70,7 @@ def test_below_the_threshold_generates_at_once_and_records_the_cost(app):
     _prompt(app, "A lighthouse at dawn")
     _checkbox(app, "16:9").check().run()
     assert _generate_label(app) == "Generate 2 images · ≈$0.06"
-    app.button(key="generate").click().run()
+    generate_button(app).click().run()
     assert len(core.current().store.recent()) == 2
     [line] = CampaignStore(core.current().store).spend("all")
     assert line.pending_images + line.images == 2
@@ -84,14 +85,14 @@ def test_bad_file_and_missing_values_are_explained(app):
     app.file_uploader(key="rows_file").upload("half.csv", b"product\nMug\n", "text/csv").run()
     assert "No column for {{headline}}" in _texts(app)
     app.button(key="rows_use").click().run()
-    app.button(key="generate").click().run()
+    generate_button(app).click().run()
     assert "Row 1: {{headline}} is empty" in _texts(app)
     assert core.current().store.recent() == []
 
 
 def test_bad_placeholder_is_refused_with_the_prompt_field_named(app):
     _prompt(app, "A poster {{2nd}} and {{product}}")
-    app.button(key="generate").click().run()
+    generate_button(app).click().run()
     assert "{{2nd}} is not a variable" in _texts(app)
     assert core.current().store.recent() == []
 
@@ -119,7 +120,7 @@ def test_threshold_in_settings_applies_to_generate(app):
     _prompt(app, PROMPT)
     app.file_uploader(key="rows_file").upload("products.csv", CSV, "text/csv").run()
     app.button(key="rows_use").click().run()
-    app.button(key="generate").click().run()
+    generate_button(app).click().run()
     assert len(core.current().store.recent()) == 3  # 3 images at $0.03 each: no dialog
 
 

@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 from components.submit import plan
 from components.templates import TEMPLATES
 from studio import services as core
+from tests.conftest import generate_button
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,7 +55,7 @@ def test_page_shows_simulator_badge_and_all_sixteen_ratios(app):
 
 
 def test_empty_prompt_is_refused_with_the_field_named_and_nothing_sent(app):
-    app.button(key="generate").click().run()
+    generate_button(app).click().run()
     assert "Prompt is required" in _texts(app)
     assert core.current().store.recent() == []
 
@@ -62,7 +63,7 @@ def test_empty_prompt_is_refused_with_the_field_named_and_nothing_sent(app):
 def test_too_long_prompt_keeps_the_text(app):
     text = "y" * 20_001
     app.text_area(key="prompt_editor").input(text).run()
-    app.button(key="generate").click().run()
+    generate_button(app).click().run()
     assert "limit is 20,000" in _texts(app)
     assert app.text_area(key="prompt_editor").value == text
     assert core.current().store.recent() == []
@@ -87,7 +88,7 @@ def test_template_fills_editor_and_suggests_settings(app):
 
 def test_fan_out_submits_one_task_per_ratio_as_one_creative(app):
     app.button(key="template_launch").click().run()
-    app.button(key="generate").click().run()
+    generate_button(app).click().run()
     subs = core.current().store.recent()
     launch = next(t for t in TEMPLATES if t.key == "launch")
     assert sorted(s.aspect_ratio for s in subs) == sorted(launch.ratios)
@@ -104,3 +105,65 @@ def test_plan_skips_invalid_ratios_and_explains():
     assert only_bad.requests == [] and "aspect_ratio" in only_bad.errors
     none = plan("a poster", [], "1K", "gpt-image-2")
     assert "Pick at least one" in none.errors["aspect_ratio"]
+
+
+def _caption_texts(at):
+    return re.sub(r"\\(.)", r"\1", " ".join(str(c.value) for c in at.caption)).replace("\u200b", "")
+
+
+def test_generate_is_disabled_with_the_reason_beside_it_when_no_ratio_can_be_sent(app):
+    # "auto" alone at 2K: nothing can be sent, and the button says so before any click.
+    _checkbox(app, "1:1").uncheck().run()
+    next(c for c in app.checkbox if "auto" in c.label).check().run()
+    app.get("button_group")[0].set_value("2K").run()
+    button = generate_button(app)
+    assert button.disabled
+    assert "None of the picked ratios works at 2K" in _caption_texts(app)
+    assert "works only with 1K" in _caption_texts(app)
+    # A sendable ratio enables it again and the reason goes away.
+    _checkbox(app, "16:9").check().run()
+    assert not generate_button(app).disabled
+    assert "None of the picked ratios" not in _caption_texts(app)
+
+
+def test_a_submit_error_is_shown_next_to_the_button(app):
+    generate_button(app).click().run()
+    shown = [re.sub(r"\\(.)", r"\1", str(e.value)) for e in app.error]
+    # Beside the editor, and again beside Generate with the field named, where the eye is after a click.
+    assert any(t.startswith("Prompt: ") and "required" in t for t in shown), shown
+
+
+def test_stale_messages_clear_when_the_draft_changes(app):
+    generate_button(app).click().run()
+    assert "Prompt is required" in _texts(app)
+    app.text_area(key="prompt_editor").input("a lighthouse at dusk").run()
+    assert "required" not in _texts(app)  # the error was about the old draft
+    generate_button(app).click().run()
+    assert "Submitted 1 image" in _texts(app)
+    app.text_area(key="prompt_editor").input("a lighthouse at dawn").run()
+    assert "Submitted" not in _texts(app)  # an old "Submitted" does not stay under a new prompt
+
+
+def _replayed_click():
+    """One click's callback run twice, as overlapping Streamlit reruns can do."""
+    import streamlit as st
+
+    from components import draft, submit
+
+    draft.init()
+    if "replayed" not in st.session_state:
+        st.session_state.replayed = True
+        st.session_state[draft.PROMPT] = "a kite over dunes"
+        st.session_state[draft.RATIOS] = ["1:1", "16:9"]
+        submit.on_generate("click-replay-0001")
+        submit.on_generate("click-replay-0001")
+    st.write(st.session_state.get(submit.NOTICE) or "")
+
+
+def test_the_same_click_replayed_by_a_rerun_sends_once(app):
+    at = AppTest.from_function(_replayed_click, default_timeout=30)
+    at.run()
+    assert not at.exception, at.exception
+    subs = core.current().store.recent()
+    assert sorted(s.aspect_ratio for s in subs) == ["16:9", "1:1"]
+    assert "Submitted 2 images" in at.markdown[0].value
