@@ -31,6 +31,7 @@ from .config import Settings
 from .fidelity import FidelityChecker
 from .fidelity import ensure_schema as ensure_text_check_schema
 from .images import ImageKeeper
+from .kit import KitBuilder
 from .library import Library
 from .pricing import Pricing
 from .pricing import defaults_from as pricing_defaults
@@ -38,6 +39,7 @@ from .pricing import load as load_pricing
 from .startup import StartupError, check_data_dir, check_database
 from .store import Store
 from .tracker import Tracker
+from .trash import Trash
 from .validation import is_loopback_host
 
 log = logging.getLogger("studio.services")
@@ -62,6 +64,8 @@ class Services:
 
     callbacks: cb.CallbackReceiver | None = None
     callback_problems: tuple[str, ...] = ()
+    trash: Trash | None = None  # Delete with an undo window
+    kits: KitBuilder | None = None  # delivery kits, built off the page thread
 
     @property
     def pricing(self) -> Pricing:
@@ -88,6 +92,10 @@ class Services:
         return str(self.settings.data_dir / cb.TOKEN_FILE)
 
     def close(self) -> None:
+        if self.kits:
+            self.kits.close()
+        if self.trash:
+            self.trash.close()  # a stop ends the undo window: what is deleted goes now
         self.tracker.stop()
         if self.fidelity:
             self.fidelity.close()
@@ -187,6 +195,8 @@ def boot(settings: Settings) -> Services:
             on_kept=fidelity.submit,
         ).start()
         fidelity.backfill()  # images kept before a crash (or before this check existed)
+        trash = Trash(store, keeper)
+        trash.purge_all()  # deletions whose undo window a crash cut short
         receiver = None
         if callback_url and token:
             receiver = cb.CallbackReceiver(token, tracker, secret=settings.webhook_secret)
@@ -202,6 +212,8 @@ def boot(settings: Settings) -> Services:
             fidelity=fidelity,
             callbacks=receiver,
             callback_problems=tuple(callback_problems),
+            trash=trash,
+            kits=KitBuilder(keeper.original_path, settings.data_dir / "kits"),
         )
         log.info("studio services started in %s mode, %s", settings.mode, tracker.mode)
         return _current

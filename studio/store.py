@@ -31,6 +31,7 @@ from .models import Callback, Output, Task, TaskRequest, TaskStatus
 
 SUBMITTING = "submitting"  # written, POST not yet answered
 REJECTED = "rejected"  # HiAPI (or we) refused the request; never sent again
+TRASHED = "trashed"  # output state: deleted, still undoable (see studio/trash.py)
 NO_OUTPUT = "NO_OUTPUT"  # error_code of a success that carried no usable image link
 TERMINAL_STATES = (TaskStatus.SUCCESS, TaskStatus.FAIL, REJECTED)
 
@@ -271,7 +272,7 @@ class OutputRow:
     idx: int
     url: str
     expire_at: int
-    state: str  # pending | kept | failed
+    state: str  # pending | kept | failed | trashed
     attempts: int
     next_try_at: float
     error: str | None
@@ -309,7 +310,7 @@ class GalleryItem:
     url: str | None
     expire_at: int | None
     favourite: bool
-    state: str = "kept"  # kept | fail | rejected | download_failed
+    state: str = "kept"  # kept | fail | rejected | download_failed | trashed
     error: str | None = None
 
     @property
@@ -375,7 +376,8 @@ _GALLERY_SELECT = (
     "SELECT o.id AS output_id, s.id AS submission_id, s.creative_id, s.prompt, s.aspect_ratio, s.resolution,"
     " s.model, s.task_id, s.created_at, o.sha256, o.width, o.height, o.bytes, o.url, o.expire_at,"
     " (f.output_id IS NOT NULL) AS favourite,"
-    " CASE WHEN o.state = 'kept' THEN 'kept' WHEN o.state = 'failed' THEN 'download_failed' ELSE s.state END"
+    " CASE WHEN o.state IN ('kept', 'trashed') THEN o.state WHEN o.state = 'failed' THEN 'download_failed'"
+    " ELSE s.state END"
     " AS state,"
     " CASE WHEN o.state = 'failed' THEN o.error"
     " WHEN s.error_code IS NOT NULL THEN s.error_code || ': ' || COALESCE(s.error_message, '') END AS error"
@@ -998,6 +1000,44 @@ class Store:
             (output_id,),
         )
         return [r[0] for r in rows]
+
+    def trash_outputs(self, output_ids: Sequence[int]) -> list[int]:
+        """Hide kept outputs from every view (state `trashed`); rows and files stay
+        until `purge_trashed`, so `restore_outputs` can undo. Returns the ids hidden."""
+        if not output_ids:
+            return []
+        marks = ",".join("?" * len(output_ids))
+        with self._tx() as c:
+            ids = [
+                r[0]
+                for r in c.execute(
+                    f"SELECT id FROM outputs WHERE state = 'kept' AND id IN ({marks}) ORDER BY id",
+                    list(output_ids),
+                )
+            ]
+            c.executemany(f"UPDATE outputs SET state = '{TRASHED}' WHERE id = ?", [(i,) for i in ids])
+            return ids
+
+    def restore_outputs(self, output_ids: Sequence[int]) -> int:
+        """Put trashed outputs back as kept (favourites, collections, text checks untouched)."""
+        if not output_ids:
+            return 0
+        marks = ",".join("?" * len(output_ids))
+        cur = self._write(
+            f"UPDATE outputs SET state = 'kept' WHERE state = '{TRASHED}' AND id IN ({marks})",
+            list(output_ids),
+        )
+        return cur.rowcount
+
+    def trashed_outputs(self) -> list[int]:
+        return [r[0] for r in self._conn().execute(f"SELECT id FROM outputs WHERE state = '{TRASHED}'")]
+
+    def purge_trashed(self, output_ids: Sequence[int] | None = None) -> list[str]:
+        """Delete for good those of `output_ids` (default: all) still trashed; returns
+        the sha256 of files no longer used, as `delete_outputs` does."""
+        trashed = set(self.trashed_outputs())
+        ids = sorted(trashed if output_ids is None else trashed.intersection(output_ids))
+        return self.delete_outputs(ids)
 
     def delete_outputs(self, output_ids: Sequence[int]) -> list[str]:
         """Delete outputs (and submissions left without any). Returns the sha256

@@ -1,0 +1,80 @@
+"""Delete with an undo window: hidden at once, restorable untouched, gone for good after."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from studio.store import GalleryQuery, Store
+from studio.trash import Trash
+from tests.test_gallery_page import seed
+
+
+@pytest.fixture
+def stocked(tmp_path):
+    from studio.images import ImageKeeper
+
+    store = Store(tmp_path / "studio.db")
+    keeper = ImageKeeper(tmp_path / "images")
+    return store, keeper, seed(store, keeper)
+
+
+def wait_for(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_delete_hides_at_once_and_undo_restores_everything(stocked):
+    store, keeper, ids = stocked
+    trash = Trash(store, keeper, window_s=600)
+    store.set_favourite(ids[0], True)
+    cid = store.add_collection("Keep")
+    store.add_to_collection(cid, [ids[0], ids[1]])
+    [first] = store.gallery_items([ids[0]])
+    d = trash.delete([ids[0], ids[1]])
+    assert d.output_ids == (ids[0], ids[1]) and 590 < d.left() <= 600
+    assert store.gallery(GalleryQuery())[1] == 2
+    assert store.gallery(GalleryQuery(status="all"))[1] == 2  # not listed as failed either
+    assert store.creative_items(first.creative_id) == []
+    assert keeper.original_path(first.sha256).exists()  # the file waits for the window
+    assert trash.undo(d.token) == 2
+    assert store.gallery(GalleryQuery())[1] == 4
+    [back] = store.gallery_items([ids[0]])
+    assert back == first and back.favourite  # favourite and everything else as before
+    assert store.gallery(GalleryQuery(collection_id=cid))[1] == 2
+    assert trash.undo(d.token) == 0  # undone once
+    trash.close()
+
+
+def test_the_window_passing_deletes_rows_and_files_and_undo_is_then_too_late(stocked):
+    store, keeper, ids = stocked
+    trash = Trash(store, keeper, window_s=0.2)
+    [item] = store.gallery_items([ids[2]])
+    d = trash.delete([ids[2]])
+    wait_for(lambda: not keeper.original_path(item.sha256).exists())
+    assert store.gallery_items([ids[2]]) == [] and store.submission(item.submission_id) is None
+    assert trash.undo(d.token) == 0 and trash.pending(d.token) is None
+    assert store.gallery(GalleryQuery())[1] == 3
+
+
+def test_a_stop_inside_the_window_purges_and_a_restart_purges_leftovers(stocked):
+    store, keeper, ids = stocked
+    trash = Trash(store, keeper, window_s=600)
+    trash.delete([ids[0]])
+    trash.close()
+    assert store.gallery_items([ids[0]]) == []
+    # A crash leaves rows trashed with no timer: the next start purges them.
+    store.trash_outputs([ids[1]])
+    assert Trash(store, keeper).purge_all() == 1
+    assert store.trashed_outputs() == [] and store.gallery(GalleryQuery())[1] == 2
+
+
+def test_only_kept_images_are_trashed(stocked):
+    store, keeper, ids = stocked
+    trash = Trash(store, keeper, window_s=600)
+    assert trash.delete([ids[0], 999_999]).output_ids == (ids[0],)
+    assert trash.delete([ids[0]]).output_ids == ()  # already trashed
+    trash.close()
