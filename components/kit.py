@@ -1,4 +1,9 @@
-"""The delivery-kit panel: pick placements, see where each comes from, build, download."""
+"""The delivery-kit panel: pick placements, see where each comes from, build, download.
+
+Building runs on the core's `KitBuilder` thread, never on the page thread: Build
+queues a job and a small fragment redraws its progress until the kit is written,
+then one full run shows the download (the page stays usable meanwhile).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import streamlit as st
 
 from components.fidelity import md
 from components.services import get_services, image_url, show_image
-from studio.kit import DEFAULT_PLACEMENTS, PLACEMENTS, PLACEMENTS_BY_KEY, plan_kit, write_kit
+from studio.kit import DEFAULT_PLACEMENTS, PLACEMENTS, PLACEMENTS_BY_KEY, KitJob, plan_kit
 
 
 def _label(key: str) -> str:
@@ -57,16 +62,41 @@ def kit_panel(creative_id: str, *, key: str) -> None:
             "ratio at 2K or 4K for a sharper file.",
             icon=":material/warning:",
         )
-    built = st.session_state.get(f"{key}_kit")
     if st.button("Build kit", key=f"{key}_build", icon=":material/package_2:", type="primary"):
-        with st.spinner("Writing the kit…"):
-            kit = write_kit(items, picks, services.keeper.original_path, services.settings.data_dir / "kits")
-        built = {"zip": kit.zip_route, "sheet": kit.contact_route, "name": kit.zip_path.name, "n": len(plan)}
-        st.session_state[f"{key}_kit"] = built
-    if built:
-        st.link_button(
-            f"Download kit ({built['name']}, {built['n']} files + contact sheet)",
-            image_url(built["zip"]),
-            icon=":material/download:",
-        )
-        show_image(built["sheet"], caption="Contact sheet: every format side by side")
+        try:
+            job = services.kits.start(items, picks or [])
+        except ValueError as exc:
+            st.error(str(exc), icon=":material/error:")
+        else:
+            st.session_state[f"{key}_job"] = job.id
+    job_id = st.session_state.get(f"{key}_job")
+    if not job_id:
+        return
+    job = services.kits.status(job_id)
+    if job is None:  # the server restarted since: the job is gone
+        st.session_state.pop(f"{key}_job", None)
+    elif job.state == "running":
+        _progress(job_id)
+    else:
+        _result(job)
+
+
+@st.fragment(run_every=0.5)
+def _progress(job_id: str) -> None:
+    job = get_services().kits.status(job_id)
+    if job is None or job.state != "running":
+        st.rerun()  # finished: one full run swaps the bar for the download
+    st.progress(job.fraction, text=f"Writing the kit… {job.done} of {job.total} files")
+
+
+def _result(job: KitJob) -> None:
+    if job.state == "failed" or job.kit is None:
+        st.error(job.error or "The kit could not be written.", icon=":material/error:")
+        return
+    kit = job.kit
+    st.link_button(
+        f"Download kit ({kit.zip_path.name}, {len(kit.entries)} files + contact sheet)",
+        image_url(kit.zip_route),
+        icon=":material/download:",
+    )
+    show_image(kit.contact_route, caption="Contact sheet: every format side by side")

@@ -20,6 +20,9 @@ Contract:
   are swept.
 - Each PNG carries the source's recipe (plus the placement) in the studio's
   `studio:recipe` chunk, so a kit file restores its prompt like any export.
+- `KitBuilder` writes kits on its own worker thread, off the page thread: a
+  page starts a job and reads its `KitJob` (files written so far, the kit or
+  the error) on each redraw.
 Nothing here imports streamlit.
 """
 
@@ -32,10 +35,12 @@ import math
 import os
 import secrets
 import shutil
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -236,9 +241,15 @@ def write_kit(
     placement_keys: Sequence[str],
     original_path: Callable[[str], Path],
     out_dir: Path,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Kit:
-    """Plan and write a kit for one creative's kept `items` (see the module contract)."""
+    """Plan and write a kit for one creative's kept `items` (see the module contract).
+
+    `progress(done, total)` is called after each file (placements, then the contact sheet).
+    """
     entries = plan_kit(items, placement_keys)
+    total = len(entries) + 1
+    report = progress or (lambda done, total: None)
     name = creative_name(items)
     out_dir.mkdir(parents=True, exist_ok=True)
     sweep_kits(out_dir)
@@ -266,9 +277,11 @@ def write_kit(
                 out.save(f, format="PNG", pnginfo=info, dpi=(entry.placement.dpi, entry.placement.dpi))
             out.thumbnail((640, 640), Image.Resampling.LANCZOS)
             tiles.append((entry, out))
+            report(len(tiles), total)
         sheet = contact_sheet(tiles, title=name, prompt=items[0].prompt)
         contact = folder / CONTACT_SHEET
         sheet.save(contact, format="PNG")
+        report(total, total)
         zf.write(contact, arcname=f"{name}/{CONTACT_SHEET}")
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS)
@@ -289,6 +302,78 @@ def write_kit(
         )
     os.replace(tmp, target)
     return Kit(token, name, target, contact, tuple(entries))
+
+
+# ------------------------------------------------------------------ building off the page thread
+
+
+@dataclass(frozen=True)
+class KitJob:
+    """Where one kit build stands: `running`, `done` (with `kit`) or `failed` (with `error`)."""
+
+    id: str
+    total: int
+    done: int = 0
+    state: str = "running"
+    kit: Kit | None = None
+    error: str | None = None
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.done / self.total) if self.total else 0.0
+
+
+class KitBuilder:
+    """Builds kits one at a time on a worker thread; pages poll `status(job_id)`.
+
+    One worker: a kit is CPU-bound resampling, and on a small machine two at
+    once only make both slower. Jobs are kept (newest `keep`) so a page that
+    comes back finds its finished kit.
+    """
+
+    def __init__(self, original_path: Callable[[str], Path], out_dir: Path, *, keep: int = 64) -> None:
+        self.original_path = original_path
+        self.out_dir = out_dir
+        self.keep = keep
+        self._jobs: dict[str, KitJob] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kit")
+
+    def start(self, items: Sequence[GalleryItem], placement_keys: Sequence[str]) -> KitJob:
+        """Queue a build; raises ValueError (naming the field) before queueing a bad one."""
+        entries = plan_kit(items, placement_keys)
+        job = KitJob(secrets.token_urlsafe(8), total=len(entries) + 1)
+        with self._lock:
+            self._jobs[job.id] = job
+            while len(self._jobs) > self.keep:
+                self._jobs.pop(next(iter(self._jobs)))
+        self._pool.submit(self._build, job.id, list(items), list(placement_keys))
+        return job
+
+    def status(self, job_id: str) -> KitJob | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def _update(self, job_id: str, **changes: Any) -> None:
+        with self._lock:
+            if job_id in self._jobs:
+                self._jobs[job_id] = replace(self._jobs[job_id], **changes)
+
+    def _build(self, job_id: str, items: list[GalleryItem], keys: list[str]) -> None:
+        try:
+            kit = write_kit(
+                items, keys, self.original_path, self.out_dir,
+                progress=lambda done, total: self._update(job_id, done=done),
+            )  # fmt: skip
+        except FileNotFoundError:
+            self._update(job_id, state="failed", error="An image of this creative was deleted meanwhile.")
+        except (OSError, ValueError) as exc:
+            self._update(job_id, state="failed", error=f"The kit could not be written: {redact(str(exc))}")
+        else:
+            self._update(job_id, state="done", kit=kit)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ------------------------------------------------------------------ contact sheet

@@ -228,3 +228,71 @@ def test_every_ratio_and_resolution_pair_plans_every_placement():
                 assert isinstance(e, KitEntry)
                 assert e.scale * (e.box[2] - e.box[0]) == pytest.approx(e.placement.width)
                 assert e.upscaled == (e.scale > 1 + 1e-6)
+
+
+# ------------------------------------------------------------------ off the page thread
+
+
+def test_kits_are_built_on_a_worker_thread_with_progress(tmp_path, monkeypatch):
+    import threading
+
+    import studio.kit as kit_module
+
+    keeper = ImageKeeper(tmp_path / "images")
+    kept = keeper.keep_bytes(render_png(PROMPT, "9:16", "1K"), {"prompt": PROMPT})
+    items = [item("9:16", sha=kept.sha256, size=(kept.width, kept.height))]
+    release = threading.Event()
+    threads = []
+    real = kit_module.write_kit
+
+    def held(*args, **kw):
+        threads.append(threading.current_thread())
+        assert release.wait(30)  # the caller must get its job back while this is still running
+        return real(*args, **kw)
+
+    monkeypatch.setattr(kit_module, "write_kit", held)
+    builder = kit_module.KitBuilder(keeper.original_path, tmp_path / "kits")
+    try:
+        job = builder.start(items, ["story", "square"])
+        assert job.state == "running" and job.total == 3 and job.done == 0
+        assert builder.status(job.id).state == "running"
+        release.set()
+        deadline = time.monotonic() + 60
+        while builder.status(job.id).state == "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        done = builder.status(job.id)
+        assert done.state == "done" and done.done == 3 and done.fraction == 1.0
+        assert done.kit.zip_path.is_file() and threads[0] is not threading.main_thread()
+        with pytest.raises(ValueError, match="Placements: pick at least one"):
+            builder.start(items, [])  # refused before anything is queued
+    finally:
+        builder.close()
+
+
+def test_a_kit_whose_image_vanished_fails_with_a_sentence(tmp_path):
+    from studio.kit import KitBuilder
+
+    keeper = ImageKeeper(tmp_path / "images")
+    builder = KitBuilder(keeper.original_path, tmp_path / "kits")
+    try:
+        job = builder.start([item("1:1", sha="f" * 64)], ["square"])
+        deadline = time.monotonic() + 60
+        while builder.status(job.id).state == "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        failed = builder.status(job.id)
+        assert failed.state == "failed" and "deleted meanwhile" in failed.error
+    finally:
+        builder.close()
+
+
+def test_write_kit_reports_each_file(tmp_path):
+    keeper = ImageKeeper(tmp_path / "images")
+    kept = keeper.keep_bytes(render_png(PROMPT, "1:1", "1K"), {"prompt": PROMPT})
+    seen = []
+    write_kit(
+        [item("1:1", sha=kept.sha256, size=(kept.width, kept.height))], ["square", "story"],
+        keeper.original_path, tmp_path / "kits", progress=lambda d, t: seen.append((d, t)),
+    )  # fmt: skip
+    assert seen == [(1, 3), (2, 3), (3, 3)]
