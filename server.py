@@ -5,7 +5,7 @@ these extra routes on the same port:
 - GET /api/health                      tracker and store health (JSON)
 - GET /images/{sha256}.png             kept originals, content-addressed
 - GET /thumbs/{sha256}.webp            small WebP thumbnails
-- GET /exports/{token}.zip             a bulk export prepared in the Gallery
+- GET /exports/{token}.zip?name=…      a bulk export prepared in the Gallery, downloaded as `name`
 - POST /hiapi/callback/{token}         HiAPI's task callbacks (when HIAPI_CALLBACK_URL is set)
 - GET /kits/{token}/{name}             a delivery kit (`<creative>.zip`) or its contact sheet
 Images are served from disk with immutable cache headers, so the browser
@@ -148,13 +148,14 @@ async def export(request: Request) -> Response:
     path = _services().settings.data_dir / "exports" / f"{token}.zip"
     if not path.is_file():
         return Response("not found", status_code=404)
+    # The page names the download by its content (`?name=`, see studio.export.*_zip_name).
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", request.query_params.get("name", ""))[:120]
+    if not name.endswith(".zip") or name.startswith("."):
+        name = "studio-export.zip"
     return FileResponse(
         path,
         media_type="application/zip",
-        headers={
-            "Content-Disposition": 'attachment; filename="studio-export.zip"',
-            "Cache-Control": "no-store",
-        },
+        headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
     )
 
 

@@ -15,7 +15,7 @@ from components.services import get_services, image_url, show_image
 from components.submit import FOCUS
 from components.text import literal
 from studio.campaign_store import Campaign, CampaignStore, resubmit
-from studio.export import campaign_manifest_rows, write_zip
+from studio.export import campaign_manifest_rows, campaign_zip_name, write_zip
 from studio.pricing import format_money
 
 GRID_ROWS = 10
@@ -235,7 +235,7 @@ def _zip(c: Campaign) -> None:
             services.settings.data_dir / "exports",
             manifest=manifest,
         )
-        st.session_state[key] = image_url(f"/exports/{path.name}")
+        st.session_state[key] = image_url(f"/exports/{path.name}?name={campaign_zip_name(c.name)}")
     if st.session_state.get(key):
         st.link_button("Download campaign zip", st.session_state[key], icon=":material/download:")
 

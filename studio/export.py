@@ -7,6 +7,7 @@ large export does not grow the server; the app serves it over HTTP.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import os
@@ -146,3 +147,15 @@ def sweep_exports(out_dir: Path, older_than_s: float = 3600) -> int:
             p.unlink(missing_ok=True)
             n += 1
     return n
+
+
+def images_zip_name(count: int, day: dt.date | None = None) -> str:
+    """The download name of a Gallery zip: what is in it and when, e.g. `studio-images-2026-12-02-12-images.zip`."""
+    day = day or dt.date.today()
+    return f"studio-images-{day:%Y-%m-%d}-{count}-image{'s' if count != 1 else ''}.zip"
+
+
+def campaign_zip_name(campaign: str, day: dt.date | None = None) -> str:
+    """The download name of a campaign zip, e.g. `campaign-summer-drop-2026-12-02.zip`."""
+    day = day or dt.date.today()
+    return f"campaign-{slug(campaign, 60)}-{day:%Y-%m-%d}.zip"
