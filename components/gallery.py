@@ -1,27 +1,65 @@
-"""Gallery widgets: filters, cards, the lightbox, compare, bulk actions and restore-from-file."""
+"""Gallery widgets: filters, cards, compare, bulk actions and restore-from-file.
+
+The lightbox is components/lightbox.py; Delete with Undo is components/deletion.py.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import time
-from urllib.parse import quote
 
 import streamlit as st
 
-from components import draft
+from components import deletion, draft
 from components.fidelity import badge as text_badge
-from components.fidelity import text_check
-from components.kit import kit_panel
+from components.lightbox import collection_picker, open_item
 from components.services import get_services, image_url, show_image
 from components.text import literal
-from studio.export import file_name, write_zip
+from studio.export import images_zip_name, write_zip
 from studio.images import read_recipe
 from studio.ratios import RATIO_NAMES, RESOLUTIONS
 from studio.store import GalleryItem, GalleryQuery, TextCheck
 
 PAGE_SIZE = 24
-SELECTED = "gallery_selected"
-LIGHTBOX = "gallery_lightbox"
+SELECTED = deletion.SELECTED
+PROMPT_CHARS = 160  # what a card carries; CSS cuts it to one line, the lightbox has it all
+# Filter widgets and the value "Clear filters" puts back.
+FILTER_DEFAULTS = {
+    "g_text": "", "g_ratios": [], "g_res": [], "g_collection": None, "g_dates": (),
+    "g_sort": "Newest", "g_status": "kept", "g_fav": False, "g_text_mismatch": False,
+}  # fmt: skip
+
+# A selected card is outlined (CSS :has, so it shows at the click, before the
+# rerun); a card's prompt is one line with an ellipsis. The script scrolls back
+# to the top when the page is turned (the pager sits below the grid).
+_GALLERY_CSS = """
+<style>
+[class*="st-key-card_"]:has([class*="st-key-sel_"] input:checked) {
+  outline: 3px solid #ff4b4b; outline-offset: 1px; background: rgba(255, 75, 75, 0.07); }
+[class*="st-key-card_"] [data-testid="stText"], [class*="st-key-failed_"] [data-testid="stText"] {
+  white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+</style>
+"""
+_GALLERY_JS = r"""
+<script>
+(function () {
+  const win = window.parent || window;
+  const doc = win.document;
+  if (win.__studioGalleryWired) return;
+  win.__studioGalleryWired = true;
+  doc.addEventListener("click", (e) => {
+    if (!e.target.closest || !e.target.closest(".st-key-g_page button")) return;
+    for (const el of [doc.querySelector("[data-testid=stMain]"), doc.scrollingElement]) {
+      if (el) el.scrollTo({ top: 0 });
+    }
+  }, true);
+})();
+</script>
+"""
+
+
+def style() -> None:
+    st.html(_GALLERY_CSS + _GALLERY_JS, unsafe_allow_javascript=True)
 
 
 def selected() -> set[int]:
@@ -34,6 +72,13 @@ def _toggle(output_id: int) -> None:
         sel.add(output_id)
     else:
         sel.discard(output_id)
+
+
+def clear_filters() -> None:
+    """Button callback: every filter back to showing everything (and page 1)."""
+    for key, value in FILTER_DEFAULTS.items():
+        st.session_state[key] = value
+    st.session_state.pop("g_page", None)
 
 
 def filters() -> GalleryQuery:
@@ -90,7 +135,7 @@ def failed_card(item: GalleryItem) -> None:
         what = "Image could not be kept" if item.state == "download_failed" else "Generation failed"
         st.error(f"{what}: {literal(item.error or 'no reason given')}", icon=":material/error:")
         st.badge(item.aspect_ratio, color="blue")
-        st.text(item.prompt[:90] + ("…" if len(item.prompt) > 90 else ""))
+        st.text(_one_line(item.prompt))
         st.caption(time.strftime("%Y-%m-%d %H:%M", time.localtime(item.created_at)))
         st.button(
             "Edit in Studio", key=f"refail_{item.submission_id}_{item.output_id or 0}", icon=":material/edit:",
@@ -98,7 +143,14 @@ def failed_card(item: GalleryItem) -> None:
         )  # fmt: skip
 
 
-def card(item: GalleryItem, check: TextCheck | None = None) -> None:
+def _one_line(prompt: str) -> str:
+    """The start of a prompt on one line (newlines would break the ellipsis)."""
+    flat = " ".join(prompt[: PROMPT_CHARS * 2].split())
+    return flat[:PROMPT_CHARS] + ("…" if len(flat) > PROMPT_CHARS or len(prompt) > PROMPT_CHARS * 2 else "")
+
+
+def card(item: GalleryItem, check: TextCheck | None = None, sequence: tuple[int, ...] = ()) -> None:
+    """One image; `sequence` is the page's image ids, for the lightbox's Previous/Next."""
     if not item.kept:
         failed_card(item)
         return
@@ -114,109 +166,21 @@ def card(item: GalleryItem, check: TextCheck | None = None) -> None:
             f" :gray[{when}]"
         )
         text_badge(check)
-        st.text(item.prompt[:90] + ("…" if len(item.prompt) > 90 else ""))
+        st.text(_one_line(item.prompt))
         b1, b2 = st.columns([1, 1], vertical_alignment="center")
-        if b1.button("Open", key=f"open_{item.output_id}", icon=":material/open_in_full:", width="stretch"):
-            st.session_state[LIGHTBOX] = item.output_id
+        b1.button(
+            "Open", key=f"open_{item.output_id}", icon=":material/open_in_full:", width="stretch",
+            on_click=open_item, args=(item.output_id, sequence),
+        )  # fmt: skip
         b2.checkbox(
             "Select", key=f"sel_{item.output_id}", value=item.output_id in selected(),
             on_change=_toggle, args=(item.output_id,),
         )  # fmt: skip
 
 
-def reuse(item: GalleryItem) -> None:
-    st.session_state.pop(LIGHTBOX, None)
-    draft.load(item.prompt, [item.aspect_ratio], item.resolution)
-    st.switch_page("pages/studio.py")
-
-
-def _close_lightbox() -> None:
-    st.session_state.pop(LIGHTBOX, None)
-
-
-def open_lightbox() -> None:
-    """Show the lightbox if one is open: it stays open across full reruns
-    (a timer elsewhere on the page, a slow kit build) until dismissed."""
-    if st.session_state.get(LIGHTBOX):
-        lightbox(st.session_state[LIGHTBOX])
-
-
-@st.dialog("Image", width="large", on_dismiss=_close_lightbox)
-def lightbox(output_id: int) -> None:
-    services = get_services()
-    found = services.store.gallery_items([output_id])
-    if not found:
-        _close_lightbox()
-        st.info("This image was deleted.")
-        return
-    item = found[0]
-    show_image(f"/images/{item.sha256}.png")
-    st.caption("Prompt — shown exactly as sent; the copy button is at the top right")
-    st.code(item.prompt, language=None, wrap_lines=True)
-    meta = st.columns(4)
-    meta[0].metric("Ratio", item.aspect_ratio)
-    meta[1].metric("Resolution", item.resolution)
-    meta[2].metric("Pixels", f"{item.width}×{item.height}")
-    meta[3].metric("Size", f"{item.bytes / 1e6:.1f} MB")
-    st.caption(
-        f"Model {item.model} · task {item.task_id} · "
-        f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(item.created_at))}"
-    )
-    st.markdown("**Text in the image**")
-    text_check(item.prompt, services.store.text_check(item.output_id), key="lb_textcheck", detail=True)
-    in_cols = services.store.output_collections(item.output_id)
-    if in_cols:
-        st.caption("In collections: " + ", ".join(literal(c) for c in in_cols))
-    a, b, c = st.columns(3)
-    if a.button("Reuse in Studio", key="lb_reuse", type="primary", icon=":material/replay:", width="stretch"):
-        reuse(item)
-    a.link_button(
-        "Download original", image_url(f"/images/{item.sha256}.png?download={quote(file_name(item))}"),
-        icon=":material/download:", width="stretch",
-    )  # fmt: skip
-    fav = b.toggle("Favourite", value=item.favourite, key="lb_fav")
-    if fav != item.favourite:
-        services.store.set_favourite(item.output_id, fav)
-    with b.popover("Add to collection", icon=":material/bookmark_add:", width="stretch"):
-        _collection_picker([item.output_id], key="lb")
-    with c.popover("Delete", icon=":material/delete:", width="stretch"):
-        st.write("Delete this image and its file? This cannot be undone.")
-        if st.button("Yes, delete", key="lb_delete", type="primary"):
-            delete([item.output_id])
-            _close_lightbox()
-            st.rerun()
-    kit = st.expander(
-        "Delivery kit for this creative", icon=":material/package_2:", key="lb_kitx", on_change="rerun"
-    )
-    if kit.open:
-        with kit:
-            kit_panel(item.creative_id, key="lb_kit")
-
-
-def _collection_picker(output_ids: list[int], key: str) -> None:
-    services = get_services()
-    existing = {name: cid for cid, name, _ in services.store.collections()}
-    choice = st.selectbox("Collection", [*existing, "New collection…"], key=f"{key}_coll")
-    name = choice
-    if choice == "New collection…":
-        name = st.text_input("Name", key=f"{key}_coll_name", placeholder="e.g. Summer campaign")
-    if st.button("Add", key=f"{key}_coll_add"):
-        if not name or not name.strip():
-            st.error("Collection name is required: type a name.")
-            return
-        cid = services.store.add_collection(name)
-        services.store.add_to_collection(cid, output_ids)
-        st.success(f"Added {len(output_ids)} to {literal(name.strip())}.")
-
-
-def delete(output_ids: list[int]) -> None:
-    services = get_services()
-    for sha in services.store.delete_outputs(output_ids):
-        services.keeper.delete(sha)
-    sel = selected()
-    for i in output_ids:
-        sel.discard(i)
-        st.session_state.pop(f"sel_{i}", None)
+def _delete_selected(output_ids: list[int]) -> None:
+    deletion.delete(output_ids)
+    st.session_state.pop("export_url", None)
 
 
 @st.dialog("Compare", width="large")
@@ -241,7 +205,9 @@ def bulk_bar() -> None:
         if c1.button("Prepare zip", key="bulk_zip", icon=":material/folder_zip:", width="stretch"):
             items = services.store.gallery_items(sel)
             path = write_zip(items, services.keeper.original_path, services.settings.data_dir / "exports")
-            st.session_state["export_url"] = image_url(f"/exports/{path.name}")
+            st.session_state["export_url"] = image_url(
+                f"/exports/{path.name}?name={images_zip_name(len(items))}"
+            )
         if st.session_state.get("export_url"):
             c1.link_button("Download zip", st.session_state["export_url"], icon=":material/download:")
         if c2.button(
@@ -253,12 +219,12 @@ def bulk_bar() -> None:
         ):
             compare(sel)
         with c3.popover("Add to collection", width="stretch"):
-            _collection_picker(sel, key="bulk")
+            collection_picker(sel, key="bulk")
         with c4.popover("Delete", icon=":material/delete:", width="stretch"):
-            st.write(f"Delete {len(sel)} images and their files? This cannot be undone.")
-            if st.button("Yes, delete them", key="bulk_delete", type="primary"):
-                delete(sel)
-                st.rerun()
+            st.write(f"Delete {len(sel)} images? You can undo for a few seconds.")
+            st.button(
+                "Yes, delete them", key="bulk_delete", type="primary", on_click=_delete_selected, args=(sel,)
+            )
         if c5.button("Clear selection", key="bulk_clear", width="stretch"):
             for i in sel:
                 st.session_state.pop(f"sel_{i}", None)

@@ -178,3 +178,97 @@ def test_status_filter_lists_failures_with_their_reasons(stocked):
     assert n_failed == 1
     assert failed[0].state == "fail" and failed[0].error == "TASK_FAILED: upstream rejected the prompt"
     assert store.gallery(GalleryQuery(status="all"))[1] == 5
+
+
+def test_clear_filters_puts_every_filter_back(gallery_app):
+    at = gallery_app
+    assert at.button(key="g_clear").disabled  # nothing to clear yet
+    at.text_input(key="g_text").input("neon").run()
+    at.toggle(key="g_fav").set_value(True).run()
+    assert "0 images" in [c.value for c in at.caption]
+    at.button(key="g_clear").click().run()
+    assert "4 images" in [c.value for c in at.caption]
+    assert at.text_input(key="g_text").value == "" and at.toggle(key="g_fav").value is False
+    assert at.button(key="g_clear").disabled
+
+
+def test_bulk_delete_can_be_undone(gallery_app):
+    at = gallery_app
+    ids = sorted(core.current().store.gallery(GalleryQuery())[0], key=lambda i: i.output_id)
+    for it in ids[:3]:
+        at.checkbox(key=f"sel_{it.output_id}").check().run()
+    at.button(key="bulk_delete").click().run()
+    assert not at.exception, at.exception
+    assert "1 image" in [c.value for c in at.caption]
+    assert any("Deleted **3 images**" in m.value for m in at.markdown)
+    # Rows and files are still there during the window.
+    assert core.current().keeper.original_path(ids[0].sha256).exists()
+    at.button(key="undo_delete").click().run()
+    assert "4 images" in [c.value for c in at.caption]
+    assert not [m for m in at.markdown if "Deleted **" in m.value]
+
+
+def test_a_card_shows_one_short_line_of_the_prompt():
+    from components.gallery import PROMPT_CHARS, _one_line
+
+    long = "A poster\nwith   the headline " + "x" * 5000
+    line = _one_line(long)
+    assert "\n" not in line and line.startswith("A poster with the headline x")
+    assert len(line) == PROMPT_CHARS + 1 and line.endswith("…")
+    assert _one_line("short") == "short"
+
+
+def test_lightbox_steps_through_the_ids_shown():
+    from components.lightbox import neighbours
+
+    assert neighbours((5, 4, 3), 4) == (5, 3)
+    assert neighbours((5, 4, 3), 5) == (None, 4)
+    assert neighbours((5, 4, 3), 3) == (4, None)
+    assert neighbours((5, 4, 3), 9) == (None, None)
+
+
+def test_retry_resends_a_failed_task_once_as_a_new_creative(tmp_path, monkeypatch):
+    for k in ("HIAPI_API_KEY", "HIAPI_BASE_URL"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path / "data"))
+    core.shutdown()
+    import streamlit as st
+
+    st.cache_resource.clear()
+    try:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30)
+        at.run()
+        store = core.current().store
+        sid = store.add_submission(
+            TaskRequest("a lighthouse at dusk", "16:9", "2K"), idempotency_key="f-retry", creative_id="cfail"
+        )
+        store.mark_created(sid, "tk-retry")
+        store.record_task(Task.parse({"taskId": "tk-retry", "status": "fail",
+                                      "error": {"code": "TASK_FAILED", "message": "upstream said no"}}))  # fmt: skip
+        at.run()
+        retry = at.button(key=f"retry_{sid}")
+        retry.click().run()
+        assert not at.exception, at.exception
+        again = [s for s in store.recent(limit=10) if s.id != sid]
+        assert len(again) == 1
+        assert (again[0].prompt, again[0].aspect_ratio, again[0].resolution) == (
+            "a lighthouse at dusk",
+            "16:9",
+            "2K",
+        )
+        assert again[0].creative_id != "cfail"
+        assert at.button(key=f"retry_{sid}").disabled
+        spent = store.reader().execute("SELECT COUNT(*) FROM spend WHERE submission_id = ?", (again[0].id,))
+        assert spent.fetchone()[0] == 1
+        # A second click that lands before the page redraws (the button still enabled) spends nothing more.
+        from components.actions import send_again
+
+        done = {sid: [again[0].id]}
+        assert send_again(core.current(), sid, done) == [again[0].id]
+        fresh: dict = {}
+        first = send_again(core.current(), sid, fresh)
+        assert send_again(core.current(), sid, fresh) == first and len(first) == 1
+        assert len([s for s in store.recent(limit=10) if s.id != sid]) == 2
+    finally:
+        core.shutdown()
+        st.cache_resource.clear()
