@@ -36,8 +36,9 @@ _GALLERY_CSS = """
 <style>
 [class*="st-key-card_"]:has([class*="st-key-sel_"] input:checked) {
   outline: 3px solid #ff4b4b; outline-offset: 1px; background: rgba(255, 75, 75, 0.07); }
-[class*="st-key-card_"] [data-testid="stText"], [class*="st-key-failed_"] [data-testid="stText"] {
-  white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+[class*="st-key-card_"] [data-testid="stText"], [class*="st-key-card_"] [data-testid="stText"] *,
+[class*="st-key-failed_"] [data-testid="stText"], [class*="st-key-failed_"] [data-testid="stText"] * {
+  white-space: nowrap !important; overflow: hidden; text-overflow: ellipsis; }
 </style>
 """
 _GALLERY_JS = r"""

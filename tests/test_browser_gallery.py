@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import uuid
 import zipfile
 
@@ -12,7 +13,7 @@ import pytest
 from playwright.sync_api import expect
 
 from studio.images import read_recipe
-from tests.conftest import StudioServer, screenshot
+from tests.conftest import ARRIVAL_MS, StudioServer, screenshot
 from tests.test_browser_studio import EDITOR, generate, open_studio, set_prompt, set_ratio
 
 pytestmark = pytest.mark.browser
@@ -110,4 +111,199 @@ def test_generate_keep_restart_reuse_and_export(browser, tmp_path):
         page.get_by_role("button", name="Load into Studio").click()
         expect(page.locator(EDITOR)).to_have_value(prompt)
     finally:
+        server.stop()
+
+
+# ------------------------------------------------------------------ cards, pages, lightbox, queue actions
+
+LONG = "A very long prompt " + "with many careful words about light and colour " * 30
+
+
+def seed_folder(data, n: int = 30) -> None:
+    """`n` kept images (every 5th a tall 9:16 one) in a data folder, before the server starts."""
+    from PIL import Image
+
+    from studio.images import ImageKeeper
+    from studio.models import Task, TaskRequest
+    from studio.store import Store
+
+    store, keeper = Store(data / "studio.db"), ImageKeeper(data / "images", thumb_size=512)
+    for i in range(n):
+        ratio, size = ("9:16", (576, 1024)) if i % 5 == 0 else ("16:9", (640, 360))
+        prompt = (LONG if i == n - 1 else f"Seeded image number {i:02d}") + f" #{i:02d}"
+        sid = store.add_submission(
+            TaskRequest(prompt, ratio, "1K"), idempotency_key=f"s{i}", creative_id=f"c{i}"
+        )
+        store.mark_created(sid, f"tk-s{i}")
+        store.record_task(Task.parse({"taskId": f"tk-s{i}", "status": "success",
+                                      "output": [{"url": f"https://files.example/{i}.png", "type": "image"}]}))  # fmt: skip
+        buf = io.BytesIO()
+        Image.new("RGB", size, (8 * i, 120, 200 - 5 * i)).save(buf, "PNG")
+        kept = keeper.keep_bytes(
+            buf.getvalue(), {"prompt": prompt, "aspect_ratio": ratio, "resolution": "1K"}
+        )
+        [o] = store.outputs_for([sid])[sid]
+        store.output_kept(o.id, sha256=kept.sha256, path=str(kept.path), thumb_path=str(kept.thumb_path),
+                          width=kept.width, height=kept.height, nbytes=kept.bytes)  # fmt: skip
+    keeper.close()
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def seeded_server(tmp_path_factory):
+    data = tmp_path_factory.mktemp("seeded")
+    seed_folder(data)
+    server = StudioServer(data).start()
+    yield server
+    server.stop()
+
+
+CARDS = "[class*='st-key-card_']"
+SCROLLED = """() => Math.max(window.scrollY, ...[...document.querySelectorAll("[data-testid=stMain], [data-testid=stAppViewContainer]")].map(e => e.scrollTop))"""
+
+
+def test_pages_selection_delete_undo_zip_name_and_clear_filters(browser, seeded_server):
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    page.set_default_timeout(30_000)
+    try:
+        page.goto(seeded_server.url + "/gallery")
+        cards = page.locator(CARDS)
+        expect(cards).to_have_count(24)
+        # One line of prompt per card, cut with an ellipsis; the newest (the long one) first.
+        text = cards.first.locator("[data-testid=stText]")
+        expect(text).to_contain_text("A very long prompt")
+        page.wait_for_function(
+            """e => { const span = e.firstElementChild, lh = parseFloat(getComputedStyle(e).lineHeight) || 24;
+                      return e.clientHeight < 1.6 * lh && span.scrollWidth > span.clientWidth
+                             && getComputedStyle(span).textOverflow === "ellipsis"; }""",
+            arg=text.element_handle(),
+        )
+        # Page 2 opens at the top, not where the pager was.
+        page.get_by_role("button", name="Next page", exact=True).scroll_into_view_if_needed()
+        assert page.evaluate(SCROLLED) > 300
+        page.get_by_role("button", name="Next page", exact=True).click()
+        expect(cards).to_have_count(6)
+        page.wait_for_function(f"() => ({SCROLLED})() === 0")
+        screenshot(page, "gallery-page-2-top")
+        # A selected card is outlined; the others are not.
+        first, second, third = cards.nth(0), cards.nth(1), cards.nth(2)
+        first.get_by_text("Select").click()
+        second.get_by_text("Select").click()
+        outline = "e => getComputedStyle(e).outlineStyle"
+        expect(page.get_by_text("2 selected")).to_be_visible()
+        assert first.evaluate(outline) == "solid" and second.evaluate(outline) == "solid"
+        assert third.evaluate(outline) == "none"
+        screenshot(page, "gallery-selected-outline")
+        # The zip is named by what is in it and when.
+        page.get_by_role("button", name="Prepare zip").click()
+        href = page.get_by_role("link", name="Download zip").get_attribute("href")
+        answer = httpx.get(href)
+        assert answer.status_code == 200
+        assert re.fullmatch(
+            r'attachment; filename="studio-images-\d{4}-\d\d-\d\d-2-images\.zip"',
+            answer.headers["content-disposition"],
+        ), answer.headers["content-disposition"]
+        # Delete shows an Undo bar; Undo brings both back.
+        page.locator(".st-key-bulk_bar").get_by_role("button", name="Delete").click()
+        page.get_by_role("button", name="Yes, delete them").click()
+        bar = page.locator(".st-key-undo_bar")
+        expect(bar).to_contain_text("Deleted 2 images")
+        expect(cards).to_have_count(4)
+        screenshot(page, "gallery-undo-bar")
+        bar.get_by_role("button", name="Undo").click()
+        expect(cards).to_have_count(6)
+        expect(bar).to_have_count(0)
+        # Clear filters puts everything back.
+        page.get_by_label("Search prompts").fill("nothing-like-this")
+        expect(page.get_by_text("0 images")).to_be_visible()
+        page.get_by_role("button", name="Clear filters").click()
+        expect(page.get_by_text("30 images")).to_be_visible()
+        expect(page.get_by_label("Search prompts")).to_have_value("")
+    finally:
+        page.close()
+
+
+def _box(locator) -> dict:
+    return locator.evaluate(
+        "e => { const r = e.getBoundingClientRect(); return {x: r.x, y: r.y, r: r.right, b: r.bottom}; }"
+    )
+
+
+@pytest.mark.parametrize("viewport", [(1440, 900), (390, 844)], ids=["desktop", "phone"])
+def test_lightbox_fits_the_window_steps_with_arrows_and_closes_on_escape(browser, seeded_server, viewport):
+    w, h = viewport
+    page = browser.new_page(viewport={"width": w, "height": h})
+    page.set_default_timeout(30_000)
+    try:
+        page.goto(seeded_server.url + "/gallery")
+        cards = page.locator(CARDS)
+        expect(cards).to_have_count(24)
+        tall = cards.filter(has_text="#25")  # a 9:16 image: taller than the window at its width
+        tall.get_by_role("button", name="Open").click()
+        dialog = page.get_by_role("dialog")
+        img = dialog.locator(".st-key-lb_image img")
+        page.wait_for_function("i => i.complete && i.naturalWidth > 0", arg=img.element_handle())
+        box = _box(img)
+        assert box["y"] >= 0 and box["b"] <= h and box["x"] >= 0 and box["r"] <= w, box
+        code = _box(dialog.locator("[data-testid=stCode]"))
+        if w > 1000:
+            assert code["x"] >= box["r"] - 1, (code, box)  # details beside the image
+        else:
+            assert code["y"] >= box["b"] - 1, (code, box)  # details below it
+        screenshot(page, f"lightbox-{'desktop' if w > 1000 else 'phone'}")
+        expect(dialog.get_by_text("6 of 24")).to_be_visible()
+        page.keyboard.press("ArrowRight")
+        expect(dialog.get_by_text("7 of 24")).to_be_visible()
+        expect(dialog.locator("[data-testid=stCode]")).to_contain_text("#24")
+        page.keyboard.press("ArrowLeft")
+        page.keyboard.press("ArrowLeft")
+        expect(dialog.get_by_text("5 of 24")).to_be_visible()
+        expect(dialog.locator("[data-testid=stCode]")).to_contain_text("#26")
+        page.keyboard.press("Escape")
+        expect(dialog).to_have_count(0)
+        page.get_by_text("Favourites only").click()  # a full rerun: the lightbox stays closed
+        expect(page.get_by_text("0 images")).to_be_visible()
+        expect(page.get_by_role("dialog")).to_have_count(0)
+    finally:
+        page.close()
+
+
+def test_queue_cards_open_download_favourite_and_retry(browser, tmp_path):
+    from tests.test_browser_studio import creative
+
+    server = StudioServer(tmp_path / "data").start()
+    page = browser.new_page(viewport={"width": 1440, "height": 1400})
+    page.set_default_timeout(30_000)
+    try:
+        open_studio(page, server)
+        marker = f"acts{uuid.uuid4().hex[:6]}"
+        set_prompt(page, f"A kite {marker}")
+        generate(page).click()
+        card = creative(page, marker)
+        expect(card.locator("img[src*='/thumbs/']")).to_have_count(1, timeout=ARRIVAL_MS)
+        download = card.get_by_role("link", name="Download")
+        assert "download=a-kite-" in download.get_attribute("href")
+        assert httpx.get(download.get_attribute("href")).headers["content-type"] == "image/png"
+        card.get_by_role("button", name="☆").click()
+        expect(card.get_by_role("button", name="★")).to_be_visible()
+        card.get_by_role("button", name="Open").click()
+        dialog = page.get_by_role("dialog")
+        expect(dialog.locator("[data-testid=stCode]")).to_contain_text(marker)
+        screenshot(page, "queue-lightbox")
+        page.keyboard.press("Escape")
+        expect(dialog).to_have_count(0)
+
+        failing = f"fails{uuid.uuid4().hex[:6]}"
+        set_prompt(page, f"A sign {failing} [sim:fail]")
+        generate(page).click()
+        failed = creative(page, failing)
+        expect(failed.get_by_text("TASK_FAILED")).to_be_visible(timeout=ARRIVAL_MS)
+        failed.get_by_role("button", name="Retry").click()
+        expect(failed.get_by_text("Sent again")).to_be_visible()
+        expect(failed.get_by_role("button", name="Retry")).to_be_disabled()
+        # The recipe went out again as a new creative: two creatives with that prompt now.
+        expect(creative(page, failing)).to_have_count(2, timeout=ARRIVAL_MS)
+        screenshot(page, "queue-actions")
+    finally:
+        page.close()
         server.stop()
