@@ -31,10 +31,9 @@ SEQUENCE = "gallery_lightbox_seq"  # the ids Previous/Next step through
 # keyboard script, maps ← → to Previous/Next while the lightbox is open.
 _LIGHTBOX_CSS = """
 <style>
-.st-key-lb_image img { max-height: calc(100vh - 11rem); width: auto !important; max-width: 100%;
+.st-key-lb_image img { max-height: calc(100vh - 15rem); width: auto !important; max-width: 100%;
   object-fit: contain; display: block; margin: 0 auto; }
-.st-key-lb_image [data-testid="stImageContainer"], .st-key-lb_image [data-testid="stImage"] {
-  width: 100% !important; align-items: center; }
+.st-key-lb_image, .st-key-lb_image div { align-items: center; justify-content: center; }
 </style>
 """
 _LIGHTBOX_JS = r"""
@@ -122,7 +121,9 @@ def lightbox(output_id: int) -> None:
         with st.container(key="lb_image"):
             show_image(f"/images/{item.sha256}.png")
         if len(sequence) > 1:
-            with st.container(key="lb_nav", horizontal=True, horizontal_alignment="center"):
+            with st.container(
+                key="lb_nav", horizontal=True, horizontal_alignment="distribute", vertical_alignment="center"
+            ):
                 st.button(
                     "Previous", key="lb_prev", icon=":material/arrow_back:", disabled=before is None,
                     on_click=_step, args=(before,), help="← key",

@@ -172,7 +172,7 @@ def _live_queue(limit: int = 24) -> None:
     outputs = services.store.outputs_for([s.id for s in subs])
     checks = services.store.text_checks_for([o.id for outs in outputs.values() for o in outs])
     kept = [o.id for s in subs for o in outputs.get(s.id, []) if o.state == "kept" and o.sha256]
-    items = {i.output_id: i for i in services.store.gallery_items(kept)}
+    shown = {i.output_id: i for i in services.store.gallery_items(kept)}
     creatives: dict[str, list[Submission]] = {}
     for s in subs:
         creatives.setdefault(s.creative_id, []).append(s)
@@ -187,7 +187,7 @@ def _live_queue(limit: int = 24) -> None:
             cols = st.columns(min(4, len(items)))
             for i, sub in enumerate(items):
                 with cols[i % len(cols)]:
-                    task_card(sub, outputs.get(sub.id, []), checks, items, tuple(kept))
+                    task_card(sub, outputs.get(sub.id, []), checks, shown, tuple(kept))
             if any(o.state == "kept" for s in items for o in outputs.get(s.id, [])):
                 kit = st.expander(
                     "Delivery kit", icon=":material/package_2:", key=f"kitx_{creative_id}", on_change="rerun"

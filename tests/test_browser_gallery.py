@@ -251,13 +251,14 @@ def test_lightbox_fits_the_window_steps_with_arrows_and_closes_on_escape(browser
         else:
             assert code["y"] >= box["b"] - 1, (code, box)  # details below it
         screenshot(page, f"lightbox-{'desktop' if w > 1000 else 'phone'}")
-        expect(dialog.get_by_text("6 of 24")).to_be_visible()
+        expect(dialog.get_by_text("5 of 24")).to_be_visible()  # newest first: #29 … #25
         page.keyboard.press("ArrowRight")
-        expect(dialog.get_by_text("7 of 24")).to_be_visible()
+        expect(dialog.get_by_text("6 of 24")).to_be_visible()
         expect(dialog.locator("[data-testid=stCode]")).to_contain_text("#24")
         page.keyboard.press("ArrowLeft")
-        page.keyboard.press("ArrowLeft")
         expect(dialog.get_by_text("5 of 24")).to_be_visible()
+        page.keyboard.press("ArrowLeft")
+        expect(dialog.get_by_text("4 of 24")).to_be_visible()
         expect(dialog.locator("[data-testid=stCode]")).to_contain_text("#26")
         page.keyboard.press("Escape")
         expect(dialog).to_have_count(0)

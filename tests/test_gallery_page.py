@@ -272,3 +272,20 @@ def test_retry_resends_a_failed_task_once_as_a_new_creative(tmp_path, monkeypatc
     finally:
         core.shutdown()
         st.cache_resource.clear()
+
+
+def test_queue_cards_of_kept_images_open_download_and_favourite(gallery_app):
+    at = gallery_app
+    at.switch_page("pages/studio.py").run()
+    assert not at.exception, at.exception
+    store = core.current().store
+    ids = [i.output_id for i in store.gallery(GalleryQuery())[0]]
+    links = [b.proto.url for b in at.get("link_button")]
+    assert len([u for u in links if "/images/" in u and "download=" in u]) == len(ids)
+    at.button(key=f"qfav_{ids[0]}").click().run()
+    assert store.gallery_items([ids[0]])[0].favourite
+    assert at.button(key=f"qfav_{ids[0]}").label == "★"
+    at.button(key=f"qopen_{ids[0]}").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["gallery_lightbox"] == ids[0]
+    assert tuple(at.session_state["gallery_lightbox_seq"]) == tuple(ids)  # the queue's order, newest first
