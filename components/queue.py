@@ -92,7 +92,7 @@ def _retry_row(sub: Submission) -> None:
     with st.container(horizontal=True, gap="small"):
         st.button(
             "Retry", key=f"retry_{sub.id}", icon=":material/refresh:", type="primary",
-            on_click=actions.resend, args=(sub.id,), disabled=isinstance(outcome, list),
+            on_click=actions.resend, args=(sub.id, actions.retry_token(sub.id)), disabled=isinstance(outcome, list),
             help="Send the same prompt, ratio and resolution again, as a new creative (one image is charged).",
         )  # fmt: skip
         if st.button(

@@ -260,15 +260,14 @@ def test_retry_resends_a_failed_task_once_as_a_new_creative(tmp_path, monkeypatc
         assert at.button(key=f"retry_{sid}").disabled
         spent = store.reader().execute("SELECT COUNT(*) FROM spend WHERE submission_id = ?", (again[0].id,))
         assert spent.fetchone()[0] == 1
-        # A second click that lands before the page redraws (the button still enabled) spends nothing more.
+        # A second click that lands before the page redraws (same token) records nothing more.
         from components.actions import send_again
 
-        done = {sid: [again[0].id]}
-        assert send_again(core.current(), sid, done) == [again[0].id]
-        fresh: dict = {}
-        first = send_again(core.current(), sid, fresh)
-        assert send_again(core.current(), sid, fresh) == first and len(first) == 1
-        assert len([s for s in store.recent(limit=10) if s.id != sid]) == 2
+        token = at.session_state[f"retry_token_{sid}"]
+        assert send_again(core.current(), sid, token, {}) == [again[0].id]
+        assert len([s for s in store.recent(limit=10) if s.id != sid]) == 1
+        spent = store.reader().execute("SELECT COUNT(*) FROM spend WHERE submission_id = ?", (again[0].id,))
+        assert spent.fetchone()[0] == 1
     finally:
         core.shutdown()
         st.cache_resource.clear()
