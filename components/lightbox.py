@@ -142,7 +142,13 @@ def _details(item: GalleryItem) -> None:
     st.caption("Prompt — shown exactly as sent; the copy button is at the top right")
     # A long prompt scrolls inside its box, so the actions stay in view.
     st.code(item.prompt, language=None, wrap_lines=True, height=260 if len(item.prompt) > 500 else "content")
-    size = f"{item.bytes / 1e6:.1f} MB" if item.bytes else "—"
+    size = (
+        "—"
+        if not item.bytes
+        else f"{item.bytes / 1e6:.1f} MB"
+        if item.bytes >= 100_000
+        else f"{item.bytes / 1e3:.0f} kB"
+    )
     ratio = item.aspect_ratio.replace(":", "&#58;")  # our own table's value; no shortcode
     st.markdown(f"**{ratio}** · **{item.resolution}** · {item.width}×{item.height} px · {size}")
     st.caption(
