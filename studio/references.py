@@ -1,0 +1,218 @@
+"""Reference images (image-to-image): checked, kept content-addressed, served at signed expiring URLs.
+
+Contract:
+- A reference is a JPEG, PNG or WebP (sniffed from its bytes, never its name),
+  at most `MAX_BYTES`, at most `MAX_PIXELS`, a single frame, and it decodes
+  whole. Anything else raises `ReferenceRefused` whose message names the file
+  and says what to do; nothing is kept.
+- Kept as the original bytes (HiAPI gets exactly what the person chose) under
+  `<folder>/<sha256>.<ext>`, written atomically, mode 0600. The same bytes are
+  one reference however often they are added.
+- HiAPI downloads `input_urls` itself, so each reference is served at
+  `{base}/refs/{sha256}.{ext}?exp=<unix>&sig=<hex>`: unguessable (the hash of
+  the content plus an HMAC-SHA256 of path and expiry under the studio's
+  signing key) and valid until `exp`. A create must be resent with the same
+  body, so a submission stores its URLs once; they live `URL_LIFETIME_S`,
+  HiAPI's idempotency window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import os
+import re
+import secrets
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from PIL import Image
+
+MAX_REFERENCES = 16  # HiAPI's image-to-image takes 1-16 input_urls
+MAX_BYTES = 20 * 1024 * 1024  # per file (HiAPI's ext route documents 20 MB; the same cap for both)
+MAX_PIXELS = 40_000_000  # larger is a decompression bomb or far beyond what the model reads
+URL_LIFETIME_S = 24 * 3600  # HiAPI replays a create by its key for about 24 h
+KEY_FILE = "reference-signing-key"
+
+_KINDS = {"jpeg": ("jpg", "image/jpeg"), "png": ("png", "image/png"), "webp": ("webp", "image/webp")}
+EXT_MEDIA = {ext: media for ext, media in _KINDS.values()}
+_NAME = re.compile(r"^([0-9a-f]{64})\.(jpg|png|webp)$")
+
+
+class ReferenceRefused(ValueError):
+    """A file that cannot be a reference; `message` names the file and what to do."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One kept reference image: its content hash, file type and pixel size."""
+
+    sha256: str
+    ext: str  # jpg | png | webp
+    width: int
+    height: int
+    bytes: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.sha256}.{self.ext}"
+
+    @property
+    def media_type(self) -> str:
+        return EXT_MEDIA[self.ext]
+
+
+def sniff(head: bytes) -> str | None:
+    """The reference kind of these leading bytes: "jpeg", "png", "webp" or None."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def check(data: bytes, filename: str = "the file") -> Reference:
+    """Check bytes as a reference (see the module contract); returns what would be kept."""
+    label = f"“{filename}”"
+    if len(data) > MAX_BYTES:
+        raise ReferenceRefused(
+            f"{label} is {len(data) / 1e6:.1f} MB; a reference can be at most {MAX_BYTES // (1024 * 1024)} MB. "
+            "Export it smaller and add it again."
+        )
+    kind = sniff(data[:16])
+    if kind is None:
+        raise ReferenceRefused(f"{label} is not a JPEG, PNG or WebP image; add one of those.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
+                if width * height > MAX_PIXELS:
+                    raise ReferenceRefused(
+                        f"{label} is {width}×{height} pixels; a reference can have at most "
+                        f"{MAX_PIXELS / 1e6:.0f} million. Scale it down and add it again."
+                    )
+                if getattr(im, "n_frames", 1) > 1:
+                    raise ReferenceRefused(f"{label} is animated; add a still image (one frame).")
+                im.load()
+    except ReferenceRefused:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ReferenceRefused(
+            f"{label} has too many pixels to open safely; scale it down and add it again."
+        ) from None
+    except Exception:  # Pillow raises many kinds on damaged files
+        raise ReferenceRefused(f"{label} is damaged or incomplete; export it again and add it.") from None
+    ext = _KINDS[kind][0]
+    return Reference(hashlib.sha256(data).hexdigest(), ext, width, height, len(data))
+
+
+class ReferenceShelf:
+    """The folder of kept references, and the signer of their public URLs."""
+
+    def __init__(self, folder: Path, signing_key: bytes) -> None:
+        if len(signing_key) < 16:
+            raise ValueError("the reference signing key must be at least 16 bytes")
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._key = signing_key
+
+    # -- keeping --------------------------------------------------------------
+    def add(self, data: bytes, filename: str = "the file") -> Reference:
+        """Check and keep `data`; returns the reference (the same one for the same bytes)."""
+        ref = check(data, filename)
+        path = self.path(ref.name)
+        if not path.is_file():
+            tmp = self.folder / f".{ref.sha256}.{secrets.token_hex(4)}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return ref
+
+    def path(self, name: str) -> Path:
+        """The file of a reference named `<sha256>.<ext>` (ValueError for any other name)."""
+        if not _NAME.match(name):
+            raise ValueError("not a reference name")
+        return self.folder / name
+
+    def get(self, name: str) -> Reference | None:
+        """The kept reference of that name, or None (its size read from the file)."""
+        try:
+            path = self.path(name)
+        except ValueError:
+            return None
+        if not path.is_file():
+            return None
+        data = path.read_bytes()
+        try:
+            return check(data, name)
+        except ReferenceRefused:
+            return None
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            path = self.path(name)
+        except ValueError:
+            return None
+        return path.read_bytes() if path.is_file() else None
+
+    # -- public URLs ------------------------------------------------------------
+    def _sign(self, name: str, exp: int) -> str:
+        return hmac.new(self._key, f"{name}.{exp}".encode(), hashlib.sha256).hexdigest()
+
+    def url(self, base: str, name: str, *, now: float | None = None, lifetime: float = URL_LIFETIME_S) -> str:
+        """The signed URL HiAPI fetches this reference from, valid for `lifetime` seconds."""
+        self.path(name)  # validates the name
+        exp = int((time.time() if now is None else now) + lifetime)
+        return f"{base.rstrip('/')}/refs/{name}?exp={exp}&sig={self._sign(name, exp)}"
+
+    def verify(self, name: str, exp: str | None, sig: str | None, *, now: float | None = None) -> bool:
+        """True when `sig` signs `name` until `exp` and `exp` has not passed (constant-time)."""
+        if not exp or not sig or not exp.isdigit() or not _NAME.match(name):
+            return False
+        if int(exp) < (time.time() if now is None else now):
+            return False
+        return hmac.compare_digest(self._sign(name, int(exp)), sig)
+
+    def name_in(self, url: str) -> str | None:
+        """The reference name a URL of ours points at (None for any other URL)."""
+        parts = urlsplit(url)
+        tail = parts.path.rsplit("/refs/", 1)
+        if len(tail) != 2 or not _NAME.match(tail[1]):
+            return None
+        q = parse_qs(parts.query)
+        return tail[1] if q.get("sig") and q.get("exp") else None
+
+
+def load_or_create_key(data_dir: Path) -> bytes:
+    """The studio's reference signing key: kept in the data folder (0600), made once."""
+    path = Path(data_dir) / KEY_FILE
+    try:
+        key = bytes.fromhex(path.read_text().strip())
+        if len(key) >= 16:
+            return key
+    except (OSError, ValueError):
+        pass
+    key = secrets.token_bytes(32)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.hex())
+    os.replace(tmp, path)
+    return key
