@@ -234,7 +234,9 @@ def base(server: _Server) -> str:
 
 @pytest.fixture
 def keeper(tmp_path: Path) -> Iterator[ImageKeeper]:
-    k = ImageKeeper(tmp_path / "images", max_bytes=MAX_BYTES, thumb_size=THUMB, timeout=1.0, allow_loopback=True)
+    k = ImageKeeper(
+        tmp_path / "images", max_bytes=MAX_BYTES, thumb_size=THUMB, timeout=1.0, allow_loopback=True
+    )
     yield k
     k.close()
 
@@ -396,7 +398,9 @@ def test_no_authorization_header_is_ever_sent(tmp_path: Path, server: _Server, b
         cookies={"session": "sk-live-abcdef123456"},
     )
     host = base.removeprefix("http://")
-    with ImageKeeper(tmp_path / "b", http=hostile, max_bytes=MAX_BYTES, timeout=1.0, allow_loopback=True) as shared:
+    with ImageKeeper(
+        tmp_path / "b", http=hostile, max_bytes=MAX_BYTES, timeout=1.0, allow_loopback=True
+    ) as shared:
         shared.fetch(f"{base}/redirect", RECIPE)
         shared.fetch(f"http://user:pw@{host}/echo.png", RECIPE)
     assert not hostile.is_closed  # not ours to close
