@@ -42,7 +42,15 @@ from .errors import (
     redact,
 )
 from .models import DEFAULT_MODEL, Created, Task, TaskPage, TaskRequest
-from .transport import RetryPolicy, build_http_client, build_timeout, parse_retry_after
+from .transport import (
+    ANSWER_DEADLINE_S,
+    RetryPolicy,
+    build_http_client,
+    build_timeout,
+    deadline,
+    parse_retry_after,
+    time_left,
+)
 from .validation import Problem, is_loopback_host
 
 __all__ = ["HiAPIClient", "InvalidArgumentError", "MAX_IDEMPOTENCY_KEY_BYTES"]
@@ -85,7 +93,9 @@ class HiAPIClient:
     as it is.
 
     Timeouts: `None` means connect 5 s, read 30 s, write 30 s, pool 10 s; a number
-    applies to every phase.
+    applies to every phase. On top of those, each attempt must be answered in
+    full within `answer_deadline` seconds (`transport.ANSWER_DEADLINE_S`), or it
+    fails as a timeout (HiAPIConnectionError), like a network failure.
 
     Callbacks: plain `http://` callback URLs are accepted only when `base_url`
     itself is a loopback address (the local simulator); HiAPI requires https.
@@ -104,6 +114,7 @@ class HiAPIClient:
         retry_after_cap: float = 60.0,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        answer_deadline: float = ANSWER_DEADLINE_S,
     ) -> None:
         if not isinstance(api_key, str):
             raise TypeError("api_key must be a string")
@@ -128,6 +139,11 @@ class HiAPIClient:
             retry_after_cap=retry_after_cap,
         )
         self._sleep = sleep
+        if isinstance(answer_deadline, bool) or not isinstance(answer_deadline, int | float):
+            raise ValueError("answer_deadline must be a positive number of seconds")
+        if not answer_deadline > 0:
+            raise ValueError("answer_deadline must be a positive number of seconds")
+        self.answer_deadline = float(answer_deadline)
         self._allow_loopback_http = is_loopback_host(urlsplit(self.base_url).hostname)
         self._http = build_http_client(
             self.base_url,
@@ -147,6 +163,12 @@ class HiAPIClient:
     @property
     def retry_policy(self) -> RetryPolicy:
         return self._policy
+
+    @property
+    def is_local(self) -> bool:
+        """True when HiAPI here is on this machine (the simulator): its output
+        URLs are loopback ones, which may then be downloaded."""
+        return self._allow_loopback_http
 
     def create_task(self, request: TaskRequest, *, idempotency_key: str | None = None) -> Created:
         """Validate `request` locally, then `POST /v1/tasks` with an Idempotency-Key.
@@ -277,6 +299,18 @@ class HiAPIClient:
             raise HiAPIError("The HiAPI client is closed; create a new one.")
         if self._key_problem:
             raise AuthenticationError(self._key_problem)
+        with deadline(self.answer_deadline):  # the whole answer, not each read
+            return self._send_within_deadline(method, path, params, content, headers, attempt)
+
+    def _send_within_deadline(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        content: bytes | None,
+        headers: dict[str, str] | None,
+        attempt: int,
+    ) -> tuple[Any, httpx.Response]:
         try:
             request = self._http.build_request(method, path, params=params, content=content, headers=headers)
             response = self._http.send(request, stream=True)
@@ -302,10 +336,16 @@ class HiAPIClient:
         return self._unwrap(response, body, retry_after), response
 
     def _read_capped(self, response: httpx.Response) -> bytes | None:
-        """The body, or None when it is larger than MAX_RESPONSE_BYTES."""
+        """The body, or None when it is larger than MAX_RESPONSE_BYTES.
+
+        Raises httpx.ReadTimeout once the answer deadline has passed (the
+        connection enforces it too; this covers a transport passed in)."""
         chunks: list[bytes] = []
         total = 0
         for chunk in response.iter_bytes():
+            left = time_left()
+            if left is not None and left <= 0:
+                raise httpx.ReadTimeout(f"no complete answer within the {self.answer_deadline:g} s deadline")
             total += len(chunk)
             if total > MAX_RESPONSE_BYTES:
                 return None

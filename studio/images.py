@@ -8,7 +8,17 @@ result is downloaded at once and kept locally. The contract of this module:
   URLs point at third-party storage and must never see the API key.
 * Downloads stream into `root/tmp/` with explicit timeouts, a byte cap checked
   against Content-Length before reading and again while reading, and a check
-  that every announced byte arrived.
+  that every announced byte arrived. The whole download, redirects included,
+  must finish within `total_timeout` (`DOWNLOAD_DEADLINE_S`); each connect and
+  read gets only the time left, so a server trickling bytes is cut off there.
+* Output URLs come from HiAPI answers and callbacks and may point anywhere, so
+  only https is fetched, and only from public internet addresses: the host is
+  resolved, every address checked, and the connection made to a checked
+  address (see `transport.GuardedBackend`), so a DNS rebind cannot swap it.
+  With `allow_loopback` (the local simulator) loopback addresses, over http
+  too, are allowed; private, link-local and other non-public ones never are.
+  At most `MAX_REDIRECTS` redirects are followed, each hop checked the same
+  way. A refused URL raises DownloadFailed(code="refused"), not retryable.
 * Pillow verifies the file: only PNG, JPEG and WebP are accepted; the pixel
   count is checked from the header before any decoding (decompression bombs
   are refused); `verify()` plus a full `load()` detect truncation. Pillow's
@@ -55,10 +65,21 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import httpcore
 import httpx
 from PIL import Image, UnidentifiedImageError
 
 from .errors import redact
+from .transport import (
+    AddressPolicy,
+    GuardedBackend,
+    RefusedAddress,
+    deadline,
+    guarded_transport,
+    resolve_host,
+    time_left,
+)
+from .validation import is_loopback_host
 
 __all__ = [
     "RECIPE_CHUNK",
@@ -90,9 +111,17 @@ _OWN_KEYWORDS = frozenset(k.encode("latin-1") for k in (RECIPE_CHUNK, *RECIPE_KE
 _MAX_CHUNK_LEN = 2**31 - 1  # PNG spec limit
 _MAX_TEXT_READ = 8 * 2**20  # read_recipe ignores text chunks bigger than this
 _COPY_SIZE = 1 << 20
-_STREAM_CHUNK = 256 * 1024
 _TEMP_SUFFIX = ".part"
-_MAX_REDIRECTS = 5
+#: Redirects followed per download; storage links redirect once, if at all.
+MAX_REDIRECTS = 3
+#: Deadline for one whole download (connect, redirects, every byte). A 4K PNG
+#: is 10-25 MB: 120 s is enough down to about 2 Mbit/s, and a server that
+#: trickles bytes (eight such downloads once held every worker 300 s) is cut
+#: off here. A download past it is a failed, retryable attempt: the tracker
+#: tries again while the output link lives.
+DOWNLOAD_DEADLINE_S = 120.0
+#: Connections kept per keeper client; the tracker's download lane is smaller.
+_LIMITS = httpx.Limits(max_connections=16, max_keepalive_connections=8, keepalive_expiry=30.0)
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
 
 # warnings.catch_warnings() swaps process-wide state; two threads interleaving
@@ -513,8 +542,9 @@ def _sniff(head: bytes) -> bool:
     )
 
 
-def _web_url(url: str) -> httpx.URL:
-    """Parse an http(s) URL; anything else (file:, ftp:, junk) is refused up front."""
+def _web_url(url: str, local: bool) -> httpx.URL:
+    """Parse an https URL (or, when `local`, an http one to a loopback host);
+    anything else (file:, ftp:, junk, plain http elsewhere) is refused up front."""
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError):
@@ -523,6 +553,8 @@ def _web_url(url: str) -> httpx.URL:
         ) from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise DownloadFailed("The image link is not a web address.", code="bad_url", retryable=False)
+    if parsed.scheme == "http" and not (local and is_loopback_host(parsed.host)):
+        raise DownloadFailed("Refused: output URL is not https.", code="refused", retryable=False)
     return parsed
 
 
@@ -585,7 +617,12 @@ class ImageKeeper:
     `http`, if given, is used only as a transport (connection pool, proxies,
     TLS settings): every request, redirects included, is built here with fixed
     headers, and the client's auth, default headers and cookies are never
-    applied. The keeper closes only a client it created itself.
+    applied. The keeper closes only a client it created itself. Such a client
+    makes its own connections, so each hop's host is resolved and checked
+    beforehand but not pinned; the keeper's own clients pin the address.
+
+    `allow_loopback` is the default for `fetch`; `resolve` replaces the name
+    lookup (tests map made-up names to chosen addresses).
     """
 
     def __init__(
@@ -597,7 +634,9 @@ class ImageKeeper:
         max_pixels: int = 8_294_400 * 2,
         thumb_size: int = 384,
         timeout: float = 60.0,
-        total_timeout: float | None = None,
+        total_timeout: float = DOWNLOAD_DEADLINE_S,
+        allow_loopback: bool = False,
+        resolve: Callable[[str, int], list[str]] = resolve_host,
     ) -> None:
         if max_bytes <= 0 or max_pixels <= 0:
             raise ValueError("max_bytes and max_pixels must be positive")
@@ -610,12 +649,21 @@ class ImageKeeper:
         self.max_pixels = max_pixels
         self.thumb_size = thumb_size
         self.timeout = timeout
+        if not total_timeout > 0:
+            raise ValueError("total_timeout must be positive")
         # A per-read timeout does not stop a server that trickles one byte a
         # second; the total deadline does.
-        self.total_timeout = total_timeout if total_timeout is not None else timeout * 5
+        self.total_timeout = total_timeout
+        self.allow_loopback = allow_loopback
         self._timeouts = httpx.Timeout(timeout, connect=min(timeout, 15.0))
-        self._own_http = http is None
-        self._http = http or httpx.Client(timeout=self._timeouts)
+        self._policies = {
+            local: AddressPolicy(allow_loopback=local, resolve=resolve) for local in (False, True)
+        }
+        # One pool per policy: a connection opened to loopback for the simulator
+        # must never be reused by a download that may not go there.
+        self._clients: dict[bool, httpx.Client] = {}
+        self._clients_lock = threading.Lock()
+        self._http = http
         self._tmp = self.root / "tmp"
         self._originals = self.root / "originals"
         self._thumbs = self.root / "thumbs"
@@ -643,15 +691,21 @@ class ImageKeeper:
 
     # -- public operations -------------------------------------------------
 
-    def fetch(self, url: str, recipe: Mapping[str, Any] | None) -> KeptImage:
+    def fetch(
+        self, url: str, recipe: Mapping[str, Any] | None, *, allow_loopback: bool | None = None
+    ) -> KeptImage:
         """Download `url` now and keep it with `recipe` embedded.
 
         Raises OutputExpired (404/410), NotAnImage, TooLarge, TruncatedDownload
         or DownloadFailed; see each class for `retryable`. No temp file survives
         a failure. The request never carries an Authorization header.
+        `allow_loopback` (default: the keeper's) lets loopback targets through,
+        for output URLs of a simulator on this machine; anything else must be
+        https on a public address, or DownloadFailed(code="refused") is raised.
         """
         cleaned = clean_recipe(recipe)  # fail on a bad recipe before any network work
-        src = self._download(url)
+        local = self.allow_loopback if allow_loopback is None else bool(allow_loopback)
+        src = self._download(url, local)
         try:
             return self._keep_file(src, cleaned)
         finally:
@@ -711,9 +765,11 @@ class ImageKeeper:
         return removed
 
     def close(self) -> None:
-        """Close the HTTP client if the keeper created it."""
-        if self._own_http:
-            self._http.close()
+        """Close the HTTP clients the keeper created (never one passed in)."""
+        with self._clients_lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
 
     def __enter__(self) -> ImageKeeper:
         return self
@@ -723,14 +779,27 @@ class ImageKeeper:
 
     # -- download ----------------------------------------------------------
 
-    def _download(self, url: str) -> Path:
+    def _client(self, local: bool) -> httpx.Client:
+        """The client for this policy: the one passed in, or ours (made on first use)."""
+        if self._http is not None:
+            return self._http
+        with self._clients_lock:
+            client = self._clients.get(local)
+            if client is None:
+                backend = GuardedBackend(self._policies[local])
+                transport = guarded_transport(backend, limits=_LIMITS)
+                client = httpx.Client(timeout=self._timeouts, transport=transport, trust_env=False)
+                self._clients[local] = client
+            return client
+
+    def _download(self, url: str, local: bool) -> Path:
         """Stream `url` into a temp file; return its path (the caller removes it)."""
-        target = _web_url(url)
+        target = _web_url(url, local)
         dst = self._new_temp("dl-")
         ok = False
         try:
-            with open(dst, "wb") as out:
-                self._stream_into(target, out)
+            with open(dst, "wb") as out, deadline(self.total_timeout):
+                self._stream_into(target, out, local)
             ok = True
             return dst
         finally:
@@ -744,30 +813,52 @@ class ImageKeeper:
             "GET", url, headers=_REQUEST_HEADERS, extensions={"timeout": self._timeouts.as_dict()}
         )
 
-    def _open_response(self, url: httpx.URL) -> httpx.Response:
+    def _open_response(self, url: httpx.URL, local: bool) -> httpx.Response:
         """Send the GET, following redirects here rather than in the client, so
         every hop is a request built by `_request` (a client would add its
-        cookies to redirected requests) and never leaves http/https."""
-        for _hop in range(_MAX_REDIRECTS + 1):
+        cookies to redirected requests) and is checked like the first URL."""
+        http = self._client(local)
+        for _hop in range(MAX_REDIRECTS + 1):
+            if self._http is not None:  # not our connections: check the host before sending
+                self._policies[local].checked(url.host, url.port or (443 if url.scheme == "https" else 80))
             # The no-op Auth overrides any client auth and user:pass in the URL.
-            response = self._http.send(
-                self._request(url), stream=True, auth=httpx.Auth(), follow_redirects=False
-            )
+            response = http.send(self._request(url), stream=True, auth=httpx.Auth(), follow_redirects=False)
             if not response.has_redirect_location:
                 return response
             location = response.headers["location"]
             response.close()
-            url = _web_url(str(url.join(location)))
-        raise DownloadFailed("The image link redirects too many times.", code="redirects", retryable=False)
+            url = _web_url(str(url.join(location)), local)
+        raise DownloadFailed(
+            f"Refused: output URL redirects more than {MAX_REDIRECTS} times.",
+            code="redirects",
+            retryable=False,
+        )
 
-    def _stream_into(self, url: httpx.URL, out: BinaryIO) -> None:
-        deadline = time.monotonic() + self.total_timeout
+    def _timed_out(self) -> DownloadFailed:
+        left = time_left()
+        if left is not None and left <= 0:
+            return DownloadFailed(
+                f"The image download did not finish within {self.total_timeout:g} s. It is tried again "
+                "while its link lasts.",
+                code="timeout",
+            )
+        return DownloadFailed("The image download timed out. Try again.", code="timeout")
+
+    def _stream_into(self, url: httpx.URL, out: BinaryIO, local: bool) -> None:
         host = url.host
         try:
-            response = self._open_response(url)
+            response = self._open_response(url, local)
+        except RefusedAddress as exc:
+            log.info("image download from %s refused: %s", host, exc.reason)
+            raise DownloadFailed(
+                f"Refused: output URL {exc.reason}.", code="refused", retryable=False
+            ) from None
+        except httpcore.ConnectError:  # our pre-flight check could not resolve the host
+            log.info("image download from %s failed: the host does not resolve", host)
+            raise DownloadFailed() from None
         except httpx.TimeoutException:
             log.info("image download timed out connecting to %s", host)
-            raise DownloadFailed("The image download timed out. Try again.", code="timeout") from None
+            raise self._timed_out() from None
         except httpx.HTTPError as exc:
             log.info("image download from %s failed: %s", host, type(exc).__name__)
             raise DownloadFailed() from None
@@ -781,7 +872,9 @@ class ImageKeeper:
                 raise self._too_many_bytes()  # refused before reading a byte of body
             received = 0
             head = b""
-            for piece in response.iter_bytes(_STREAM_CHUNK):
+            # Pieces as they arrive (no re-chunking), so the deadline is checked
+            # after every read even when a passed-in client does not enforce it.
+            for piece in response.iter_bytes():
                 received += len(piece)
                 if received > self.max_bytes:
                     raise self._too_many_bytes()
@@ -790,15 +883,16 @@ class ImageKeeper:
                     if len(head) >= 12 and not _sniff(head):
                         raise NotAnImage()  # e.g. an HTML error page: stop reading now
                 out.write(piece)
-                if time.monotonic() > deadline:
-                    raise DownloadFailed("The image download took too long. Try again.", code="timeout")
+                left = time_left()
+                if left is not None and left <= 0:
+                    raise self._timed_out()
             # Raw bytes on the wire, so a compressed body is compared correctly too.
             if expected is not None and response.num_bytes_downloaded < expected:
                 raise TruncatedDownload()
             if received == 0:
                 raise NotAnImage("The link returned an empty file.")
         except httpx.TimeoutException:
-            raise DownloadFailed("The image download timed out. Try again.", code="timeout") from None
+            raise self._timed_out() from None
         except httpx.HTTPError as exc:
             # A server closing early with Content-Length set surfaces here as a
             # protocol error: that is truncation, not a generic network failure.

@@ -25,6 +25,15 @@ one slot per window of successful creates. A campaign can be paused (its
 never-tried creates wait), resumed and cancelled (its never-tried creates are
 dropped); a create already tried may exist at HiAPI and is always followed to
 its end.
+
+Lanes: creates, polls and downloads run in three separate bounded thread
+pools, each counting its own jobs in flight, and the loop hands a lane only as
+many jobs as it has free workers. A slow image server can fill the download
+lane but never delays a create or a poll; a slow status answer fills at most
+the poll lane. Every HiAPI answer has a deadline (`transport.ANSWER_DEADLINE_S`)
+and every download one too (`images.DOWNLOAD_DEADLINE_S`), so no worker is
+held longer than that: a download past its deadline is a failed attempt,
+tried again while its link lives.
 """
 
 from __future__ import annotations
@@ -61,6 +70,13 @@ DOWNLOAD_ATTEMPTS = 8
 DOWNLOAD_BACKOFF_CAP = 30.0
 NOT_FOUND_LIMIT = 5
 DEFAULT_MAX_ACTIVE = 8
+#: Workers per lane. Creates: one click sends at most one create per ratio at
+#: once, campaigns are paced by `max_active` anyway. Polls: one per task in
+#: flight at the default pace. Downloads: images are megabytes each; four at a
+#: time keep a link busy without starving the machine.
+CREATE_WORKERS = 8
+POLL_WORKERS = 8
+DOWNLOAD_WORKERS = 4
 # Callbacks on: the first (reconciliation) GET comes this long, at least, after
 # a task's expected finish (or half of that expectation, if longer), so that a
 # callback HiAPI had to redeliver still beats it. Then one GET per SLOW_POLL.
@@ -85,6 +101,56 @@ class _Watch:
     busy: bool = False
     last_running_at: float | None = None  # when a poll last saw the task unfinished
     callback: bool = False  # created with a callback URL: no routine polling
+
+
+class _Lane:
+    """A bounded pool for one kind of job, with its own count of jobs in flight.
+
+    `take(n)` reserves up to n free workers; each reserved slot is either given
+    a job with `run` or handed back with `give_back`. Nothing queues behind a
+    slow job: what finds no free worker stays due and goes out on a later tick.
+    """
+
+    def __init__(self, name: str, workers: int) -> None:
+        self.name = name
+        self.workers = max(1, int(workers))
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=f"tracker-{name}")
+        self._lock = threading.Lock()
+        self._busy = 0
+
+    @property
+    def busy(self) -> int:
+        with self._lock:
+            return self._busy
+
+    def take(self, n: int) -> int:
+        """Reserve up to `n` free workers; returns how many were reserved."""
+        with self._lock:
+            got = max(0, min(n, self.workers - self._busy))
+            self._busy += got
+            return got
+
+    def give_back(self, n: int) -> None:
+        """Release `n` reserved slots that were not used."""
+        with self._lock:
+            self._busy -= n
+
+    def run(self, job: Callable[..., None], *args: Any) -> None:
+        """Run `job(*args)` on a reserved worker; the slot is freed when it ends."""
+
+        def slot() -> None:
+            try:
+                job(*args)
+            finally:
+                self.give_back(1)
+
+        try:
+            self._pool.submit(slot)
+        except RuntimeError:  # shut down meanwhile
+            self.give_back(1)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass
@@ -134,7 +200,9 @@ class Tracker:
         keeper: Any | None,  # ImageKeeper: fetch(url, recipe)
         *,
         priors: dict[str, float] | None = None,
-        workers: int = 8,
+        create_workers: int = CREATE_WORKERS,
+        poll_workers: int = POLL_WORKERS,
+        download_workers: int = DOWNLOAD_WORKERS,
         callback_url: str | None = None,
         reconcile_grace: float = RECONCILE_GRACE,
         slow_poll: float = SLOW_POLL,
@@ -155,7 +223,9 @@ class Tracker:
         self.slow_poll = slow_poll
         self.clock = clock
         self.time_scale = time_scale  # >1 only when benchmarking a time-compressed simulator
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tracker-io")
+        self._creates = _Lane("create", create_workers)
+        self._polls = _Lane("poll", poll_workers)
+        self._downloads = _Lane("download", download_workers)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -184,7 +254,8 @@ class Tracker:
         self._wake.set()
         if self._thread:
             self._thread.join(timeout)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        for lane in (self._creates, self._polls, self._downloads):
+            lane.shutdown()
 
     @property
     def alive(self) -> bool:
@@ -398,6 +469,10 @@ class Tracker:
             "pace": self._limit(),
             "rate_limited": h.rate_limited,
             "downloading": len(self._downloading),
+            "lanes": {
+                lane.name: {"busy": lane.busy, "workers": lane.workers}
+                for lane in (self._creates, self._polls, self._downloads)
+            },
             "polls": h.polls,
             "poll_errors": h.poll_errors,
             "creates": h.creates,
@@ -444,31 +519,44 @@ class Tracker:
             self._wake.clear()
 
     def _tick(self) -> float:
+        """Hand each lane the due jobs it has free workers for; return seconds until the next is due.
+
+        A job left over for want of a worker goes out when a job of its lane
+        ends (every guard wakes the loop).
+        """
         now = self.clock()
         next_due = now + 1.0
         with self._lock:
             due = [w for w in self._watches.values() if not w.busy and w.due <= now]
-            checks = [w for w in due if w.kind != "create"]
+            checks = sorted((w for w in due if w.kind != "create"), key=lambda w: w.due)
+            checks = checks[: self._polls.take(len(checks))]
             for w in checks:
                 w.busy = True
             creates = [w for w in due if w.kind == "create"]
             waiting = [w.due for w in self._watches.values() if not w.busy and w.due > now]
         for w in checks:
-            self._pool.submit(self._guard, self._check, w)
+            self._polls.run(self._guard, self._check, w)
         if creates:
-            for w in self._admit(creates, now):
-                self._pool.submit(self._guard, self._create, w)
+            room = self._creates.take(len(creates))
+            chosen = self._admit(creates, now, room=room)
+            self._creates.give_back(room - len(chosen))
+            for w in chosen:
+                self._creates.run(self._guard, self._create, w)
             if self._hold_until > now:
                 next_due = min(next_due, self._hold_until)
         if waiting:
             next_due = min(next_due, min(waiting))
         if self.keeper is not None:
-            for o in self.store.pending_outputs(now):
+            free = self._downloads.take(self._downloads.workers)
+            outputs: list[Any] = []
+            if free:
+                pending = self.store.pending_outputs(now)
                 with self._lock:
-                    if o.id in self._downloading:
-                        continue
-                    self._downloading.add(o.id)
-                self._pool.submit(self._guard_download, o)
+                    outputs = [o for o in pending if o.id not in self._downloading][:free]
+                    self._downloading.update(o.id for o in outputs)
+            self._downloads.give_back(free - len(outputs))
+            for o in outputs:
+                self._downloads.run(self._guard_download, o)
             nd = self.store.next_output_due()
             if nd is not None and nd > now:
                 next_due = min(next_due, nd)
@@ -482,14 +570,14 @@ class Tracker:
         """Tasks sent (or being sent) and not finished; call with the lock held."""
         return sum(1 for w in self._watches.values() if w.kind != "create" or w.busy)
 
-    def _admit(self, creates: list[_Watch], now: float) -> list[_Watch]:
-        """The due creates that may start now.
+    def _admit(self, creates: list[_Watch], now: float, *, room: int) -> list[_Watch]:
+        """The due creates that may start now, at most `room` (the create lane's free workers).
 
         Nothing starts during a 429's hold. A single prompt's creates (one click,
         at most one per ratio) start at once; campaign rows start only while fewer
         than the pace limit of tasks are in flight, and not while paused.
         """
-        if now < self._hold_until:
+        if now < self._hold_until or room <= 0:
             return []
         gates = self._campaigns.gates([w.submission_id for w in creates])
 
@@ -509,6 +597,8 @@ class Tracker:
         with self._lock:
             free = self._limit() - self._active_count()
             for w in sorted(creates, key=order):
+                if len(chosen) >= room:
+                    break
                 if w.busy or self._watches.get(w.submission_id) is not w or held(w):
                     continue
                 if campaign(w) and free <= 0:
@@ -738,7 +828,10 @@ class Tracker:
             "created": int(sub.created_at),
         }
         try:
-            kept = self.keeper.fetch(o.url, recipe)
+            # Loopback output URLs are fetched only from a simulator on this machine.
+            kept = self.keeper.fetch(
+                o.url, recipe, allow_loopback=bool(getattr(self.client, "is_local", False))
+            )
         except DownloadError as exc:
             self.health_info.download_errors += 1
             now = self.clock()

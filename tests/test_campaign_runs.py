@@ -43,6 +43,10 @@ class RecordingClient:
         self.started: dict[str, float] = {}  # task id -> its create's start
         self.finished: dict[str, float] = {}  # task id -> first poll that saw it terminal
 
+    @property
+    def is_local(self) -> bool:  # the simulator's loopback output URLs may be fetched
+        return self.client.is_local
+
     def new_idempotency_key(self) -> str:
         return self.client.new_idempotency_key()
 

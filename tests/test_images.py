@@ -234,7 +234,9 @@ def base(server: _Server) -> str:
 
 @pytest.fixture
 def keeper(tmp_path: Path) -> Iterator[ImageKeeper]:
-    k = ImageKeeper(tmp_path / "images", max_bytes=MAX_BYTES, thumb_size=THUMB, timeout=1.0)
+    k = ImageKeeper(
+        tmp_path / "images", max_bytes=MAX_BYTES, thumb_size=THUMB, timeout=1.0, allow_loopback=True
+    )
     yield k
     k.close()
 
@@ -385,7 +387,7 @@ def test_clean_recipe_rules() -> None:
 
 
 def test_no_authorization_header_is_ever_sent(tmp_path: Path, server: _Server, base: str) -> None:
-    with ImageKeeper(tmp_path / "a", max_bytes=MAX_BYTES, timeout=1.0) as own:
+    with ImageKeeper(tmp_path / "a", max_bytes=MAX_BYTES, timeout=1.0, allow_loopback=True) as own:
         own.fetch(f"{base}/echo.png", RECIPE)
 
     # Even a client carrying the API key, basic auth and cookies is used as a
@@ -396,7 +398,9 @@ def test_no_authorization_header_is_ever_sent(tmp_path: Path, server: _Server, b
         cookies={"session": "sk-live-abcdef123456"},
     )
     host = base.removeprefix("http://")
-    with ImageKeeper(tmp_path / "b", http=hostile, max_bytes=MAX_BYTES, timeout=1.0) as shared:
+    with ImageKeeper(
+        tmp_path / "b", http=hostile, max_bytes=MAX_BYTES, timeout=1.0, allow_loopback=True
+    ) as shared:
         shared.fetch(f"{base}/redirect", RECIPE)
         shared.fetch(f"http://user:pw@{host}/echo.png", RECIPE)
     assert not hostile.is_closed  # not ours to close

@@ -18,8 +18,10 @@ counted), `creates` (creates answered 200, replays included, plus dropped
 answers), `tasks_created`, `idempotent_replays`, `create_answers_dropped`,
 `gets_by_task` (taskId -> GETs), `downloads` (file requests answered 200),
 `callbacks_sent` (attempts), `callbacks_acked` (2xx), `callbacks_failed`,
-`callbacks_dropped`, `callbacks_abandoned` (gave up after the last retry) and
-`connections` (TCP connections accepted).
+`callbacks_dropped`, `callbacks_abandoned` (gave up after the last retry),
+`connections` (TCP connections accepted) and, for the trickle faults,
+`trickles_started`, `trickles_cut` (the client hung up first) and
+`trickles_finished`.
 
 Python use::
 

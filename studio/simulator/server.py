@@ -96,7 +96,10 @@ class Faults:
     (an HTTP date instead when `retry_after_as_date`). `fail_rate`,
     `misspell_rate` (the quoted headline drawn misspelled, as the
     `[sim:misspell]` marker does) and the `callback_*` rates are drawn when a
-    task is created; the others per request.
+    task is created; the others per request. `get_trickle_s` and
+    `download_trickle_s` send the body of every status answer or image one
+    byte at a time, this many seconds apart (a server that never times out a
+    read but never finishes either).
     """
 
     fail_rate: float = 0.0
@@ -112,6 +115,8 @@ class Faults:
     download_truncate_rate: float = 0.0
     download_non_image_rate: float = 0.0
     download_slow_s: float = 0.0
+    get_trickle_s: float = 0.0
+    download_trickle_s: float = 0.0
     callback_drop_rate: float = 0.0
     callback_duplicate_rate: float = 0.0
     misspell_rate: float = 0.0  # share of tasks whose quoted headline is drawn misspelled
@@ -186,6 +191,9 @@ def _new_stats() -> dict[str, Any]:
         "callbacks_dropped": 0,
         "callbacks_abandoned": 0,
         "connections": 0,
+        "trickles_started": 0,
+        "trickles_cut": 0,  # the client hung up before the last byte
+        "trickles_finished": 0,
     }
 
 
@@ -905,6 +913,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         headers: dict[str, str] | None = None,
         *,
         send_only: int | None = None,
+        trickle: float = 0.0,
     ) -> None:
         self._answered = True
         self.send_response(status)
@@ -916,7 +925,26 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
         self.end_headers()
         self._record(str(status))
+        if trickle > 0:
+            self._trickle(payload, trickle)
+            return
         self.wfile.write(payload if send_only is None else payload[:send_only])
+
+    def _trickle(self, payload: bytes, every: float) -> None:
+        """Write `payload` one byte per `every` seconds until done or the client hangs up."""
+        sim = self.sim
+        sim._bump("trickles_started")
+        for i in range(len(payload)):
+            try:
+                if sim._stopping:
+                    raise BrokenPipeError
+                self.wfile.write(payload[i : i + 1])
+            except OSError:
+                sim._bump("trickles_cut")
+                self.close_connection = True
+                return
+            time.sleep(every)
+        sim._bump("trickles_finished")
 
     def _record(self, outcome: str) -> None:
         if not self._admin:
@@ -1064,6 +1092,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if task is None:
             self._error(404, "Task not found.")
             return
+        if sim.faults.get_trickle_s > 0:
+            body = {"code": 200, "message": "success", "data": sim._view(task, time.time())}
+            self._send(200, json.dumps(body).encode(), "application/json", trickle=sim.faults.get_trickle_s)
+            return
         self._ok(sim._view(task, time.time()))
 
     def _handle_list(self, query: str) -> None:
@@ -1117,7 +1149,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
-        self._send(200, png, "image/png", headers)
+        self._send(200, png, "image/png", headers, trickle=faults.download_trickle_s)
 
     def _handle_admin(self, method: str, path: str, raw: bytes) -> None:
         sim = self.sim
