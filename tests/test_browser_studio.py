@@ -80,7 +80,9 @@ def test_too_long_prompt_shows_the_error_and_keeps_the_text(page, studio_server)
     text = "x" * 20_001
     set_prompt(page, text)
     generate(page).click()
-    expect(page.get_by_text(re.compile("the limit is 20,000"))).to_be_visible()
+    # Beside the field, and again beside Generate (where the eye is after the click), with the field named.
+    expect(page.locator(".st-key-generate_box")).to_contain_text(re.compile("Prompt: .*the limit is 20,000"))
+    expect(page.get_by_text(re.compile("the limit is 20,000")).first).to_be_visible()
     assert len(page.locator(EDITOR).input_value()) == 20_001
     expect(page.locator(".st-key-prompt_count")).to_contain_text("1 over the limit")
     screenshot(page, "studio-too-long")
