@@ -1,9 +1,7 @@
 """Errors that read like HiAPI's documented ones.
 
-Mapped from the HTTP status and the business code, read from either of HiAPI's
-error shapes: the envelope's `error_code`, or `error.code` in the other shape
-`{"error": {"type", "code", "request_id"[, "message"]}}` (`parse_error_shape`).
-Messages never
+Mapped from the HTTP status and the business code: the envelope's `error_code`
+or, in HiAPI's other shape, `error.code` (see `parse_error_shape`). Messages never
 carry the API key: they are built from the server's message and our own text,
 and `redact` scrubs anything that looks like a key before it is stored.
 """
@@ -198,7 +196,7 @@ def error_for(
     elif cls is UnsupportedMediaTypeError:
         text = MEDIA_TYPE_MESSAGE
     error = cls(text, status=status, error_code=error_code, retry_after=retry_after, payload=payload)
-    error.server_message = redact(message)  # type: ignore[attr-defined]
+    error.server_message = redact(message)
     return error
 
 
