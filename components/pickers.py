@@ -5,7 +5,15 @@ from __future__ import annotations
 import streamlit as st
 
 from components import draft
-from studio.ratios import GROUPS, RATIOS, RESOLUTIONS, combination_problem, pixel_size, size_label
+from studio.ratios import (
+    GROUPS,
+    RATIOS,
+    RESOLUTIONS,
+    combination_problem,
+    limits_summary,
+    pixel_size,
+    size_label,
+)
 
 _GROUP_TITLES = {
     "square": "Square",
@@ -37,8 +45,7 @@ def resolution_picker(error: str | None = None) -> str:
         RESOLUTIONS,
         key=draft.RES_KEY,
         on_change=draft.sync_resolution,
-        help="Approximate sizes; the real image is measured when it arrives. "
-        "'auto' needs 1K; a square cannot be 4K.",
+        help="Approximate sizes; the real image is measured when it arrives. " + limits_summary(),
     )
     res = draft.resolution()
     st.caption(

@@ -6,7 +6,10 @@ The contract it enforces (HiAPI's documented task API):
   the base URL, every request with `Authorization: Bearer <key>` and JSON headers.
 * Every answer is the envelope `{code, message, data[, error_code]}`. `data` is
   returned on a 2xx status with a 2xx `code`; anything else raises the error
-  class `studio.errors.error_for` picks. An answer that is not the envelope
+  class `studio.errors.error_for` picks. HiAPI's other error shape,
+  `{"error": {"type", "code", "request_id"}}`, is read as an error too (its
+  request id ends the message). 402 (balance: nothing created, nothing charged)
+  and 415 (a bug) are never retried. An answer that is not the envelope
   (HTML, empty, not JSON, too large) raises `MalformedResponseError`; a network
   failure raises `HiAPIConnectionError`. Nothing else escapes: every failure is
   a `HiAPIError`.
@@ -36,12 +39,22 @@ from .errors import (
     AuthenticationError,
     HiAPIConnectionError,
     HiAPIError,
+    InvalidRequestError,
     MalformedResponseError,
     RequestValidationError,
     error_for,
+    parse_error_shape,
     redact,
 )
-from .models import DEFAULT_MODEL, Created, Task, TaskPage, TaskRequest
+from .models import (
+    DEFAULT_MODEL,
+    KNOWN_MODELS,
+    Created,
+    Task,
+    TaskPage,
+    TaskRequest,
+    unknown_model_message,
+)
 from .transport import (
     ANSWER_DEADLINE_S,
     RetryPolicy,
@@ -87,10 +100,12 @@ class HiAPIClient:
     One instance holds one pooled, thread-safe `httpx.Client`; share it between
     threads and close it once (or use it as a context manager).
 
-    Model: the configured `model` (for example `gpt-image-2/text-to-image`) is what
-    `create_task` sends when the request carries the default model
-    (`models.DEFAULT_MODEL`) or none; a request that names another model is sent
-    as it is.
+    Model: the configured `model` (default `gpt-image-2/text-to-image`; `HIAPI_MODEL`
+    overrides it) is used when the request carries the default model
+    (`models.DEFAULT_MODEL`) or none; a request that names another model keeps it.
+    The ID sent follows the request (`models.model_for`): a request with reference
+    images goes to `gpt-image-2/image-to-image`; a name HiAPI does not document is
+    sent unchanged, and when HiAPI refuses it the error says so in one sentence.
 
     Timeouts: `None` means connect 5 s, read 30 s, write 30 s, pool 10 s; a number
     applies to every phase. On top of those, each attempt must be answered in
@@ -106,7 +121,7 @@ class HiAPIClient:
         api_key: str,
         *,
         base_url: str = "https://api.hiapi.ai",
-        model: str = "gpt-image-2",
+        model: str = DEFAULT_MODEL,
         timeout: httpx.Timeout | float | None = None,
         max_retries: int = 2,
         backoff_base: float = 0.5,
@@ -129,7 +144,7 @@ class HiAPIClient:
             self._key_problem = "The HiAPI API key contains spaces or characters a header cannot carry."
         self.base_url = _normalise_base_url(base_url)
         if not isinstance(model, str) or not model.strip():
-            raise ValueError("model must be a non-empty string, e.g. 'gpt-image-2'.")
+            raise ValueError(f"model must be a non-empty string, e.g. {DEFAULT_MODEL!r}.")
         self.model = model.strip()
         self._api_key = api_key
         self._policy = RetryPolicy(
@@ -197,6 +212,12 @@ class HiAPIClient:
                     "HiAPI accepted the task but its answer has no taskId.",
                     status=response.status_code,
                 )
+        except InvalidRequestError as exc:
+            exc.idempotency_key = key  # type: ignore[attr-defined]
+            refused = _unknown_model_refusal(exc, request.wire_model)
+            if refused is None:
+                raise
+            raise refused from exc
         except HiAPIError as exc:
             exc.idempotency_key = key  # type: ignore[attr-defined]
             raise
@@ -370,6 +391,13 @@ class HiAPIClient:
             envelope = json.loads(body)
         except (ValueError, RecursionError):
             raise malformed("not JSON", self._snippet(body)) from None
+        if isinstance(envelope, dict) and "code" not in envelope:
+            shape = parse_error_shape(envelope)  # HiAPI's other error shape, {"error": {...}}
+            if shape is not None:
+                error_code, message, _ = shape
+                effective = status if not 200 <= status < 300 else 500
+                message = redact(_SPACE_RE.sub(" ", message).strip()[:MAX_MESSAGE_CHARS], self._api_key)
+                raise error_for(effective, error_code, message, retry_after=retry_after, payload=envelope)
         if not isinstance(envelope, dict) or "code" not in envelope:
             raise malformed("not HiAPI's envelope", self._snippet(body))
         code = _as_status(envelope.get("code"))
@@ -379,6 +407,8 @@ class HiAPIClient:
             return envelope.get("data")
         error_code = envelope.get("error_code")
         error_code = error_code if isinstance(error_code, str) and error_code else None
+        if error_code is None and (shape := parse_error_shape(envelope)) is not None:
+            error_code = shape[0]  # an envelope that carries the other shape's error object too
         effective = status if not 200 <= status < 300 else (code if 100 <= code <= 599 else 500)
         message = envelope.get("message")
         message = _SPACE_RE.sub(" ", message).strip() if isinstance(message, str) else ""
@@ -429,6 +459,18 @@ def _as_status(value: Any) -> int | None:
     if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 4:
         return int(value.strip())
     return None
+
+
+def _unknown_model_refusal(exc: InvalidRequestError, model: str) -> InvalidRequestError | None:
+    """A 400 about a model HiAPI does not document, restated as one clear sentence (else None)."""
+    if model in KNOWN_MODELS or exc.status != 400 or "model" not in exc.message.lower():
+        return None
+    refused = InvalidRequestError(
+        unknown_model_message(model), status=400, error_code=exc.error_code, payload=exc.payload
+    )
+    refused.server_message = exc.message
+    refused.idempotency_key = exc.idempotency_key  # type: ignore[attr-defined]
+    return refused
 
 
 def _check_task_id(task_id: Any) -> None:

@@ -1,6 +1,9 @@
 """Settings from the environment and Streamlit secrets (passed in as a mapping).
 
-With no `HIAPI_API_KEY` the studio runs against its embedded simulator. The key
+With no `HIAPI_API_KEY` the studio runs against its embedded simulator.
+`HIAPI_MODEL` overrides the model (default `gpt-image-2/text-to-image`; a request
+with reference images is sent to `gpt-image-2/image-to-image`, see
+`models.model_for`). The key
 is kept in `Settings.api_key`, which is excluded from repr so it never lands in
 a log line or a page by accident.
 """

@@ -1,6 +1,7 @@
 """Errors that read like HiAPI's documented ones.
 
-Mapped from the HTTP status and the envelope's `error_code`. Messages never
+Mapped from the HTTP status and the business code: the envelope's `error_code`
+or, in HiAPI's other shape, `error.code` (see `parse_error_shape`). Messages never
 carry the API key: they are built from the server's message and our own text,
 and `redact` scrubs anything that looks like a key before it is stored.
 """
@@ -27,6 +28,8 @@ class HiAPIError(Exception):
     status: int | None = None
     #: Safe to send again as it is (possibly after waiting)?
     retryable: bool = False
+    #: HiAPI's own words, when our message replaces them (402, 415, an unknown model).
+    server_message: str | None = None
 
     def __init__(
         self,
@@ -76,15 +79,35 @@ class AuthenticationError(HiAPIError):
 
 
 class InsufficientBalanceError(HiAPIError):
-    """402: the account balance is too low."""
+    """402: the balance is too low. The task was not created and not charged; never retried."""
 
     status = 402
+
+
+#: What a person reads for a 402 (HiAPI's own words are kept in `server_message`).
+BALANCE_MESSAGE = (
+    "Your HiAPI balance is too low: the task was not created and not charged; "
+    "top up your HiAPI balance, then generate again."
+)
 
 
 class NotFoundError(HiAPIError):
     """404: unknown task, or a task that belongs to another key."""
 
     status = 404
+
+
+class UnsupportedMediaTypeError(InvalidRequestError):
+    """415: HiAPI did not take the body as JSON. A bug in the studio; never retried."""
+
+    status = 415
+
+
+#: What a person reads for a 415.
+MEDIA_TYPE_MESSAGE = (
+    "HiAPI refused the request's Content-Type (HTTP 415): this is a bug in the studio, "
+    "not in your prompt; please report it."
+)
 
 
 class IdempotencyKeyInFlightError(HiAPIError):
@@ -134,12 +157,14 @@ _BY_CODE: dict[str, type[HiAPIError]] = {
     "MODEL_UNAVAILABLE": UnavailableError,
     "TASK_TIMEOUT": UnavailableError,
     "STORAGE_UNAVAILABLE": UnavailableError,
+    "RATE_LIMIT_EXCEEDED": RateLimitedError,  # the second error shape's spelling
 }
 _BY_STATUS: dict[int, type[HiAPIError]] = {
     400: InvalidRequestError,
     401: AuthenticationError,
     402: InsufficientBalanceError,
     404: NotFoundError,
+    415: UnsupportedMediaTypeError,
     409: IdempotencyKeyInFlightError,
     422: IdempotencyKeyMismatchError,
     429: RateLimitedError,
@@ -157,8 +182,50 @@ def error_for(
     retry_after: float | None = None,
     payload: Any = None,
 ) -> HiAPIError:
-    """Build the error class HiAPI's docs describe for this status and code."""
+    """Build the error class HiAPI's docs describe for this status and code.
+
+    402 and 415 get our own sentence (what happened and what to do); HiAPI's
+    message is kept in `server_message` on every error.
+    """
     cls = _BY_CODE.get(error_code or "") or _BY_STATUS.get(status)
     if cls is None:
         cls = UnavailableError if status >= 500 else HiAPIError
-    return cls(message, status=status, error_code=error_code, retry_after=retry_after, payload=payload)
+    text = message
+    if cls is InsufficientBalanceError:
+        text = BALANCE_MESSAGE
+    elif cls is UnsupportedMediaTypeError:
+        text = MEDIA_TYPE_MESSAGE
+    error = cls(text, status=status, error_code=error_code, retry_after=retry_after, payload=payload)
+    error.server_message = redact(message)
+    return error
+
+
+_WORD_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
+
+
+def parse_error_shape(body: Any) -> tuple[str | None, str, str | None] | None:
+    """Read HiAPI's second error shape: `(error_code, message, request_id)`, or None.
+
+    `{"error": {"type": "hiapi_error", "code": "rate_limit_exceeded", "request_id": "req_..."}}`.
+    The code is upper-cased and kept as `error_code` only when it is one of the
+    documented business codes (so `rate_limit_exceeded` reads as a 429's
+    RATE_LIMIT_EXCEEDED); any other code is named in the message instead, and the
+    HTTP status decides. The request id, when sane, ends the message, for support.
+    """
+    if not isinstance(body, dict) or not isinstance(body.get("error"), dict):
+        return None
+    err = body["error"]
+    raw_code = err.get("code")
+    code = raw_code.strip() if isinstance(raw_code, str) and _WORD_RE.match(raw_code.strip()) else None
+    error_code = code.upper() if code and code.upper() in _BY_CODE else None
+    message = err.get("message")
+    message = " ".join(message.split()) if isinstance(message, str) else ""
+    if not message:
+        kind = err.get("type")
+        kind = kind if isinstance(kind, str) and _WORD_RE.match(kind) else "error"
+        message = f"HiAPI answered {kind}" + (f" {code}" if code else "")
+    request_id = err.get("request_id")
+    request_id = request_id if isinstance(request_id, str) and _WORD_RE.match(request_id) else None
+    if request_id:
+        message = f"{message} (request {request_id})"
+    return error_code, message, request_id

@@ -107,7 +107,7 @@ STARTERS: tuple[Starter, ...] = (
         "Studio product photograph of a matte sage-green ceramic coffee mug on a pale stone plinth, "
         "soft diffused key light from the left, gentle shadow, seamless off-white background, "
         "shallow depth of field, e-commerce hero image, no text, no logo.",
-        ("1:1", "4:5"),
+        ("1:1", "3:4"),  # HiAPI offers no 4:5 at 2K; 3:4 crops to a 4:5 feed post
         "2K",
     ),
     _starter(
@@ -132,7 +132,7 @@ STARTERS: tuple[Starter, ...] = (
         'Launch visual for wireless headphones called "AURORA": the headphones float above a dark gradient '
         'with soft aurora-green light trails. Headline "HEAR THE LIGHT" in clean white sans-serif, '
         "product centred, generous safe area around the text for cropping to every placement.",
-        ("9:16", "4:5", "16:9", "21:9"),
+        ("9:16", "3:4", "16:9", "21:9"),  # 3:4, not 4:5: HiAPI offers no 4:5 at 2K
         "2K",
     ),
 )

@@ -12,7 +12,35 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-DEFAULT_MODEL = "gpt-image-2"
+TEXT_TO_IMAGE_MODEL = "gpt-image-2/text-to-image"
+IMAGE_TO_IMAGE_MODEL = "gpt-image-2/image-to-image"
+#: The model page's older "fixed value", kept by HiAPI as an alias of text-to-image.
+LEGACY_MODEL = "gpt-image-2"
+KNOWN_MODELS: tuple[str, ...] = (TEXT_TO_IMAGE_MODEL, IMAGE_TO_IMAGE_MODEL, LEGACY_MODEL)
+DEFAULT_MODEL = TEXT_TO_IMAGE_MODEL
+
+
+def model_for(model: str, *, image_to_image: bool) -> str:
+    """The model ID to send for a request, from the configured one and the request's mode.
+
+    HiAPI's known GPT Image 2 IDs follow the request: one with reference images
+    goes to `gpt-image-2/image-to-image`, one without to text-to-image (the
+    legacy `gpt-image-2` stays as it is for text). Any other name is the
+    operator's explicit choice (`HIAPI_MODEL`) and is sent unchanged.
+    """
+    if model not in KNOWN_MODELS:
+        return model
+    if image_to_image:
+        return IMAGE_TO_IMAGE_MODEL
+    return TEXT_TO_IMAGE_MODEL if model == IMAGE_TO_IMAGE_MODEL else model
+
+
+def unknown_model_message(model: str) -> str:
+    """The one sentence shown when HiAPI does not know the configured model."""
+    return (
+        f"HiAPI does not know the model {model!r}: set HIAPI_MODEL to {TEXT_TO_IMAGE_MODEL!r} "
+        "(or remove it to use the default), then generate again."
+    )
 
 
 class TaskStatus:
@@ -76,6 +104,8 @@ class TaskRequest:
     """What one Generate asks of HiAPI: a prompt, a ratio and a resolution.
 
     `callback` sits at the top level of the body, never inside `input`.
+    `references` (public image URLs, sent as `input.input_urls`) make it an
+    image-to-image request; the model sent follows from that (`model_for`).
     """
 
     prompt: str
@@ -83,16 +113,26 @@ class TaskRequest:
     resolution: str = "1K"
     model: str = DEFAULT_MODEL
     callback: Callback | None = None
+    references: tuple[str, ...] = ()
+
+    @property
+    def image_to_image(self) -> bool:
+        return bool(self.references)
+
+    @property
+    def wire_model(self) -> str:
+        """The model ID this request is sent with."""
+        return model_for(self.model, image_to_image=self.image_to_image)
 
     def to_body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self.model,
-            "input": {
-                "prompt": self.prompt,
-                "aspect_ratio": self.aspect_ratio,
-                "resolution": self.resolution,
-            },
+        inp: dict[str, Any] = {
+            "prompt": self.prompt,
+            "aspect_ratio": self.aspect_ratio,
+            "resolution": self.resolution,
         }
+        if self.references:
+            inp["input_urls"] = list(self.references)
+        body: dict[str, Any] = {"model": self.wire_model, "input": inp}
         if self.callback is not None:
             body["callback"] = self.callback.to_dict()
         return body
@@ -108,6 +148,8 @@ class TaskRequest:
             cb.url if cb else None,
             cb.when if cb else "final",
             allow_loopback_http=allow_loopback_http,
+            image_to_image=self.image_to_image,
+            references=list(self.references) if self.references else None,
         )
 
     @classmethod
@@ -119,12 +161,14 @@ class TaskRequest:
         callback = None
         if isinstance(cb, dict):
             callback = Callback(url=cb.get("url"), when=cb.get("when", "final"))  # type: ignore[arg-type]
+        urls = inp.get("input_urls")
         return cls(
             prompt=inp.get("prompt"),  # type: ignore[arg-type]
             aspect_ratio=inp.get("aspect_ratio", "auto"),
             resolution=inp.get("resolution", "1K"),
             model=body.get("model"),  # type: ignore[arg-type]
             callback=callback,
+            references=tuple(urls) if isinstance(urls, list) else (),
         )
 
 

@@ -6,8 +6,14 @@ most 3:1 and 655,360-8,294,400 pixels in all. We follow one reseller's rule:
 1K fixes the short edge near 1024; 2K and 4K fix the long edge at 2048 and
 3840, shrunk to stay within the pixel budget. Where that rule would make 2K no
 larger than 1K (2:1 and wider), 2K is 1K grown by a quarter. Sizes are shown as approximate;
-the real image is always measured. The pickers, the validation and the
-simulator all read this table, so they cannot drift apart.
+the real image is always measured.
+
+The table also holds HiAPI's current limits on the default route: each row says
+at which resolutions HiAPI does not offer that ratio (`not_at`, on both models)
+and where text-to-image alone refuses it (`not_at_text_to_image`: 1:1 at 4K;
+image-to-image allows it). `combination_problem` is the one reading of those
+limits: the pickers, the validation and the simulator all call it, so they
+cannot drift apart.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ class Ratio:
     height: int
     group: str  # square, landscape, portrait, wide, tall, auto
     placements: tuple[str, ...]
+    not_at: tuple[str, ...] = ()  # resolutions HiAPI refuses for this ratio on every model
+    not_at_text_to_image: tuple[str, ...] = ()  # ...and those only text-to-image refuses
 
     @property
     def value(self) -> float:
@@ -41,22 +49,22 @@ class Ratio:
 
 
 _TABLE: tuple[Ratio, ...] = (
-    Ratio("auto", 1, 1, "auto", ("let the model choose",)),
-    Ratio("1:1", 1, 1, "square", ("feed post", "profile", "product tile")),
-    Ratio("5:4", 5, 4, "landscape", ("print 8x10 landscape",)),
+    Ratio("auto", 1, 1, "auto", ("let the model choose",), not_at=("2K", "4K")),
+    Ratio("1:1", 1, 1, "square", ("feed post", "profile", "product tile"), not_at_text_to_image=("4K",)),
+    Ratio("5:4", 5, 4, "landscape", ("print 8x10 landscape",), not_at=("2K",)),
     Ratio("4:3", 4, 3, "landscape", ("classic slide", "tablet")),
     Ratio("3:2", 3, 2, "landscape", ("photo print", "blog header")),
     Ratio("16:9", 16, 9, "landscape", ("slide", "video", "YouTube thumbnail")),
-    Ratio("4:5", 4, 5, "portrait", ("feed post (portrait)", "print 8x10")),
+    Ratio("4:5", 4, 5, "portrait", ("feed post (portrait)", "print 8x10"), not_at=("2K",)),
     Ratio("3:4", 3, 4, "portrait", ("poster", "Pinterest")),
     Ratio("2:3", 2, 3, "portrait", ("poster", "book cover")),
     Ratio("9:16", 9, 16, "portrait", ("story / reel", "phone wallpaper")),
     Ratio("2:1", 2, 1, "wide", ("email header", "Twitter/X header")),
     Ratio("21:9", 21, 9, "wide", ("web banner", "cinema")),
-    Ratio("3:1", 3, 1, "wide", ("LinkedIn banner", "leaderboard")),
+    Ratio("3:1", 3, 1, "wide", ("LinkedIn banner", "leaderboard"), not_at=("2K", "4K")),
     Ratio("1:2", 1, 2, "tall", ("skyscraper ad",)),
-    Ratio("9:21", 9, 21, "tall", ("tall banner",)),
-    Ratio("1:3", 1, 3, "tall", ("roll-up banner", "side skyscraper")),
+    Ratio("9:21", 9, 21, "tall", ("tall banner",), not_at=("2K", "4K")),
+    Ratio("1:3", 1, 3, "tall", ("roll-up banner", "side skyscraper"), not_at=("2K", "4K")),
 )
 
 RATIOS: dict[str, Ratio] = {r.name: r for r in _TABLE}
@@ -106,13 +114,45 @@ def size_label(ratio: str, resolution: str) -> str:
     return f"≈{w}×{h}"
 
 
-def combination_problem(ratio: str, resolution: str) -> str | None:
+def offered_resolutions(ratio: str, *, image_to_image: bool = False) -> tuple[str, ...]:
+    """The resolutions HiAPI accepts for `ratio` on this model; KeyError for an unknown ratio."""
+    row = RATIOS[ratio]
+    refused = set(row.not_at) | (set() if image_to_image else set(row.not_at_text_to_image))
+    return tuple(res for res in RESOLUTIONS if res not in refused)
+
+
+def combination_problem(ratio: str, resolution: str, *, image_to_image: bool = False) -> str | None:
     """Why HiAPI rejects this ratio/resolution pair, or None if it accepts it.
 
-    Rules from HiAPI's model guide: `auto` works only with 1K; `1:1` never with 4K.
+    HiAPI's current limits (the default route): `auto` only at 1K; 2K never for
+    5:4, 4:5, 3:1, 1:3, 9:21; 4K never for 3:1, 1:3, 9:21, nor for 1:1 on
+    text-to-image (`image_to_image=True` allows 1:1 at 4K). Unknown ratios or
+    resolutions are not this function's business (None): validation names them.
     """
-    if ratio == "auto" and resolution != "1K":
+    if ratio not in RATIOS or resolution not in RESOLUTIONS:
+        return None
+    offered = offered_resolutions(ratio, image_to_image=image_to_image)
+    if resolution in offered:
+        return None
+    choices = " or ".join(offered)
+    if ratio == "auto":
         return f"Aspect ratio 'auto' works only with 1K; pick a fixed ratio for {resolution}."
-    if ratio == "1:1" and resolution == "4K":
-        return "Aspect ratio '1:1' cannot be combined with 4K; choose 2K for a square."
-    return None
+    if resolution in RATIOS[ratio].not_at_text_to_image and resolution not in RATIOS[ratio].not_at:
+        return f"Aspect ratio '{ratio}' is not available at {resolution} for text-to-image; choose {choices}."
+    return f"Aspect ratio '{ratio}' is not available at {resolution} on HiAPI; choose {choices}."
+
+
+def limits_summary() -> str:
+    """One line stating today's limits, built from the table (for help texts)."""
+    parts = []
+    for res in RESOLUTIONS:
+        refused = [r.name for r in _TABLE if res in r.not_at and r.name != "auto"]
+        if refused:
+            parts.append(f"no {res} for " + ", ".join(refused))
+    squares = [r.name for r in _TABLE if r.not_at_text_to_image]
+    text_only = "; ".join(
+        f"no {res} for {name} without a reference image"
+        for name in squares
+        for res in RATIOS[name].not_at_text_to_image
+    )
+    return "'auto' needs 1K; " + "; ".join(parts) + ("; " + text_only if text_only else "") + "."

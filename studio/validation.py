@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from .ratios import RATIO_NAMES, RESOLUTIONS, combination_problem
 
 MAX_PROMPT_CHARS = 20_000
+MAX_REFERENCES = 16
 CALLBACK_WHEN = ("final",)
 # Half of a UTF-16 pair on its own: Python can hold it, UTF-8 (the wire, SQLite) cannot.
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -57,11 +58,17 @@ def validate_request(
     callback_when: object = "final",
     *,
     allow_loopback_http: bool = False,
+    image_to_image: bool = False,
+    references: object = None,
 ) -> list[Problem]:
     """Return every problem with a request; an empty list means it may be sent.
 
     `allow_loopback_http` lets http://127.0.0.1 callbacks through; only the
     simulator sets it, so local demos can receive callbacks without TLS.
+
+    `image_to_image` selects that model's limits (it allows 1:1 at 4K) and
+    requires `references` (`input.input_urls`): 1-16 http(s) image URLs. A
+    text-to-image request must not carry any.
 
     The prompt's length is counted in Unicode code points (an emoji or a
     letter with a combining accent counts once per code point, as HiAPI's
@@ -110,13 +117,44 @@ def validate_request(
             )
         )
     if ratio_ok and res_ok:
-        why = combination_problem(aspect_ratio, resolution)  # type: ignore[arg-type]
+        why = combination_problem(aspect_ratio, resolution, image_to_image=image_to_image)  # type: ignore[arg-type]
         if why:
             problems.append(Problem("aspect_ratio", why))
+    problems.extend(_reference_problems(references, image_to_image))
 
     if callback_url is not None:
         problems.extend(_callback_problems(callback_url, callback_when, allow_loopback_http))
     return problems
+
+
+def _reference_problems(references: object, image_to_image: bool) -> list[Problem]:
+    if not image_to_image:
+        if references is None or references == []:
+            return []
+        return [
+            Problem(
+                "references",
+                "Reference images (input_urls) need the image-to-image model; remove them or "
+                "use gpt-image-2/image-to-image.",
+            )
+        ]
+    if not isinstance(references, list | tuple) or not 1 <= len(references) <= MAX_REFERENCES:
+        return [
+            Problem(
+                "references",
+                f"Image-to-image needs 1-{MAX_REFERENCES} reference image URLs (input_urls); "
+                "add at least one.",
+            )
+        ]
+    for url in references:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            return [
+                Problem(
+                    "references",
+                    f"Reference image {repr(url)[:80]} is not an http(s) URL; give a public image address.",
+                )
+            ]
+    return []
 
 
 def _callback_problems(url: object, when: object, allow_loopback_http: bool) -> list[Problem]:

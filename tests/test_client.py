@@ -209,6 +209,7 @@ LABELS = {
     "resolution": "Resolution",
     "callback.url": "Callback URL",
     "callback.when": "Callback 'when'",
+    "references": "Reference image",
 }
 
 INVALID_REQUESTS = [
@@ -219,7 +220,10 @@ INVALID_REQUESTS = [
     pytest.param(TaskRequest("cat", aspect_ratio="7:5"), "aspect_ratio", "'7:5'", id="unknown-ratio"),
     pytest.param(TaskRequest("cat", resolution="8K"), "resolution", "'8K'", id="unknown-resolution"),
     pytest.param(TaskRequest("cat", "auto", "2K"), "aspect_ratio", "only with 1K", id="auto-needs-1K"),
-    pytest.param(TaskRequest("cat", "1:1", "4K"), "aspect_ratio", "4K", id="square-not-4K"),
+    pytest.param(TaskRequest("cat", "1:1", "4K"), "aspect_ratio", "text-to-image", id="square-not-4K"),
+    pytest.param(TaskRequest("cat", "5:4", "2K"), "aspect_ratio", "choose 1K or 4K", id="5x4-not-2K"),
+    pytest.param(TaskRequest("cat", "9:21", "4K"), "aspect_ratio", "choose 1K", id="9x21-not-4K"),
+    pytest.param(TaskRequest("cat", "1:3", "2K"), "aspect_ratio", "choose 1K", id="1x3-not-2K"),
     pytest.param(
         TaskRequest("cat", callback=Callback("http://example.com/hook")),
         "callback.url",
@@ -295,6 +299,54 @@ def test_create_sends_the_documented_body_with_the_configured_model() -> None:
         "input": {"prompt": "a lighthouse", "aspect_ratio": "16:9", "resolution": "2K"},
         "callback": {"url": "https://example.com/hook", "when": "final"},
     }
+
+
+def test_the_default_model_is_text_to_image_and_follows_the_request() -> None:
+    wire = Wire(CREATED)
+    refs = ("https://cdn.example.com/ref.png",)
+    with make(wire) as client:
+        assert client.model == "gpt-image-2/text-to-image"
+        client.create_task(TaskRequest("a lighthouse"))
+        client.create_task(TaskRequest("a lighthouse", "1:1", "4K", references=refs))
+    text, image = (json.loads(r.content) for r in wire.requests)
+    assert text["model"] == "gpt-image-2/text-to-image" and "input_urls" not in text["input"]
+    assert image["model"] == "gpt-image-2/image-to-image"
+    assert image["input"]["input_urls"] == list(refs)  # and 1:1 at 4K is allowed there
+
+
+@pytest.mark.parametrize(
+    ("configured", "text", "image"),
+    [
+        ("gpt-image-2", "gpt-image-2", "gpt-image-2/image-to-image"),  # the legacy alias
+        ("gpt-image-2/image-to-image", "gpt-image-2/text-to-image", "gpt-image-2/image-to-image"),
+        ("my-proxy/gpt-image-2", "my-proxy/gpt-image-2", "my-proxy/gpt-image-2"),  # sent as configured
+    ],
+)
+def test_a_configured_model_overrides_the_default(configured: str, text: str, image: str) -> None:
+    wire = Wire(CREATED)
+    with make(wire, model=configured) as client:
+        client.create_task(TaskRequest("a"))
+        client.create_task(TaskRequest("a", references=("https://cdn.example.com/r.png",)))
+    assert [json.loads(r.content)["model"] for r in wire.requests] == [text, image]
+
+
+def test_a_model_hiapi_does_not_know_gets_one_clear_sentence() -> None:
+    answer = env(400, None, message="model not supported: foo-9", error_code="INVALID_REQUEST")
+    wire = Wire(answer)
+    with make(wire, model="foo-9") as client, pytest.raises(E.InvalidRequestError) as info:
+        client.create_task(TaskRequest("a"), idempotency_key="k-model")
+    assert str(info.value) == (
+        "HiAPI does not know the model 'foo-9': set HIAPI_MODEL to 'gpt-image-2/text-to-image' "
+        "(or remove it to use the default), then generate again."
+    )
+    assert info.value.server_message == "model not supported: foo-9"
+    assert info.value.idempotency_key == "k-model" and len(wire.requests) == 1
+    # A known model's 400 keeps HiAPI's words; an unknown model's 400 about something else too.
+    for model, message in (("gpt-image-2/text-to-image", "model busy"), ("foo-9", "prompt too odd")):
+        wire = Wire(env(400, None, message=message, error_code="INVALID_REQUEST"))
+        with make(wire, model=model) as client, pytest.raises(E.InvalidRequestError) as info:
+            client.create_task(TaskRequest("a"))
+        assert str(info.value) == message
 
 
 def test_a_request_naming_another_model_keeps_it() -> None:
@@ -405,6 +457,14 @@ def test_list_tasks_sends_page_and_size_and_parses_the_page() -> None:
     assert isinstance(page, TaskPage)
     assert [t.task_id for t in page.tasks] == [TASK_ID, "tk-hiapi-2"]
     assert (page.page, page.size, page.total) == (2, 2, 7)
+
+
+def test_list_tasks_reads_the_documented_tasks_key_too() -> None:
+    wire = Wire(env(200, {"page": 1, "size": 10, "total": 1, "tasks": [task_data()]}))
+    with make(wire) as client:
+        page = client.list_tasks()
+    assert [t.task_id for t in page.tasks] == [TASK_ID]
+    assert (page.page, page.size, page.total) == (1, 10, 1)
 
 
 def test_list_tasks_accepts_a_bare_list_and_null_data() -> None:
@@ -542,7 +602,7 @@ def test_envelope_code_not_2xx_inside_http_200_is_an_error() -> None:
     wire = Wire(env(200, None, code=402, message="balance too low"))
     with make(wire) as client, pytest.raises(E.InsufficientBalanceError) as info:
         client.get_task(TASK_ID)
-    assert info.value.status == 402 and info.value.message == "balance too low"
+    assert info.value.status == 402 and info.value.server_message == "balance too low"
     assert len(wire.requests) == 1
 
 
@@ -558,6 +618,7 @@ NEVER_RETRIED = [
     pytest.param(400, "INVALID_REQUEST", E.InvalidRequestError, id="400"),
     pytest.param(401, None, E.AuthenticationError, id="401"),
     pytest.param(402, None, E.InsufficientBalanceError, id="402"),
+    pytest.param(415, None, E.UnsupportedMediaTypeError, id="415"),
     pytest.param(404, None, E.NotFoundError, id="404"),
     pytest.param(422, "IDEMPOTENCY_KEY_MISMATCH", E.IdempotencyKeyMismatchError, id="422"),
     pytest.param(503, "MODEL_UNAVAILABLE", E.UnavailableError, id="model-unavailable"),
@@ -579,7 +640,14 @@ def test_errors_that_are_never_retried(status: int, error_code: str | None, cls:
     assert sleeps == []
     assert info.value.status == status
     assert info.value.error_code == error_code
-    assert info.value.message == "nope"
+    assert info.value.server_message == "nope"
+    if status == 402:
+        assert "not created and not charged" in info.value.message
+        assert "top up your HiAPI balance" in info.value.message
+    elif status == 415:
+        assert "bug in the studio" in info.value.message
+    else:
+        assert info.value.message == "nope"
 
 
 def test_error_without_message_gets_a_default_one() -> None:
@@ -1027,6 +1095,35 @@ def test_sim_server_side_400_is_invalid_request_and_not_retried(sim: Any) -> Non
     assert (info.value.status, info.value.error_code) == (400, "INVALID_REQUEST")
     assert "no-such-model" in info.value.message
     assert posts(sim) == {"POST /v1/tasks 400": 1} and sleeps == []
+
+
+def test_sim_unknown_model_is_one_clear_sentence(sim: Any) -> None:
+    with sim_client(sim, model="gpt-image-3") as client, pytest.raises(E.InvalidRequestError) as info:
+        client.create_task(TaskRequest("a cat"))
+    assert str(info.value).startswith("HiAPI does not know the model 'gpt-image-3':")
+    assert "'gpt-image-3' is not available" in info.value.server_message
+
+
+@pytest.mark.parametrize("model", ["gpt-image-2", "gpt-image-2/text-to-image", "gpt-image-2/image-to-image"])
+def test_sim_accepts_every_current_model_id(sim: Any, model: str) -> None:
+    refs = ("https://cdn.example.com/ref.png",)
+    with sim_client(sim, model=model) as client:
+        plain = wait_terminal(client, client.create_task(TaskRequest("a cat")).task_id)
+        square = client.create_task(TaskRequest("a cat", "1:1", "4K", references=refs))
+        with_refs = wait_terminal(client, square.task_id)
+    assert plain.status == with_refs.status == "success"
+    assert plain.model == ("gpt-image-2" if model == "gpt-image-2" else "gpt-image-2/text-to-image")
+    assert with_refs.model == "gpt-image-2/image-to-image"
+
+
+def test_sim_415_for_a_body_that_is_not_json_is_never_retried(sim: Any) -> None:
+    sleeps = Sleeps()
+    with sim_client(sim, sleeps) as client, pytest.raises(E.UnsupportedMediaTypeError) as info:
+        # Only a bug could send this: the client always sets Content-Type itself.
+        client._http.headers["Content-Type"] = "text/plain"
+        client.create_task(TaskRequest("a cat"))
+    assert info.value.status == 415 and "bug in the studio" in info.value.message
+    assert posts(sim) == {"POST /v1/tasks 415": 1} and sleeps == []
 
 
 def test_sim_unknown_task_is_404(sim: Any) -> None:

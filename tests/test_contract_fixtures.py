@@ -15,7 +15,7 @@ import pytest
 
 from studio import errors as E
 from studio.client import HiAPIClient
-from studio.models import Callback, Task, TaskRequest, TaskStatus
+from studio.models import LEGACY_MODEL, TEXT_TO_IMAGE_MODEL, Callback, Task, TaskRequest, TaskStatus
 
 KEY = "sk-test-contract-0123456789"
 BASE = "https://api.hiapi.ai"
@@ -71,10 +71,17 @@ def client_answering(body: str | dict, status: int = 200, headers: dict[str, str
 # -- create -----------------------------------------------------------------------------
 
 
+def documented_body(model: str = TEXT_TO_IMAGE_MODEL) -> dict[str, Any]:
+    """The documented body with the model the studio sends by default (its current ID)."""
+    return json.loads(DOCUMENTED_CREATE_BODY) | {"model": model}
+
+
 def test_documented_create_body_is_exactly_what_the_request_builds() -> None:
     request = TaskRequest("...", "16:9", "2K", callback=Callback("https://example.com/hook"))
-    assert request.to_body() == json.loads(DOCUMENTED_CREATE_BODY)
+    assert request.to_body() == documented_body()
     assert request.problems() == []
+    legacy = TaskRequest("...", "16:9", "2K", LEGACY_MODEL, Callback("https://example.com/hook"))
+    assert legacy.to_body() == json.loads(DOCUMENTED_CREATE_BODY)  # verbatim, legacy alias
     assert "callback" not in request.to_body()["input"]
 
 
@@ -91,7 +98,7 @@ def test_client_sends_the_documented_create_body_and_reads_the_documented_answer
     assert created.idempotency_key == "studio-contract-1"
     (request,) = seen
     assert (request.method, request.url.path) == ("POST", "/v1/tasks")
-    assert json.loads(request.content) == json.loads(DOCUMENTED_CREATE_BODY)
+    assert json.loads(request.content) == documented_body()
     assert request.headers["authorization"] == f"Bearer {KEY}"
     assert request.headers["content-type"] == "application/json"
     assert request.headers["idempotency-key"] == "studio-contract-1"
@@ -108,7 +115,7 @@ def test_documented_replay_header_marks_the_create_as_replayed() -> None:
 def test_defaults_match_the_documented_ones() -> None:
     body = TaskRequest("a cat").to_body()
     assert body == {
-        "model": "gpt-image-2",
+        "model": "gpt-image-2/text-to-image",
         "input": {"prompt": "a cat", "aspect_ratio": "auto", "resolution": "1K"},
     }
 
@@ -203,6 +210,7 @@ ERROR_TABLE = [
     (400, "INVALID_REQUEST", E.InvalidRequestError, False),
     (401, None, E.AuthenticationError, False),
     (402, None, E.InsufficientBalanceError, False),
+    (415, None, E.UnsupportedMediaTypeError, False),  # a bug in the studio
     (404, None, E.NotFoundError, False),
     (409, "IDEMPOTENCY_KEY_PROCESSING", E.IdempotencyKeyInFlightError, True),
     (422, "IDEMPOTENCY_KEY_MISMATCH", E.IdempotencyKeyMismatchError, False),
@@ -230,6 +238,49 @@ def test_documented_error_table_on_create(
     assert {r.headers["idempotency-key"] for r in seen} == {"studio-table"}
     if status == 429:
         assert info.value.retry_after == 1.0
+
+
+DOCUMENTED_OTHER_ERROR_SHAPE = (
+    '{"error": {"type": "hiapi_error", "code": "rate_limit_exceeded", "request_id": "req_8f2k1"}}'
+)
+
+
+def test_the_other_error_shape_is_read_like_the_envelope() -> None:
+    client, seen = client_answering(DOCUMENTED_OTHER_ERROR_SHAPE, status=429, headers={"Retry-After": "2"})
+    with client, pytest.raises(E.RateLimitedError) as info:
+        client.create_task(TaskRequest("a cat"), idempotency_key="studio-shape")
+    assert len(seen) == 3  # retried like any 429, with the same key
+    assert info.value.status == 429 and info.value.retry_after == 2.0
+    assert info.value.error_code == "RATE_LIMIT_EXCEEDED"
+    assert "rate_limit_exceeded" in info.value.message and "req_8f2k1" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("status", "cls", "needle"),
+    [
+        (402, E.InsufficientBalanceError, "top up your HiAPI balance"),
+        (415, E.UnsupportedMediaTypeError, "bug in the studio"),
+        (401, E.AuthenticationError, "invalid_api_key"),
+        (503, E.UnavailableError, "req_1"),
+    ],
+)
+def test_the_other_error_shape_maps_by_http_status(status: int, cls: type, needle: str) -> None:
+    body = {"error": {"type": "hiapi_error", "code": "invalid_api_key", "request_id": "req_1"}}
+    client, seen = client_answering(body, status=status)
+    with client, pytest.raises(cls) as info:
+        client.get_task(TASK_ID)
+    assert type(info.value) is cls and info.value.status == status
+    assert info.value.error_code is None  # not one of the documented business codes
+    assert needle in info.value.message
+    assert len(seen) == (3 if status == 503 else 1)
+
+
+def test_the_other_error_shape_with_its_own_message_and_odd_fields() -> None:
+    body = {"error": {"type": "x" * 500, "code": 7, "request_id": "req 1; drop", "message": "  too\n many  "}}
+    client, _ = client_answering(body, status=429)
+    with client, pytest.raises(E.RateLimitedError) as info:
+        client.get_task(TASK_ID)
+    assert info.value.message == "too many"  # an unreadable request id is left out
 
 
 def test_unknown_task_is_404_not_found() -> None:

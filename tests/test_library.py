@@ -121,6 +121,14 @@ def test_starters_are_seeded_once_and_a_deleted_one_stays_deleted(tmp_path):
     assert len(lib.starters()) == 5
 
 
+def test_every_starter_ratio_is_one_hiapi_accepts_at_its_resolution():
+    from studio.ratios import combination_problem
+
+    for s in STARTERS:
+        t = s.template
+        assert [r for r in t.ratios if combination_problem(r, t.resolution)] == [], s.key
+
+
 def test_parse_accepts_a_bare_list():
     [t] = parse_json('[{"name": "x", "prompt": "y", "ratios": "16:9"}]')
     assert t.ratios == ("16:9",) and t.resolution == "1K"

@@ -122,11 +122,13 @@ def wait_for(predicate, timeout: float = 5.0):
 
 
 class Receiver:
-    """A tiny callback endpoint: answers the given statuses in turn, then 200."""
+    """A tiny callback endpoint: answers the given statuses in turn, then 200,
+    each after the matching entry of `delays` (seconds; none by default)."""
 
-    def __init__(self, statuses=()):
+    def __init__(self, statuses=(), delays=()):
         self.hits: list[tuple[dict[str, str], bytes]] = []
         self._statuses = list(statuses)
+        self._delays = list(delays)
         self._lock = threading.Lock()
         outer = self
 
@@ -136,6 +138,9 @@ class Receiver:
                 with outer._lock:
                     outer.hits.append(({k: v for k, v in self.headers.items()}, raw))
                     status = outer._statuses.pop(0) if outer._statuses else 200
+                    delay = outer._delays.pop(0) if outer._delays else 0.0
+                if delay:
+                    time.sleep(delay)  # a slow receiver, to trip the simulator's answer timeout
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -164,8 +169,8 @@ class Receiver:
 def receiver_factory():
     made: list[Receiver] = []
 
-    def make(statuses=()) -> Receiver:
-        rx = Receiver(statuses)
+    def make(statuses=(), delays=()) -> Receiver:
+        rx = Receiver(statuses, delays)
         made.append(rx)
         return rx
 
@@ -177,7 +182,9 @@ def receiver_factory():
 # ------------------------------------------------------------ happy path, images
 
 
-@pytest.mark.parametrize(("ratio", "res"), [("16:9", "2K"), ("auto", "1K"), ("9:21", "4K"), ("3:1", "1K")])
+@pytest.mark.parametrize(
+    ("ratio", "res"), [("16:9", "2K"), ("auto", "1K"), ("4:5", "4K"), ("9:21", "1K"), ("3:1", "1K")]
+)
 def test_create_poll_download_png_at_table_size(client, ratio, res):
     task_id = create(client, prompt='A poster with the headline "SUMMER DROP"', ratio=ratio, res=res)
     assert TASK_ID_RE.match(task_id)
@@ -308,13 +315,29 @@ def test_list_is_newest_first_paged_and_partitioned(sim, client):
     first = client.get("/v1/tasks", params={"page": 1, "size": 2})
     assert first.status_code == 200
     data = first.json()["data"]
-    assert [t["taskId"] for t in data["list"]] == [ids[2], ids[1]]
+    assert list(data) == ["page", "size", "total", "tasks"]  # HiAPI's documented shape
+    assert [t["taskId"] for t in data["tasks"]] == [ids[2], ids[1]]
     assert (data["page"], data["size"], data["total"]) == (1, 2, 3)
     second = client.get("/v1/tasks", params={"page": 2, "size": 2}).json()["data"]
-    assert [t["taskId"] for t in second["list"]] == [ids[0]]
-    assert client.get("/v1/tasks", params={"page": 3, "size": 2}).json()["data"]["list"] == []
-    assert_error(client.get("/v1/tasks", params={"page": 0}), 400, "INVALID_REQUEST")
-    assert_error(client.get("/v1/tasks", params={"size": 1000}), 400, "INVALID_REQUEST")
+    assert [t["taskId"] for t in second["tasks"]] == [ids[0]]
+    assert client.get("/v1/tasks", params={"page": 3, "size": 2}).json()["data"]["tasks"] == []
+
+
+@pytest.mark.parametrize(
+    ("params", "page", "size"),
+    [
+        ({}, 1, 10),  # HiAPI's defaults
+        ({"page": 0, "size": 0}, 1, 1),
+        ({"page": -3, "size": 1000}, 1, 100),
+        ({"page": "two", "size": "many"}, 1, 10),
+        ({"page": 2, "size": 100}, 2, 100),
+    ],
+)
+def test_list_normalises_page_and_size_instead_of_refusing(client, params, page, size):
+    r = client.get("/v1/tasks", params=params)
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert (data["page"], data["size"]) == (page, size)
 
 
 # ------------------------------------------------------------------ auth and 404
@@ -358,6 +381,8 @@ VALIDATION_CASES = {
     "bad resolution": ({"res": "8K"}, None),
     "auto with 2K": ({"ratio": "auto", "res": "2K"}, None),
     "1:1 with 4K": ({"ratio": "1:1", "res": "4K"}, None),
+    "5:4 with 2K": ({"ratio": "5:4", "res": "2K"}, None),
+    "1:3 with 4K": ({"ratio": "1:3", "res": "4K"}, None),
     "http callback off loopback": ({"callback": {"url": "http://example.com/hook", "when": "final"}}, None),
     "callback when not final": ({"callback": {"url": "https://example.com/hook", "when": "always"}}, None),
 }
@@ -416,6 +441,48 @@ def test_valid_edges_are_accepted(client):
     create(client, callback={"url": "https://example.com/hook", "when": "final"})
 
 
+@pytest.mark.parametrize("model", ["gpt-image-2", "gpt-image-2/text-to-image"])
+def test_text_to_image_ids_are_accepted_and_echoed(client, model):
+    task_id = create(client, {"model": model, "input": {"prompt": "a kite"}})
+    assert wait_terminal(client, task_id)["model"] == model
+
+
+def test_image_to_image_takes_references_and_allows_a_square_at_4k(client):
+    refs = ["https://cdn.example.com/a.png", "https://cdn.example.com/b.webp"]
+    model = "gpt-image-2/image-to-image"
+    payload = body(ratio="1:1", res="4K", model=model)
+    payload["input"]["input_urls"] = refs
+    data = wait_terminal(client, create(client, payload))
+    assert data["status"] == "success" and data["model"] == model
+    env = assert_error(client.post("/v1/tasks", json=body(model=model)), 400, "INVALID_REQUEST")
+    assert "input_urls" in env["message"]
+    stray = body()
+    stray["input"]["input_urls"] = refs
+    env = assert_error(client.post("/v1/tasks", json=stray), 400, "INVALID_REQUEST")
+    assert "image-to-image" in env["message"]
+    square = assert_error(client.post("/v1/tasks", json=body(ratio="1:1", res="4K")), 400, "INVALID_REQUEST")
+    assert "text-to-image" in square["message"]
+
+
+def test_unknown_model_is_400_naming_it(sim, client):
+    env = assert_error(client.post("/v1/tasks", json=body(model="gpt-image-9")), 400, "INVALID_REQUEST")
+    assert "'gpt-image-9' is not available" in env["message"]
+    assert "gpt-image-2/text-to-image" in env["message"]
+    assert sim.stats()["tasks_created"] == 0
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_415_when_the_body_is_not_declared_json(sim, client, content_type):
+    headers = {"Content-Type": content_type} if content_type else {}
+    r = client.post("/v1/tasks", content=json.dumps(body()).encode(), headers=headers)
+    assert_error(r, 415)
+    ok = client.post(
+        "/v1/tasks", content=json.dumps(body()), headers={"Content-Type": "application/json; charset=utf-8"}
+    )
+    assert ok.status_code == 200
+    assert sim.stats()["tasks_created"] == 1
+
+
 def test_several_problems_are_reported_together(client):
     env = assert_error(client.post("/v1/tasks", json=body(ratio="7:5", res="8K")), 400, "INVALID_REQUEST")
     assert "7:5" in env["message"] and "8K" in env["message"]
@@ -423,7 +490,9 @@ def test_several_problems_are_reported_together(client):
 
 def test_chunked_request_body_is_read(client):
     raw = json.dumps(body()).encode()
-    r = client.post("/v1/tasks", content=iter([raw[:10], raw[10:]]))
+    r = client.post(
+        "/v1/tasks", content=iter([raw[:10], raw[10:]]), headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == 200
     assert TASK_ID_RE.match(r.json()["data"]["taskId"])
 
@@ -515,7 +584,7 @@ def test_dropped_create_answer_then_replay_finds_the_same_task(sim, client):
     assert r.headers["idempotent-replay"] == "true"
     listed = client.get("/v1/tasks").json()["data"]
     assert listed["total"] == 1
-    assert listed["list"][0]["taskId"] == r.json()["data"]["taskId"]
+    assert listed["tasks"][0]["taskId"] == r.json()["data"]["taskId"]
     stats = sim.stats()
     assert stats["tasks_created"] == 1
     assert stats["create_answers_dropped"] == 1
@@ -685,6 +754,37 @@ def test_callback_retried_after_a_500(sim, client, receiver_factory):
     assert stats["callbacks_failed"] == 1
 
 
+def test_callback_redelivery_follows_hiapis_schedule(monkeypatch):
+    monkeypatch.delenv("STUDIO_SIM_CALLBACK_BACKOFF", raising=False)
+    hiapi = Simulator()
+    assert [hiapi.callback_retry_delay(n) for n in (1, 2, 3)] == [60.0, 300.0, 1200.0]  # +1, +5, +20 min
+    assert (hiapi.callback_max_attempts, hiapi.callback_timeout) == (4, 10.0)
+    monkeypatch.setenv("STUDIO_SIM_CALLBACK_BACKOFF", "0.5")  # compressed for tests
+    assert [Simulator().callback_retry_delay(n) for n in (1, 2, 3)] == [0.5, 2.5, 10.0]
+    assert Simulator(callback_backoff=2).callback_retry_delay(3) == 40.0
+    monkeypatch.setenv("STUDIO_SIM_CALLBACK_BACKOFF", "soon")
+    with pytest.raises(ValueError, match="STUDIO_SIM_CALLBACK_BACKOFF"):
+        Simulator()
+
+
+def test_callback_is_tried_four_times_in_all_then_abandoned(sim, client, receiver_factory):
+    rx = receiver_factory(statuses=[500, 503, 404, 500, 200])
+    task_id = create(client, callback={"url": rx.url, "when": "final"})
+    stats = wait_for(lambda: (s := sim.stats())["callbacks_abandoned"] == 1 and s)
+    assert [json.loads(raw)["taskId"] for _, raw in rx.hits] == [task_id] * 4
+    assert (stats["callbacks_sent"], stats["callbacks_failed"], stats["callbacks_acked"]) == (4, 4, 0)
+    assert client.get(f"/v1/tasks/{task_id}").json()["data"]["status"] == "success"  # task unchanged
+
+
+def test_a_callback_answer_slower_than_the_timeout_counts_as_failed(make_sim, receiver_factory):
+    sim = make_sim(callback_timeout=0.3)
+    rx = receiver_factory(delays=[3.0])
+    with _client(sim) as c:
+        create(c, callback={"url": rx.url, "when": "final"})
+    stats = wait_for(lambda: (s := sim.stats())["callbacks_acked"] == 1 and s)
+    assert (stats["callbacks_sent"], stats["callbacks_failed"]) == (2, 1)
+
+
 def test_callback_drop_and_duplicate_faults(sim, client, receiver_factory):
     dropped_rx, dup_rx = receiver_factory(), receiver_factory()
     sim.set_faults(callback_drop_rate=1.0)
@@ -792,7 +892,9 @@ def test_keep_alive_connection_is_reused_across_answers(sim):
         task_id = create(c)
         for _ in range(3):
             assert c.get(f"/v1/tasks/{task_id}").status_code == 200
-            assert c.post("/v1/tasks", content=b"{bad").status_code == 400
+            assert c.post("/v1/tasks", content=b"{bad").status_code == 415  # no Content-Type
+            bad = c.post("/v1/tasks", content=b"{bad", headers={"Content-Type": "application/json"})
+            assert bad.status_code == 400
             assert c.get("/v1/tasks/tk-hiapi-01HZTQ8BX2N3GM3YFK4Z9D7VQR").status_code == 404
             assert c.get("/v1/tasks", headers={"Authorization": "Bearer nope"}).status_code == 401
     assert sim.stats()["connections"] == 1

@@ -33,7 +33,11 @@ def test_pixel_sizes_obey_the_model_family_limits(ratio, res):
     assert w % 16 == 0 and h % 16 == 0
     assert max(w, h) <= MAX_LONG_EDGE
     assert max(w, h) / min(w, h) <= 3.0 + 1e-9
-    if combination_problem(ratio, res) is None:
+    # Every combination HiAPI accepts on either model has a size inside the pixel budget.
+    if (
+        combination_problem(ratio, res, image_to_image=True) is None
+        or combination_problem(ratio, res) is None
+    ):
         assert MIN_PIXELS <= w * h <= MAX_PIXELS
     r = RATIOS[ratio]
     # Within 2 % of the nominal ratio after rounding to multiples of 16.
@@ -73,7 +77,9 @@ def test_valid_request_has_no_problems():
         ({"resolution": "2k"}, "resolution", "1K, 2K or 4K"),
         ({"aspect_ratio": "auto", "resolution": "2K"}, "aspect_ratio", "only with 1K"),
         ({"aspect_ratio": "auto", "resolution": "4K"}, "aspect_ratio", "only with 1K"),
-        ({"aspect_ratio": "1:1", "resolution": "4K"}, "aspect_ratio", "4K"),
+        ({"aspect_ratio": "1:1", "resolution": "4K"}, "aspect_ratio", "choose 1K or 2K"),
+        ({"aspect_ratio": "5:4", "resolution": "2K"}, "aspect_ratio", "choose 1K or 4K"),
+        ({"aspect_ratio": "9:21", "resolution": "4K"}, "aspect_ratio", "choose 1K."),
         ({"callback_url": "http://example.com/hook"}, "callback.url", "https"),
         ({"callback_url": "ftp://example.com/hook"}, "callback.url", "https"),
         ({"callback_url": "https:///nohost"}, "callback.url", "host"),
@@ -98,9 +104,45 @@ def test_loopback_http_callbacks_only_when_allowed():
     assert validate_request("p", "1:1", "1K", "https://hooks.example.com/h") == []
 
 
-def test_combination_rules_match_hiapi_guide():
-    bad = {(r, res) for r in RATIO_NAMES for res in RESOLUTIONS if combination_problem(r, res)}
-    assert bad == {("auto", "2K"), ("auto", "4K"), ("1:1", "4K")}
+# HiAPI's current limits, written out: auto only at 1K; no 2K for 5:4, 4:5, 3:1, 1:3,
+# 9:21; no 4K for 3:1, 1:3, 9:21; and no 1:1 at 4K on text-to-image only.
+BOTH_MODELS_REFUSE = (
+    {("auto", "2K"), ("auto", "4K")}
+    | {(r, "2K") for r in ("5:4", "4:5", "3:1", "1:3", "9:21")}
+    | {(r, "4K") for r in ("3:1", "1:3", "9:21")}
+)
+
+
+def test_combination_rules_match_hiapi_today():
+    def refused(**kw):
+        return {(r, res) for r in RATIO_NAMES for res in RESOLUTIONS if combination_problem(r, res, **kw)}
+
+    assert refused() == BOTH_MODELS_REFUSE | {("1:1", "4K")}
+    assert refused(image_to_image=True) == BOTH_MODELS_REFUSE
+    assert combination_problem("5:4", "4K") is None and combination_problem("4:5", "4K") is None
+
+
+def test_each_refusal_says_what_to_choose_instead():
+    assert "for text-to-image" in combination_problem("1:1", "4K")
+    for ratio, res in BOTH_MODELS_REFUSE - {("auto", "2K"), ("auto", "4K")}:
+        why = combination_problem(ratio, res)
+        offered = [r for r in RESOLUTIONS if (ratio, r) not in BOTH_MODELS_REFUSE]
+        assert why.endswith(f"choose {' or '.join(offered)}."), why
+        assert ratio in why and res in why
+
+
+def test_image_to_image_allows_a_square_at_4k_and_needs_references():
+    refs = ["https://example.com/a.png"]
+    assert validate_request("p", "1:1", "4K", image_to_image=True, references=refs) == []
+    assert first_problem_by_field(validate_request("p", "1:1", "4K"))["aspect_ratio"]
+    missing = first_problem_by_field(validate_request("p", "1:1", "1K", image_to_image=True))
+    assert "1-16 reference image URLs" in missing["references"]
+    too_many = validate_request("p", "1:1", "1K", image_to_image=True, references=refs * 17)
+    assert first_problem_by_field(too_many)["references"]
+    not_url = validate_request("p", "1:1", "1K", image_to_image=True, references=["a.png"])
+    assert "not an http(s) URL" in first_problem_by_field(not_url)["references"]
+    stray = first_problem_by_field(validate_request("p", "1:1", "1K", references=refs))
+    assert "image-to-image model" in stray["references"]
 
 
 def test_many_problems_are_all_reported():

@@ -4,8 +4,12 @@ It is a real HTTP server that answers like HiAPI on the documented surface
 (see the contract notes): `POST /v1/tasks`, `GET /v1/tasks/{taskId}`,
 `GET /v1/tasks?page=&size=`, enveloped answers, bearer auth partitioned by
 key, idempotency keys, a lazily computed `queued -> handling -> archiving ->
-success|fail` lifecycle, temporary PNG output URLs and signed callbacks with
-retries. Everything extra lives under `/_sim/` and needs no auth:
+success|fail` lifecycle, temporary PNG output URLs and signed callbacks
+redelivered on HiAPI's schedule (+1, +5, +20 minutes; `callback_backoff`
+compresses it). Creates are checked by the one validation function, so exactly
+HiAPI's ratio/resolution limits answer 400 INVALID_REQUEST; a body that is not
+`application/json` answers 415; the list answers `{page, size, total, tasks}`
+with page and size normalised. Everything extra lives under `/_sim/` and needs no auth:
 
 - `GET /_sim/faults`, `POST /_sim/faults` (JSON object, merged): fault injection
 - `GET /_sim/stats`, `POST /_sim/reset` (clears the counters, not the tasks)

@@ -35,6 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--time-scale", type=float, default=1.0, help="divide all task durations by this")
     ap.add_argument("--output-ttl", type=float, default=7 * 24 * 3600, help="seconds output URLs stay valid")
+    ap.add_argument(
+        "--callback-backoff",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="first callback retry wait; later ones are 5x and 20x it (default 60, or "
+        "$STUDIO_SIM_CALLBACK_BACKOFF: HiAPI's +1, +5, +20 minutes)",
+    )
     ap.add_argument("--fail-rate", type=float, default=0.0, help="share of tasks that end in fail (0..1)")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--quiet", action="store_true", help="do not log requests to stderr")
@@ -55,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             output_ttl=args.output_ttl,
             faults=Faults(fail_rate=args.fail_rate),
             seed=args.seed,
+            callback_backoff=args.callback_backoff,
         )
     except ValueError as e:
         ap.error(str(e))

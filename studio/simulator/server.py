@@ -17,6 +17,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import random
 import secrets
 import socket
@@ -33,19 +34,27 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
 
+from ..models import IMAGE_TO_IMAGE_MODEL, LEGACY_MODEL, TEXT_TO_IMAGE_MODEL
 from ..validation import validate_request
 from .render import MISSPELL_MARKER, render_png
 
 log = logging.getLogger("studio.simulator")
 
-DEFAULT_MODELS: frozenset[str] = frozenset({"gpt-image-2", "gpt-image-2/text-to-image"})
+# HiAPI's current IDs and the legacy alias of text-to-image.
+DEFAULT_MODELS: frozenset[str] = frozenset({TEXT_TO_IMAGE_MODEL, IMAGE_TO_IMAGE_MODEL, LEGACY_MODEL})
 TASK_ID_PREFIX = "tk-hiapi-"
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 IDEMPOTENCY_WINDOW_S = 24 * 3600
 MAX_IDEMPOTENCY_KEY_BYTES = 255
 MAX_BODY_BYTES = 1 << 20
-DEFAULT_PAGE_SIZE = 20
+DEFAULT_PAGE_SIZE = 10  # HiAPI's documented default
 MAX_PAGE_SIZE = 100
+# HiAPI's callback redelivery: after a failed attempt it waits about 1, 5 and 20
+# minutes (four attempts in all). `callback_backoff` is the first wait; the later
+# ones keep these proportions, so a test can compress the whole schedule.
+CALLBACK_RETRY_FACTORS: tuple[float, ...] = (1.0, 5.0, 20.0)
+CALLBACK_FIRST_RETRY_S = 60.0
+CALLBACK_BACKOFF_ENV = "STUDIO_SIM_CALLBACK_BACKOFF"
 FAIL_MARKER = "[sim:fail]"
 
 # Share of a task's duration spent in each non-terminal status.
@@ -223,7 +232,13 @@ class Simulator:
     - `min_duration`/`max_duration`: seconds from create to terminal, uniform;
       `duration_model(resolution, rng) -> seconds` replaces them when given (see
       `realistic_duration`). `time_scale` divides every task duration and the
-      callback retry backoff (`callback_backoff` s, doubling, capped at 60 s).
+      callback retry waits.
+    - Callbacks are redelivered like HiAPI's: after a non-2xx, a timeout
+      (`callback_timeout`, 10 s) or a network error, again after `callback_backoff`
+      seconds, then 5x and 20x that (60 s by default: about +1, +5, +20 minutes),
+      `callback_max_attempts` (4) attempts in all, then abandoned. `callback_backoff`
+      defaults to the `STUDIO_SIM_CALLBACK_BACKOFF` environment variable (seconds)
+      when set, so tests can compress the schedule.
     - `output_ttl`: seconds an output URL stays valid (then 410).
     - `faults`: a `Faults` (or a mapping of its fields); `seed` makes runs reproducible.
     - `models`: accepted model names (default `DEFAULT_MODELS`; empty accepts any).
@@ -244,8 +259,8 @@ class Simulator:
         seed: int | str | None = None,
         models: Iterable[str] | None = None,
         *,
-        callback_backoff: float = 1.0,
-        callback_max_attempts: int = 8,
+        callback_backoff: float | None = None,
+        callback_max_attempts: int = 1 + len(CALLBACK_RETRY_FACTORS),
         callback_timeout: float = 10.0,
         image_cache_size: int = 64,
     ) -> None:
@@ -257,6 +272,10 @@ class Simulator:
             raise ValueError("signing_key must be 16-256 characters, as HiAPI's console requires")
         if callback_max_attempts < 1:
             raise ValueError("callback_max_attempts must be at least 1")
+        if callback_backoff is None:
+            callback_backoff = _env_seconds(CALLBACK_BACKOFF_ENV, CALLBACK_FIRST_RETRY_S)
+        if not (math.isfinite(callback_backoff) and callback_backoff >= 0):
+            raise ValueError("callback_backoff must be a number of seconds >= 0")
         self.host = host
         self._port = port
         self._api_keys = tuple(k for k in (api_keys or ()) if k)
@@ -685,8 +704,26 @@ class Simulator:
         if attempt >= self.callback_max_attempts:
             self._bump("callbacks_abandoned")
             return
-        delay = min(60.0, self.callback_backoff * 2 ** (attempt - 1)) / self.time_scale
+        delay = self.callback_retry_delay(attempt)
         self._schedule(time.time() + delay, functools.partial(self._deliver, task_id, attempt + 1, True))
+
+    def callback_retry_delay(self, attempt: int) -> float:
+        """Seconds between failed attempt number `attempt` (1-based) and the next one."""
+        factor = CALLBACK_RETRY_FACTORS[min(attempt, len(CALLBACK_RETRY_FACTORS)) - 1]
+        return self.callback_backoff * factor / self.time_scale
+
+
+def _env_seconds(name: str, default: float) -> float:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds (got {value!r})") from None
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise ValueError(f"{name} must be a number of seconds >= 0 (got {value!r})")
+    return seconds
 
 
 def sign(signing_key: str, timestamp: str, body: bytes) -> str:
@@ -726,9 +763,9 @@ def _problems(body: dict[str, Any], models: frozenset[str]) -> tuple[list[str], 
     messages: list[str] = []
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
-        messages.append("Model is required, e.g. 'gpt-image-2'.")
+        messages.append(f"Model is required, e.g. {TEXT_TO_IMAGE_MODEL!r}.")
     elif models and model not in models:
-        messages.append(f"Model {model!r} is not available; use one of {', '.join(sorted(models))}.")
+        messages.append(f"Model {model[:100]!r} is not available; use one of {', '.join(sorted(models))}.")
     inp = body.get("input")
     if inp is None:
         inp = {}
@@ -762,9 +799,22 @@ def _problems(body: dict[str, Any], models: frozenset[str]) -> tuple[list[str], 
         values["callback_url"],
         callback_when,
         allow_loopback_http=True,
+        image_to_image=model == IMAGE_TO_IMAGE_MODEL,
+        references=inp.get("input_urls"),
     )
     messages.extend(p.message for p in problems)
     return messages, values
+
+
+def _query_int(qs: dict[str, list[str]], name: str, default: int) -> int:
+    try:
+        return int(qs.get(name, [""])[-1])
+    except ValueError:
+        return default
+
+
+def _is_json(content_type: str | None) -> bool:
+    return (content_type or "").split(";")[0].strip().lower() == "application/json"
 
 
 _NON_IMAGE_PAGE = (
@@ -1005,6 +1055,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         if self._rate_faults(sim.faults.post_429_rate, sim.faults.post_503_rate):
             return
+        if not _is_json(self.headers.get("Content-Type")):
+            self._error(415, "Content-Type must be application/json.")
+            return
         idem_key = self.headers.get("Idempotency-Key")
         if idem_key is not None and not 1 <= len(idem_key.encode("latin-1")) <= MAX_IDEMPOTENCY_KEY_BYTES:
             self._error(
@@ -1104,19 +1157,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if owner is None:
             return
         qs = parse_qs(query)
-        try:
-            page = int(qs.get("page", ["1"])[-1] or 1)
-            size = int(qs.get("size", [str(DEFAULT_PAGE_SIZE)])[-1] or DEFAULT_PAGE_SIZE)
-        except ValueError:
-            page = size = 0
-        if page < 1 or not 1 <= size <= MAX_PAGE_SIZE:
-            self._error(400, f"page must be >= 1 and size between 1 and {MAX_PAGE_SIZE}.", "INVALID_REQUEST")
-            return
+        # Out-of-range or unreadable values are normalised, as HiAPI does, never refused.
+        page = max(1, _query_int(qs, "page", 1))
+        size = min(MAX_PAGE_SIZE, max(1, _query_int(qs, "size", DEFAULT_PAGE_SIZE)))
         if self._rate_faults(sim.faults.get_429_rate, sim.faults.get_503_rate):
             return
         tasks, total = sim._page(owner, page, size)
         now = time.time()
-        self._ok({"list": [sim._view(t, now) for t in tasks], "page": page, "size": size, "total": total})
+        self._ok({"page": page, "size": size, "total": total, "tasks": [sim._view(t, now) for t in tasks]})
 
     def _handle_file(self, name: str) -> None:
         sim = self.sim
