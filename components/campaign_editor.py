@@ -88,7 +88,7 @@ def _upload(names: list[str]) -> None:
             ss[UPLOAD] = {"token": token, "table": None, "error": str(exc)}
     info = ss[UPLOAD]
     if info["error"]:
-        st.error(f"{literal(up.name)}: {literal(info['error'])}", icon=":material/error:")
+        st.error(literal(info["error"]), icon=":material/error:")  # the sentence names the file
         return
     table = info["table"]
     st.caption(f"{literal(up.name)}: {len(table.rows):,} row{'s' if len(table.rows) != 1 else ''}, columns "

@@ -90,6 +90,38 @@ def test_bad_file_and_missing_values_are_explained(app):
     assert core.current().store.recent() == []
 
 
+def test_a_broken_workbook_is_one_sentence_on_the_page_and_the_typed_prompt_stays(app):
+    _prompt(app, PROMPT)
+    broken = _broken_xlsx()
+    app.file_uploader(key="rows_file").upload("rows.xlsx", broken, XLSX_TYPE).run()
+    assert not app.exception
+    assert "rows.xlsx is not a readable .xlsx workbook (its XML is broken)" in _texts(app)
+    assert app.text_area(key="prompt_editor").value == PROMPT
+    assert "rows_use" not in [b.key for b in app.button]
+
+
+XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def _broken_xlsx() -> bytes:
+    import io
+    import zipfile
+
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    wb.active.append(["product"])
+    buf = io.BytesIO()
+    wb.save(buf)
+    src = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for info in src.infolist():
+            broken = info.filename == "xl/worksheets/sheet1.xml"
+            z.writestr(info.filename, b"<worksheet><sheetData><row" if broken else src.read(info))
+    return out.getvalue()
+
+
 def test_bad_placeholder_is_refused_with_the_prompt_field_named(app):
     _prompt(app, "A poster {{2nd}} and {{product}}")
     generate_button(app).click().run()
