@@ -159,7 +159,7 @@ def lightbox(output_id: int) -> None:
     meta[2].metric("Pixels", f"{item.width}×{item.height}")
     meta[3].metric("Size", f"{item.bytes / 1e6:.1f} MB")
     st.caption(
-        f"Model {item.model} · task {item.task_id} · "
+        f"Model {literal(item.model)} · task {literal(item.task_id)} · "
         f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(item.created_at))}"
     )
     st.markdown("**Text in the image**")
@@ -277,7 +277,7 @@ def restore_from_file() -> None:
             st.error("This image carries no studio recipe: export it from the Gallery, or pick another file.")
             return
         st.code(recipe["prompt"], language=None, wrap_lines=True)
-        st.caption(f"{recipe.get('aspect_ratio', 'auto')} · {recipe.get('resolution', '1K')}")
+        st.caption(literal(f"{recipe.get('aspect_ratio', 'auto')} · {recipe.get('resolution', '1K')}"))
         if st.button("Load into Studio", key="restore_load", type="primary"):
             draft.load(
                 recipe["prompt"],

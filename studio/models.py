@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_MODEL = "gpt-image-2"
+MAX_STATUS_CHARS = 40  # documented statuses are short; an unknown one is shown and stored, so cap it
 
 
 class TaskStatus:
@@ -210,7 +211,7 @@ class Task:
         outputs = tuple(o for o in (Output.parse(i) for i in items) if o) if isinstance(items, list) else ()
         return cls(
             task_id=task_id,
-            status=_str(data.get("status"), "unknown") or "unknown",
+            status=(_str(data.get("status"), "unknown") or "unknown")[:MAX_STATUS_CHARS],
             model=_str(data.get("model")),
             created=_int(data.get("created")),
             completed=_int(data.get("completed")),
