@@ -23,6 +23,7 @@ from components.text import literal
 from studio import services as core
 from studio.library import Library, Template
 from studio.models import MAX_STATUS_CHARS, Task
+from tests.conftest import generate_button
 from tests.test_settings_page import settings_page  # noqa: F401
 from tests.test_studio_page import app  # noqa: F401
 
@@ -54,9 +55,9 @@ def test_a_bad_placeholder_is_quoted_literally_and_says_to_type_backslash_braces
     assert shown(panel).startswith(placeholder + " is not a variable")
     assert "To write {{ literally, type \\{{." in shown(panel)  # the backslash is shown, not eaten
 
-    app.button(key="generate").click().run()
+    generate_button(app).click().run()
     errors = [v for v in _values(app, "error") if "is not a variable" in v]
-    assert len(errors) == 2  # the panel and the prompt field
+    assert len(errors) >= 2  # the panel and the prompt field at least
     for e in errors:
         assert_inert(e, "the prompt field's error")
         assert "type \\{{." in shown(e)
