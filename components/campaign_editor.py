@@ -88,7 +88,7 @@ def _upload(names: list[str]) -> None:
             ss[UPLOAD] = {"token": token, "table": None, "error": str(exc)}
     info = ss[UPLOAD]
     if info["error"]:
-        st.error(f"{literal(up.name)}: {literal(info['error'])}", icon=":material/error:")
+        st.error(literal(info["error"]), icon=":material/error:")  # the sentence names the file
         return
     table = info["table"]
     st.caption(f"{literal(up.name)}: {len(table.rows):,} row{'s' if len(table.rows) != 1 else ''}, columns "
@@ -108,7 +108,7 @@ def _upload(names: list[str]) -> None:
     mapped = map_table(table, mapping)
     if mapped.missing:
         st.warning(
-            "No column for " + ", ".join("{{" + n + "}}" for n in mapped.missing)
+            "No column for " + ", ".join(literal("{{" + n + "}}") for n in mapped.missing)
             + ": pick one above, or fill those cells in the table after loading.",
             icon=":material/link_off:",
         )  # fmt: skip
@@ -130,7 +130,7 @@ def variables_panel(error: str | None = None) -> None:
     with st.container(border=True, key="campaign_rows"):
         st.markdown("**Campaign rows** — every row × every picked ratio becomes one image")
         for p in bad:
-            st.error(p.message, icon=":material/data_object:")
+            st.error(literal(p.message), icon=":material/data_object:")  # it quotes what was typed
         if not names:
             return
         left, right = st.columns([3, 2], gap="medium")
@@ -146,7 +146,7 @@ def variables_panel(error: str | None = None) -> None:
             )
         rows = draft.rows()
         if error:
-            st.error(error, icon=":material/error:")
+            st.error(literal(error), icon=":material/error:")
         else:
             p = plan_campaign(text, rows, draft.ratios(), draft.resolution())
             if p.row_problems:

@@ -165,7 +165,7 @@ def _failed_rows(c: Campaign) -> None:
                     click_token=token,
                 )
             except ValueError as exc:
-                st.error(str(exc), icon=":material/error:")
+                st.error(literal(exc), icon=":material/error:")
                 return
             st.toast(f"Resubmitted {len(ids)} image{'s' if len(ids) != 1 else ''}.")
             st.rerun(scope="fragment")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from components.services import get_services
+from components.text import literal
 
 
 def mode_badge() -> None:
@@ -15,4 +16,4 @@ def mode_badge() -> None:
             st.caption("No API key set: images come from the built-in HiAPI simulator, not GPT Image 2.")
         else:
             st.badge("HiAPI", icon=":material/cloud_done:", color="green")
-            st.caption(f"Model `{services.settings.model}` at {services.settings.base_url}")
+            st.caption(f"Model {literal(services.settings.model)} at {literal(services.settings.base_url)}")

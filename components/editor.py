@@ -7,6 +7,7 @@ import streamlit as st
 from components import draft
 from components.services import get_services
 from components.templates import TEMPLATES
+from components.text import literal
 from studio.campaigns import variables
 from studio.library import Library
 from studio.validation import MAX_PROMPT_CHARS
@@ -78,7 +79,7 @@ def template_row() -> None:
         col.button(
             t.name,
             key=f"template_{t.starter}",
-            help=f"{t.note} · {', '.join(t.ratios)} at {t.resolution}",
+            help=literal(f"{t.note} · {', '.join(t.ratios)} at {t.resolution}"),  # the note is typed
             on_click=draft.load,
             args=(t.prompt, t.ratios, t.resolution, list(t.rows) or None),
             width="stretch",
@@ -101,11 +102,11 @@ def prompt_editor(error: str | None = None) -> str:
     with st.container(key="prompt_vars"):
         names = variables(text)
         st.caption(
-            "Variables: " + ", ".join("{{" + n + "}}" for n in names) + " — one image set per row"
+            "Variables: " + ", ".join(literal("{{" + n + "}}") for n in names) + " — one image set per row"
             if names
             else "Tip: {{name}} in the prompt makes a variable; each row of values becomes one image set."
         )
     if error:
-        st.error(error, icon=":material/error:")
+        st.error(literal(error), icon=":material/error:")  # e.g. a bad {{…}} quotes the prompt
     st.html(_EDITOR_JS, unsafe_allow_javascript=True)
     return text

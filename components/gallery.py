@@ -244,7 +244,7 @@ def restore_from_file() -> None:
             st.error("This image carries no studio recipe: export it from the Gallery, or pick another file.")
             return
         st.code(recipe["prompt"], language=None, wrap_lines=True)
-        st.caption(f"{recipe.get('aspect_ratio', 'auto')} · {recipe.get('resolution', '1K')}")
+        st.caption(literal(f"{recipe.get('aspect_ratio', 'auto')} · {recipe.get('resolution', '1K')}"))
         if st.button("Load into Studio", key="restore_load", type="primary"):
             draft.load(
                 recipe["prompt"],

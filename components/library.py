@@ -41,7 +41,7 @@ def save_to_library() -> None:
             try:
                 saved = library().save(t, overwrite=overwrite)
             except LibraryError as exc:
-                st.error(str(exc), icon=":material/error:")
+                st.error(literal(exc), icon=":material/error:")
                 return
             st.success(f"Saved “{literal(saved.name)}” to the library.", icon=":material/bookmark_added:")
 
@@ -69,7 +69,7 @@ def edit(template_id: int) -> None:
         try:
             library().save(changed)
         except LibraryError as exc:
-            st.error(str(exc), icon=":material/error:")
+            st.error(literal(exc), icon=":material/error:")
             return
         st.rerun()
 
@@ -89,7 +89,7 @@ def template_card(t: Template) -> None:
             info += f" · {len(t.rows)} sample row{'s' if len(t.rows) != 1 else ''}"
         if t.note:
             info += f" · {t.note}"
-        st.caption(info)
+        st.caption(literal(info))  # name lists and the note are typed (or imported)
         a, b, c = st.columns(3)
         if a.button(
             "Use in Studio", key=f"lib_use_{t.id}", type="primary", icon=":material/brush:", width="stretch"

@@ -49,7 +49,8 @@ def status_badge(state: str, error_code: str | None = None) -> None:
     if state == REJECTED and error_code == CANCELLED:
         label, color, icon = ("Cancelled", "gray", ":material/cancel:")
     else:
-        label, color, icon = STATUS_LABEL.get(state, (state.title(), "gray", ":material/help:"))
+        # An unknown status is HiAPI's text: shown literally (models.py caps its length).
+        label, color, icon = STATUS_LABEL.get(state, (literal(state.title()), "gray", ":material/help:"))
     st.badge(label, color=color, icon=icon)
 
 

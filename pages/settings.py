@@ -50,7 +50,7 @@ def prices_and_limits() -> None:
             icon=":material/price_check:",
         )
     for p in services.pricing_problems:
-        st.error(f"In the environment or secrets: {p.message}", icon=":material/error:")
+        st.error(f"In the environment or secrets: {literal(p.message)}", icon=":material/error:")
     with st.form("pricing_form", border=True):
         cols = st.columns(4)
         values = {f"price_{res}": cols[i].text_input(f"Price per {res} image", value=str(pricing.prices[res]))
@@ -75,7 +75,7 @@ def prices_and_limits() -> None:
         new, problems = build(values, pricing)
         if problems:
             for p in problems:
-                st.error(p.message, icon=":material/error:")
+                st.error(literal(p.message), icon=":material/error:")
         else:
             save_pricing(services.store, new)
             services.tracker.set_max_active(new.max_active)
@@ -142,11 +142,11 @@ def task_updates() -> None:
             )
             if h["last_rejection"]:
                 st.warning(
-                    f"Last rejected callback at {_clock(h['last_rejection_at'])}: {h['last_rejection']}",
+                    f"Last rejected callback at {_clock(h['last_rejection_at'])}: {literal(h['last_rejection'])}",
                     icon=":material/gpp_maybe:",
                 )
         for problem in services.callback_problems:
-            st.error(problem, icon=":material/error:")
+            st.error(literal(problem), icon=":material/error:")
 
 
 @st.fragment(run_every=2.0)
@@ -171,7 +171,9 @@ def tracker_health() -> None:
         st.warning(f"Last error: {literal(h['last_error'])}", icon=":material/warning:")
     counts = services.store.counts()
     if counts:
-        st.caption("Submissions by state: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        st.caption(
+            "Submissions by state: " + ", ".join(f"{literal(k)} {v}" for k, v in sorted(counts.items()))
+        )
 
 
 task_updates()

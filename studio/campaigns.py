@@ -10,7 +10,13 @@ Contract:
 - Rows come from the table editor or a file: CSV (UTF-8, comma, semicolon or
   tab) or XLSX (first sheet; needs the optional `openpyxl`). Files are refused
   with a sentence naming the problem and what to do: wrong encoding, empty,
-  ragged lines, duplicate or blank headers, more than `MAX_ROWS` rows.
+  ragged lines, duplicate or blank headers, more than `MAX_ROWS` rows or
+  `MAX_COLUMNS` columns, a cell longer than `MAX_CELL_CHARS` (the prompt limit).
+- Reading is bounded: a file is at most `MAX_FILE_BYTES`; an XLSX's zip members
+  are checked against `MAX_XLSX_MEMBER_BYTES` / `MAX_XLSX_UNPACKED_BYTES` (and
+  shared strings against `MAX_SHARED_STRINGS_BYTES`) before anything is parsed,
+  so a zip bomb is refused unopened. Any failure inside a workbook becomes one
+  sentence saying what to do, never a traceback.
 - Every row × every valid ratio is one task. A campaign holds at most
   `MAX_IMAGES` tasks.
 This module never imports streamlit and does no I/O beyond parsing bytes.
@@ -29,12 +35,20 @@ from dataclasses import dataclass, field
 
 from .models import TaskRequest
 from .ratios import combination_problem
-from .validation import Problem, first_problem_by_field, validate_request
+from .validation import MAX_PROMPT_CHARS, Problem, first_problem_by_field, validate_request
 
 MAX_ROWS = 1_000  # rows per campaign (a table or a file)
 MAX_IMAGES = 2_000  # rows × ratios per campaign
 MAX_FILE_BYTES = 5 * 1024 * 1024
 PREVIEW_ROWS = 3
+MAX_COLUMNS = 200  # header columns of a file (a prompt uses a handful)
+MAX_CELL_CHARS = MAX_PROMPT_CHARS  # a longer value could never make a valid prompt
+# An .xlsx is a zip: its members' declared sizes bound what zipfile will ever
+# inflate (it stops at the declared size and fails the CRC), so checking them
+# before parsing refuses a bomb without unpacking it.
+MAX_XLSX_UNPACKED_BYTES = 40 * 1024 * 1024
+MAX_XLSX_MEMBER_BYTES = 24 * 1024 * 1024
+MAX_SHARED_STRINGS_BYTES = 8 * 1024 * 1024  # openpyxl holds every shared string in memory
 
 # `\{{` is an escaped literal; `{{ name }}` a variable; any other `{{...}}` is flagged.
 _TOKEN = re.compile(r"\\\{\{|\{\{(.*?)\}\}", re.DOTALL)
@@ -162,7 +176,13 @@ def _too_many(n: int | str) -> TableError:
 
 def _decode(data: bytes) -> str:
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16")
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError:
+            raise TableError(
+                "The file starts like UTF-16 text but is cut short or damaged: save it again as "
+                "'CSV UTF-8' (Excel: File › Save As › CSV UTF-8) or upload the .xlsx instead."
+            ) from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -179,6 +199,12 @@ def _header(raw: Sequence[str]) -> tuple[str, ...]:
         cols.pop()
     if not cols:
         raise TableError("The first row must name the columns (e.g. product, headline); it is empty.")
+    if len(cols) > MAX_COLUMNS:
+        raise TableError(
+            f"The header names {len(cols):,} columns; a campaign file takes at most {MAX_COLUMNS}: "
+            "delete the columns the prompt does not use."
+        )
+    _check_cells(1, cols, [str(i) for i in range(1, len(cols) + 1)])
     for i, c in enumerate(cols, 1):
         if not c:
             raise TableError(f"Column {i} has no name in the header row: name it or delete the column.")
@@ -191,6 +217,17 @@ def _header(raw: Sequence[str]) -> tuple[str, ...]:
             )
         seen[key] = i
     return tuple(cols)
+
+
+def _check_cells(line_no: int, cells: Sequence[str], header: Sequence[str]) -> None:
+    for i, c in enumerate(cells):
+        if len(c) > MAX_CELL_CHARS:
+            column = header[i] if i < len(header) else str(i + 1)
+            column = column if len(column) <= 40 else column[:37] + "…"
+            raise TableError(
+                f"Line {line_no}, column {column!r} holds {len(c):,} characters; a cell takes at most "
+                f"{MAX_CELL_CHARS:,} (the prompt limit): shorten it."
+            )
 
 
 def _rows(header: tuple[str, ...], lines: Iterable[tuple[int, list[str]]]) -> tuple[dict[str, str], ...]:
@@ -207,6 +244,7 @@ def _rows(header: tuple[str, ...], lines: Iterable[tuple[int, list[str]]]) -> tu
             )
         if len(rows) >= MAX_ROWS:
             raise _too_many(f"more than {MAX_ROWS:,}")
+        _check_cells(line_no, cells, header)
         rows.append({h: (cells[i] if i < len(cells) else "") for i, h in enumerate(header)})
     if not rows:
         raise TableError("The file has a header but no rows: add one row of values per image set.")
@@ -255,42 +293,137 @@ XLSX_MISSING = (
 )
 
 
-def read_xlsx(data: bytes, source: str = "XLSX file") -> Table:
-    """Parse the first sheet of an .xlsx workbook. Raises TableError."""
+_UNREADABLE = (
+    "{source} is not a readable .xlsx workbook ({why}): open it in a spreadsheet app and save it "
+    "again as .xlsx, or as CSV UTF-8, then upload it again."
+)
+
+
+def _unreadable(source: str, why: str) -> TableError:
+    return TableError(_UNREADABLE.format(source=source, why=why))
+
+
+def _check_unpacked(data: bytes, source: str) -> None:
+    """Refuse a workbook whose members would unpack past the caps, before parsing any of it."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            members = z.infolist()
+            strings = _shared_strings_parts(z)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
+        raise _unreadable(source, "not a zip archive") from None
+    mb = 1024 * 1024
+    total = 0
+    for m in members:
+        total += m.file_size
+        shared = m.filename in strings or m.filename.lower().endswith("sharedstrings.xml")
+        limit = MAX_SHARED_STRINGS_BYTES if shared else None
+        if limit is not None and m.file_size > limit:
+            raise TableError(
+                f"{source} holds {m.file_size / mb:,.0f} MB of text (shared strings); a campaign file "
+                f"takes at most {limit // mb} MB: keep only the rows and columns the campaign needs, "
+                "or save the sheet as CSV UTF-8."
+            )
+        if m.file_size > MAX_XLSX_MEMBER_BYTES or total > MAX_XLSX_UNPACKED_BYTES:
+            raise TableError(
+                f"{source} unpacks to more than {MAX_XLSX_UNPACKED_BYTES // mb} MB (it is a zip); a "
+                "campaign file takes less: keep only the sheet with the rows, or save it as CSV UTF-8."
+            )
+
+
+_CONTENT_TYPES = "[Content_Types].xml"
+_OVERRIDE = re.compile(r"<(?:\w+:)?Override\b[^>]*>", re.IGNORECASE)
+_PART_NAME = re.compile(r"""PartName\s*=\s*["']/?([^"']+)["']""")
+
+
+def _shared_strings_parts(z: zipfile.ZipFile) -> set[str]:
+    """Members the manifest declares as shared strings (the name may be anything)."""
+    try:
+        info = z.getinfo(_CONTENT_TYPES)
+    except KeyError:
+        return set()
+    if info.file_size > 1024 * 1024:  # a manifest is a few KB; a big one is parsed by nobody
+        raise zipfile.BadZipFile("oversized manifest")
+    text = z.read(info).decode("utf-8", "replace")
+    parts = set()
+    for tag in _OVERRIDE.findall(text):
+        name = _PART_NAME.search(tag)
+        if name and "sharedstrings+xml" in tag.lower():
+            parts.add(name.group(1))
+    return parts
+
+
+def read_xlsx(data: bytes, source: str = "The workbook") -> Table:
+    """Parse the first sheet of an .xlsx workbook. Raises TableError.
+
+    The zip is checked first (`_check_unpacked`); then openpyxl reads it in
+    read-only mode, row by row. Whatever goes wrong inside (broken XML, a bad
+    zip member, an unexpected value) is answered with one sentence naming
+    `source`; the caps on rows, columns and cells still apply.
+    """
     _check_size(data, "file")
     try:
         import openpyxl
     except ImportError:
         raise TableError(XLSX_MISSING) from None
+    _check_unpacked(data, source)
     try:
         book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError, TypeError) as exc:
-        raise TableError(
-            f"This is not a readable .xlsx workbook ({type(exc).__name__}). "
-            "Open it in a spreadsheet app and save it as .xlsx or as CSV UTF-8."
-        ) from None
+    except Exception as exc:  # noqa: BLE001 - a hostile or broken file may fail anywhere inside
+        raise _unreadable(source, _why(exc)) from None
     try:
-        sheet = book.worksheets[0] if book.worksheets else None
-        if sheet is None:
-            raise TableError("The workbook has no sheets.")
-        declared = sheet.max_row or 0
-        if declared > MAX_ROWS * 2:
-            raise _too_many(f"{declared - 1:,}")
-        it = sheet.iter_rows(values_only=True)
-        first = next(it, None)
-        if first is None or not any(v not in (None, "") for v in first):
-            raise TableError(
-                "The first sheet is empty: put the column names in row 1 and one row per image set below."
-            )
-        header = _header([_cell(v) for v in first])
-        rows = _rows(header, ((n, [_cell(v) for v in r]) for n, r in enumerate(it, start=2)))
+        return _first_sheet(book, source)
+    except TableError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. malformed XML found while streaming the rows
+        raise _unreadable(source, _why(exc)) from None
     finally:
-        book.close()
+        try:
+            book.close()
+        except Exception:  # noqa: BLE001, S110 - closing a broken archive must not hide the message
+            pass
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, SyntaxError):  # xml.etree's ParseError
+        return "its XML is broken"
+    if isinstance(exc, zipfile.BadZipFile):
+        return "a damaged zip"
+    if isinstance(exc, MemoryError):
+        return "too large to read"
+    return "an unexpected structure"
+
+
+def _first_sheet(book, source: str) -> Table:
+    sheet = book.worksheets[0] if book.worksheets else None
+    if sheet is None:
+        raise TableError(f"{source} has no sheets: put the rows on its first sheet.")
+    declared = sheet.max_row or 0
+    if declared > MAX_ROWS * 2:
+        raise _too_many(f"{declared - 1:,}")
+    it = sheet.iter_rows(values_only=True)
+    first = next(it, None)
+    if first is None or not any(v not in (None, "") for v in first):
+        raise TableError(
+            "The first sheet is empty: put the column names in row 1 and one row per image set below."
+        )
+    header = _header([_cell(v) for v in first])
+    rows = _rows(header, ((n, [_cell(v) for v in r]) for n, r in enumerate(it, start=2)))
     return Table(header, rows, source)
 
 
 def read_table(name: str, data: bytes) -> Table:
-    """Dispatch on the file name: .xlsx to `read_xlsx`, anything else as CSV."""
+    """Dispatch on the file name: .xlsx to `read_xlsx`, anything else as CSV.
+
+    Every refusal is a TableError whose sentence names the file.
+    """
+    try:
+        return _read_named(name, data)
+    except TableError as exc:
+        text = str(exc)
+        raise TableError(text if text.startswith(name) else f"{name}: {text}") from None
+
+
+def _read_named(name: str, data: bytes) -> Table:
     lower = name.lower()
     if lower.endswith((".xlsx", ".xlsm")):
         return read_xlsx(data, name)

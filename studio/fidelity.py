@@ -14,6 +14,14 @@ Matching contract (`match_text`):
   around it never lowers the score; the stretch is then widened to whole words,
   so an extra letter glued to the start or end ("SSUMMER") still counts.
   `similarity = 1 - distance / len(wanted)`.
+- Stray strokes are forgiven between words: OCR reads the edge of a shape or
+  a rule as `|`, `!`, `I`, `l`, `1` or a box-drawing glyph. When the reading as
+  it is does not match, it is matched again with every whitespace-separated
+  token made only of such strokes removed, and with `|`-like glyphs glued to
+  the start or end of a word or between two capitals removed ("FRESH | BREAD",
+  "FRESH| BREAD" and "FRESH|BREAD" match "FRESH BREAD"). Inside a lower-case
+  word a `|` still counts as an `l` ("Dai|y" is "Daily"), and the
+  wanted string is never changed, so no letter of it can go missing unseen.
 - A string matches only when `similarity >= threshold` (default 1.0: every
   letter right). A misspelling of one letter is exactly what the check exists
   to catch, so there is no "close enough" by default.
@@ -38,6 +46,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 import unicodedata
@@ -66,6 +75,15 @@ SHOWN_SIMILARITY = 0.5
 
 # OCR confusions in sans-serif fonts that are never a designer-visible misspelling.
 _CONFUSABLE = str.maketrans({"0": "o", "1": "l", "|": "l"})
+# What the edge of a shape, a rule or a panel reads as. A token made only of
+# these (between spaces) is a stroke, not a word; `_BARS` glued to a word's
+# start or end are strokes too (inside a word `|` is an `l`).
+_STROKE_CHARS = "|¦‖ǀIl1!i[](){}/\\:;.,'`\"_~=+*-–—•·" + "".join(map(chr, range(0x2500, 0x25A0)))
+_BARS = "|¦‖ǀ" + "".join(map(chr, range(0x2500, 0x2580)))
+_STROKE_TOKEN = re.compile(f"(?<!\\S)[{re.escape(_STROKE_CHARS)}]+(?!\\S)")
+_GLUED_BARS = re.compile(f"(?<!\\S)[{re.escape(_BARS)}]+|[{re.escape(_BARS)}]+(?!\\S)")
+# Between two capitals a bar is a stroke too: an "L" in capitals never reads as "|".
+_BAR_IN_CAPITALS = re.compile(f"(?<=[A-Z])[{re.escape(_BARS)}]+(?=[A-Z])")
 
 
 # --------------------------------------------------------------------- matching
@@ -152,8 +170,24 @@ def _levenshtein(a: str, b: str) -> int:
     return prev[-1]
 
 
+def without_strokes(read: str) -> str:
+    """`read` without stray strokes: stroke-only tokens and bars glued to a word's ends."""
+    return _BAR_IN_CAPITALS.sub(" ", _GLUED_BARS.sub("", _STROKE_TOKEN.sub(" ", read)))
+
+
 def match_text(wanted: str, read: str, threshold: float = DEFAULT_THRESHOLD) -> StringCheck:
     """Compare one wanted string with everything read from an image (see the module contract)."""
+    c = _match(wanted, read, threshold)
+    if c.matched:
+        return c
+    cleaned = without_strokes(read)
+    if cleaned == read:
+        return c
+    d = _match(wanted, cleaned, threshold)
+    return d if d.similarity > c.similarity else c
+
+
+def _match(wanted: str, read: str, threshold: float) -> StringCheck:
     fw, _ = fold(wanted)
     fr, where = fold(read)
     if not fw:

@@ -42,6 +42,8 @@ def unknown_model_message(model: str) -> str:
         "(or remove it to use the default), then generate again."
     )
 
+MAX_STATUS_CHARS = 40  # documented statuses are short; an unknown one is shown and stored, so cap it
+
 
 class TaskStatus:
     """Documented statuses. Anything else is carried as an unknown, non-terminal one."""
@@ -254,7 +256,7 @@ class Task:
         outputs = tuple(o for o in (Output.parse(i) for i in items) if o) if isinstance(items, list) else ()
         return cls(
             task_id=task_id,
-            status=_str(data.get("status"), "unknown") or "unknown",
+            status=(_str(data.get("status"), "unknown") or "unknown")[:MAX_STATUS_CHARS],
             model=_str(data.get("model")),
             created=_int(data.get("created")),
             completed=_int(data.get("completed")),

@@ -204,3 +204,17 @@ def test_a_hostile_prompt_shows_literally_everywhere_and_runs_nothing(page, stud
     expect(lib_card).to_contain_text("<script>window.__pwned=1</script>")
     screenshot(page, "security-library")
     assert_inert(page, "the library")
+
+
+def test_a_hostile_placeholder_error_shows_the_placeholder_and_the_escape_literally(page, studio):
+    # The error quotes what was typed: a remote image and a link stay text, and the
+    # advice shows its backslash (markdown would otherwise eat it: "type {{.").
+    placeholder = "{{![p](https://evil.example/p.png) [x](https://evil.example/x)}}"
+    open_studio(page, studio)
+    set_prompt(page, "A poster of a {{product}} " + placeholder)
+    panel = page.locator(".st-key-campaign_rows [data-testid='stAlertContentError']").first
+    expect(panel).to_contain_text(placeholder[:30], timeout=30_000)
+    expect(panel).to_contain_text("To write {{ literally, type \\{{.")
+    assert page.locator("img[src*='evil.example']").count() == 0
+    assert_inert(page, "the placeholder error")
+    screenshot(page, "security-placeholder")

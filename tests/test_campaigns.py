@@ -5,11 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import io
 import sys
+import zipfile
 from decimal import Decimal
 
 import pytest
 
 from studio.campaigns import (
+    MAX_CELL_CHARS,
+    MAX_COLUMNS,
     MAX_IMAGES,
     MAX_ROWS,
     TableError,
@@ -203,13 +206,130 @@ def test_xlsx_first_sheet_with_numbers_and_dates_as_people_typed_them():
 
 
 def test_xlsx_bad_files():
-    with pytest.raises(TableError, match="not a readable .xlsx"):
+    with pytest.raises(TableError, match="not a readable .xlsx workbook .not a zip archive.: open it"):
         read_xlsx(b"PK\x03\x04 definitely not a workbook")
     with pytest.raises(TableError, match="first sheet is empty"):
         read_xlsx(_xlsx([]))
     big = _xlsx([["product"]] + [[f"item {i}"] for i in range(10_000)])
     with pytest.raises(TableError, match=f"at most {MAX_ROWS:,}"):
         read_xlsx(big)
+
+
+def _rezip(data: bytes, replace: dict) -> bytes:
+    """`data` (an .xlsx) with members replaced or added; a callable body streams into the member."""
+    src = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        for info in src.infolist():
+            if info.filename not in replace:
+                z.writestr(info.filename, src.read(info))
+        for name, body in replace.items():
+            if callable(body):
+                with z.open(name, "w", force_zip64=True) as f:
+                    body(f)
+            else:
+                z.writestr(name, body)
+    return out.getvalue()
+
+
+_SST = b'<sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" count="1" uniqueCount="1"><si><t>'
+_SHEET_USING_STRING_0 = (
+    b'<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData>'
+    b'<row r="1"><c r="A1" t="inlineStr"><is><t>product</t></is></c></row>'
+    b'<row r="2"><c r="A2" t="s"><v>0</v></c></row></sheetData></worksheet>'
+)
+
+
+def _with_shared_string(write_text, part="xl/sharedStrings.xml") -> bytes:
+    """A real workbook whose row 2 is shared string 0, written by `write_text(file)`."""
+    base = _xlsx([["product"], ["placeholder"]])
+    types = zipfile.ZipFile(io.BytesIO(base)).read("[Content_Types].xml").decode()
+    override = (
+        f'<Override PartName="/{part}" '
+        'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml" />'
+    )
+    types = types.replace("</Types>", override + "</Types>")
+
+    def strings(f):
+        f.write(_SST)
+        write_text(f)
+        f.write(b"</t></si></sst>")
+
+    return _rezip(
+        base,
+        {"[Content_Types].xml": types, "xl/worksheets/sheet1.xml": _SHEET_USING_STRING_0, part: strings},
+    )
+
+
+def test_the_shared_strings_detour_works_for_a_normal_string():
+    # the hostile files below are built this way; this proves the construction itself is read
+    data = _with_shared_string(lambda f: f.write(b"Mug from the shared strings"))
+    assert read_xlsx(data).rows == ({"product": "Mug from the shared strings"},)
+
+
+@pytest.mark.parametrize("part", ["xl/sharedStrings.xml", "xl/innocent.xml"])
+def test_a_small_xlsx_holding_a_300_mb_shared_string_is_refused_unopened(part):
+    chunk = b"A" * (1 << 20)
+
+    def huge(f):
+        for _ in range(300):
+            f.write(chunk)
+
+    data = _with_shared_string(huge, part)
+    assert len(data) < 1024 * 1024  # a zip bomb: ~300 KB on the wire
+    with pytest.raises(TableError, match=r"^bomb\.xlsx holds 300 MB of text .*at most 8 MB.*CSV UTF-8"):
+        read_table("bomb.xlsx", data)
+
+
+def test_a_workbook_that_unpacks_past_the_total_cap_is_refused():
+    noise = b"<!-- " + b"x" * (30 * 1024 * 1024) + b" -->"
+    data = _rezip(_xlsx([["product"], ["Mug"]]), {"xl/a.xml": noise, "xl/b.xml": noise})
+    with pytest.raises(TableError, match=r"^big\.xlsx unpacks to more than 40 MB"):
+        read_table("big.xlsx", data)
+
+
+def test_a_cell_longer_than_the_prompt_limit_is_refused_naming_line_and_column():
+    data = _with_shared_string(lambda f: f.write(b"B" * (MAX_CELL_CHARS + 1)))
+    with pytest.raises(TableError, match=r"Line 2, column 'product' holds 20,001 characters.*at most 20,000"):
+        read_xlsx(data)
+    csv_data = b"product,headline\nMug," + b"C" * (MAX_CELL_CHARS + 5) + b"\n"
+    with pytest.raises(TableError, match=r"Line 2, column 'headline' holds 20,005 characters"):
+        read_csv(csv_data)
+    at_limit = b"product\n" + b"D" * MAX_CELL_CHARS + b"\n"
+    assert len(read_csv(at_limit).rows[0]["product"]) == MAX_CELL_CHARS
+
+
+def test_too_many_columns_are_refused():
+    header = ",".join(f"c{i}" for i in range(MAX_COLUMNS + 1)).encode()
+    with pytest.raises(
+        TableError, match=f"{MAX_COLUMNS + 1} columns; a campaign file takes at most {MAX_COLUMNS}"
+    ):
+        read_csv(header + b"\n" + b"x\n")
+
+
+@pytest.mark.parametrize(
+    "member, body",
+    [
+        ("xl/worksheets/sheet1.xml", b"<worksheet><sheetData><row r='1'><c r='A1' t='inlineStr'><is><t>prod"),
+        ("xl/worksheets/sheet1.xml", b"not xml at all <<<&&&"),
+        ("xl/workbook.xml", b"<workbook><sheets><sheet name='x' "),
+        ("[Content_Types].xml", b"<Types"),
+        ("xl/styles.xml", b"<styleSheet><<"),
+    ],
+)
+def test_malformed_xml_in_a_workbook_is_one_sentence_naming_the_file(member, body):
+    data = _rezip(_xlsx([["product"], ["Mug"]]), {member: body})
+    with pytest.raises(TableError) as caught:
+        read_table("rows.xlsx", data)
+    message = str(caught.value)
+    assert message.startswith("rows.xlsx is not a readable .xlsx workbook")
+    assert "save it again as .xlsx, or as CSV UTF-8" in message
+    assert message.count(". ") == 0 and "Traceback" not in message  # one sentence
+
+
+def test_a_damaged_utf16_csv_is_a_sentence_not_a_traceback():
+    with pytest.raises(TableError, match="UTF-16 .*cut short or damaged"):
+        read_csv(b"\xff\xfep\x00r\x00o\x00d\x00\n")
 
 
 def test_xlsx_without_openpyxl_says_how_to_get_it(monkeypatch):
