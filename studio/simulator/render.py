@@ -199,9 +199,15 @@ def render_png(
     *,
     misspelled: bool = False,
     compress_level: int = 1,
+    reference: bytes | None = None,
 ) -> bytes:
-    """PNG bytes of the stand-in image for a prompt, at the table's exact pixel size."""
-    return encode_png(render_image(prompt, aspect_ratio, resolution, misspelled=misspelled), compress_level)
+    """PNG bytes of the stand-in image for a prompt, at the table's exact pixel size.
+
+    With a `reference` (image-to-image), the result is visibly built from it:
+    the reference fitted into the canvas, the quoted text over it.
+    """
+    img = render_image(prompt, aspect_ratio, resolution, misspelled=misspelled, reference=reference)
+    return encode_png(img, compress_level)
 
 
 def encode_png(img: Image.Image, compress_level: int = 1) -> bytes:
@@ -210,8 +216,26 @@ def encode_png(img: Image.Image, compress_level: int = 1) -> bytes:
     return buf.getvalue()
 
 
+def _fitted(reference: bytes, size: tuple[int, int]) -> Image.Image | None:
+    """The reference scaled to fit inside `size` (aspect kept), or None if it cannot be read."""
+    try:
+        with Image.open(io.BytesIO(reference)) as src:
+            im = src.convert("RGB")
+    except Exception:
+        return None
+    scale = min(size[0] / im.width, size[1] / im.height)
+    return im.resize(
+        (max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.LANCZOS
+    )
+
+
 def render_image(
-    prompt: str, aspect_ratio: str = "auto", resolution: str = "1K", *, misspelled: bool = False
+    prompt: str,
+    aspect_ratio: str = "auto",
+    resolution: str = "1K",
+    *,
+    misspelled: bool = False,
+    reference: bytes | None = None,
 ) -> Image.Image:
     w, h = pixel_size(aspect_ratio, resolution)
     base = min(w, h)
@@ -220,9 +244,13 @@ def render_image(
 
     img = _gradient((w, h), colors[0], colors[2])
     draw = ImageDraw.Draw(img)
+    fitted = _fitted(reference, (w, h)) if reference else None
+    if fitted is not None:
+        # Image-to-image: the first reference, fitted into the canvas, carries the result.
+        img.paste(fitted, ((w - fitted.width) // 2, (h - fitted.height) // 2))
 
     # Blocks and discs placed from the hash: each prompt gets its own layout.
-    for i in range(6):
+    for i in range(0 if fitted is not None else 6):
         b = digest[i * 4 : i * 4 + 4]
         cx, cy = b[0] / 255 * w, b[1] / 255 * h
         r = base * (0.12 + b[2] / 255 * 0.35)

@@ -36,6 +36,7 @@ import httpx
 
 from ..models import IMAGE_TO_IMAGE_MODEL, LEGACY_MODEL, TEXT_TO_IMAGE_MODEL
 from ..validation import validate_request
+from .inputs import INPUT_TIMEOUT_S, MAX_INPUT_BYTES, InputFetchError, fetch_input
 from .render import MISSPELL_MARKER, render_png
 
 log = logging.getLogger("studio.simulator")
@@ -176,6 +177,16 @@ class _Task:
     handling_at: float = 0.0  # when `handling` starts
     archiving_at: float = 0.0  # when `archiving` starts
     callback_fate: str = "send"  # "send", "drop" or "duplicate", drawn at create time
+    input_urls: tuple[str, ...] = ()  # image-to-image: fetched once `handling` starts
+
+
+@dataclass
+class _Inputs:
+    """What fetching an image-to-image task's input URLs came to (tasks themselves are frozen)."""
+
+    fetched: bool = False  # until every input URL was fetched, or one failed
+    error: dict[str, str] | None = None
+    reference: bytes | None = None  # the first input image, drawn into the result
 
 
 @dataclass
@@ -262,6 +273,7 @@ class Simulator:
         callback_backoff: float | None = None,
         callback_max_attempts: int = 1 + len(CALLBACK_RETRY_FACTORS),
         callback_timeout: float = 10.0,
+        input_timeout: float = INPUT_TIMEOUT_S,
         image_cache_size: int = 64,
     ) -> None:
         if not 0 <= min_duration <= max_duration:
@@ -289,6 +301,7 @@ class Simulator:
         self.callback_backoff = float(callback_backoff)
         self.callback_max_attempts = int(callback_max_attempts)
         self.callback_timeout = float(callback_timeout)
+        self.input_timeout = float(input_timeout)
         self.image_cache_size = max(1, int(image_cache_size))
 
         self._faults = faults if isinstance(faults, Faults) else Faults().merged(**(faults or {}))
@@ -299,6 +312,7 @@ class Simulator:
         self._tasks: dict[str, _Task] = {}
         self._by_owner: dict[str, list[_Task]] = {}
         self._by_token: dict[str, _Task] = {}
+        self._inputs: dict[str, _Inputs] = {}  # image-to-image tasks: their fetched inputs
         self._idem: dict[tuple[str, str], _IdemEntry] = {}
         self._seq = itertools.count(1)
         self._stats = _new_stats()
@@ -525,6 +539,8 @@ class Simulator:
         resolution: str,
         callback_url: str | None,
         idem_key: str | None,
+        *,
+        input_urls: tuple[str, ...] = (),
     ) -> _Task:
         now = time.time()
         lowered = prompt.lower()
@@ -557,7 +573,10 @@ class Simulator:
                 misspelled=MISSPELL_MARKER in lowered or _chance(self._rng, self._faults.misspell_rate),
                 file_token=secrets.token_urlsafe(24),
                 callback_fate=self._draw_callback_fate() if callback_url else "send",
+                input_urls=tuple(input_urls),
             )
+            if input_urls:
+                self._inputs[task.task_id] = _Inputs()
             self._tasks[task.task_id] = task
             self._by_owner.setdefault(owner, []).append(task)
             self._by_token[task.file_token] = task
@@ -566,9 +585,34 @@ class Simulator:
                 if entry is not None:
                     entry.task_id = task.task_id
             self._stats["tasks_created"] += 1
+        if input_urls:
+            # Like HiAPI: the inputs are downloaded once the task is being handled.
+            self._schedule(task.handling_at, functools.partial(self._fetch_inputs, task.task_id))
         if callback_url:
             self._schedule(task.finished_at, functools.partial(self._deliver, task.task_id, 1, False))
         return task
+
+    def _fetch_inputs(self, task_id: str) -> None:
+        """Download every input URL of an image-to-image task; the first bad one fails the task."""
+        with self._lock:
+            task = self._tasks.get(task_id)
+            state = self._inputs.get(task_id)
+        if task is None or state is None:
+            return
+        first: bytes | None = None
+        error: dict[str, str] | None = None
+        for i, url in enumerate(task.input_urls):
+            try:
+                data = fetch_input(url, timeout=self.input_timeout, max_bytes=MAX_INPUT_BYTES)
+            except InputFetchError as exc:
+                error = {"code": "INPUT_FETCH_FAILED", "message": f"input_urls[{i}] {exc}"}
+                break
+            if first is None:
+                first = data
+        with self._lock:
+            state.reference, state.error, state.fetched = first, error, True
+            key = "input_fetch_failures" if error else "inputs_fetched"
+            self._stats[key] = self._stats.get(key, 0) + (1 if error else len(task.input_urls))
 
     def _owned_task(self, owner: str, task_id: str) -> _Task | None:
         with self._lock:
@@ -590,8 +634,12 @@ class Simulator:
 
     def _view(self, t: _Task, now: float) -> dict[str, Any]:
         """The task-detail `data` object at time `now` (status computed from the clock)."""
-        if now >= t.finished_at:
-            status = "fail" if t.error else "success"
+        inputs = self._inputs.get(t.task_id)
+        error = t.error or (inputs.error if inputs else None)
+        if now >= t.finished_at and inputs is not None and not inputs.fetched:
+            status = "handling"  # its inputs are still being downloaded
+        elif now >= t.finished_at:
+            status = "fail" if error else "success"
         elif now < t.handling_at:
             status = "queued"
         elif now < t.archiving_at:
@@ -615,7 +663,7 @@ class Simulator:
                 }
             ]
         elif status == "fail":
-            data["error"] = dict(t.error or PROMPT_REJECTED)
+            data["error"] = dict(error or PROMPT_REJECTED)
         return data
 
     # ------------------------------------------------------------------- images
@@ -633,7 +681,13 @@ class Simulator:
                 png = self._png_cache.get(task.task_id)
             if png is not None:
                 return png
-            png = render_png(task.prompt, task.aspect_ratio, task.resolution, misspelled=task.misspelled)
+            png = render_png(
+                task.prompt,
+                task.aspect_ratio,
+                task.resolution,
+                misspelled=task.misspelled,
+                reference=inputs.reference if (inputs := self._inputs.get(task.task_id)) else None,
+            )
             with self._cache_lock:
                 self._png_cache[task.task_id] = png
                 while len(self._png_cache) > self.image_cache_size:
@@ -782,6 +836,7 @@ def _problems(body: dict[str, Any], models: frozenset[str]) -> tuple[list[str], 
         "aspect_ratio": "auto" if ratio is None else ratio,
         "resolution": "1K" if resolution is None else resolution,
         "callback_url": None,
+        "input_urls": tuple(u for u in inp.get("input_urls") or () if isinstance(u, str)),
     }
     callback_when: Any = "final"
     callback = body.get("callback")
@@ -1115,6 +1170,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 values["resolution"],
                 values["callback_url"],
                 idem_key,
+                input_urls=values["input_urls"],
             )
         finally:
             if task is None and idem_key is not None:
