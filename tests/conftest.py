@@ -131,3 +131,37 @@ def screenshot(page, name: str) -> Path:
 def generate_button(at):
     """The Studio's Generate button in an AppTest: its key carries the click token (`generate_<token>`)."""
     return next(b for b in at.button if (b.key or "").startswith("generate_"))
+
+
+@pytest.fixture
+def reference_urls():
+    """A loopback server of small PNGs: `reference_urls(n)` gives n URLs the simulator can fetch."""
+    import http.server
+    import io
+    import threading
+
+    from PIL import Image
+
+    def png(i: int) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", (96, 64), (40 * i % 256, 120, 200)).save(buf, "PNG")
+        return buf.getvalue()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            body = png(int(self.path.strip("/").split(".")[0] or 0))
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    yield lambda n: [f"{base}/{i}.png" for i in range(n)]
+    server.shutdown()
+    server.server_close()

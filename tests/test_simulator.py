@@ -447,8 +447,8 @@ def test_text_to_image_ids_are_accepted_and_echoed(client, model):
     assert wait_terminal(client, task_id)["model"] == model
 
 
-def test_image_to_image_takes_references_and_allows_a_square_at_4k(client):
-    refs = ["https://cdn.example.com/a.png", "https://cdn.example.com/b.webp"]
+def test_image_to_image_takes_references_and_allows_a_square_at_4k(client, reference_urls):
+    refs = reference_urls(2)
     model = "gpt-image-2/image-to-image"
     payload = body(ratio="1:1", res="4K", model=model)
     payload["input"]["input_urls"] = refs
@@ -457,7 +457,7 @@ def test_image_to_image_takes_references_and_allows_a_square_at_4k(client):
     env = assert_error(client.post("/v1/tasks", json=body(model=model)), 400, "INVALID_REQUEST")
     assert "input_urls" in env["message"]
     stray = body()
-    stray["input"]["input_urls"] = refs
+    stray["input"]["input_urls"] = ["https://cdn.example.com/a.png"]
     env = assert_error(client.post("/v1/tasks", json=stray), 400, "INVALID_REQUEST")
     assert "image-to-image" in env["message"]
     square = assert_error(client.post("/v1/tasks", json=body(ratio="1:1", res="4K")), 400, "INVALID_REQUEST")
