@@ -1105,8 +1105,8 @@ def test_sim_unknown_model_is_one_clear_sentence(sim: Any) -> None:
 
 
 @pytest.mark.parametrize("model", ["gpt-image-2", "gpt-image-2/text-to-image", "gpt-image-2/image-to-image"])
-def test_sim_accepts_every_current_model_id(sim: Any, model: str) -> None:
-    refs = ("https://cdn.example.com/ref.png",)
+def test_sim_accepts_every_current_model_id(sim: Any, model: str, reference_urls: Any) -> None:
+    refs = tuple(reference_urls(1))  # the simulator fetches them, as HiAPI does
     with sim_client(sim, model=model) as client:
         plain = wait_terminal(client, client.create_task(TaskRequest("a cat")).task_id)
         square = client.create_task(TaskRequest("a cat", "1:1", "4K", references=refs))
