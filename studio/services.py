@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import callbacks as cb
+from . import errors as E
 from .campaign_store import ensure_schema as ensure_campaign_schema
 from .client import HiAPIClient
 from .config import Settings
@@ -150,6 +151,9 @@ def boot(settings: Settings) -> Services:
     with _lock:
         if _current is not None:
             return _current
+        # A server echoing a secret back (an error, an extra field) is redacted everywhere, logs included.
+        E.remember_secret(settings.api_key)
+        E.remember_secret(settings.webhook_secret)
         store, keeper = _open_data(settings)
         simulator = None
         priors = None
