@@ -29,15 +29,23 @@ from . import errors as E
 from .campaign_store import ensure_schema as ensure_campaign_schema
 from .client import HiAPIClient
 from .config import Settings
+from .export import sweep_exports
 from .fidelity import FidelityChecker
 from .fidelity import ensure_schema as ensure_text_check_schema
 from .images import ImageKeeper
-from .kit import KitBuilder
+from .kit import KitBuilder, sweep_kits
 from .library import Library
 from .pricing import Pricing
 from .pricing import defaults_from as pricing_defaults
 from .pricing import load as load_pricing
-from .startup import StartupError, check_data_dir, check_database
+from .startup import (
+    StartupError,
+    check_data_dir,
+    check_database,
+    hold_data_lock,
+    protect_data_dir,
+    release_data_lock,
+)
 from .store import Store
 from .tracker import Tracker
 from .trash import Trash
@@ -226,7 +234,9 @@ def boot(settings: Settings) -> Services:
 def _open_data(settings: Settings) -> tuple[Store, ImageKeeper]:
     """The store and image keeper, after the start-up checks; StartupError otherwise."""
     data = settings.data_dir
+    protect_data_dir(data)  # first: the folder and files made below are owner-only
     check_data_dir(data, min_free_mb=settings.min_free_mb)
+    hold_data_lock(data)  # one server per data folder
     check_database(data / "studio.db")
     try:
         store = Store(data / "studio.db")
@@ -240,6 +250,8 @@ def _open_data(settings: Settings) -> tuple[Store, ImageKeeper]:
     try:
         keeper = ImageKeeper(data / "images", thumb_size=512)
         keeper.sweep_temp()  # a crash between download and rename leaves only a temp file
+        sweep_exports(data / "exports")  # one-off downloads whose links have expired
+        sweep_kits(data / "kits")
     except OSError as exc:
         store.close()
         raise StartupError(
@@ -254,4 +266,5 @@ def shutdown() -> None:
     with _lock:
         if _current is not None:
             _current.close()
+            release_data_lock(_current.settings.data_dir)
             _current = None

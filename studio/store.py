@@ -21,6 +21,7 @@ Connections are per thread; writes are short transactions.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -425,7 +426,9 @@ class Store:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Owner-only from the first byte; SQLite gives the WAL and SHM files the same mode.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._migrate()
