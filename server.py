@@ -41,7 +41,7 @@ from studio.callbacks import MAX_BODY_BYTES, BodyTooLarge, Verdict, read_capped
 from studio.config import Settings
 from studio.export import EXPORT_LIFETIME_S, link_expired
 from studio.kit import KIT_LIFETIME_S
-from studio.startup import StartupError, bind_problem, hold_data_lock, protect_data_dir
+from studio.startup import DataFolderInUse, StartupError, bind_problem, hold_data_lock, protect_data_dir
 
 # Our pages live in `pages/` and are listed by `st.navigation` in app.py. Left
 # alone, Streamlit treats a `pages/` folder as the legacy multipage layout and
@@ -81,7 +81,7 @@ def _check_data_folder() -> None:
         return  # created at boot; no other studio can be using it
     try:
         hold_data_lock(data)
-    except StartupError as exc:
+    except DataFolderInUse as exc:  # any other problem is boot's to report, on every page
         print(f"Studio not started: {exc.message}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
 

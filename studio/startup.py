@@ -53,6 +53,10 @@ class StartupError(Exception):
         self.message = message
 
 
+class DataFolderInUse(StartupError):
+    """Another studio process holds the data folder's lock."""
+
+
 def check_data_dir(data_dir: Path, *, min_free_mb: float = DEFAULT_MIN_FREE_MB) -> None:
     """Create `data_dir` if needed and prove it is writable and has room."""
     where = str(data_dir)
@@ -149,7 +153,7 @@ def hold_data_lock(data_dir: Path) -> None:
         )
         os.close(fd)
         who = f"process {other}" if other.isdigit() else "another process"
-        raise StartupError(
+        raise DataFolderInUse(
             f"Another studio ({who}) is already running on the data folder {data_dir}; "
             "stop it, or point STUDIO_DATA_DIR at another folder, and restart."
         ) from None
