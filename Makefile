@@ -40,8 +40,10 @@ ocr:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq tesseract-ocr >/dev/null; \
 	fi
 
+# `launch` is `streamlit run server.py` whose refusals (exposed address with a real key,
+# a data folder another studio holds) come before the port is bound.
 run: install ocr
-	$(BIN)/streamlit run server.py --server.port $(PORT) --server.address $(ADDRESS)
+	$(BIN)/python -m launch --server.port $(PORT) --server.address $(ADDRESS)
 
 test: install-test browser ocr
 	$(BIN)/ruff check .

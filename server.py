@@ -5,9 +5,9 @@ these extra routes on the same port:
 - GET /api/health                      tracker and store health (JSON)
 - GET /images/{sha256}.png             kept originals, content-addressed
 - GET /thumbs/{sha256}.webp            small WebP thumbnails
-- GET /exports/{token}.zip?name=…      a bulk export prepared in the Gallery, downloaded as `name`
+- GET /exports/{token}.zip?name=…      a bulk export prepared in the Gallery, downloaded as `name` (410 after 1 hour)
 - POST /hiapi/callback/{token}         HiAPI's task callbacks (when HIAPI_CALLBACK_URL is set)
-- GET /kits/{token}/{name}             a delivery kit (`<creative>.zip`) or its contact sheet
+- GET /kits/{token}/{name}             a delivery kit (`<creative>.zip`) or its contact sheet (410 after 1 hour)
 Images are served from disk with immutable cache headers, so the browser
 caches them and nothing passes through Streamlit's in-memory media store.
 The callback route only moves bytes: every decision is `studio.callbacks`'.
@@ -15,6 +15,9 @@ The callback route only moves bytes: every decision is `studio.callbacks`'.
 Access (see SECURITY.md): with a real API key the server refuses, at start,
 to listen beyond loopback unless STUDIO_ALLOW_REMOTE=1 or a login is
 configured; with a login every route here answers 401 until signed in.
+It also refuses when another studio holds the data folder's lock. Run it
+with `python -m launch` (see launch.py) so these refusals come before the
+port is bound; plain `streamlit run server.py` binds first.
 When the data folder, disk or database is unusable the server still starts,
 prints one clear line, and every page and route says what is wrong.
 """
@@ -36,7 +39,9 @@ from access import login_configured, protect, secrets_dict
 from studio import services as core
 from studio.callbacks import MAX_BODY_BYTES, BodyTooLarge, Verdict, read_capped
 from studio.config import Settings
-from studio.startup import StartupError, bind_problem
+from studio.export import EXPORT_LIFETIME_S, link_expired
+from studio.kit import KIT_LIFETIME_S
+from studio.startup import DataFolderInUse, StartupError, bind_problem, hold_data_lock, protect_data_dir
 
 # Our pages live in `pages/` and are listed by `st.navigation` in app.py. Left
 # alone, Streamlit treats a `pages/` folder as the legacy multipage layout and
@@ -64,7 +69,27 @@ def _check_bind_address() -> None:
         raise SystemExit(2)
 
 
+def _check_data_folder() -> None:
+    """Refuse to start (one line, exit 2) when another studio holds the data folder.
+
+    Also makes everything this process writes owner-only from here on. A data
+    folder that cannot be used at all is left to `boot`, which every page shows.
+    """
+    data = Settings.load(secrets=secrets_dict()).data_dir
+    protect_data_dir(data)
+    if not data.is_dir():
+        return  # created at boot; no other studio can be using it
+    try:
+        hold_data_lock(data)
+    except DataFolderInUse as exc:  # any other problem is boot's to report, on every page
+        print(f"Studio not started: {exc.message}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+# Both run when server.py is imported: `python -m launch` (what `make run` uses) imports
+# it before the port is bound, so nothing ever listens when the studio refuses.
 _check_bind_address()
+_check_data_folder()
 
 
 def _services() -> core.Services:
@@ -141,13 +166,28 @@ def _file(kind: str):
     return handler
 
 
+_EXPORT_GONE = "This export link is unknown or has expired; prepare the zip again in the Gallery."
+_KIT_GONE = "This kit link is unknown or has expired; make the kit again in the Gallery."
+
+
+def _expired(what: str, where: str) -> Response:
+    minutes = int(EXPORT_LIFETIME_S // 60)
+    return Response(
+        f"This {what} link has expired (links work for {minutes} minutes); {where}",
+        status_code=410,
+        media_type="text/plain",
+    )
+
+
 async def export(request: Request) -> Response:
     token = request.path_params["token"]
     if not _TOKEN.match(token):
-        return Response("not found", status_code=404)
+        return Response(_EXPORT_GONE, status_code=404, media_type="text/plain")
     path = _services().settings.data_dir / "exports" / f"{token}.zip"
     if not path.is_file():
-        return Response("not found", status_code=404)
+        return Response(_EXPORT_GONE, status_code=404, media_type="text/plain")
+    if link_expired(path, EXPORT_LIFETIME_S):
+        return _expired("export", "prepare the zip again in the Gallery.")
     # The page names the download by its content (`?name=`, see studio.export.*_zip_name).
     name = re.sub(r"[^A-Za-z0-9._-]", "_", request.query_params.get("name", ""))[:120]
     if not name.endswith(".zip") or name.startswith("."):
@@ -166,15 +206,18 @@ async def kit(request: Request) -> Response:
     """A delivery kit written by studio.kit: the zip as a download, the contact sheet inline."""
     token, name = request.path_params["token"], request.path_params["name"]
     if not _TOKEN.match(token) or not _KIT_FILE.match(name):
-        return Response("not found", status_code=404)
+        return Response(_KIT_GONE, status_code=404, media_type="text/plain")
     path = _services().settings.data_dir / "kits" / token / name
     if not path.is_file():
-        return Response("not found", status_code=404)
+        return Response(_KIT_GONE, status_code=404, media_type="text/plain")
+    if link_expired(path.parent, KIT_LIFETIME_S):  # the kit folder's age, as the sweep uses
+        return _expired("kit", "make the kit again in the Gallery.")
     if name.endswith(".zip"):
         headers = {"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"}
         return FileResponse(path, media_type="application/zip", headers=headers)
-    # A token names one kit's files for good, so the preview may be cached (it is redrawn every refresh).
-    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+    # A token names one kit's files for good, so the preview may be cached for the kit's lifetime.
+    cache = {"Cache-Control": f"private, max-age={int(KIT_LIFETIME_S)}"}
+    return FileResponse(path, media_type="image/png", headers=cache)
 
 
 @asynccontextmanager

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from .errors import redact
 from .models import Task, TaskStatus
 from .store import CallbackOutcome
 from .validation import is_loopback_host
@@ -233,7 +234,8 @@ class CallbackReceiver:
         return hmac.compare_digest(self._token, token.encode("utf-8", "replace"))
 
     def refuse(self, status: int, reason: str) -> Verdict:
-        """Count and return a refusal."""
+        """Count and return a refusal; the reason may quote the body, so it is redacted first."""
+        reason = redact(reason)
         try:
             self.sink.note_callback_rejected(status, reason)
         except Exception:  # counting must never turn a refusal into a 500

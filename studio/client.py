@@ -45,6 +45,7 @@ from .errors import (
     error_for,
     parse_error_shape,
     redact,
+    remember_secret,
 )
 from .models import (
     DEFAULT_MODEL,
@@ -147,6 +148,7 @@ class HiAPIClient:
             raise ValueError(f"model must be a non-empty string, e.g. {DEFAULT_MODEL!r}.")
         self.model = model.strip()
         self._api_key = api_key
+        remember_secret(api_key)  # a server echoing it back is redacted everywhere, logs included
         self._policy = RetryPolicy(
             max_retries=max_retries,
             backoff_base=backoff_base,

@@ -1,25 +1,91 @@
-"""Errors that read like HiAPI's documented ones.
+"""Errors that read like HiAPI's documented ones, and the redaction of secrets.
 
 Mapped from the HTTP status and the business code: the envelope's `error_code`
 or, in HiAPI's other shape, `error.code` (see `parse_error_shape`). Messages never
 carry the API key: they are built from the server's message and our own text,
 and `redact` scrubs anything that looks like a key before it is stored.
+
+A server may echo the key back anywhere (an error message, an extra field, a
+status). `remember_secret` registers the configured key (and the webhook
+signing secret) once per process; from then on every `redact` removes those
+exact strings too, whatever they look like, and so does every log record
+(a log-record factory scrubs the formatted message and traceback).
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 from typing import Any
 
 _KEY_RE = re.compile(r"sk-[A-Za-z0-9_\-]{4,}")
+#: Shorter strings are not registered: replacing them would mangle ordinary text.
+MIN_SECRET_CHARS = 8
+REDACTED = "[redacted]"
+
+_secrets: tuple[str, ...] = ()  # longest first, so a key containing another is removed whole
+_secrets_lock = threading.Lock()
+_logs_guarded = False
+
+
+def remember_secret(secret: str | None) -> None:
+    """Have every later `redact` (and every log record) remove this exact string."""
+    global _secrets
+    if not isinstance(secret, str) or len(secret.strip()) < MIN_SECRET_CHARS:
+        return
+    with _secrets_lock:
+        if secret not in _secrets:
+            _secrets = tuple(sorted({*_secrets, secret, secret.strip()}, key=len, reverse=True))
+        _guard_logs()
 
 
 def redact(text: str, *secrets: str | None) -> str:
-    """Remove API keys (and any given secret) from text meant for people or logs."""
-    for s in secrets:
-        if s:
-            text = text.replace(s, "[redacted]")
+    """Remove API keys (the configured ones and any given secret) from text meant for people or logs."""
+    if not isinstance(text, str):
+        text = str(text)
+    for s in (*secrets, *_secrets):
+        if s and s in text:
+            text = text.replace(s, REDACTED)
     return _KEY_RE.sub("sk-[redacted]", text)
+
+
+def redact_deep(value: Any) -> Any:
+    """`value` (parsed JSON) with every string in it, keys included, redacted.
+
+    Raises RecursionError for absurdly deep values; callers fall back to what they parsed.
+    """
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact(k) if isinstance(k, str) else k: redact_deep(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_deep(v) for v in value]
+    return value
+
+
+def _guard_logs() -> None:
+    """Install (once) a log-record factory that redacts every record's text."""
+    global _logs_guarded
+    if _logs_guarded:
+        return
+    _logs_guarded = True
+    make = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string is logging's problem, not ours
+            return record
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        return record
+
+    logging.setLogRecordFactory(factory)
 
 
 class HiAPIError(Exception):

@@ -2,6 +2,14 @@
 
 The zip is written to a file in the data folder, never built in memory, so a
 large export does not grow the server; the app serves it over HTTP.
+
+- Links are one-off downloads: an export lives `EXPORT_LIFETIME_S` (1 hour);
+  after that its link answers 410 and the file is swept (before each new
+  export, and at start-up).
+- Every CSV the studio writes goes through `csv_cell`: a cell starting with
+  `=`, `+`, `-`, `@`, a tab or a carriage return would be run as a formula by
+  spreadsheet apps, so it gets a leading `'`. `manifest.json` keeps the true value.
+- Files are written owner-only (0600), like everything in the data folder.
 """
 
 from __future__ import annotations
@@ -20,6 +28,29 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .store import GalleryItem
+
+#: How long an export link works; `sweep_exports` removes older files.
+EXPORT_LIFETIME_S = 3600.0
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """A value as a spreadsheet may show it: text that would start a formula gets a leading quote."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def csv_safe(row: dict) -> dict:
+    """A CSV row with every cell through `csv_cell`."""
+    return {k: csv_cell(v) for k, v in row.items()}
+
+
+def link_expired(path: Path, lifetime_s: float = EXPORT_LIFETIME_S, *, now: float | None = None) -> bool:
+    """True when the file behind a one-off download link is older than its lifetime."""
+    now = time.time() if now is None else now
+    return path.stat().st_mtime < now - lifetime_s
+
 
 MANIFEST_FIELDS = (
     "file", "prompt", "aspect_ratio", "resolution", "model", "task_id",
@@ -113,19 +144,21 @@ def write_zip(
     item, each with its `file` name) replaces the default rows, e.g. a
     campaign's. The token is random so export URLs cannot be guessed.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    sweep_exports(out_dir)  # like kits: old exports go when a new one is made
     target = out_dir / f"{secrets.token_urlsafe(16)}.zip"
     tmp = target.with_suffix(".part")
     rows = list(manifest) if manifest is not None else manifest_rows(items)
     fields, flat = _csv_rows(rows) if manifest is not None else (list(MANIFEST_FIELDS), rows)
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "wb") as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
         for item, row in zip(items, rows, strict=True):
             # PNGs are already compressed: store them as they are.
             zf.write(original_path(item.sha256), arcname=row["file"])
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=fields)
         writer.writeheader()
-        writer.writerows(flat)
+        writer.writerows(csv_safe(r) for r in flat)
         zf.writestr("manifest.csv", buf.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
         zf.writestr(
             "manifest.json",
@@ -136,8 +169,8 @@ def write_zip(
     return target
 
 
-def sweep_exports(out_dir: Path, older_than_s: float = 3600) -> int:
-    """Remove exports older than an hour; they are one-off downloads."""
+def sweep_exports(out_dir: Path, older_than_s: float = EXPORT_LIFETIME_S) -> int:
+    """Remove exports older than their link's lifetime; they are one-off downloads."""
     if not out_dir.exists():
         return 0
     n = 0

@@ -48,7 +48,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 from .errors import redact
-from .export import slug
+from .export import EXPORT_LIFETIME_S, csv_safe, slug
 from .images import RECIPE_CHUNK, read_recipe
 from .store import GalleryItem
 
@@ -286,7 +286,7 @@ def write_kit(
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS)
         writer.writeheader()
-        writer.writerows([{k: r[k] for k in MANIFEST_FIELDS} for r in rows])
+        writer.writerows([csv_safe({k: r[k] for k in MANIFEST_FIELDS}) for r in rows])
         zf.writestr(f"{name}/manifest.csv", buf.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
         manifest = {
             "creative_id": items[0].creative_id,
@@ -468,8 +468,12 @@ def contact_sheet(tiles: Sequence[tuple[KitEntry, Image.Image]], *, title: str, 
     return sheet
 
 
-def sweep_kits(out_dir: Path, older_than_s: float = 3600) -> int:
-    """Remove kits older than an hour; like exports, they are one-off downloads."""
+#: How long a kit's links work (the zip and its contact sheet); `sweep_kits` removes older kits.
+KIT_LIFETIME_S = EXPORT_LIFETIME_S
+
+
+def sweep_kits(out_dir: Path, older_than_s: float = KIT_LIFETIME_S) -> int:
+    """Remove kits older than their links' lifetime; like exports, they are one-off downloads."""
     if not out_dir.exists():
         return 0
     n = 0

@@ -18,6 +18,11 @@ IMAGE_TO_IMAGE_MODEL = "gpt-image-2/image-to-image"
 LEGACY_MODEL = "gpt-image-2"
 KNOWN_MODELS: tuple[str, ...] = (TEXT_TO_IMAGE_MODEL, IMAGE_TO_IMAGE_MODEL, LEGACY_MODEL)
 DEFAULT_MODEL = TEXT_TO_IMAGE_MODEL
+#: Usable output items taken from one task report. GPT Image 2 makes one image
+#: per task; the headroom is for a few variants, while a report listing more (a
+#: broken or hostile answer) is cut here, so it cannot start thousands of rows
+#: and downloads. The rest are counted in `Task.refused_outputs`, never fetched.
+MAX_OUTPUTS = 8
 
 
 def model_for(model: str, *, image_to_image: bool) -> str:
@@ -223,6 +228,23 @@ class TaskFailure:
         return f"{self.code}: {self.message}" if self.message else self.code
 
 
+def capped_output_items(items: Any) -> tuple[list[Any], int]:
+    """A report's output list cut after its `MAX_OUTPUTS`-th usable item, and how many usable ones follow.
+
+    Malformed items are skipped, not counted; the list is returned as sent up to the cut.
+    """
+    if not isinstance(items, list):
+        return [], 0
+    usable = 0
+    for i, item in enumerate(items):
+        if Output.parse(item) is not None:
+            usable += 1
+            if usable == MAX_OUTPUTS:
+                rest = items[i + 1 :]
+                return items[: i + 1], sum(1 for r in rest if Output.parse(r) is not None)
+    return items, 0
+
+
 @dataclass(frozen=True)
 class Task:
     """A task as `GET /v1/tasks/{taskId}` (or a callback) describes it."""
@@ -235,6 +257,8 @@ class Task:
     outputs: tuple[Output, ...] = ()
     error: TaskFailure | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    #: Output items past `MAX_OUTPUTS`, never read (the store records how many were refused).
+    refused_outputs: int = 0
 
     @property
     def is_terminal(self) -> bool:
@@ -252,8 +276,8 @@ class Task:
         task_id = data.get("taskId")
         if not isinstance(task_id, str) or not task_id or _has_surrogate(task_id):
             return None
-        items = data.get("output")
-        outputs = tuple(o for o in (Output.parse(i) for i in items) if o) if isinstance(items, list) else ()
+        items, refused = capped_output_items(data.get("output"))
+        outputs = tuple(o for o in (Output.parse(i) for i in items) if o)
         return cls(
             task_id=task_id,
             status=(_str(data.get("status"), "unknown") or "unknown")[:MAX_STATUS_CHARS],
@@ -263,6 +287,7 @@ class Task:
             outputs=outputs,
             error=TaskFailure.parse(data.get("error")),
             raw=data,
+            refused_outputs=refused,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -25,18 +25,27 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import callbacks as cb
+from . import errors as E
 from .campaign_store import ensure_schema as ensure_campaign_schema
 from .client import HiAPIClient
 from .config import Settings
+from .export import sweep_exports
 from .fidelity import FidelityChecker
 from .fidelity import ensure_schema as ensure_text_check_schema
 from .images import ImageKeeper
-from .kit import KitBuilder
+from .kit import KitBuilder, sweep_kits
 from .library import Library
 from .pricing import Pricing
 from .pricing import defaults_from as pricing_defaults
 from .pricing import load as load_pricing
-from .startup import StartupError, check_data_dir, check_database
+from .startup import (
+    StartupError,
+    check_data_dir,
+    check_database,
+    hold_data_lock,
+    protect_data_dir,
+    release_data_lock,
+)
 from .store import Store
 from .tracker import Tracker
 from .trash import Trash
@@ -150,6 +159,9 @@ def boot(settings: Settings) -> Services:
     with _lock:
         if _current is not None:
             return _current
+        # A server echoing a secret back (an error, an extra field) is redacted everywhere, logs included.
+        E.remember_secret(settings.api_key)
+        E.remember_secret(settings.webhook_secret)
         store, keeper = _open_data(settings)
         simulator = None
         priors = None
@@ -222,7 +234,9 @@ def boot(settings: Settings) -> Services:
 def _open_data(settings: Settings) -> tuple[Store, ImageKeeper]:
     """The store and image keeper, after the start-up checks; StartupError otherwise."""
     data = settings.data_dir
+    protect_data_dir(data)  # first: the folder and files made below are owner-only
     check_data_dir(data, min_free_mb=settings.min_free_mb)
+    hold_data_lock(data)  # one server per data folder
     check_database(data / "studio.db")
     try:
         store = Store(data / "studio.db")
@@ -236,6 +250,8 @@ def _open_data(settings: Settings) -> tuple[Store, ImageKeeper]:
     try:
         keeper = ImageKeeper(data / "images", thumb_size=512)
         keeper.sweep_temp()  # a crash between download and rename leaves only a temp file
+        sweep_exports(data / "exports")  # one-off downloads whose links have expired
+        sweep_kits(data / "kits")
     except OSError as exc:
         store.close()
         raise StartupError(
@@ -250,4 +266,5 @@ def shutdown() -> None:
     with _lock:
         if _current is not None:
             _current.close()
+            release_data_lock(_current.settings.data_dir)
             _current = None

@@ -11,11 +11,20 @@ traceback. Nothing here imports streamlit.
   no other program holds its write lock.
 - `bind_problem`: with a real API key the server listens on loopback only,
   unless remote access is deliberately opted into or a login is configured.
+- `hold_data_lock`: one server per data folder. An exclusive `flock` on
+  `<data>/.studio.lock`, held for the life of the process; a second process
+  gets one sentence naming the first one's pid.
+- `protect_data_dir`: the data folder and everything the studio writes in it
+  are owner-only. The process umask becomes 0o077 (new folders 0700, new
+  files 0600: database, WAL/SHM, images, thumbnails, exports, kits, token),
+  and an existing folder, its sub-folders and database files lose any
+  group/other bits.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import shutil
 import sqlite3
@@ -27,6 +36,13 @@ from .validation import is_loopback_host
 DEFAULT_MIN_FREE_MB = 200.0
 #: How long to wait for another program's write lock before calling it locked.
 LOCK_WAIT_S = 2.0
+#: The data folder's lock file (see `hold_data_lock`).
+LOCK_FILE = ".studio.lock"
+#: What the studio writes: owner-only (group and other bits are cleared at start-up).
+PRIVATE_UMASK = 0o077
+_PRIVATE_DIRS = ("images", "exports", "kits")
+_PRIVATE_FILES = ("studio.db", "studio.db-wal", "studio.db-shm", "callback-token", LOCK_FILE)
+_held_locks: dict[Path, int] = {}
 
 
 class StartupError(Exception):
@@ -35,6 +51,10 @@ class StartupError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class DataFolderInUse(StartupError):
+    """Another studio process holds the data folder's lock."""
 
 
 def check_data_dir(data_dir: Path, *, min_free_mb: float = DEFAULT_MIN_FREE_MB) -> None:
@@ -83,6 +103,70 @@ def check_data_dir(data_dir: Path, *, min_free_mb: float = DEFAULT_MIN_FREE_MB) 
             f"the studio needs at least {min_free_mb:,.0f} MB to keep the images it pays for. "
             "Free some space (or lower STUDIO_MIN_FREE_MB) and restart."
         )
+
+
+def protect_data_dir(data_dir: Path) -> None:
+    """Make new files owner-only (process umask 0o077) and tighten what already exists.
+
+    Only group/other bits are removed; the owner's are left alone (a folder the
+    owner may not write stays that way, so `check_data_dir` still says so).
+    """
+    os.umask(PRIVATE_UMASK)
+    if not data_dir.is_dir():  # absent (made 0700 by check_data_dir), or not a folder (it says so)
+        return
+    dirs = [data_dir, *(data_dir / d for d in _PRIVATE_DIRS)]
+    for path in dirs + [data_dir / f for f in _PRIVATE_FILES]:
+        try:
+            if path.is_dir() != (path in dirs):
+                continue
+            mode = path.stat().st_mode & 0o7777
+            if mode & 0o077:
+                path.chmod(mode & ~0o077)
+        except OSError:  # absent, or not ours: nothing to tighten
+            pass
+
+
+def hold_data_lock(data_dir: Path) -> None:
+    """Take the data folder's exclusive lock for the rest of this process (again: no-op).
+
+    Raises StartupError when another process holds it: two servers on one
+    folder would send and download the same work twice.
+    """
+    key = data_dir.resolve()
+    if key in _held_locks:
+        return
+    path = data_dir / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StartupError(
+            f"The lock file {path} cannot be created ({_why(exc)}). "
+            "Fix the data folder's permissions or point STUDIO_DATA_DIR elsewhere, and restart."
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        other = (
+            os.read(fd, 32).decode("ascii", "replace").strip()
+            if exc.errno in (errno.EAGAIN, errno.EACCES)
+            else ""
+        )
+        os.close(fd)
+        who = f"process {other}" if other.isdigit() else "another process"
+        raise DataFolderInUse(
+            f"Another studio ({who}) is already running on the data folder {data_dir}; "
+            "stop it, or point STUDIO_DATA_DIR at another folder, and restart."
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _held_locks[key] = fd
+
+
+def release_data_lock(data_dir: Path) -> None:
+    """Let another process have the data folder (at shutdown)."""
+    fd = _held_locks.pop(data_dir.resolve(), None)
+    if fd is not None:
+        os.close(fd)  # closing the only descriptor releases the flock
 
 
 def check_database(path: Path, *, lock_wait_s: float = LOCK_WAIT_S) -> None:

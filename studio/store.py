@@ -6,6 +6,11 @@ Contract:
 - Task state is upserted by task id; terminal states are sticky, so a late,
   duplicate or out-of-order report (poll or callback) changes nothing. The
   report is kept as sent (`raw_task`), unknown statuses and fields included.
+- Every string HiAPI sent passes `errors.redact` on its way in (`_scrubbed` for
+  task reports, poll or callback, held or not; `_clean` for error codes and
+  messages), so a server echoing the API key never gets it into the file.
+- A report listing more than `models.MAX_OUTPUTS` outputs keeps only those;
+  the rest are refused unread, noted as an `outputs_refused` task event.
 - Every output is recorded with its temporary URL the moment the task
   succeeds, then marked kept (with file, size and hash) or failed.
 - A callback for a task id not stored yet (it outran the create answer) is
@@ -16,23 +21,26 @@ Connections are per thread; writes are short transactions.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .errors import redact, redact_deep
 from .fidelity import FidelityReport, StringCheck, wanted_strings
-from .models import Callback, Output, Task, TaskRequest, TaskStatus
+from .models import MAX_OUTPUTS, Callback, Output, Task, TaskRequest, TaskStatus, capped_output_items
 
 SUBMITTING = "submitting"  # written, POST not yet answered
 REJECTED = "rejected"  # HiAPI (or we) refused the request; never sent again
 TRASHED = "trashed"  # output state: deleted, still undoable (see studio/trash.py)
 NO_OUTPUT = "NO_OUTPUT"  # error_code of a success that carried no usable image link
+OUTPUTS_REFUSED = "outputs_refused"  # task event: a report listed more outputs than MAX_OUTPUTS
 TERMINAL_STATES = (TaskStatus.SUCCESS, TaskStatus.FAIL, REJECTED)
 
 _MIGRATIONS: tuple[str, ...] = (
@@ -418,7 +426,9 @@ class Store:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Owner-only from the first byte; SQLite gives the WAL and SHM files the same mode.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._migrate()
@@ -554,6 +564,7 @@ class Store:
         applied in the same transaction, so the submission may come out terminal.
         """
         now = time.time() if now is None else now
+        task_id = _clean(task_id)  # reports are matched on the same redacted id
         with self._tx() as c:
             cur = c.execute(
                 "UPDATE submissions SET task_id=?, submitted_at=?, attempts=attempts+1,"
@@ -580,7 +591,7 @@ class Store:
         """A create that may be retried (same key): keep it `submitting`, note why."""
         self._write(
             "UPDATE submissions SET attempts=attempts+1, error_code=?, error_message=? WHERE id=? AND state=?",
-            (code, message, submission_id, SUBMITTING),
+            (_clean(code), _clean(message), submission_id, SUBMITTING),
         )
 
     def note_problem(self, submission_id: int, code: str | None, message: str | None) -> None:
@@ -590,7 +601,7 @@ class Store:
         """
         self._write(
             "UPDATE submissions SET error_code=?, error_message=? WHERE id=? AND state NOT IN (?,?,?)",
-            (code, message, submission_id, *TERMINAL_STATES),
+            (_clean(code), _clean(message), submission_id, *TERMINAL_STATES),
         )
 
     def mark_rejected(self, submission_id: int, code: str, message: str, *, now: float | None = None) -> None:
@@ -599,7 +610,7 @@ class Store:
         with self._tx() as c:
             c.execute(
                 "UPDATE submissions SET state=?, error_code=?, error_message=?, finished_at=? WHERE id=?",
-                (REJECTED, code, message, now, submission_id),
+                (REJECTED, _clean(code), _clean(message), now, submission_id),
             )
             c.execute(
                 "INSERT INTO task_events (submission_id, status, at, source) VALUES (?,?,?,?)",
@@ -621,6 +632,7 @@ class Store:
         On success the outputs are recorded in the same transaction.
         """
         now = time.time() if now is None else now
+        task = _scrubbed(task)
         with self._tx() as c:
             return self._apply_task(c, task, source, now, finish_estimate)
 
@@ -634,6 +646,7 @@ class Store:
         exactly one of them can come out STORED.
         """
         now = time.time() if now is None else now
+        task = _scrubbed(task)
         with self._tx() as c:
             row = c.execute("SELECT 1 FROM submissions WHERE task_id=?", (task.task_id,)).fetchone()
             if row is not None:
@@ -688,6 +701,11 @@ class Store:
             "INSERT INTO task_events (submission_id, status, at, source) VALUES (?,?,?,?)",
             (sid, task.status, now, source),
         )
+        if task.refused_outputs:
+            c.execute(
+                "INSERT INTO task_events (submission_id, status, at, source) VALUES (?,?,?,?)",
+                (sid, OUTPUTS_REFUSED, now, f"{task.refused_outputs} over the cap of {MAX_OUTPUTS}"),
+            )
         if task.status == TaskStatus.SUCCESS and not self._add_outputs(c, sid, task.outputs):
             c.execute(
                 "UPDATE submissions SET error_code=?, error_message=? WHERE id=?",
@@ -829,6 +847,7 @@ class Store:
 
     def output_failed(self, output_id: int, message: str, *, retry_at: float | None) -> None:
         """Record a failed download; `retry_at=None` makes the failure final."""
+        message = _clean(message)
         if retry_at is None:
             self._write(
                 "UPDATE outputs SET state='failed', error=?, attempts=attempts+1 WHERE id=?",
@@ -1103,6 +1122,28 @@ def insert_submission(
         (sid, SUBMITTING, now, "studio"),
     )
     return sid
+
+
+def _clean(text: str | None) -> str | None:
+    """A HiAPI-provided code or message, redacted (None stays None)."""
+    return None if text is None else redact(text)
+
+
+def _scrubbed(task: Task) -> Task:
+    """The report as it may be stored: every string redacted, the output list cut at the cap.
+
+    Rebuilt from the redacted raw report, so the parsed fields (error, status,
+    task id, output URLs) and `raw_task` agree; what was refused stays counted.
+    """
+    raw = dict(task.raw) if task.raw else task.to_dict()
+    if task.refused_outputs and isinstance(raw.get("output"), list):
+        raw["output"] = capped_output_items(raw["output"])[0]  # the rest is never stored
+    try:
+        clean = redact_deep(raw)
+    except RecursionError:
+        clean = redact_deep(task.to_dict())
+    parsed = Task.parse(clean) or Task.parse(redact_deep(task.to_dict()))  # raw without a taskId
+    return replace(parsed, refused_outputs=task.refused_outputs) if parsed else task
 
 
 def _raw_json(task: Task) -> str:

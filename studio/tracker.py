@@ -360,7 +360,7 @@ class Tracker:
         h = self.health_info
         with self._lock:
             h.callbacks_rejected += 1
-            h.last_rejection = f"{status} {reason}"
+            h.last_rejection = E.redact(f"{status} {reason}")
             h.last_rejection_at = self.clock()
 
     def submit_campaign(

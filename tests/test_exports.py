@@ -1,0 +1,125 @@
+"""Exports: spreadsheet-safe CSV, swept like kits, and links that expire with a sentence."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+import zipfile
+
+import httpx
+import pytest
+
+from studio import services as core
+from studio.config import Settings
+from studio.export import EXPORT_LIFETIME_S, campaign_manifest_rows, csv_cell, write_zip
+from studio.images import ImageKeeper
+from studio.kit import KIT_LIFETIME_S, write_kit
+from studio.simulator import render_png
+from studio.store import GalleryItem
+from tests.conftest import StudioServer
+
+HOSTILE = ['=HYPERLINK("http://evil.example","x")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"]
+
+
+def _item(keeper: ImageKeeper, prompt: str, output_id: int = 1) -> GalleryItem:
+    kept = keeper.keep_bytes(render_png(prompt, "1:1", "1K"), {"prompt": prompt})
+    return GalleryItem(
+        output_id=output_id, submission_id=output_id, creative_id="c0ffee12", prompt=prompt,
+        aspect_ratio="1:1", resolution="1K", model="gpt-image-2", task_id=None, created_at=0.0,
+        sha256=kept.sha256, width=kept.width, height=kept.height, bytes=1, url="", expire_at=0,
+        favourite=False,
+    )  # fmt: skip
+
+
+def _csv(zf: zipfile.ZipFile, name: str = "manifest.csv") -> list[dict]:
+    return list(csv.DictReader(io.StringIO(zf.read(name).decode())))
+
+
+def test_csv_cells_that_would_run_as_formulas_are_quoted_and_json_keeps_them(tmp_path):
+    keeper = ImageKeeper(tmp_path / "images")
+    items = [_item(keeper, p, n) for n, p in enumerate(HOSTILE, start=1)]
+    plain = write_zip(items, keeper.original_path, tmp_path / "exports")
+    with zipfile.ZipFile(plain) as zf:
+        assert [r["prompt"] for r in _csv(zf)] == ["'" + p for p in HOSTILE]
+        assert [r["prompt"] for r in json.loads(zf.read("manifest.json"))] == HOSTILE
+
+    rows = [(n, it, {"headline": it.prompt}) for n, it in enumerate(items, start=1)]
+    manifest = campaign_manifest_rows("=cmd|' /C calc'!A0", ["headline"], rows)
+    campaign = write_zip(items, keeper.original_path, tmp_path / "exports", manifest=manifest)
+    with zipfile.ZipFile(campaign) as zf:
+        got = _csv(zf)
+        assert [r["{{headline}}"] for r in got] == ["'" + p for p in HOSTILE]
+        assert {r["campaign"] for r in got} == {"'=cmd|' /C calc'!A0"}
+        data = json.loads(zf.read("manifest.json"))
+        assert [r["values"]["headline"] for r in data] == HOSTILE
+    assert csv_cell("a poster") == "a poster" and csv_cell(-3) == -3  # only text that starts a formula
+
+
+def test_a_new_export_sweeps_the_expired_ones(tmp_path):
+    keeper = ImageKeeper(tmp_path / "images")
+    items = [_item(keeper, "a kite")]
+    old = write_zip(items, keeper.original_path, tmp_path / "exports")
+    long_ago = time.time() - EXPORT_LIFETIME_S - 60
+    os.utime(old, (long_ago, long_ago))
+    fresh = write_zip(items, keeper.original_path, tmp_path / "exports")
+    assert not old.exists() and fresh.exists()
+
+
+def test_boot_sweeps_expired_exports_and_kits(tmp_path):
+    data = tmp_path / "d"
+    (data / "exports").mkdir(parents=True)
+    (data / "kits" / ("K" * 22)).mkdir(parents=True)
+    stale = [data / "exports" / f"{'A' * 22}.zip", data / "kits" / ("K" * 22)]
+    stale[0].write_bytes(b"PK")
+    long_ago = time.time() - EXPORT_LIFETIME_S - 60
+    for p in stale:
+        os.utime(p, (long_ago, long_ago))
+    core.shutdown()
+    core.boot(Settings.load(env={"STUDIO_DATA_DIR": str(data)}))
+    try:
+        assert not any(p.exists() for p in stale)
+    finally:
+        core.shutdown()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    data = tmp_path_factory.mktemp("exports-data")
+    keeper = ImageKeeper(data / "images")
+    items = [_item(keeper, "a kite")]
+    paths = {
+        "fresh": write_zip(items, keeper.original_path, data / "exports"),
+        "expired": write_zip(items, keeper.original_path, data / "exports"),
+    }
+    kit = write_kit(items, ["square"], keeper.original_path, data / "kits")
+    old_kit = write_kit(items, ["square"], keeper.original_path, data / "kits")
+    server = StudioServer(data).start()
+    long_ago = time.time() - max(EXPORT_LIFETIME_S, KIT_LIFETIME_S) - 60
+    for p in (paths["expired"], old_kit.zip_path.parent):  # expired while the server runs
+        os.utime(p, (long_ago, long_ago))
+    yield server, paths, kit, old_kit
+    server.stop()
+
+
+def test_export_and_kit_links_expire_with_a_sentence(served):
+    server, paths, kit, old_kit = served
+
+    def get(route: str) -> httpx.Response:
+        return httpx.get(server.url + route, timeout=10)
+
+    assert get(f"/exports/{paths['fresh'].name}").status_code == 200
+    assert get(kit.zip_route).status_code == 200
+    expired = get(f"/exports/{paths['expired'].name}")
+    assert expired.status_code == 410
+    assert expired.text == (
+        "This export link has expired (links work for 60 minutes); prepare the zip again in the Gallery."
+    )
+    gone_kit = get(old_kit.zip_route)
+    assert gone_kit.status_code == 410 and "make the kit again" in gone_kit.text
+    assert get(old_kit.contact_route).status_code == 410
+    unknown = get(f"/exports/{'Z' * 22}.zip")
+    assert unknown.status_code == 404
+    assert unknown.text == "This export link is unknown or has expired; prepare the zip again in the Gallery."
