@@ -66,7 +66,9 @@ def _text_check(prompt: str, check: TextCheck | None, detail: bool) -> None:
             else:
                 st.caption("not found in the image")
     if detail:
-        st.caption(f"Read by {md(check.engine)} in {check.seconds:.1f} s ({check.passes} passes)")
+        st.caption(
+            f"Read by {md(check.engine)} in {check.seconds:.1f} s ({check.passes} pass{'es' if check.passes != 1 else ''})"
+        )
         if check.read_text.strip():
             with st.expander("Everything read from the image", icon=":material/text_fields:"):
                 st.code(check.read_text.strip(), language=None, wrap_lines=True)
