@@ -40,8 +40,8 @@ def spend_suffix() -> str:
 def mode_badge() -> None:
     """The mode in the page header (every viewport) and, with details, in the sidebar."""
     services = get_services()
-    st.html(_PAGE_CSS)
     with st.container(horizontal=True, vertical_alignment="center", gap="small", key="mode_header"):
+        st.html(_PAGE_CSS)  # inside the fixed header row: takes no room in the page
         if services.settings.simulated:
             st.badge("Simulator", icon=":material/science:", color="orange")
             st.caption("nothing is charged; prices are simulated")

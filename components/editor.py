@@ -62,7 +62,7 @@ _EDITOR_JS = r"""
       }
       vars.textContent = names.length
         ? "Variables: " + names.map((x) => "{{" + x + "}}").join(", ") + " — one image set per row"
-        : "Tip: {{name}} makes a variable, one image set per row.";
+        : "Tip: {{name}} makes a variable";
     }
   }, true);
   doc.addEventListener("keydown", (e) => {
@@ -117,7 +117,7 @@ def prompt_editor(error: str | None = None) -> str:
         help="Quoted text is what the image should spell. Ctrl/⌘+Enter generates.",
     )
     text = draft.prompt()
-    with st.container(horizontal=True, gap="medium", key="prompt_meta"):
+    with st.container(horizontal=True, gap="small", key="prompt_meta"):
         with st.container(key="prompt_count", width="content"):
             st.caption(count_label(text))
         with st.container(key="prompt_vars"):
@@ -125,9 +125,10 @@ def prompt_editor(error: str | None = None) -> str:
             st.caption(
                 "Variables: " + ", ".join("{{" + n + "}}" for n in names) + " — one image set per row"
                 if names
-                else "Tip: {{name}} makes a variable, one image set per row."
+                else "Tip: {{name}} makes a variable"
             )
+        # In this row, so the script's (empty) element adds no vertical gap to the column.
+        st.html(_EDITOR_JS, width="content", unsafe_allow_javascript=True)
     if error:
         st.error(error, icon=":material/error:")
-    st.html(_EDITOR_JS, unsafe_allow_javascript=True)
     return text

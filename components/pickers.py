@@ -29,10 +29,16 @@ _GROUP_TITLES = {
     "tall": "Tall",
 }
 ALL_RATIOS = "ratio_all"  # the expander's key (its open state)
+TILE_WIDTH = 136
 MAX_SIZES_SHOWN = 4
 
 # A click anywhere on a tile (its shape, its caption, its padding) toggles its checkbox.
+# The shape's image toolbar (fullscreen) is hidden: it would sit over a 30 px preview.
 _TILE_JS = r"""
+<style>
+[class*="st-key-tile_"] { cursor: pointer; }
+[class*="st-key-tile_"] [data-testid="stElementToolbar"] { display: none; }
+</style>
 <script>
 (function () {
   const win = window.parent || window;
@@ -43,7 +49,7 @@ _TILE_JS = r"""
     const tile = e.target.closest && e.target.closest("[class*='st-key-tile_']");
     if (!tile || e.target.closest("label, input, button, a")) return;
     const box = tile.querySelector("input[type=checkbox]");
-    if (box && !box.disabled) box.closest("label").click();
+    if (box && !box.disabled) box.click();  // the input itself: a click on its label is not seen as a press
   }, true);
 })();
 </script>
@@ -96,8 +102,8 @@ def resolution_picker(error: str | None = None) -> str:
 def _tile(name: str, res: str) -> None:
     problem = combination_problem(name, res)
     picked = bool(st.session_state.get(draft.ratio_key(name)))
-    with st.container(border=True, key=f"tile_{name.replace(':', 'x')}", gap="xsmall"):
-        with st.container(horizontal=True, vertical_alignment="center", gap="small"):
+    with st.container(border=True, key=f"tile_{name.replace(':', 'x')}", gap="xsmall", width=TILE_WIDTH):
+        with st.container(horizontal=True, vertical_alignment="center", gap="small", wrap=False):
             st.image(shape_svg(name, box=30, muted=bool(problem)), width=30)
             st.checkbox(
                 name,
@@ -105,18 +111,19 @@ def _tile(name: str, res: str) -> None:
                 on_change=draft.sync_ratios,
                 # A picked tile stays clickable so it can be un-picked.
                 disabled=bool(problem) and not picked,
-                help=problem or ("Suits: " + ", ".join(RATIOS[name].placements)),
+                help=problem,  # why it is off; what it suits is in the caption
             )
         if problem:
             st.caption("✕ " + ("not with " + res))
         else:
-            st.caption(f"{size_label(name, res)} · {RATIOS[name].placements[0]}")
+            st.caption(f"{size_label(name, res)}  \n{RATIOS[name].placements[0]}")
 
 
 def _chips(picked: list[str], res: str) -> None:
     """The picked ratios, compact: one small button each, a click removes it."""
     with st.container(horizontal=True, vertical_alignment="center", gap="small", key="ratio_chips"):
         st.markdown("**Aspect ratios**" if picked else "**Aspect ratios**: none picked yet", width="content")
+        st.html(_TILE_JS, width="content", unsafe_allow_javascript=True)  # in this row: no vertical gap
         for name in picked:
             label = name if name == "auto" else f"{name} · {size_label(name, res)}"
             st.button(
@@ -150,13 +157,12 @@ def ratio_picker(error: str | None = None) -> list[str]:
             disabled=bool(auto_problem) and not st.session_state.get(draft.ratio_key("auto")),
             help=auto_problem or "The model picks the shape; 1K only.",
         )
-        group_cols = st.columns(len(GROUPS), gap="small")
-        for col, group in zip(group_cols, GROUPS, strict=True):
-            col.caption(_GROUP_TITLES[group])
-            for name in (r.name for r in RATIOS.values() if r.group == group):
-                with col:
+        # One wrapping row of fixed-width tiles per group: fits a half-width column and a phone alike.
+        for group in GROUPS:
+            st.caption(_GROUP_TITLES[group])
+            with st.container(horizontal=True, gap="small", key=f"ratio_group_{group}"):
+                for name in (r.name for r in RATIOS.values() if r.group == group):
                     _tile(name, res)
-    st.html(_TILE_JS, unsafe_allow_javascript=True)
     if error:
         st.error(error, icon=":material/error:")
     return picked

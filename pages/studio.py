@@ -19,10 +19,14 @@ from components.library import save_to_library
 from components.pickers import ratio_picker, resolution_picker
 from components.queue import live_queue
 
+# On a phone the page name is in the (collapsed) menu already; its line is worth more to the results.
+_PHONE_CSS = "<style>@media (max-width: 480px) { .st-key-studio_head h2 { display: none; } }</style>"
+
 draft.init()
 errs = submit.errors()
 
 with st.container(horizontal=True, vertical_alignment="center", gap="small", key="studio_head"):
+    st.html(_PHONE_CSS)
     st.header("Studio", anchor=False)
     template_row()
     save_to_library()
