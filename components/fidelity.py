@@ -9,7 +9,6 @@ from studio.fidelity import ERROR, MISMATCH, PASS, UNAVAILABLE, wanted_strings
 from studio.store import TextCheck
 
 
-
 def passes_label(n: int) -> str:
     """'1 pass', '3 passes'."""
     return f"{n} pass{'' if n == 1 else 'es'}"
