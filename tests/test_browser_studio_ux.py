@@ -58,6 +58,7 @@ def test_prompt_generate_and_live_results_share_the_first_screen(browser, studio
     expect(card.locator("img[src*='/thumbs/']")).to_have_count(1, timeout=ARRIVAL_MS)
     page.evaluate("window.scrollTo(0, 0)")
     page.mouse.move(width - 1, height - 1)  # no tooltip from the last click in the picture
+    page.evaluate("document.activeElement && document.activeElement.blur()")
     assert _in_first_screen(page.locator(EDITOR), height)
     assert _in_first_screen(generate(page), height)
     assert _in_first_screen(page.get_by_role("heading", name="Results"), height)
