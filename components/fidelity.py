@@ -13,6 +13,7 @@ def passes_label(n: int) -> str:
     """'1 pass', '3 passes'."""
     return f"{n} pass{'' if n == 1 else 'es'}"
 
+
 def md(text: str) -> str:
     """User or OCR text made literal inside markdown (no links, colours or icons)."""
     return literal(text)  # also breaks bare URLs and e-mail addresses, which markdown would link

@@ -17,7 +17,10 @@ def test_kit_hint_suggests_only_larger_resolutions_the_ratio_allows():
     assert sharper_hint([_entry("16:9", "1K")]) == "Generate 16:9 at 2K or 4K for a sharper file."
     assert sharper_hint([_entry("16:9", "2K")]) == "Generate 16:9 at 4K for a sharper file."
     # A square cannot be 4K: at 2K it is already as large as it gets.
-    assert sharper_hint([_entry("1:1", "2K")]) == "1:1 is already at the largest size HiAPI makes for that ratio."
+    assert (
+        sharper_hint([_entry("1:1", "2K")])
+        == "1:1 is already at the largest size HiAPI makes for that ratio."
+    )
     both = sharper_hint([_entry("16:9", "2K"), _entry("1:1", "1K")])
     assert both == "Generate 16:9 at 4K; 1:1 at 2K for a sharper file."
 
