@@ -14,6 +14,7 @@ import streamlit as st
 from components import draft
 from components.text import literal
 from studio.campaigns import (
+    MAX_FILE_BYTES,
     MAX_ROWS,
     PREVIEW_ROWS,
     TableError,
@@ -27,7 +28,20 @@ from studio.campaigns import (
 )
 
 UPLOAD = "campaign_upload"  # the parsed table of the last file
+USE_ASK = "rows_use_ask"  # the file's rows, waiting for replace / append (typed rows exist)
 NONE = "— not from the file —"
+MAX_FILE_MB = MAX_FILE_BYTES // (1024 * 1024)
+
+
+def typed_rows() -> list[dict[str, str]]:
+    """The rows in the table that hold at least one value (blank rows are not "typed")."""
+    return [r for r in draft.rows() if any(str(v).strip() for v in r.values())]
+
+
+def _use_rows(rows: list[dict[str, str]], how: str) -> None:
+    """Button callback: put the file's rows in the table, replacing or after the typed ones."""
+    st.session_state.pop(USE_ASK, None)
+    draft.set_rows(rows if how == "replace" else [*typed_rows(), *rows])
 
 
 def _editor_key() -> str:
@@ -74,11 +88,13 @@ def _upload(names: list[str]) -> None:
         "Rows from a CSV or XLSX file",
         type=["csv", "tsv", "txt", "xlsx"],
         key="rows_file",
-        help=f"First row: column names. One row per image set, at most {MAX_ROWS:,} rows. "
-        "Columns are matched to variables by name (case and spaces ignored).",
+        max_upload_size=MAX_FILE_MB,
+        help=f"First row: column names. One row per image set, at most {MAX_ROWS:,} rows and "
+        f"{MAX_FILE_MB} MB. Columns are matched to variables by name (case and spaces ignored).",
     )
     if up is None:
         ss.pop(UPLOAD, None)
+        ss.pop(USE_ASK, None)
         return
     token = (up.name, up.size, getattr(up, "file_id", ""))
     if ss.get(UPLOAD, {}).get("token") != token:
@@ -114,9 +130,40 @@ def _upload(names: list[str]) -> None:
         )  # fmt: skip
     if mapped.unused:
         st.caption("Not used by the prompt: " + ", ".join(literal(c) for c in mapped.unused))
-    if st.button(f"Use these {len(mapped.rows):,} rows", key="rows_use", icon=":material/table_rows:"):
-        draft.set_rows(list(mapped.rows))
-        st.rerun()
+    n = len(mapped.rows)
+    if st.button(f"Use these {n:,} rows", key="rows_use", icon=":material/table_rows:"):
+        if typed_rows():  # never drop what was typed without asking
+            ss[USE_ASK] = True
+        else:
+            draft.set_rows(list(mapped.rows))
+            st.rerun()
+    if ss.get(USE_ASK) and not typed_rows():  # the typed rows were cleared meanwhile
+        ss.pop(USE_ASK)
+    if ss.get(USE_ASK):
+        typed = len(typed_rows())
+        with st.container(border=True, key="rows_use_ask"):
+            st.warning(
+                f"The table already has {typed:,} typed row{'s' if typed != 1 else ''}. "
+                f"Replace {'them' if typed != 1 else 'it'} with the file's {n:,}, or add the file's rows after?",
+                icon=":material/help:",
+            )
+            with st.container(horizontal=True, gap="small"):
+                st.button(
+                    f"Replace with {n:,}",
+                    key="rows_use_replace",
+                    on_click=_use_rows,
+                    args=(list(mapped.rows), "replace"),
+                    icon=":material/swap_horiz:",
+                )
+                st.button(
+                    f"Append {n:,}",
+                    key="rows_use_append",
+                    on_click=_use_rows,
+                    args=(list(mapped.rows), "append"),
+                    icon=":material/playlist_add:",
+                    type="primary",
+                )
+                st.button("Cancel", key="rows_use_cancel", on_click=lambda: ss.pop(USE_ASK, None))
 
 
 def variables_panel(error: str | None = None) -> None:

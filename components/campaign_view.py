@@ -9,6 +9,7 @@ import time
 import pandas as pd
 import streamlit as st
 
+from components.chrome import spend_suffix
 from components.pickers import shape_svg
 from components.queue import status_badge
 from components.services import get_services, image_url, show_image
@@ -255,7 +256,9 @@ def _live(campaign_id: int) -> None:
     top[2].metric("Failed", p.failed)
     top[3].metric("Left", p.left)
     top[4].metric(
-        "Spent (est.)", format_money(spent, c.currency), help=f"Planned {format_money(planned, c.currency)}"
+        "Spent (est.)",
+        format_money(spent, c.currency) + spend_suffix(),
+        help=f"Planned {format_money(planned, c.currency)}{spend_suffix()}",
     )
     st.progress((p.total - p.left) / p.total if p.total else 0.0, text=progress_line(c))
     controls(c, "gallery_campaign")
@@ -304,15 +307,21 @@ def spend_summary() -> None:
     overall = b.spend("all")
     if not overall:
         return
+    sim = spend_suffix()
     text = " · ".join(
-        f"{format_money(line.spent, line.currency)} for {line.images} image{'s' if line.images != 1 else ''}"
+        f"{format_money(line.spent, line.currency)}{sim} for {line.images} image{'s' if line.images != 1 else ''}"
         + (f" (+{format_money(line.pending, line.currency)} running)" if line.pending_images else "")
         for line in overall
     )
     with st.expander(f"Estimated spend: {text}", icon=":material/payments:"):
         st.caption(
             "From the price table in Settings at the time of each click; failed and cancelled images are "
-            "not counted. HiAPI's billing is the final word."
+            "not counted. "
+            + (
+                "Simulator mode: nothing was charged; the amounts show what HiAPI would bill."
+                if sim
+                else "HiAPI's billing is the final word."
+            )
         )
         a, b_ = st.columns(2)
         with a:

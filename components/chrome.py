@@ -1,4 +1,9 @@
-"""Page chrome: the mode badge in the sidebar."""
+"""Page chrome: the mode (simulator or HiAPI) in the header of every page, and how spend is labelled.
+
+The mode shows in the page header, not only in the sidebar, because a phone
+keeps the sidebar collapsed. In simulator mode no money is spent, so every
+amount the studio shows is marked simulated (`spend_suffix`).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,43 @@ import streamlit as st
 from components.services import get_services
 from components.text import literal
 
+SIMULATED = "simulated"
+
+# The mode sits in Streamlit's header bar (fixed, on every page and viewport),
+# between the sidebar toggle and the menu; the page then needs less room above it.
+_PAGE_CSS = """
+<style>
+.stMainBlockContainer { padding-top: 4rem; }
+.st-key-mode_header {
+  position: fixed; top: 0.85rem; left: 50%; transform: translateX(-50%);
+  width: auto !important; z-index: 999991; pointer-events: none;
+}
+.st-key-mode_header p { white-space: nowrap; }
+@media (max-width: 480px) { .st-key-mode_header [data-testid="stCaptionContainer"] { display: none; } }
+</style>
+"""
+
+
+def simulated() -> bool:
+    return bool(get_services().settings.simulated)
+
+
+def spend_suffix() -> str:
+    """Appended to an amount wherever spend is shown: ' simulated' in simulator mode, else ''."""
+    return f" {SIMULATED}" if simulated() else ""
+
 
 def mode_badge() -> None:
+    """The mode in the page header (every viewport) and, with details, in the sidebar."""
     services = get_services()
+    with st.container(horizontal=True, vertical_alignment="center", gap="small", key="mode_header"):
+        st.html(_PAGE_CSS)  # inside the fixed header row: takes no room in the page
+        if services.settings.simulated:
+            st.badge("Simulator", icon=":material/science:", color="orange")
+            st.caption("nothing is charged; prices are simulated")
+        else:
+            st.badge("HiAPI", icon=":material/cloud_done:", color="green")
+            st.caption("live: HiAPI bills every image")
     with st.sidebar:
         if services.settings.simulated:
             st.badge("Simulator", icon=":material/science:", color="orange")

@@ -1,17 +1,31 @@
-"""The user's draft (prompt, ratios, resolution), kept in session state.
+"""The user's draft (prompt, ratios, resolution, rows, campaign name), kept in session state
+and in the database per browser.
 
 The widgets' own keys are dropped by Streamlit on a page switch, so the draft
 lives under separate keys and each widget is re-seeded from it. Nothing typed
 is ever cleared by an error, a rerun or a page switch.
+
+A reload or a new tab is a new session: the draft is restored from the store
+under the browser's draft cookie (`studio.drafts`). The first session in a
+browser makes a random id and sets the cookie with a tiny script; `persist()`,
+called at the end of the Studio page, saves the draft when it changed.
+
+A ratio the resolution forbids is never left ticked: changing the resolution
+unticks it and says so next to the picker (`unticked_note`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
+from typing import Any
 
 import streamlit as st
 
-from studio.ratios import DEFAULT_RESOLUTION, RATIO_NAMES
+from components.services import get_services
+from studio.drafts import COOKIE, MAX_AGE_DAYS, Drafts, new_id, valid_id
+from studio.ratios import DEFAULT_RESOLUTION, RATIO_NAMES, RESOLUTIONS, combination_problem
 
 PROMPT = "draft_prompt"
 RATIOS = "draft_ratios"
@@ -22,6 +36,8 @@ ROWS_EPOCH = "draft_rows_epoch"  # bumped to re-seed the table editor
 CAMPAIGN_NAME = "draft_campaign_name"
 EDITOR_KEY = "prompt_editor"
 RES_KEY = "resolution_picker"
+DRAFT_ID = "draft_id"  # the browser's draft id (its cookie), once per session
+UNTICKED = "draft_unticked"  # (ratios, resolution) the last resolution change unticked
 
 
 def ratio_key(name: str) -> str:
@@ -30,6 +46,8 @@ def ratio_key(name: str) -> str:
 
 def init() -> None:
     ss = st.session_state
+    if DRAFT_ID not in ss:
+        _restore()
     ss.setdefault(PROMPT, "")
     ss.setdefault(RATIOS, ["1:1"])
     ss.setdefault(RESOLUTION, DEFAULT_RESOLUTION)
@@ -55,12 +73,41 @@ def sync_resolution() -> None:
     value = st.session_state.get(RES_KEY)
     if value:
         st.session_state[RESOLUTION] = value
+        _untick_forbidden()
     else:  # segmented control deselected: keep the previous choice
         st.session_state[RES_KEY] = st.session_state[RESOLUTION]
 
 
+def _untick_forbidden() -> None:
+    """Untick every picked ratio the resolution forbids, and remember which for the note."""
+    ss = st.session_state
+    res = ss[RESOLUTION]
+    gone = [n for n in ss.get(RATIOS, []) if combination_problem(n, res)]
+    ss[UNTICKED] = (gone, res) if gone else None
+    if gone:
+        for name in gone:
+            ss[ratio_key(name)] = False
+        ss[RATIOS] = [n for n in ss[RATIOS] if n not in gone]
+
+
+def unticked_note() -> str | None:
+    """'Unticked 1:1: not available at 4K', while the resolution that caused it is picked."""
+    info = st.session_state.get(UNTICKED)
+    if not info or info[1] != resolution():
+        return None
+    gone, res = info
+    return f"Unticked {', '.join(gone)}: not available at {res}"
+
+
 def sync_ratios() -> None:
     st.session_state[RATIOS] = [n for n in RATIO_NAMES if st.session_state.get(ratio_key(n))]
+    st.session_state[UNTICKED] = None
+
+
+def set_ratio(name: str, on: bool) -> None:
+    """Tick or untick one ratio from outside its checkbox (the picked-ratio chips)."""
+    st.session_state[ratio_key(name)] = on
+    sync_ratios()
 
 
 def set_rows(rows: Sequence[dict[str, str]]) -> None:
@@ -92,6 +139,98 @@ def load(
     ss[RATIOS] = chosen
     for name in RATIO_NAMES:
         ss[ratio_key(name)] = name in chosen
+    _untick_forbidden()
+
+
+# -- kept per browser -----------------------------------------------------------
+def _drafts() -> Drafts:
+    store = get_services().store
+    return _drafts_for(str(store.path))
+
+
+@st.cache_resource(show_spinner=False)
+def _drafts_for(path: str) -> Drafts:  # keyed by the database file
+    return Drafts(get_services().store)
+
+
+def _cookie() -> str | None:
+    try:
+        value = st.context.cookies.get(COOKIE)
+    except Exception:  # no browser behind this session (AppTest)
+        return None
+    return value if valid_id(value) else None
+
+
+def _store_key(draft_id: str) -> str:
+    """The row a draft lives in: per browser, and per signed-in account when there is a login."""
+    try:
+        email = st.user.get("email") if st.user.is_logged_in else None
+    except Exception:
+        email = None
+    if not email:
+        return draft_id
+    return f"{draft_id}.{hashlib.sha256(email.encode()).hexdigest()[:16]}"
+
+
+def snapshot() -> dict[str, Any]:
+    """The draft as stored: only what the user chose, no widget state."""
+    ss = st.session_state
+    return {
+        "prompt": prompt(),
+        "ratios": ratios(),
+        "resolution": resolution(),
+        "rows": rows(),
+        "campaign_name": str(ss.get(CAMPAIGN_NAME, "") or ""),
+    }
+
+
+def _restore() -> None:
+    """Once per session: find the browser's draft id and put its stored draft in the editor."""
+    ss = st.session_state
+    ss[DRAFT_ID] = _cookie() or new_id()
+    body = _drafts().load(_store_key(ss[DRAFT_ID]))
+    if not body:
+        return
+    text = body.get("prompt")
+    ss[PROMPT] = text if isinstance(text, str) else ""
+    res = body.get("resolution")
+    ss[RESOLUTION] = res if res in RESOLUTIONS else DEFAULT_RESOLUTION
+    picked = body.get("ratios")
+    picked = [r for r in picked if r in RATIO_NAMES] if isinstance(picked, list) else ["1:1"]
+    ss[RATIOS] = [r for r in picked if not combination_problem(r, ss[RESOLUTION])]
+    saved_rows = body.get("rows")
+    if isinstance(saved_rows, list):
+        clean = [{str(k): str(v) for k, v in r.items()} for r in saved_rows if isinstance(r, dict)]
+        set_rows(clean)
+    name = body.get("campaign_name")
+    if isinstance(name, str):
+        ss[CAMPAIGN_NAME] = name
+
+
+# Sets the draft cookie in the browser (not HttpOnly: a script sets it; it only names a draft).
+_COOKIE_JS = """
+<script>
+(function () {
+  const doc = (window.parent || window).document;
+  const secure = (window.parent || window).location.protocol === "https:" ? "; Secure" : "";
+  doc.cookie = "__NAME__=__ID__; Max-Age=__AGE__; Path=/; SameSite=Lax" + secure;
+})();
+</script>
+"""
+
+
+def persist() -> None:
+    """Save the draft if it changed, and make sure the browser keeps its id (call at the end of a page)."""
+    ss = st.session_state
+    init()
+    _drafts().save(_store_key(ss[DRAFT_ID]), snapshot())
+    if _cookie() != ss[DRAFT_ID]:
+        script = (
+            _COOKIE_JS.replace("__NAME__", COOKIE)
+            .replace("__ID__", json.dumps(ss[DRAFT_ID])[1:-1])
+            .replace("__AGE__", str(MAX_AGE_DAYS * 86_400))
+        )
+        st.html(script, unsafe_allow_javascript=True)
 
 
 def prompt() -> str:

@@ -1,4 +1,9 @@
-"""The prompt editor: a large text area, a live character count and Ctrl/⌘+Enter to generate."""
+"""The prompt editor: a large text area, a live character count and Ctrl/⌘+Enter to generate.
+
+A text area reaches the server only when it commits (on blur). So that a reload
+right after typing loses nothing, the page script commits the prompt after a
+short pause in typing (blur and refocus, caret kept); the draft is then saved.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ from studio.campaigns import variables
 from studio.library import Library
 from studio.validation import MAX_PROMPT_CHARS
 
+IDLE_COMMIT_MS = 1500  # a pause in typing this long commits the prompt (and so saves the draft)
+
 # Runs in the page: updates the counter on every keystroke and maps
 # Ctrl/⌘+Enter to the Generate button (after the text area has committed).
 _EDITOR_JS = r"""
@@ -22,10 +29,23 @@ _EDITOR_JS = r"""
   if (win.__studioEditorWired) return;
   win.__studioEditorWired = true;
   const LIMIT = __LIMIT__;
+  const IDLE_MS = __IDLE_MS__;
+  let idle = null;
+  const commit = (area) => {
+    if (doc.activeElement !== area) return;
+    const start = area.selectionStart, end = area.selectionEnd, top = area.scrollTop;
+    area.blur();  // Streamlit commits a text area on blur
+    area.focus({ preventScroll: true });
+    area.setSelectionRange(start, end);
+    area.scrollTop = top;
+  };
+  const GENERATE = ".st-key-generate_box button";
   const inEditor = (el) => el && el.tagName === "TEXTAREA" && el.closest(".st-key-prompt_editor");
   // Delegated listeners survive Streamlit re-rendering the text area.
   doc.addEventListener("input", (e) => {
     if (!inEditor(e.target)) return;
+    clearTimeout(idle);
+    idle = setTimeout(commit, IDLE_MS, e.target);
     const counter = doc.querySelector(".st-key-prompt_count p");
     if (!counter) return;
     // Code points, as the server counts them (value.length counts an emoji twice).
@@ -43,21 +63,22 @@ _EDITOR_JS = r"""
       }
       vars.textContent = names.length
         ? "Variables: " + names.map((x) => "{{" + x + "}}").join(", ") + " — one image set per row"
-        : "Tip: {{name}} in the prompt makes a variable; each row of values becomes one image set.";
+        : "Tip: {{name}} makes a variable";
     }
   }, true);
   doc.addEventListener("keydown", (e) => {
     if (!inEditor(e.target) || e.key !== "Enter" || !(e.ctrlKey || e.metaKey)) return;
     e.preventDefault();
+    clearTimeout(idle);
     e.target.blur();  // commits the text first
     setTimeout(() => {
-      const btn = [...doc.querySelectorAll(".st-key-generate_box button")].find((b) => b.offsetParent !== null);
+      const btn = [...doc.querySelectorAll(GENERATE)].find((b) => b.offsetParent !== null);
       if (btn && !btn.disabled) btn.click();
     }, 300);
   }, true);
 })();
 </script>
-""".replace("__LIMIT__", str(MAX_PROMPT_CHARS))
+""".replace("__LIMIT__", str(MAX_PROMPT_CHARS)).replace("__IDLE_MS__", str(IDLE_COMMIT_MS))
 
 
 def count_label(text: str) -> str:
@@ -69,21 +90,21 @@ def count_label(text: str) -> str:
 
 
 def template_row() -> None:
-    """The starter templates, as the library holds them now (edited ones load as edited)."""
+    """The starter templates, as the library holds them now (edited ones load as edited), in a popover."""
     starters = Library(get_services().store).starters()
-    st.caption("Start from an example — or open the Library for your own templates")
     if not starters:
         return
-    cols = st.columns(len(TEMPLATES))
-    for col, t in zip(cols, starters, strict=False):
-        col.button(
-            t.name,
-            key=f"template_{t.starter}",
-            help=literal(f"{t.note} · {', '.join(t.ratios)} at {t.resolution}"),  # the note is typed
-            on_click=draft.load,
-            args=(t.prompt, t.ratios, t.resolution, list(t.rows) or None),
-            width="stretch",
-        )
+    with st.popover("Examples", icon=":material/auto_awesome:", key="examples"):
+        st.caption("Start from an example — or open the Library for your own templates")
+        for t in starters[: len(TEMPLATES)]:
+            st.button(
+                t.name,
+                key=f"template_{t.starter}",
+                help=literal(f"{t.note} · {', '.join(t.ratios)} at {t.resolution}"),  # the note is typed
+                on_click=draft.load,
+                args=(t.prompt, t.ratios, t.resolution, list(t.rows) or None),
+                width="stretch",
+            )
 
 
 def prompt_editor(error: str | None = None) -> str:
@@ -92,21 +113,25 @@ def prompt_editor(error: str | None = None) -> str:
         "Prompt",
         key=draft.EDITOR_KEY,
         on_change=draft.sync_prompt,
-        height=220,
+        height=150,
         placeholder='Describe the image. Put exact text in quotes, e.g. a poster with the headline "SUMMER DROP".',
         help="Quoted text is what the image should spell. Ctrl/⌘+Enter generates.",
     )
     text = draft.prompt()
-    with st.container(key="prompt_count"):
-        st.caption(count_label(text))
-    with st.container(key="prompt_vars"):
-        names = variables(text)
-        st.caption(
-            "Variables: " + ", ".join(literal("{{" + n + "}}") for n in names) + " — one image set per row"
-            if names
-            else "Tip: {{name}} in the prompt makes a variable; each row of values becomes one image set."
-        )
+    with st.container(horizontal=True, gap="small", key="prompt_meta"):
+        with st.container(key="prompt_count", width="content"):
+            st.caption(count_label(text))
+        with st.container(key="prompt_vars"):
+            names = variables(text)
+            st.caption(
+                "Variables: "
+                + ", ".join(literal("{{" + n + "}}") for n in names)
+                + " — one image set per row"
+                if names
+                else "Tip: {{name}} makes a variable"
+            )
+        # In this row, so the script's (empty) element adds no vertical gap to the column.
+        st.html(_EDITOR_JS, width="content", unsafe_allow_javascript=True)
     if error:
         st.error(literal(error), icon=":material/error:")  # e.g. a bad {{…}} quotes the prompt
-    st.html(_EDITOR_JS, unsafe_allow_javascript=True)
     return text

@@ -9,6 +9,11 @@ from studio.fidelity import ERROR, MISMATCH, PASS, UNAVAILABLE, wanted_strings
 from studio.store import TextCheck
 
 
+def passes_label(n: int) -> str:
+    """'1 pass', '3 passes'."""
+    return f"{n} pass{'' if n == 1 else 'es'}"
+
+
 def md(text: str) -> str:
     """User or OCR text made literal inside markdown (no links, colours or icons)."""
     return literal(text)  # also breaks bare URLs and e-mail addresses, which markdown would link
@@ -66,7 +71,7 @@ def _text_check(prompt: str, check: TextCheck | None, detail: bool) -> None:
             else:
                 st.caption("not found in the image")
     if detail:
-        st.caption(f"Read by {md(check.engine)} in {check.seconds:.1f} s ({check.passes} passes)")
+        st.caption(f"Read by {md(check.engine)} in {check.seconds:.1f} s ({passes_label(check.passes)})")
         if check.read_text.strip():
             with st.expander("Everything read from the image", icon=":material/text_fields:"):
                 st.code(check.read_text.strip(), language=None, wrap_lines=True)

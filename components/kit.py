@@ -11,12 +11,33 @@ import streamlit as st
 
 from components.fidelity import md
 from components.services import get_services, image_url, show_image
-from studio.kit import DEFAULT_PLACEMENTS, PLACEMENTS, PLACEMENTS_BY_KEY, KitJob, plan_kit
+from studio.kit import DEFAULT_PLACEMENTS, PLACEMENTS, PLACEMENTS_BY_KEY, KitEntry, KitJob, plan_kit
+from studio.ratios import RESOLUTIONS, combination_problem
 
 
 def _label(key: str) -> str:
     p = PLACEMENTS_BY_KEY[key]
     return f"{p.label} {p.size_label}"
+
+
+def sharper_hint(entries: list[KitEntry]) -> str:
+    """What to generate for a sharper file: only resolutions above the source's that the ratio allows."""
+    bigger: dict[str, list[str]] = {}
+    for e in entries:
+        ratio, res = e.source.aspect_ratio, e.source.resolution
+        above = RESOLUTIONS[RESOLUTIONS.index(res) + 1 :] if res in RESOLUTIONS else ()
+        bigger[ratio] = [r for r in above if not combination_problem(ratio, r)]
+    ask = [f"{ratio} at {' or '.join(rs)}" for ratio, rs in sorted(bigger.items()) if rs]
+    largest = [ratio for ratio, rs in sorted(bigger.items()) if not rs]
+    parts = []
+    if ask:
+        parts.append("Generate " + "; ".join(ask) + " for a sharper file.")
+    if largest:
+        parts.append(
+            ", ".join(largest) + (" is" if len(largest) == 1 else " are") + " already at the largest size "
+            "HiAPI makes for that ratio."
+        )
+    return " ".join(parts)
 
 
 def kit_panel(creative_id: str, *, key: str) -> None:
@@ -58,8 +79,8 @@ def kit_panel(creative_id: str, *, key: str) -> None:
     if smaller:
         st.warning(
             f"{len(smaller)} placement{'s are' if len(smaller) != 1 else ' is'} larger than the closest "
-            "image and will be upscaled (marked in the contact sheet and the manifest). Generate that "
-            "ratio at 2K or 4K for a sharper file.",
+            "image and will be upscaled (marked in the contact sheet and the manifest). "
+            + sharper_hint(smaller),
             icon=":material/warning:",
         )
     if st.button("Build kit", key=f"{key}_build", icon=":material/package_2:", type="primary"):

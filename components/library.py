@@ -21,7 +21,7 @@ def library() -> Library:
 
 def save_to_library() -> None:
     """A popover in the Studio: the prompt, its ratios, resolution and rows under a name."""
-    with st.popover("Save to library", icon=":material/bookmark_add:", width="stretch"):
+    with st.popover("Save to library", icon=":material/bookmark_add:"):
         text = draft.prompt()
         names = variables(text)
         rows = [r for r in draft.rows() if any(str(v).strip() for v in r.values())] if names else []

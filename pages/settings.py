@@ -11,6 +11,8 @@ from studio.pricing import reset as reset_pricing
 from studio.pricing import save as save_pricing
 from studio.ratios import RESOLUTIONS
 
+SAVED_FLASH = "settings_saved"
+
 services = get_services()
 s = services.settings
 st.title("Settings")
@@ -79,8 +81,13 @@ def prices_and_limits() -> None:
         else:
             save_pricing(services.store, new)
             services.tracker.set_max_active(new.max_active)
-            st.success("Saved.", icon=":material/check:")
+            # Shown after the rerun below (a message written now would vanish with it).
+            st.session_state[SAVED_FLASH] = "Saved prices and limits."
             st.rerun()
+    flash = st.session_state.pop(SAVED_FLASH, None)
+    if flash:
+        with st.container(key="pricing_saved"):
+            st.success(flash, icon=":material/check:")
     if services.store.get_setting(SETTINGS_KEY) and st.button("Reset to defaults", key="pricing_reset"):
         reset_pricing(services.store)
         services.tracker.set_max_active(services.pricing.max_active)

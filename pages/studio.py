@@ -2,6 +2,11 @@
 
 A prompt with {{variables}} grows a table of rows: every row × every ratio is one
 image, sent as one campaign.
+
+Layout: the prompt and its controls on the left, the live results on the right,
+so prompt, Generate and results share the first screen; on a phone the columns
+stack and the results come right under Generate. The draft is saved per
+browser at the end of the run (`draft.persist`).
 """
 
 import streamlit as st
@@ -14,22 +19,27 @@ from components.library import save_to_library
 from components.pickers import ratio_picker, resolution_picker
 from components.queue import live_queue
 
+# On a phone the page name is in the (collapsed) menu already; its line is worth more to the results.
+_PHONE_CSS = "<style>@media (max-width: 480px) { .st-key-studio_head h2 { display: none; } }</style>"
+
 draft.init()
 errs = submit.errors()
 
-st.title("Studio")
-template_row()
-left, right = st.columns([3, 1], gap="large")
-with left:
-    prompt_editor(errs.get("prompt"))
-with right:
-    resolution_picker(errs.get("resolution"))
-    submit.generate_button()
+with st.container(horizontal=True, vertical_alignment="center", gap="small", key="studio_head"):
+    st.html(_PHONE_CSS)
+    st.header("Studio", anchor=False)
+    template_row()
     save_to_library()
-variables_panel(errs.get("rows"))
-ratio_picker(errs.get("aspect_ratio"))
+compose, results = st.columns([1, 1], gap="medium")
+with compose, st.container(gap="small", key="compose"):
+    prompt_editor(errs.get("prompt"))
+    variables_panel(errs.get("rows"))
+    resolution_picker(errs.get("resolution"))
+    ratio_picker(errs.get("aspect_ratio"))
+    submit.generate_button()
 submit.confirm_if_pending()
-
-active_campaigns()
-st.subheader("Queue")
-live_queue()
+with results:
+    active_campaigns()
+    st.subheader("Results", anchor=False)
+    live_queue()
+draft.persist()

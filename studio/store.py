@@ -219,6 +219,15 @@ _MIGRATIONS: tuple[str, ...] = (
         received_at REAL NOT NULL
     );
     """,
+    # 7: the Studio's unsent draft per browser (studio/drafts.py), so a reload
+    # or a reopened tab finds the prompt, ratios, resolution and rows again.
+    """
+    CREATE TABLE drafts (
+        id TEXT PRIMARY KEY,
+        body TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _RANK = {SUBMITTING: 0, TaskStatus.QUEUED: 1, TaskStatus.HANDLING: 2, TaskStatus.ARCHIVING: 3}

@@ -82,7 +82,7 @@ def test_csv_campaign_confirm_grid_zip_and_template_after_restart(browser, tmp_p
         expect(grid.locator("img[src*='/thumbs/']")).to_have_count(6)
         expect(grid.locator("[class*='st-key-grid_row_']")).to_have_count(3)
         expect(grid.locator("[class*='st-key-grid_row_']").nth(1)).to_contain_text("product: Bowl")
-        expect(page.get_by_text("Estimated spend: $0.18 for 6 images")).to_be_visible()
+        expect(page.get_by_text("Estimated spend: $0.18 simulated for 6 images")).to_be_visible()
         page.get_by_role("button", name="Prepare campaign zip (6 images)").click()
         link = page.get_by_role("link", name="Download campaign zip")
         expect(link).to_be_visible()

@@ -33,9 +33,18 @@ def set_prompt(page, text: str) -> None:
     page.wait_for_timeout(400)
 
 
+def open_all_ratios(page) -> None:
+    """Open the "All ratios" expander (the grid of tiles) if it is closed."""
+    summary = page.locator(".st-key-ratio_all summary")
+    if page.locator(".st-key-ratio_all details[open]").count() == 0:
+        summary.click()
+    expect(page.locator(".st-key-ratio_pick_16-9 label")).to_be_visible()
+
+
 def set_ratio(page, ratio: str, on: bool) -> None:
     box = page.locator(f".st-key-ratio_pick_{ratio.replace(':', '-')} input[type=checkbox]")
     if box.is_checked() != on:
+        open_all_ratios(page)
         page.locator(f".st-key-ratio_pick_{ratio.replace(':', '-')} label").click()
         expect(box).to_be_checked(checked=on)
 

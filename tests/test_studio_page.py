@@ -112,18 +112,20 @@ def _caption_texts(at):
 
 
 def test_generate_is_disabled_with_the_reason_beside_it_when_no_ratio_can_be_sent(app):
-    # "auto" alone at 2K: nothing can be sent, and the button says so before any click.
+    # "auto" alone at 2K: 2K unticks it (and says so), so nothing can be sent; the button says why.
     _checkbox(app, "1:1").uncheck().run()
     next(c for c in app.checkbox if "auto" in c.label).check().run()
     app.get("button_group")[0].set_value("2K").run()
     button = generate_button(app)
     assert button.disabled
-    assert "None of the picked ratios works at 2K" in _caption_texts(app)
-    assert "works only with 1K" in _caption_texts(app)
-    # A sendable ratio enables it again and the reason goes away.
+    assert "Unticked auto: not available at 2K" in _caption_texts(app)
+    assert "Pick at least one aspect ratio" in _caption_texts(app)
+    assert not next(c for c in app.checkbox if "auto" in c.label).value
+    # A sendable ratio enables it again and the reasons go away.
     _checkbox(app, "16:9").check().run()
     assert not generate_button(app).disabled
-    assert "None of the picked ratios" not in _caption_texts(app)
+    assert "Pick at least one aspect ratio" not in _caption_texts(app)
+    assert "Unticked" not in _caption_texts(app)
 
 
 def test_a_submit_error_is_shown_next_to_the_button(app):
