@@ -8,6 +8,7 @@ these extra routes on the same port:
 - GET /exports/{token}.zip?name=…      a bulk export prepared in the Gallery, downloaded as `name` (410 after 1 hour)
 - POST /hiapi/callback/{token}         HiAPI's task callbacks (when HIAPI_CALLBACK_URL is set)
 - GET /kits/{token}/{name}             a delivery kit (`<creative>.zip`) or its contact sheet (410 after 1 hour)
+- GET /refs/{sha256}.{ext}?exp=…&sig=…  a reference image (image-to-image), signed and expiring; public
 Images are served from disk with immutable cache headers, so the browser
 caches them and nothing passes through Streamlit's in-memory media store.
 The callback route only moves bytes: every decision is `studio.callbacks`'.
@@ -41,6 +42,7 @@ from studio.callbacks import MAX_BODY_BYTES, BodyTooLarge, Verdict, read_capped
 from studio.config import Settings
 from studio.export import EXPORT_LIFETIME_S, link_expired
 from studio.kit import KIT_LIFETIME_S
+from studio.references import EXT_MEDIA
 from studio.startup import DataFolderInUse, StartupError, bind_problem, hold_data_lock, protect_data_dir
 
 # Our pages live in `pages/` and are listed by `st.navigation` in app.py. Left
@@ -220,6 +222,25 @@ async def kit(request: Request) -> Response:
     return FileResponse(path, media_type="image/png", headers=cache)
 
 
+async def reference(request: Request) -> Response:
+    """A reference image, for HiAPI (image-to-image) and the Studio's own thumbnails.
+
+    Public like the callback route, since HiAPI fetches it without a login: the
+    URL's HMAC signature and expiry are its key (studio.references), and an
+    unsigned, forged or expired link is a plain 404.
+    """
+    shelf = _services().references
+    name = request.path_params["name"]
+    q = request.query_params
+    if shelf is None or not shelf.verify(name, q.get("exp"), q.get("sig")):
+        return Response("not found", status_code=404)
+    path = shelf.path(name)
+    if not path.is_file():
+        return Response("not found", status_code=404)
+    media = EXT_MEDIA[name.rsplit(".", 1)[1]]
+    return FileResponse(path, media_type=media, headers={"Cache-Control": "private, max-age=3600"})
+
+
 @asynccontextmanager
 async def lifespan(app):
     try:
@@ -250,5 +271,7 @@ app = st.App(
         # HiAPI calls this one itself: it proves itself with the token and signature, not a login.
         _route("/hiapi/callback/{token}", hiapi_callback, methods=("POST",), public=True),
         _route("/kits/{token}/{name}", kit),
+        # HiAPI fetches references itself: the signed, expiring URL is their key, not a login.
+        _route("/refs/{name}", reference, public=True),
     ],
 )

@@ -17,6 +17,7 @@ from components.services import get_services
 from studio.errors import HiAPIError
 from studio.models import TaskRequest
 from studio.pricing import to_micros
+from studio.references import reference_names
 from studio.services import Services
 from studio.store import SpendRate
 
@@ -45,7 +46,16 @@ def send_again(
     if sub is None:
         done[submission_id] = "This task is gone (deleted); nothing was sent."
         return []
-    request = TaskRequest(sub.prompt, sub.aspect_ratio, sub.resolution, sub.model)
+    refs: tuple[str, ...] = ()
+    if sub.references:  # signed URLs expire: the same kept references, signed anew
+        from components.submit import reference_urls
+
+        found = reference_urls(reference_names(sub.references))
+        if isinstance(found, str):
+            done[submission_id] = found
+            return []
+        refs = found
+    request = TaskRequest(sub.prompt, sub.aspect_ratio, sub.resolution, sub.model, references=refs)
     pricing = services.pricing
     rate = SpendRate(sub.resolution, to_micros(pricing.unit(sub.resolution)), pricing.currency)
     try:

@@ -38,6 +38,7 @@ EDITOR_KEY = "prompt_editor"
 RES_KEY = "resolution_picker"
 DRAFT_ID = "draft_id"  # the browser's draft id (its cookie), once per session
 UNTICKED = "draft_unticked"  # (ratios, resolution) the last resolution change unticked
+REFERENCES = "draft_references"  # kept reference images (`<sha256>.<ext>`), in the order sent
 
 
 def ratio_key(name: str) -> str:
@@ -55,6 +56,7 @@ def init() -> None:
     ss.setdefault(ROWS_BASE, [])
     ss.setdefault(ROWS_EPOCH, 0)
     ss.setdefault(CAMPAIGN_NAME, "")
+    ss.setdefault(REFERENCES, [])
     # Re-seed widget keys that Streamlit dropped on a page switch.
     if EDITOR_KEY not in ss:
         ss[EDITOR_KEY] = ss[PROMPT]
@@ -82,7 +84,8 @@ def _untick_forbidden() -> None:
     """Untick every picked ratio the resolution forbids, and remember which for the note."""
     ss = st.session_state
     res = ss[RESOLUTION]
-    gone = [n for n in ss.get(RATIOS, []) if combination_problem(n, res)]
+    i2i = bool(ss.get(REFERENCES))  # image-to-image has its own limits (1:1 at 4K is fine)
+    gone = [n for n in ss.get(RATIOS, []) if combination_problem(n, res, image_to_image=i2i)]
     ss[UNTICKED] = (gone, res) if gone else None
     if gone:
         for name in gone:
@@ -124,11 +127,32 @@ def rows() -> list[dict[str, str]]:
     return list(st.session_state.get(ROWS, []))
 
 
+def references() -> list[str]:
+    return list(st.session_state.get(REFERENCES, []))
+
+
+def image_to_image() -> bool:
+    """True while the draft has reference images: image-to-image's limits apply."""
+    return bool(st.session_state.get(REFERENCES))
+
+
+def set_references(names: Sequence[str]) -> None:
+    """The reference images, in order (at most 16: HiAPI's image-to-image limit)."""
+    st.session_state[REFERENCES] = list(dict.fromkeys(names))[:16]
+    _untick_forbidden()
+
+
 def load(
-    prompt: str, ratios: Sequence[str], resolution: str, rows: Sequence[dict[str, str]] | None = None
+    prompt: str,
+    ratios: Sequence[str],
+    resolution: str,
+    rows: Sequence[dict[str, str]] | None = None,
+    references: Sequence[str] | None = None,
 ) -> None:
-    """Put a recipe into the editor (templates, reuse, edit-and-resubmit); `rows` for a campaign."""
+    """Put a recipe into the editor (templates, reuse, edit-and-resubmit); `rows` for a campaign,
+    `references` (kept reference names) for image-to-image; a recipe without them clears them."""
     ss = st.session_state
+    ss[REFERENCES] = list(references or [])
     if rows is not None:
         set_rows(rows)
     ss[PROMPT] = prompt
@@ -181,6 +205,7 @@ def snapshot() -> dict[str, Any]:
         "resolution": resolution(),
         "rows": rows(),
         "campaign_name": str(ss.get(CAMPAIGN_NAME, "") or ""),
+        "references": references(),
     }
 
 
@@ -197,7 +222,11 @@ def _restore() -> None:
     ss[RESOLUTION] = res if res in RESOLUTIONS else DEFAULT_RESOLUTION
     picked = body.get("ratios")
     picked = [r for r in picked if r in RATIO_NAMES] if isinstance(picked, list) else ["1:1"]
-    ss[RATIOS] = [r for r in picked if not combination_problem(r, ss[RESOLUTION])]
+    refs = body.get("references")
+    if isinstance(refs, list):
+        ss[REFERENCES] = [r for r in refs if isinstance(r, str)][:16]
+    i2i = bool(ss.get(REFERENCES))
+    ss[RATIOS] = [r for r in picked if not combination_problem(r, ss[RESOLUTION], image_to_image=i2i)]
     saved_rows = body.get("rows")
     if isinstance(saved_rows, list):
         clean = [{str(k): str(v) for k, v in r.items()} for r in saved_rows if isinstance(r, dict)]

@@ -13,11 +13,13 @@ import streamlit as st
 from components import deletion, draft
 from components.fidelity import badge as text_badge
 from components.lightbox import collection_picker, open_item
+from components.references import use_as_reference
 from components.services import get_services, image_url, show_image
 from components.text import literal
 from studio.export import images_zip_name, write_zip
 from studio.images import read_recipe
 from studio.ratios import RATIO_NAMES, RESOLUTIONS
+from studio.references import reference_names
 from studio.store import GalleryItem, GalleryQuery, TextCheck
 
 PAGE_SIZE = 24
@@ -141,6 +143,7 @@ def failed_card(item: GalleryItem) -> None:
         st.button(
             "Edit in Studio", key=f"refail_{item.submission_id}_{item.output_id or 0}", icon=":material/edit:",
             on_click=draft.load, args=(item.prompt, [item.aspect_ratio], item.resolution),
+            kwargs={"references": reference_names(item.references)},
         )  # fmt: skip
 
 
@@ -168,10 +171,14 @@ def card(item: GalleryItem, check: TextCheck | None = None, sequence: tuple[int,
         )
         text_badge(check)
         st.text(_one_line(item.prompt))
-        b1, b2 = st.columns([1, 1], vertical_alignment="center")
+        b1, b3, b2 = st.columns([2, 1, 2], vertical_alignment="center")
         b1.button(
             "Open", key=f"open_{item.output_id}", icon=":material/open_in_full:", width="stretch",
             on_click=open_item, args=(item.output_id, sequence),
+        )  # fmt: skip
+        b3.button(
+            "", key=f"gref_{item.output_id}", icon=":material/add_photo_alternate:",
+            help="Use as reference in the Studio", on_click=use_as_reference, args=(item.output_id,),
         )  # fmt: skip
         b2.checkbox(
             "Select", key=f"sel_{item.output_id}", value=item.output_id in selected(),
@@ -246,9 +253,14 @@ def restore_from_file() -> None:
         st.code(recipe["prompt"], language=None, wrap_lines=True)
         st.caption(literal(f"{recipe.get('aspect_ratio', 'auto')} · {recipe.get('resolution', '1K')}"))
         if st.button("Load into Studio", key="restore_load", type="primary"):
+            shelf = get_services().references
+            kept = [
+                n for n in recipe.get("references") or [] if isinstance(n, str) and shelf and shelf.get(n)
+            ]
             draft.load(
                 recipe["prompt"],
                 [str(recipe.get("aspect_ratio", "1:1"))],
                 str(recipe.get("resolution", "1K")),
+                references=kept,
             )
             st.switch_page("pages/studio.py")

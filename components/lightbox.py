@@ -19,9 +19,11 @@ import streamlit as st
 from components import deletion, draft
 from components.fidelity import text_check
 from components.kit import kit_panel
+from components.references import use_as_reference
 from components.services import get_services, image_url, show_image
 from components.text import literal
 from studio.export import file_name
+from studio.references import reference_names
 from studio.store import GalleryItem
 
 LIGHTBOX = "gallery_lightbox"  # the output id shown
@@ -93,7 +95,7 @@ def open_lightbox() -> None:
 
 def reuse(item: GalleryItem) -> None:
     close()
-    draft.load(item.prompt, [item.aspect_ratio], item.resolution)
+    draft.load(item.prompt, [item.aspect_ratio], item.resolution, references=reference_names(item.references))
     st.switch_page("pages/studio.py")
 
 
@@ -161,6 +163,11 @@ def _details(item: GalleryItem) -> None:
     b.link_button(
         "Download original", image_url(f"/images/{item.sha256}.png?download={quote(file_name(item))}"),
         icon=":material/download:", width="stretch",
+    )  # fmt: skip
+    a.button(
+        "Use as reference", key=f"lb_ref_{item.output_id}", icon=":material/add_photo_alternate:",
+        width="stretch", on_click=use_as_reference, args=(item.output_id,),
+        help="Add this image to the Studio's reference images, to build the next one on it",
     )  # fmt: skip
     fav = a.toggle("Favourite", value=item.favourite, key=f"lb_fav_{item.output_id}")
     if fav != item.favourite:

@@ -73,7 +73,11 @@ def shape_svg(ratio: str, box: int = 44, *, muted: bool = False) -> str:
 
 def sizes_hint(ratios: list[str], res: str) -> str:
     """The approximate pixel sizes of the picked ratios at `res` (auto has none)."""
-    sized = [r for r in ratios if r != "auto" and not combination_problem(r, res)]
+    sized = [
+        r
+        for r in ratios
+        if r != "auto" and not combination_problem(r, res, image_to_image=draft.image_to_image())
+    ]
     if not sized:
         return "Pick a ratio to see its size." if not ratios else "The model picks the size."
     parts = [f"{r} ≈ {'×'.join(map(str, pixel_size(r, res)))}" for r in sized[:MAX_SIZES_SHOWN]]
@@ -100,7 +104,7 @@ def resolution_picker(error: str | None = None) -> str:
 
 
 def _tile(name: str, res: str) -> None:
-    problem = combination_problem(name, res)
+    problem = combination_problem(name, res, image_to_image=draft.image_to_image())
     picked = bool(st.session_state.get(draft.ratio_key(name)))
     with st.container(border=True, key=f"tile_{name.replace(':', 'x')}", gap="xsmall", width=TILE_WIDTH):
         with st.container(horizontal=True, vertical_alignment="center", gap="small", wrap=False):
@@ -149,7 +153,7 @@ def ratio_picker(error: str | None = None) -> list[str]:
     # Open by default only while nothing is picked; afterwards the user's open/closed choice holds.
     st.session_state.setdefault(ALL_RATIOS, not picked)
     with st.expander("All ratios", key=ALL_RATIOS, on_change="rerun", icon=":material/aspect_ratio:"):
-        auto_problem = combination_problem("auto", res)
+        auto_problem = combination_problem("auto", res, image_to_image=draft.image_to_image())
         st.checkbox(
             "auto — let the model choose",
             key=draft.ratio_key("auto"),

@@ -18,11 +18,13 @@ from components.fidelity import text_check
 from components.kit import kit_panel
 from components.lightbox import open_item, open_lightbox
 from components.pickers import shape_svg
+from components.references import use_as_reference
 from components.services import get_services, image_url, show_image
 from components.text import literal
 from studio.campaign_store import CANCELLED
 from studio.export import file_name
 from studio.models import TaskStatus
+from studio.references import reference_names
 from studio.store import (
     NO_OUTPUT,
     REJECTED,
@@ -60,7 +62,7 @@ def _elapsed(sub: Submission) -> str:
 
 
 def _edit_and_resubmit(sub: Submission) -> None:
-    draft.load(sub.prompt, [sub.aspect_ratio], sub.resolution)
+    draft.load(sub.prompt, [sub.aspect_ratio], sub.resolution, references=reference_names(sub.references))
 
 
 def _set_favourite(output_id: int, on: bool) -> None:
@@ -80,6 +82,10 @@ def image_actions(output_id: int, item: GalleryItem | None, sequence: tuple[int,
         st.link_button(
             "Download", image_url(f"/images/{item.sha256}.png?download={quote(file_name(item))}"),
             icon=":material/download:", help="The original PNG, with its recipe inside",
+        )  # fmt: skip
+        st.button(
+            "", key=f"qref_{output_id}", icon=":material/add_photo_alternate:",
+            help="Use as reference: build the next image on this one", on_click=use_as_reference, args=(output_id,),
         )  # fmt: skip
         st.button(
             "★" if item.favourite else "☆", key=f"qfav_{output_id}",

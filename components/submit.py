@@ -33,7 +33,18 @@ PENDING = "submit_pending"  # what the confirmation dialog is asking about
 FOCUS = "campaign_focus"  # the campaign the Gallery's campaign view opens on
 TOKEN = "generate_token"  # the click token the Generate button carries now
 SAID_FOR = "submit_said_for"  # the draft the notice and errors were written for
-FIELD_NAMES = {"prompt": "Prompt", "aspect_ratio": "Aspect ratio", "resolution": "Resolution", "rows": "Rows"}
+FIELD_NAMES = {
+    "prompt": "Prompt",
+    "aspect_ratio": "Aspect ratio",
+    "resolution": "Resolution",
+    "rows": "Rows",
+    "references": "Reference images",
+}
+#: Real HiAPI downloads references from the internet: it needs the studio's public https address.
+PUBLIC_URL_NEEDED = (
+    "HiAPI downloads reference images from the studio, so it needs the studio's public https address: "
+    "set STUDIO_PUBLIC_URL (e.g. https://studio.example.com) and restart, or remove the references."
+)
 
 
 @dataclass
@@ -45,23 +56,29 @@ class Plan:
     errors: dict[str, str] = field(default_factory=dict)
 
 
-def ratio_problem(ratios: list[str], resolution: str) -> str | None:
+def ratio_problem(ratios: list[str], resolution: str, *, image_to_image: bool = False) -> str | None:
     """Why no picked ratio can be sent at this resolution (None when one can).
 
     Known before any click, so Generate is disabled with this reason beside it.
     """
     if not ratios:
         return "Pick at least one aspect ratio."
-    why = [combination_problem(r, resolution) for r in ratios]
+    why = [combination_problem(r, resolution, image_to_image=image_to_image) for r in ratios]
     if all(why):
         return f"None of the picked ratios works at {resolution}: " + "; ".join(w for w in why if w)
     return None
 
 
-def plan(prompt: str, ratios: list[str], resolution: str, model: str) -> Plan:
-    """One request per valid ratio; field errors if nothing can be sent."""
+def plan(
+    prompt: str, ratios: list[str], resolution: str, model: str, references: tuple[str, ...] = ()
+) -> Plan:
+    """One request per valid ratio; field errors if nothing can be sent.
+
+    `references` (reference image URLs) make every request image-to-image.
+    """
     p = Plan()
-    ratio_why = ratio_problem(ratios, resolution)
+    i2i = bool(references)
+    ratio_why = ratio_problem(ratios, resolution, image_to_image=i2i)
     if ratio_why:
         p.errors["aspect_ratio"] = ratio_why
     # Prompt and resolution rules do not depend on the ratio: check them once.
@@ -71,24 +88,53 @@ def plan(prompt: str, ratios: list[str], resolution: str, model: str) -> Plan:
     if p.errors:
         return p
     for ratio in ratios:
-        why = combination_problem(ratio, resolution)
+        why = combination_problem(ratio, resolution, image_to_image=i2i)
         if why:
             p.skipped.append((ratio, why))
             continue
-        problems = validate_request(prompt, ratio, resolution)
+        request = TaskRequest(prompt, ratio, resolution, model, references=references)
+        problems = request.problems(allow_loopback_http=True)
         if problems:
             p.errors.update(first_problem_by_field(problems))
             return p
-        p.requests.append(TaskRequest(prompt, ratio, resolution, model))
+        p.requests.append(request)
     return p
 
 
 def current_plan(model: str) -> Plan | CampaignPlan:
-    """The plan for the draft as it stands: a campaign when the prompt has variables."""
+    """The plan for the draft as it stands: a campaign when the prompt has variables.
+
+    Reference images travel as signed URLs made now (valid for HiAPI's replay
+    window); when HiAPI could not reach them, nothing can be sent and the
+    plan says what to set.
+    """
     text = draft.prompt()
+    urls: tuple[str, ...] = ()
+    if draft.references():
+        found = reference_urls(draft.references())
+        if isinstance(found, str):
+            failed = Plan()
+            failed.errors["references"] = found
+            return failed
+        urls = found
     if variables(text):
-        return plan_campaign(text, draft.rows(), draft.ratios(), draft.resolution())
-    return plan(text, draft.ratios(), draft.resolution(), model)
+        return plan_campaign(text, draft.rows(), draft.ratios(), draft.resolution(), references=urls)
+    return plan(text, draft.ratios(), draft.resolution(), model, references=urls)
+
+
+def reference_urls(names: list[str]) -> tuple[str, ...] | str:
+    """The signed URLs HiAPI fetches these references from, or the sentence saying why it cannot."""
+    services = get_services()
+    shelf = services.references
+    base = services.reference_base(st.config.get_option("server.port"))
+    if shelf is None or base is None:
+        return PUBLIC_URL_NEEDED
+    if not services.settings.simulated and not base.lower().startswith("https://"):
+        return PUBLIC_URL_NEEDED
+    missing = [n for n in names if shelf.get(n) is None]
+    if missing:
+        return f"{len(missing)} reference image{'s are' if len(missing) != 1 else ' is'} no longer kept: remove it and add it again."
+    return tuple(shelf.url(base, n) for n in names)
 
 
 def count_of(p: Plan | CampaignPlan) -> int:
@@ -272,9 +318,11 @@ def generate_button() -> None:
     forget_stale()
     text = draft.prompt()
     res = draft.resolution()
-    ratios = [r for r in draft.ratios() if not combination_problem(r, res)]
+    i2i = draft.image_to_image()
+    ratios = [r for r in draft.ratios() if not combination_problem(r, res, image_to_image=i2i)]
     if variables(text):
-        p = plan_campaign(text, draft.rows(), draft.ratios(), res)
+        # For the count only the image-to-image rule matters, not the URLs themselves.
+        p = plan_campaign(text, draft.rows(), draft.ratios(), res, references=("counted",) if i2i else ())
         n = len(p.prompts) * len(p.ratios) if not p.problems else 0
         if not n:
             rows = len([r for r in draft.rows() if any(str(v).strip() for v in r.values())])
@@ -283,7 +331,7 @@ def generate_button() -> None:
         n = len(ratios)
     # Only what the pickers decide disables the button: the prompt commits on
     # blur, so a click right after typing must still reach the callback.
-    blocked = ratio_problem(draft.ratios(), res)
+    blocked = ratio_problem(draft.ratios(), res, image_to_image=i2i)
     token = _token()
     with st.container(key="generate_box"):
         st.button(

@@ -18,6 +18,7 @@ from components.editor import prompt_editor, template_row
 from components.library import save_to_library
 from components.pickers import ratio_picker, resolution_picker
 from components.queue import live_queue
+from components.references import references_panel
 
 # On a phone the page name is in the (collapsed) menu already; its line is worth more to the results.
 _PHONE_CSS = "<style>@media (max-width: 480px) { .st-key-studio_head h2 { display: none; } }</style>"
@@ -33,6 +34,7 @@ with st.container(horizontal=True, vertical_alignment="center", gap="small", key
 compose, results = st.columns([1, 1], gap="medium")
 with compose, st.container(gap="small", key="compose"):
     prompt_editor(errs.get("prompt"))
+    references_panel(errs.get("references"))
     variables_panel(errs.get("rows"))
     resolution_picker(errs.get("resolution"))
     ratio_picker(errs.get("aspect_ratio"))

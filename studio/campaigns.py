@@ -460,6 +460,7 @@ class CampaignPlan:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     problems: dict[str, str] = field(default_factory=dict)
     row_problems: list[str] = field(default_factory=list)
+    references: tuple[str, ...] = ()  # reference image URLs every cell carries (image-to-image)
 
     @property
     def images(self) -> int:
@@ -467,7 +468,7 @@ class CampaignPlan:
 
     def cells(self, model: str) -> list[Cell]:
         return [
-            Cell(i, TaskRequest(p, r, self.resolution, model))
+            Cell(i, TaskRequest(p, r, self.resolution, model, references=self.references))
             for i, p in enumerate(self.prompts, 1)
             for r in self.ratios
         ]
@@ -488,11 +489,15 @@ def plan_campaign(
     rows: Iterable[Mapping[str, object]],
     ratios: Sequence[str],
     resolution: str,
+    references: Sequence[str] = (),
 ) -> CampaignPlan:
-    """Render every row, validate every prompt with the shared rules, pick valid ratios."""
+    """Render every row, validate every prompt with the shared rules, pick valid ratios.
+
+    With `references` (image URLs) every image is image-to-image, whose limits apply.
+    """
     names = variables(template)
     table = clean_rows(rows, names)
-    p = CampaignPlan(template, names, table, [], [], resolution)
+    p = CampaignPlan(template, names, table, [], [], resolution, references=tuple(references))
     bad = template_problems(template)
     if bad:
         p.problems["prompt"] = bad[0].message
@@ -503,7 +508,11 @@ def plan_campaign(
     if not ratios:
         p.problems["aspect_ratio"] = "Pick at least one aspect ratio."
     for r in ratios:
-        why = combination_problem(r, resolution) if "resolution" not in base else None
+        why = (
+            combination_problem(r, resolution, image_to_image=bool(references))
+            if "resolution" not in base
+            else None
+        )
         if why:
             p.skipped.append((r, why))
         else:

@@ -66,6 +66,8 @@ class Settings:
     pricing_env: dict[str, str | None] = field(default_factory=dict, compare=False)
     min_free_mb: float = DEFAULT_MIN_FREE_MB
     allow_remote: bool = False
+    # The studio's public base URL (https), where HiAPI fetches reference images from.
+    public_url: str | None = None
 
     @property
     def simulated(self) -> bool:
@@ -94,4 +96,5 @@ class Settings:
             pricing_env={name: _pick(name, env, secrets) for name in PRICING_KEYS},
             min_free_mb=_float(_pick("STUDIO_MIN_FREE_MB", env, secrets), DEFAULT_MIN_FREE_MB),
             allow_remote=(_pick("STUDIO_ALLOW_REMOTE", env, secrets) or "").lower() in ("1", "true", "yes"),
+            public_url=(_pick("STUDIO_PUBLIC_URL", env, secrets) or "").rstrip("/") or None,
         )

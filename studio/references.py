@@ -192,12 +192,22 @@ class ReferenceShelf:
 
     def name_in(self, url: str) -> str | None:
         """The reference name a URL of ours points at (None for any other URL)."""
-        parts = urlsplit(url)
-        tail = parts.path.rsplit("/refs/", 1)
-        if len(tail) != 2 or not _NAME.match(tail[1]):
-            return None
-        q = parse_qs(parts.query)
-        return tail[1] if q.get("sig") and q.get("exp") else None
+        return reference_name(url)
+
+
+def reference_name(url: str) -> str | None:
+    """The reference name (`<sha256>.<ext>`) a signed reference URL points at, else None."""
+    parts = urlsplit(url)
+    tail = parts.path.rsplit("/refs/", 1)
+    if len(tail) != 2 or not _NAME.match(tail[1]):
+        return None
+    q = parse_qs(parts.query)
+    return tail[1] if q.get("sig") and q.get("exp") else None
+
+
+def reference_names(urls: tuple[str, ...] | list[str]) -> list[str]:
+    """The names of the studio's own references among `urls`, in order."""
+    return [n for n in (reference_name(u) for u in urls) if n]
 
 
 def load_or_create_key(data_dir: Path) -> bytes:

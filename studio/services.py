@@ -38,6 +38,7 @@ from .library import Library
 from .pricing import Pricing
 from .pricing import defaults_from as pricing_defaults
 from .pricing import load as load_pricing
+from .references import ReferenceShelf, load_or_create_key
 from .startup import (
     StartupError,
     check_data_dir,
@@ -70,6 +71,7 @@ class Services:
     pricing_defaults: Pricing | None = None
     pricing_problems: list = field(default_factory=list)
     fidelity: FidelityChecker | None = None
+    references: ReferenceShelf | None = None
 
     callbacks: cb.CallbackReceiver | None = None
     callback_problems: tuple[str, ...] = ()
@@ -80,6 +82,15 @@ class Services:
     def pricing(self) -> Pricing:
         """Prices, confirmation rule and concurrency: Settings' saved values over env/secrets defaults."""
         return load_pricing(self.store, self.pricing_defaults or Pricing())
+
+    def reference_base(self, studio_port: int | None) -> str | None:
+        """Where HiAPI fetches reference images from: STUDIO_PUBLIC_URL, or (simulator
+        only) the studio's own loopback address; None when real HiAPI has no way in."""
+        if self.settings.public_url:
+            return self.settings.public_url
+        if self.settings.simulated and studio_port:
+            return f"http://127.0.0.1:{int(studio_port)}"
+        return None
 
     @property
     def base_url(self) -> str:
@@ -226,6 +237,9 @@ def boot(settings: Settings) -> Services:
             callback_problems=tuple(callback_problems),
             trash=trash,
             kits=KitBuilder(keeper.original_path, settings.data_dir / "kits"),
+            references=ReferenceShelf(
+                settings.data_dir / "references", load_or_create_key(settings.data_dir)
+            ),
         )
         log.info("studio services started in %s mode, %s", settings.mode, tracker.mode)
         return _current

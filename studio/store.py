@@ -228,6 +228,12 @@ _MIGRATIONS: tuple[str, ...] = (
         updated_at REAL NOT NULL
     );
     """,
+    # 8: reference images (image-to-image). The signed URLs a submission was
+    # first sent with (JSON list; a resend must carry the same body); the kept
+    # references they name live in the references folder (studio/references.py).
+    """
+    ALTER TABLE submissions ADD COLUMN input_urls TEXT;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _RANK = {SUBMITTING: 0, TaskStatus.QUEUED: 1, TaskStatus.HANDLING: 2, TaskStatus.ARCHIVING: 3}
@@ -266,16 +272,23 @@ class Submission:
     attempts: int
     finish_estimate: float | None = None
     callback_url: str | None = None
+    input_urls: str | None = None  # JSON list of the reference URLs first sent (image-to-image)
 
     @property
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_STATES
 
     @property
+    def references(self) -> tuple[str, ...]:
+        return urls_from_json(self.input_urls)
+
+    @property
     def request(self) -> TaskRequest:
-        """The request exactly as first sent (callback included), so a resend replays."""
+        """The request exactly as first sent (callback and references included), so a resend replays."""
         callback = Callback(self.callback_url) if self.callback_url else None
-        return TaskRequest(self.prompt, self.aspect_ratio, self.resolution, self.model, callback)
+        return TaskRequest(
+            self.prompt, self.aspect_ratio, self.resolution, self.model, callback, references=self.references
+        )
 
     def elapsed(self, now: float | None = None) -> float:
         end = self.finished_at if self.finished_at else (now or time.time())
@@ -329,10 +342,15 @@ class GalleryItem:
     favourite: bool
     state: str = "kept"  # kept | fail | rejected | download_failed | trashed
     error: str | None = None
+    input_urls: str | None = None  # JSON list: the reference URLs it was made from
 
     @property
     def kept(self) -> bool:
         return self.state == "kept"
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        return urls_from_json(self.input_urls)
 
 
 @dataclass(frozen=True)
@@ -397,7 +415,8 @@ _GALLERY_SELECT = (
     " ELSE s.state END"
     " AS state,"
     " CASE WHEN o.state = 'failed' THEN o.error"
-    " WHEN s.error_code IS NOT NULL THEN s.error_code || ': ' || COALESCE(s.error_message, '') END AS error"
+    " WHEN s.error_code IS NOT NULL THEN s.error_code || ': ' || COALESCE(s.error_message, '') END AS error,"
+    " s.input_urls"
 )
 
 
@@ -1091,6 +1110,17 @@ class Store:
             return orphans
 
 
+def urls_from_json(text: str | None) -> tuple[str, ...]:
+    """A stored JSON list of URLs (tolerant: anything else is no URLs)."""
+    if not text:
+        return ()
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return ()
+    return tuple(u for u in value if isinstance(u, str)) if isinstance(value, list) else ()
+
+
 @dataclass(frozen=True)
 class SpendRate:
     """The price a click's images were sent at (one resolution, one unit price)."""
@@ -1112,7 +1142,7 @@ def insert_submission(
     """Insert one `submitting` row and its first event inside the caller's transaction."""
     cur = c.execute(
         "INSERT INTO submissions (creative_id, prompt, aspect_ratio, resolution, model,"
-        " idempotency_key, state, created_at, callback_url) VALUES (?,?,?,?,?,?,?,?,?)",
+        " idempotency_key, state, created_at, callback_url, input_urls) VALUES (?,?,?,?,?,?,?,?,?,?)",
         (
             creative_id,
             request.prompt,
@@ -1123,6 +1153,7 @@ def insert_submission(
             SUBMITTING,
             now,
             request.callback.url if request.callback else None,  # resends must carry the same body
+            json.dumps(list(request.references)) if request.references else None,
         ),
     )
     sid = int(cur.lastrowid)

@@ -52,6 +52,7 @@ from typing import Any
 from . import errors as E
 from .campaign_store import CANCELLED_STATE, PAUSED, RUNNING, CampaignStore, NewCampaign
 from .models import Callback, Task, TaskRequest, TaskStatus
+from .references import reference_names
 from .schedule import DEFAULT_EXPECTED, DurationHistory, next_check_delay
 from .store import CallbackOutcome, SpendRate, Store, Submission, click_keys
 
@@ -827,6 +828,8 @@ class Tracker:
             "task_id": sub.task_id,
             "created": int(sub.created_at),
         }
+        if sub.references:  # by name: the signed URLs expire, the kept references do not
+            recipe["references"] = reference_names(sub.references)
         try:
             # Loopback output URLs are fetched only from a simulator on this machine.
             kept = self.keeper.fetch(

@@ -149,7 +149,8 @@ def reference_urls():
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 (http.server's name)
-            body = png(int(self.path.strip("/").split(".")[0] or 0))
+            stem = self.path.strip("/").split(".")[0]
+            body = png(int(stem) if stem.isdigit() else 0)
             self.send_response(200)
             self.send_header("Content-Type", "image/png")
             self.send_header("Content-Length", str(len(body)))
