@@ -94,9 +94,10 @@ def open_lightbox() -> None:
 
 
 def reuse(item: GalleryItem) -> None:
+    """Button callback: the recipe into the Studio's draft. A callback, because the lightbox may
+    be open over the Studio itself, whose editor is drawn before the dialog in a run."""
     close()
     draft.load(item.prompt, [item.aspect_ratio], item.resolution, references=reference_names(item.references))
-    st.switch_page("pages/studio.py")
 
 
 def _delete(output_id: int) -> None:
@@ -158,8 +159,11 @@ def _details(item: GalleryItem) -> None:
         f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(item.created_at))}"
     )
     a, b = st.columns(2)
-    if a.button("Reuse in Studio", key="lb_reuse", type="primary", icon=":material/replay:", width="stretch"):
-        reuse(item)
+    if a.button(
+        "Reuse in Studio", key="lb_reuse", type="primary", icon=":material/replay:", width="stretch",
+        on_click=reuse, args=(item,),
+    ):  # fmt: skip
+        st.switch_page("pages/studio.py")
     b.link_button(
         "Download original", image_url(f"/images/{item.sha256}.png?download={quote(file_name(item))}"),
         icon=":material/download:", width="stretch",

@@ -161,7 +161,7 @@ def references_panel(error: str | None = None) -> None:
         if error:
             st.error(literal(error), icon=":material/error:")
         if names and shelf is not None:
-            cols = st.columns(min(len(names), 4))
+            cols = st.columns(4)  # small thumbnails, four to a row
             for i, name in enumerate(names):
                 with cols[i % len(cols)], st.container(key=f"ref_{i}", border=True):
                     if shelf.get(name) is None:
@@ -169,11 +169,11 @@ def references_panel(error: str | None = None) -> None:
                     else:
                         show_image(shelf.url("", name, lifetime=3600))
                     st.caption("Leads" if i == 0 else f"#{i + 1}")
-                    a, b, c = st.columns(3)
-                    a.button("←", key=f"ref_left_{i}", help="Earlier", on_click=_move, args=(i, -1),
-                             disabled=i == 0, width="stretch")  # fmt: skip
-                    b.button("→", key=f"ref_right_{i}", help="Later", on_click=_move, args=(i, 1),
-                             disabled=i == len(names) - 1, width="stretch")  # fmt: skip
-                    c.button("✕", key=f"ref_remove_{i}", help="Remove", on_click=_remove, args=(i,),
-                             width="stretch")  # fmt: skip
+                    with st.container(horizontal=True, gap=None, key=f"ref_tools_{i}"):
+                        st.button("←", key=f"ref_left_{i}", help="Earlier", on_click=_move, args=(i, -1),
+                                  disabled=i == 0, type="tertiary")  # fmt: skip
+                        st.button("→", key=f"ref_right_{i}", help="Later", on_click=_move, args=(i, 1),
+                                  disabled=i == len(names) - 1, type="tertiary")  # fmt: skip
+                        st.button("✕", key=f"ref_remove_{i}", help="Remove", on_click=_remove, args=(i,),
+                                  type="tertiary")  # fmt: skip
         st.html(_PASTE_JS, width="content", unsafe_allow_javascript=True)
