@@ -13,11 +13,12 @@ from components.chrome import spend_suffix
 from components.pickers import shape_svg
 from components.queue import status_badge
 from components.services import get_services, image_url, show_image
-from components.submit import FOCUS
+from components.submit import FOCUS, reference_urls
 from components.text import literal
 from studio.campaign_store import Campaign, CampaignStore, resubmit
 from studio.export import campaign_manifest_rows, campaign_zip_name, write_zip
 from studio.pricing import format_money
+from studio.references import reference_names
 
 GRID_ROWS = 10
 _STATUS = {
@@ -157,6 +158,14 @@ def _failed_rows(c: Campaign) -> None:
                 # click is replayed by overlapping reruns.
                 failed = ",".join(str(x.submission_id) for x in sorted(cells, key=lambda x: x.submission_id))
                 token = f"resub-{c.id}-" + hashlib.sha256(failed.encode()).hexdigest()[:24]
+                # The campaign's references, signed anew: the links it was first sent with expire.
+                first = services.store.submission(min(x.submission_id for x in cells))
+                refs: tuple[str, ...] = ()
+                if first is not None and first.references:
+                    found = reference_urls(reference_names(first.references))
+                    if isinstance(found, str):
+                        raise ValueError(found)
+                    refs = found
                 ids = resubmit(
                     services.tracker,
                     c.id,
@@ -164,6 +173,7 @@ def _failed_rows(c: Campaign) -> None:
                     pricing=services.pricing,
                     model=services.settings.model,
                     click_token=token,
+                    references=refs,
                 )
             except ValueError as exc:
                 st.error(literal(exc), icon=":material/error:")

@@ -546,10 +546,12 @@ def resubmit(
     pricing: Pricing,
     model: str,
     click_token: str | None = None,
+    references: Sequence[str] = (),
 ) -> list[int]:
     """Resubmit the failed and cancelled cells of the given rows, with their (edited) values.
 
-    Once per `click_token` (see `Tracker.submit`).
+    Once per `click_token` (see `Tracker.submit`). `references` are the campaign's
+    reference image URLs, signed anew by the caller (the first ones have expired).
 
     `edits` maps a row number to its values. Every row is rendered and checked
     first; a problem raises ValueError naming the row, and nothing is sent.
@@ -575,7 +577,12 @@ def resubmit(
         if idx in rows:
             book.update_row(campaign_id, idx, values, prompt)
     cells = [
-        (c.row, TaskRequest(prompts[c.row][1], c.aspect_ratio, camp.resolution, model))
+        (
+            c.row,
+            TaskRequest(
+                prompts[c.row][1], c.aspect_ratio, camp.resolution, model, references=tuple(references)
+            ),
+        )
         for c in redo
         if c.row in prompts
     ]

@@ -27,6 +27,7 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from .references import reference_names
 from .store import GalleryItem
 
 #: How long an export link works; `sweep_exports` removes older files.
@@ -54,7 +55,7 @@ def link_expired(path: Path, lifetime_s: float = EXPORT_LIFETIME_S, *, now: floa
 
 MANIFEST_FIELDS = (
     "file", "prompt", "aspect_ratio", "resolution", "model", "task_id",
-    "width", "height", "bytes", "sha256", "created",
+    "width", "height", "bytes", "sha256", "created", "references",
 )  # fmt: skip
 
 
@@ -84,6 +85,8 @@ def manifest_rows(items: Sequence[GalleryItem]) -> list[dict]:
             "bytes": i.bytes,
             "sha256": i.sha256,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(i.created_at)),
+            # The kept reference images it was made from, by name (`<sha256>.<ext>`), space-separated.
+            "references": " ".join(reference_names(i.references)),
         }
         for i in items
     ]

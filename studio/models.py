@@ -47,6 +47,7 @@ def unknown_model_message(model: str) -> str:
         "(or remove it to use the default), then generate again."
     )
 
+
 MAX_STATUS_CHARS = 40  # documented statuses are short; an unknown one is shown and stored, so cap it
 
 

@@ -130,3 +130,48 @@ def test_real_hiapi_without_a_public_url_refuses_before_sending_and_keeps_the_dr
     assert "set STUDIO_PUBLIC_URL" in errors
     assert refs != "-" and prompt.startswith("restyle this product")
     assert core.current().store.recent() == []
+
+
+def test_a_campaign_with_references_sends_them_with_every_cell_under_image_to_image_rules():
+    from studio.campaigns import plan_campaign
+
+    urls = ("https://studio.example.com/refs/a.png?exp=1&sig=x",)
+    p = plan_campaign(
+        "A {{product}} on a table", [{"product": "mug"}, {"product": "vase"}], ["1:1"], "4K", urls
+    )
+    assert not p.problems and p.ratios == ["1:1"]  # a square at 4K is fine for image-to-image
+    assert {c.request.references for c in p.cells("gpt-image-2/text-to-image")} == {urls}
+    assert {c.request.wire_model for c in p.cells("gpt-image-2/text-to-image")} == {
+        "gpt-image-2/image-to-image"
+    }
+    plain = plan_campaign("A {{product}} on a table", [{"product": "mug"}], ["1:1"], "4K")
+    assert plain.ratios == [] and "aspect_ratio" in plain.problems
+
+
+def _seventeen():
+    import io
+
+    import streamlit as st
+    from PIL import Image
+
+    from components import draft, references
+
+    draft.init()
+    if "ran" not in st.session_state:
+        st.session_state.ran = True
+        files = []
+        for i in range(17):
+            buf = io.BytesIO()
+            Image.new("RGB", (8, 8), (i * 10, 0, 0)).save(buf, "PNG")
+            files.append((f"ref{i}.png", buf.getvalue()))
+        st.session_state.problems = references.add_files(files)
+    st.write(" | ".join(st.session_state.problems))
+    st.write(str(len(draft.references())))
+
+
+def test_a_seventeenth_reference_is_refused_by_name(env):
+    at = AppTest.from_function(_seventeen, default_timeout=30)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.markdown[0].value == "“ref16.png” was not added: at most 16 references; remove one first."
+    assert at.markdown[1].value == "16"
