@@ -16,6 +16,7 @@ from decimal import Decimal
 import streamlit as st
 
 from components import draft
+from components.chrome import spend_suffix
 from components.services import get_services
 from components.text import literal
 from studio.campaign_store import default_name, launch
@@ -232,7 +233,7 @@ def _send(summary: dict) -> None:
     if st.session_state.get(TOKEN) == token:
         st.session_state[TOKEN] = uuid.uuid4().hex  # the next click is a new creative
     if summary["cost"] > 0:
-        note += f" · ≈{summary['money']}"
+        note += f" · ≈{summary['money']}{spend_suffix()}"
     note += "."
     if p.skipped:
         note += " Skipped " + ", ".join(f"{r} ({why})" for r, why in p.skipped)

@@ -54,7 +54,7 @@ def test_csv_rows_become_a_campaign_after_one_confirmation_stating_count_and_cos
     [camp] = CampaignStore(core.current().store).campaigns()
     assert camp.name == "Spring launch" and camp.progress.total == 6
     assert camp.unit_price == Decimal("0.06")
-    assert "Campaign “Spring launch” started: 6 images · ≈$0.36." in _texts(app)
+    assert "Campaign “Spring launch” started: 6 images · ≈$0.36 simulated." in _texts(app)
 
 
 def test_cancelling_the_confirmation_sends_nothing(app):
