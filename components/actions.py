@@ -1,10 +1,13 @@
 """One-click actions on a finished task: send its recipe again as a new creative.
 
 `resend` is what a queue card's Retry calls. It builds the request from the
-stored submission (prompt, ratio, resolution, model as first sent) and hands it
+stored submission (prompt, ratio, resolution, model, quality, background and
+storage as first sent) and hands it
 to the tracker as a new creative, priced like Generate, under the click token
 bound when the button was drawn (`retry_token`): a double click, or a rerun
 that calls the callback twice, records one submission and one spend.
+`make_final` is the same path for a draft's "Make final": its recipe at Final
+quality (`ext` route, `high`), with its own token (`final_token`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import streamlit as st
 from components.services import get_services
 from studio.errors import HiAPIError
 from studio.models import TaskRequest
-from studio.pricing import to_micros
+from studio.pricing import QUALITY_NAMES, to_micros
 from studio.references import reference_names
 from studio.services import Services
 from studio.store import SpendRate
@@ -33,15 +36,45 @@ def retry_token(submission_id: int) -> str:
     return st.session_state.setdefault(f"retry_token_{submission_id}", uuid.uuid4().hex)
 
 
+FINAL_QUALITY = "high"
+
+
+def final_token(submission_id: int) -> str:
+    """The click token of this session's "Make final" of `submission_id`."""
+    return st.session_state.setdefault(f"final_token_{submission_id}", uuid.uuid4().hex)
+
+
+def can_make_final(quality: str | None) -> bool:
+    """A result sent at a lower `ext` quality can be sent again at Final."""
+    return quality is not None and quality != FINAL_QUALITY
+
+
+def make_final_label() -> str:
+    return f"Make {QUALITY_NAMES[FINAL_QUALITY].lower()}"
+
+
+def make_final(submission_id: int, token: str) -> list[int]:
+    """Button callback: send `submission_id`'s recipe again at Final quality; returns the new ids."""
+    return send_again(get_services(), submission_id, token, resent(), quality=FINAL_QUALITY)
+
+
 def resend(submission_id: int, token: str) -> list[int]:
     """Button callback: send submission `submission_id`'s recipe again; returns the new ids."""
     return send_again(get_services(), submission_id, token, resent())
 
 
 def send_again(
-    services: Services, submission_id: int, token: str, done: dict[int, list[int] | str]
+    services: Services,
+    submission_id: int,
+    token: str,
+    done: dict[int, list[int] | str],
+    *,
+    quality: str | None = None,
 ) -> list[int]:
-    """`resend` with its services and its record of what was sent again (`done`) passed in."""
+    """`resend` with its services and its record of what was sent again (`done`) passed in.
+
+    `quality` overrides the stored one (Make final); the rest is the recipe as stored.
+    """
     sub = services.store.submission(submission_id)
     if sub is None:
         done[submission_id] = "This task is gone (deleted); nothing was sent."
@@ -55,9 +88,19 @@ def send_again(
             done[submission_id] = found
             return []
         refs = found
-    request = TaskRequest(sub.prompt, sub.aspect_ratio, sub.resolution, sub.model, references=refs)
+    quality = quality or sub.quality
+    request = TaskRequest(
+        sub.prompt,
+        sub.aspect_ratio,
+        sub.resolution,
+        sub.model,
+        references=refs,
+        quality=quality,
+        background=None if quality else sub.background,  # `ext` takes no background
+        storage=sub.storage,
+    )
     pricing = services.pricing
-    rate = SpendRate(sub.resolution, to_micros(pricing.unit(sub.resolution)), pricing.currency)
+    rate = SpendRate(sub.resolution, to_micros(pricing.unit(sub.resolution, quality)), pricing.currency)
     try:
         ids = services.tracker.submit([request], click_token=token, spend=rate)
     except (HiAPIError, ValueError) as exc:

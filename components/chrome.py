@@ -25,6 +25,17 @@ _PAGE_CSS = """
 }
 .st-key-mode_header p { white-space: nowrap; }
 @media (max-width: 480px) { .st-key-mode_header [data-testid="stCaptionContainer"] { display: none; } }
+/* Kept images and thumbnails (queue, gallery, lightbox, compare) sit on a checkerboard,
+   so a transparent background reads as transparent; opaque images cover it. */
+img[src*="/images/"], img[src*="/thumbs/"] {
+  background-color: #fff;
+  background-image: linear-gradient(45deg, #d0d0d0 25%, transparent 25%),
+    linear-gradient(-45deg, #d0d0d0 25%, transparent 25%),
+    linear-gradient(45deg, transparent 75%, #d0d0d0 75%),
+    linear-gradient(-45deg, transparent 75%, #d0d0d0 75%);
+  background-size: 16px 16px;
+  background-position: 0 0, 0 8px, 8px -8px, -8px 0;
+}
 </style>
 """
 

@@ -1,4 +1,4 @@
-"""The user's draft (prompt, ratios, resolution, rows, campaign name), kept in session state
+"""The user's draft (prompt, ratios, resolution, rows, campaign name, quality, background), kept in session state
 and in the database per browser.
 
 The widgets' own keys are dropped by Streamlit on a page switch, so the draft
@@ -25,7 +25,8 @@ import streamlit as st
 
 from components.services import get_services
 from studio.drafts import COOKIE, MAX_AGE_DAYS, Drafts, new_id, valid_id
-from studio.ratios import DEFAULT_RESOLUTION, RATIO_NAMES, RESOLUTIONS, combination_problem
+from studio.ratios import DEFAULT_RESOLUTION, EXT_ROUTE, RATIO_NAMES, RESOLUTIONS, combination_problem
+from studio.validation import BACKGROUNDS, QUALITIES
 
 PROMPT = "draft_prompt"
 RATIOS = "draft_ratios"
@@ -39,6 +40,12 @@ RES_KEY = "resolution_picker"
 DRAFT_ID = "draft_id"  # the browser's draft id (its cookie), once per session
 UNTICKED = "draft_unticked"  # (ratios, resolution) the last resolution change unticked
 REFERENCES = "draft_references"  # kept reference images (`<sha256>.<ext>`), in the order sent
+QUALITY = "draft_quality"  # None (HiAPI's default route) or an `ext` quality: low, medium, high
+BACKGROUND = "draft_background"  # None (auto: not sent), "opaque" or "transparent"
+QUALITY_KEY = "quality_picker"
+BACKGROUND_KEY = "background_picker"
+DEFAULT_ROUTE_CHOICE = "default"  # the quality picker's value for "no quality"
+KEEP = object()  # `load(quality=KEEP)`: leave the draft's choice as it is
 
 
 def ratio_key(name: str) -> str:
@@ -57,7 +64,13 @@ def init() -> None:
     ss.setdefault(ROWS_EPOCH, 0)
     ss.setdefault(CAMPAIGN_NAME, "")
     ss.setdefault(REFERENCES, [])
+    ss.setdefault(QUALITY, None)
+    ss.setdefault(BACKGROUND, None)
     # Re-seed widget keys that Streamlit dropped on a page switch.
+    if QUALITY_KEY not in ss:
+        ss[QUALITY_KEY] = ss[QUALITY] or DEFAULT_ROUTE_CHOICE
+    if BACKGROUND_KEY not in ss:
+        ss[BACKGROUND_KEY] = ss[BACKGROUND] or "auto"
     if EDITOR_KEY not in ss:
         ss[EDITOR_KEY] = ss[PROMPT]
     if RES_KEY not in ss:
@@ -80,12 +93,31 @@ def sync_resolution() -> None:
         st.session_state[RES_KEY] = st.session_state[RESOLUTION]
 
 
+def sync_quality() -> None:
+    """The quality picker: "default" is HiAPI's default route; a quality switches to `ext`."""
+    value = st.session_state.get(QUALITY_KEY)
+    if value is None:  # deselected: keep the previous choice
+        st.session_state[QUALITY_KEY] = st.session_state.get(QUALITY) or DEFAULT_ROUTE_CHOICE
+        return
+    st.session_state[QUALITY] = value if value in QUALITIES else None
+    _untick_forbidden()  # back on the default route, its limits apply again
+
+
+def sync_background() -> None:
+    value = st.session_state.get(BACKGROUND_KEY)
+    if value is None:
+        st.session_state[BACKGROUND_KEY] = st.session_state.get(BACKGROUND) or "auto"
+        return
+    # Auto is HiAPI's default: it is never sent, so the draft holds None for it.
+    st.session_state[BACKGROUND] = value if value in BACKGROUNDS and value != "auto" else None
+
+
 def _untick_forbidden() -> None:
-    """Untick every picked ratio the resolution forbids, and remember which for the note."""
+    """Untick every picked ratio the resolution (on this route) forbids, and remember which for the note."""
     ss = st.session_state
     res = ss[RESOLUTION]
     i2i = bool(ss.get(REFERENCES))  # image-to-image has its own limits (1:1 at 4K is fine)
-    gone = [n for n in ss.get(RATIOS, []) if combination_problem(n, res, image_to_image=i2i)]
+    gone = [n for n in ss.get(RATIOS, []) if combination_problem(n, res, image_to_image=i2i, route=route())]
     ss[UNTICKED] = (gone, res) if gone else None
     if gone:
         for name in gone:
@@ -148,13 +180,26 @@ def load(
     resolution: str,
     rows: Sequence[dict[str, str]] | None = None,
     references: Sequence[str] | None = None,
+    *,
+    quality: str | None | object = KEEP,
+    background: str | None | object = KEEP,
 ) -> None:
     """Put a recipe into the editor (templates, reuse, edit-and-resubmit); `rows` for a campaign,
-    `references` (kept reference names) for image-to-image; a recipe without them clears them."""
+    `references` (kept reference names) for image-to-image; a recipe without them clears them.
+
+    `quality` and `background` are a sent recipe's (None: default route, auto
+    background); left out (a template), the draft's own choices stay.
+    """
     ss = st.session_state
     ss[REFERENCES] = list(references or [])
     if rows is not None:
         set_rows(rows)
+    if quality is not KEEP:
+        ss[QUALITY] = quality if quality in QUALITIES else None
+        ss[QUALITY_KEY] = ss[QUALITY] or DEFAULT_ROUTE_CHOICE
+    if background is not KEEP:
+        ss[BACKGROUND] = background if background in BACKGROUNDS and background != "auto" else None
+        ss[BACKGROUND_KEY] = ss[BACKGROUND] or "auto"
     ss[PROMPT] = prompt
     ss[EDITOR_KEY] = prompt
     ss[RESOLUTION] = resolution
@@ -206,6 +251,8 @@ def snapshot() -> dict[str, Any]:
         "rows": rows(),
         "campaign_name": str(ss.get(CAMPAIGN_NAME, "") or ""),
         "references": references(),
+        "quality": quality(),
+        "background": background(),
     }
 
 
@@ -220,13 +267,18 @@ def _restore() -> None:
     ss[PROMPT] = text if isinstance(text, str) else ""
     res = body.get("resolution")
     ss[RESOLUTION] = res if res in RESOLUTIONS else DEFAULT_RESOLUTION
+    ss[QUALITY] = body.get("quality") if body.get("quality") in QUALITIES else None
+    bg = body.get("background")
+    ss[BACKGROUND] = bg if bg in BACKGROUNDS and bg != "auto" else None
     picked = body.get("ratios")
     picked = [r for r in picked if r in RATIO_NAMES] if isinstance(picked, list) else ["1:1"]
     refs = body.get("references")
     if isinstance(refs, list):
         ss[REFERENCES] = [r for r in refs if isinstance(r, str)][:16]
     i2i = bool(ss.get(REFERENCES))
-    ss[RATIOS] = [r for r in picked if not combination_problem(r, ss[RESOLUTION], image_to_image=i2i)]
+    ss[RATIOS] = [
+        r for r in picked if not combination_problem(r, ss[RESOLUTION], image_to_image=i2i, route=route())
+    ]
     saved_rows = body.get("rows")
     if isinstance(saved_rows, list):
         clean = [{str(k): str(v) for k, v in r.items()} for r in saved_rows if isinstance(r, dict)]
@@ -272,3 +324,20 @@ def ratios() -> list[str]:
 
 def resolution() -> str:
     return st.session_state.get(RESOLUTION, DEFAULT_RESOLUTION)
+
+
+def quality() -> str | None:
+    """The picked `ext` quality (low, medium, high), or None for HiAPI's default route."""
+    value = st.session_state.get(QUALITY)
+    return value if value in QUALITIES else None
+
+
+def background() -> str | None:
+    """The picked background when it is not auto ("opaque", "transparent"), else None (not sent)."""
+    value = st.session_state.get(BACKGROUND)
+    return value if value in BACKGROUNDS and value != "auto" else None
+
+
+def route() -> str | None:
+    """HiAPI's route for the draft: "ext" once a quality is picked, else the default (None)."""
+    return EXT_ROUTE if quality() is not None else None

@@ -16,13 +16,14 @@ from urllib.parse import quote
 
 import streamlit as st
 
-from components import deletion, draft
+from components import actions, deletion, draft
 from components.fidelity import text_check
 from components.kit import kit_panel
 from components.references import use_as_reference
 from components.services import get_services, image_url, show_image
 from components.text import literal
 from studio.export import file_name
+from studio.pricing import QUALITY_NAMES
 from studio.references import reference_names
 from studio.store import GalleryItem
 
@@ -97,7 +98,14 @@ def reuse(item: GalleryItem) -> None:
     """Button callback: the recipe into the Studio's draft. A callback, because the lightbox may
     be open over the Studio itself, whose editor is drawn before the dialog in a run."""
     close()
-    draft.load(item.prompt, [item.aspect_ratio], item.resolution, references=reference_names(item.references))
+    draft.load(
+        item.prompt,
+        [item.aspect_ratio],
+        item.resolution,
+        references=reference_names(item.references),
+        quality=item.quality,
+        background=item.background,
+    )
 
 
 def _delete(output_id: int) -> None:
@@ -153,7 +161,8 @@ def _details(item: GalleryItem) -> None:
         else f"{item.bytes / 1e3:.0f} kB"
     )
     ratio = item.aspect_ratio.replace(":", "&#58;")  # our own table's value; no shortcode
-    st.markdown(f"**{ratio}** · **{item.resolution}** · {item.width}×{item.height} px · {size}")
+    tier = f" · {QUALITY_NAMES[item.quality]}" if item.quality in QUALITY_NAMES else ""
+    st.markdown(f"**{ratio}** · **{item.resolution}**{tier} · {item.width}×{item.height} px · {size}")
     st.caption(
         f"Model {literal(item.model)} · task {literal(item.task_id or '—')} · "
         f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(item.created_at))}"
@@ -173,6 +182,18 @@ def _details(item: GalleryItem) -> None:
         width="stretch", on_click=use_as_reference, args=(item.output_id,),
         help="Add this image to the Studio's reference images, to build the next one on it",
     )  # fmt: skip
+    if actions.can_make_final(item.quality):
+        sid = item.submission_id
+        sent = actions.resent().get(sid)
+        a.button(
+            actions.make_final_label(), key="lb_final", icon=":material/high_quality:", width="stretch",
+            on_click=actions.make_final, args=(sid, actions.final_token(sid)), disabled=isinstance(sent, list),
+            help="Send this recipe again at Final quality (one image is charged at the Final price).",
+        )  # fmt: skip
+        if isinstance(sent, list):
+            st.caption("Sent at Final: it is at the top of the Studio's queue.")
+        elif sent:
+            st.error(literal(sent), icon=":material/error:")
     fav = a.toggle("Favourite", value=item.favourite, key=f"lb_fav_{item.output_id}")
     if fav != item.favourite:
         services.store.set_favourite(item.output_id, fav)

@@ -76,7 +76,8 @@ def sizes_hint(ratios: list[str], res: str) -> str:
     sized = [
         r
         for r in ratios
-        if r != "auto" and not combination_problem(r, res, image_to_image=draft.image_to_image())
+        if r != "auto"
+        and not combination_problem(r, res, image_to_image=draft.image_to_image(), route=draft.route())
     ]
     if not sized:
         return "Pick a ratio to see its size." if not ratios else "The model picks the size."
@@ -104,7 +105,7 @@ def resolution_picker(error: str | None = None) -> str:
 
 
 def _tile(name: str, res: str) -> None:
-    problem = combination_problem(name, res, image_to_image=draft.image_to_image())
+    problem = combination_problem(name, res, image_to_image=draft.image_to_image(), route=draft.route())
     picked = bool(st.session_state.get(draft.ratio_key(name)))
     with st.container(border=True, key=f"tile_{name.replace(':', 'x')}", gap="xsmall", width=TILE_WIDTH):
         with st.container(horizontal=True, vertical_alignment="center", gap="small", wrap=False):
@@ -153,7 +154,9 @@ def ratio_picker(error: str | None = None) -> list[str]:
     # Open by default only while nothing is picked; afterwards the user's open/closed choice holds.
     st.session_state.setdefault(ALL_RATIOS, not picked)
     with st.expander("All ratios", key=ALL_RATIOS, on_change="rerun", icon=":material/aspect_ratio:"):
-        auto_problem = combination_problem("auto", res, image_to_image=draft.image_to_image())
+        auto_problem = combination_problem(
+            "auto", res, image_to_image=draft.image_to_image(), route=draft.route()
+        )
         st.checkbox(
             "auto — let the model choose",
             key=draft.ratio_key("auto"),

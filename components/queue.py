@@ -24,6 +24,7 @@ from components.text import literal
 from studio.campaign_store import CANCELLED
 from studio.export import file_name
 from studio.models import TaskStatus
+from studio.pricing import QUALITY_NAMES
 from studio.references import reference_names
 from studio.store import (
     NO_OUTPUT,
@@ -62,7 +63,14 @@ def _elapsed(sub: Submission) -> str:
 
 
 def _edit_and_resubmit(sub: Submission) -> None:
-    draft.load(sub.prompt, [sub.aspect_ratio], sub.resolution, references=reference_names(sub.references))
+    draft.load(
+        sub.prompt,
+        [sub.aspect_ratio],
+        sub.resolution,
+        references=reference_names(sub.references),
+        quality=sub.quality,
+        background=sub.background,
+    )
 
 
 def _set_favourite(output_id: int, on: bool) -> None:
@@ -92,6 +100,14 @@ def image_actions(output_id: int, item: GalleryItem | None, sequence: tuple[int,
             help="Remove from favourites" if item.favourite else "Add to favourites",
             on_click=_set_favourite, args=(output_id, not item.favourite),
         )  # fmt: skip
+        if actions.can_make_final(item.quality):
+            sid = item.submission_id
+            st.button(
+                actions.make_final_label(), key=f"qfinal_{output_id}", icon=":material/high_quality:",
+                on_click=actions.make_final, args=(sid, actions.final_token(sid)),
+                disabled=isinstance(actions.resent().get(sid), list),
+                help="Send this recipe again at Final quality (one image is charged at the Final price).",
+            )  # fmt: skip
 
 
 def _retry_row(sub: Submission) -> None:
@@ -126,7 +142,8 @@ def task_card(
         top = st.columns([3, 2], vertical_alignment="center")
         with top[0]:
             status_badge(sub.state, sub.error_code)
-        top[1].caption(f"{sub.aspect_ratio} · {sub.resolution} · {_elapsed(sub)}")
+        tier = f" · {QUALITY_NAMES[sub.quality]}" if sub.quality in QUALITY_NAMES else ""
+        top[1].caption(f"{sub.aspect_ratio} · {sub.resolution}{tier} · {_elapsed(sub)}")
         if sub.state == TaskStatus.SUCCESS:
             shown = False
             for o in outputs:

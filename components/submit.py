@@ -23,8 +23,9 @@ from studio.campaign_store import default_name, launch
 from studio.campaigns import CampaignPlan, plan_campaign, variables
 from studio.errors import HiAPIError
 from studio.models import TaskRequest
+from studio.output_storage import storage_value
 from studio.pricing import Pricing, to_micros
-from studio.ratios import combination_problem
+from studio.ratios import EXT_ROUTE, combination_problem
 from studio.store import SpendRate
 from studio.validation import first_problem_by_field, validate_request
 
@@ -40,6 +41,8 @@ FIELD_NAMES = {
     "resolution": "Resolution",
     "rows": "Rows",
     "references": "Reference images",
+    "quality": "Quality",
+    "background": "Background",
 }
 #: Real HiAPI downloads references from the internet: it needs the studio's public https address.
 PUBLIC_URL_NEEDED = (
@@ -57,43 +60,56 @@ class Plan:
     errors: dict[str, str] = field(default_factory=dict)
 
 
-def ratio_problem(ratios: list[str], resolution: str, *, image_to_image: bool = False) -> str | None:
-    """Why no picked ratio can be sent at this resolution (None when one can).
+def ratio_problem(
+    ratios: list[str], resolution: str, route: str | None = None, *, image_to_image: bool = False
+) -> str | None:
+    """Why no picked ratio can be sent at this resolution on this route (None when one can).
 
     Known before any click, so Generate is disabled with this reason beside it.
     """
     if not ratios:
         return "Pick at least one aspect ratio."
-    why = [combination_problem(r, resolution, image_to_image=image_to_image) for r in ratios]
+    why = [combination_problem(r, resolution, image_to_image=image_to_image, route=route) for r in ratios]
     if all(why):
         return f"None of the picked ratios works at {resolution}: " + "; ".join(w for w in why if w)
     return None
 
 
 def plan(
-    prompt: str, ratios: list[str], resolution: str, model: str, references: tuple[str, ...] = ()
+    prompt: str,
+    ratios: list[str],
+    resolution: str,
+    model: str,
+    references: tuple[str, ...] = (),
+    *,
+    quality: str | None = None,
+    background: str | None = None,
+    storage: str | None = None,
 ) -> Plan:
     """One request per valid ratio; field errors if nothing can be sent.
 
     `references` (reference image URLs) make every request image-to-image.
+    `quality` sends on the `ext` route; `background` and `storage` are sent only when set.
     """
     p = Plan()
     i2i = bool(references)
-    ratio_why = ratio_problem(ratios, resolution, image_to_image=i2i)
+    route = EXT_ROUTE if quality is not None else None
+    options = {"quality": quality, "background": background, "storage": storage}
+    ratio_why = ratio_problem(ratios, resolution, route, image_to_image=i2i)
     if ratio_why:
         p.errors["aspect_ratio"] = ratio_why
-    # Prompt and resolution rules do not depend on the ratio: check them once.
-    base = first_problem_by_field(validate_request(prompt, "auto", resolution))
+    # Prompt, resolution and option rules do not depend on the ratio: check them once.
+    base = first_problem_by_field(validate_request(prompt, "auto", resolution, route=route, **options))
     base.pop("aspect_ratio", None)
     p.errors.update(base)
     if p.errors:
         return p
     for ratio in ratios:
-        why = combination_problem(ratio, resolution, image_to_image=i2i)
+        why = combination_problem(ratio, resolution, image_to_image=i2i, route=route)
         if why:
             p.skipped.append((ratio, why))
             continue
-        request = TaskRequest(prompt, ratio, resolution, model, references=references)
+        request = TaskRequest(prompt, ratio, resolution, model, references=references, **options)
         problems = request.problems(allow_loopback_http=True)
         if problems:
             p.errors.update(first_problem_by_field(problems))
@@ -120,7 +136,21 @@ def current_plan(model: str) -> Plan | CampaignPlan:
         urls = found
     if variables(text):
         return plan_campaign(text, draft.rows(), draft.ratios(), draft.resolution(), references=urls)
-    return plan(text, draft.ratios(), draft.resolution(), model, references=urls)
+    return plan(
+        text,
+        draft.ratios(),
+        draft.resolution(),
+        model,
+        references=urls,
+        quality=draft.quality(),
+        background=draft.background(),
+        storage=storage_value(get_services().store),
+    )
+
+
+def _quality_of(p: Plan | CampaignPlan) -> str | None:
+    """The `ext` quality a plan's images are priced at (campaigns use the default route)."""
+    return None if isinstance(p, CampaignPlan) else draft.quality()
 
 
 def reference_urls(names: list[str]) -> tuple[str, ...] | str:
@@ -146,7 +176,8 @@ def _summary(p: Plan | CampaignPlan, pricing: Pricing) -> dict:
     """What the confirmation states, frozen at the click."""
     n = count_of(p)
     res = p.resolution if isinstance(p, CampaignPlan) else draft.resolution()
-    cost = pricing.estimate(n, res)
+    quality = _quality_of(p)
+    cost = pricing.estimate(n, res, quality)
     shape = (
         f"{len(p.prompts)} row{'s' if len(p.prompts) != 1 else ''} × {len(p.ratios)} ratio"
         f"{'s' if len(p.ratios) != 1 else ''}"
@@ -158,10 +189,11 @@ def _summary(p: Plan | CampaignPlan, pricing: Pricing) -> dict:
         "images": n,
         "resolution": res,
         "cost": cost,
-        "unit": pricing.unit(res),
+        "quality": quality,
+        "unit": pricing.unit(res, quality),
         "shape": shape,
         "money": pricing.money(cost),
-        "unit_money": pricing.money(pricing.unit(res)),
+        "unit_money": pricing.money(pricing.unit(res, quality)),
         "done": False,
     }
 
@@ -180,6 +212,8 @@ def _draft_signature() -> str:
             draft.resolution(),
             draft.rows(),
             st.session_state.get(draft.CAMPAIGN_NAME),
+            draft.quality(),
+            draft.background(),
         ],
         sort_keys=True,
         default=str,
@@ -257,7 +291,7 @@ def on_generate(token: str) -> None:
     pricing = services.pricing
     summary = _summary(p, pricing)
     summary["token"] = token
-    if pricing.needs_confirmation(summary["images"], summary["resolution"]):
+    if pricing.needs_confirmation(summary["images"], summary["resolution"], summary["quality"]):
         st.session_state[PENDING] = summary  # the page opens the dialog
         return
     _send(summary)
@@ -320,8 +354,11 @@ def generate_button() -> None:
     text = draft.prompt()
     res = draft.resolution()
     i2i = draft.image_to_image()
-    ratios = [r for r in draft.ratios() if not combination_problem(r, res, image_to_image=i2i)]
-    if variables(text):
+    campaign = bool(variables(text))
+    quality = None if campaign else draft.quality()  # campaigns go on the default route
+    route = EXT_ROUTE if quality is not None else None
+    ratios = [r for r in draft.ratios() if not combination_problem(r, res, image_to_image=i2i, route=route)]
+    if campaign:
         # For the count only the image-to-image rule matters, not the URLs themselves.
         p = plan_campaign(text, draft.rows(), draft.ratios(), res, references=("counted",) if i2i else ())
         n = len(p.prompts) * len(p.ratios) if not p.problems else 0
@@ -332,11 +369,11 @@ def generate_button() -> None:
         n = len(ratios)
     # Only what the pickers decide disables the button: the prompt commits on
     # blur, so a click right after typing must still reach the callback.
-    blocked = ratio_problem(draft.ratios(), res, image_to_image=i2i)
+    blocked = ratio_problem(draft.ratios(), res, route, image_to_image=i2i)
     token = _token()
     with st.container(key="generate_box"):
         st.button(
-            button_label(n, pricing.estimate(n, res), pricing),
+            button_label(n, pricing.estimate(n, res, quality), pricing),
             key=f"generate_{token}",
             type="primary",
             on_click=on_generate,

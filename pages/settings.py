@@ -6,7 +6,8 @@ import streamlit as st
 
 from components.services import get_services
 from components.text import literal
-from studio.pricing import MAX_ACTIVE_LIMIT, SETTINGS_KEY, build
+from studio.output_storage import PRICE_NOTE, set_persistent, storage_value
+from studio.pricing import MAX_ACTIVE_LIMIT, QUALITY_NAMES, SETTINGS_KEY, build, price_key, price_label
 from studio.pricing import reset as reset_pricing
 from studio.pricing import save as save_pricing
 from studio.ratios import RESOLUTIONS
@@ -48,7 +49,8 @@ def prices_and_limits() -> None:
     if not pricing.from_user:
         st.warning(
             "These prices are placeholders, not HiAPI's: HiAPI publishes prices only on its pricing page. "
-            "Enter yours here (or set STUDIO_PRICE_1K/2K/4K in the environment or secrets).",
+            "Enter yours here (or set STUDIO_PRICE_1K/2K/4K and STUDIO_PRICE_1K_LOW … STUDIO_PRICE_4K_HIGH "
+            "in the environment or secrets).",
             icon=":material/price_check:",
         )
     for p in services.pricing_problems:
@@ -58,6 +60,15 @@ def prices_and_limits() -> None:
         values = {f"price_{res}": cols[i].text_input(f"Price per {res} image", value=str(pricing.prices[res]))
                   for i, res in enumerate(RESOLUTIONS)}  # fmt: skip
         values["currency"] = cols[3].text_input("Currency", value=pricing.currency, max_chars=5)
+        st.caption("Draft, Standard and Final (HiAPI's ext route) are priced on their own:")
+        for quality, name in QUALITY_NAMES.items():
+            row = st.columns(4)
+            for i, res in enumerate(RESOLUTIONS):
+                key = price_key(res, quality)
+                values[f"price_{key}"] = row[i].text_input(
+                    f"Price per {price_label(key)}", value=str(pricing.prices[key]), key=f"price_{key}"
+                )
+            row[3].caption(f"{name} (quality {quality})")
         a, b, c = st.columns(3)
         values["confirm_images"] = a.number_input(
             "Ask before more than … images", min_value=0, max_value=100_000, value=pricing.confirm_images,
@@ -95,6 +106,25 @@ def prices_and_limits() -> None:
 
 
 prices_and_limits()
+
+
+def output_storage() -> None:
+    """Whether HiAPI keeps outputs long term (billed) instead of about 7 days."""
+    st.subheader("Output storage at HiAPI")
+    on = storage_value(services.store) is not None
+    new = st.toggle(
+        "Keep outputs at HiAPI long term (persistent storage, billed)",
+        value=on,
+        key="storage_persistent",
+        help="Sends storage: persistent with every new image. Off: HiAPI keeps outputs about 7 days.",
+    )
+    st.caption(PRICE_NOTE)
+    if new != on:
+        set_persistent(services.store, new)
+        st.rerun()
+
+
+output_storage()
 
 
 def _clock(at: float | None) -> str:

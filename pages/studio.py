@@ -16,6 +16,7 @@ from components.campaign_editor import variables_panel
 from components.campaign_view import active_campaigns
 from components.editor import prompt_editor, template_row
 from components.library import save_to_library
+from components.options import options_panel
 from components.pickers import ratio_picker, resolution_picker
 from components.queue import live_queue
 from components.references import references_panel
@@ -37,6 +38,7 @@ with compose, st.container(gap="small", key="compose"):
     references_panel(errs.get("references"))
     variables_panel(errs.get("rows"))
     resolution_picker(errs.get("resolution"))
+    options_panel()
     ratio_picker(errs.get("aspect_ratio"))
     submit.generate_button()
 submit.confirm_if_pending()

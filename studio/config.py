@@ -24,6 +24,7 @@ PRICING_KEYS = (
     "STUDIO_PRICE_1K",
     "STUDIO_PRICE_2K",
     "STUDIO_PRICE_4K",
+    *(f"STUDIO_PRICE_{r}_{q}" for q in ("LOW", "MEDIUM", "HIGH") for r in ("1K", "2K", "4K")),
     "STUDIO_CURRENCY",
     "STUDIO_CONFIRM_IMAGES",
     "STUDIO_CONFIRM_COST",

@@ -2,7 +2,7 @@
 
 Contract:
 - A draft is a small JSON document (prompt, ratios, resolution, campaign rows,
-  campaign name) stored under an opaque id the browser keeps in a long-lived
+  campaign name, `ext` quality or null, background or null) stored under an opaque id the browser keeps in a long-lived
   cookie; whoever holds the id holds the draft, nothing else.
 - `save` writes only when the document differs from what was last written for
   that id by this `Drafts` (a rerun without a change costs no write), so the

@@ -184,8 +184,20 @@ def render_entry(entry: KitEntry, source: Image.Image) -> Image.Image:
         box, _ = cover_box(source.size, (entry.placement.width, entry.placement.height))
     else:
         box = entry.box
-    rgb = source if source.mode in ("RGB", "RGBA") else source.convert("RGB")
+    # Kit files are PNG, which keeps alpha: a transparent source stays transparent.
+    keep_alpha = source.mode in ("RGBA", "LA", "PA") or source.has_transparency_data
+    rgb = source if source.mode in ("RGB", "RGBA") else source.convert("RGBA" if keep_alpha else "RGB")
     return rgb.resize((entry.placement.width, entry.placement.height), Image.Resampling.LANCZOS, box=box)
+
+
+def flatten(img: Image.Image, backdrop: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """RGB for formats without alpha (JPEG, the contact sheet): transparency becomes white."""
+    if img.mode not in ("RGBA", "LA", "PA") and not img.has_transparency_data:
+        return img.convert("RGB")
+    rgba = img.convert("RGBA")
+    out = Image.new("RGB", rgba.size, backdrop)
+    out.paste(rgba, mask=rgba.getchannel("A"))
+    return out
 
 
 def creative_name(items: Sequence[GalleryItem]) -> str:
@@ -451,8 +463,8 @@ def contact_sheet(tiles: Sequence[tuple[KitEntry, Image.Image]], *, title: str, 
         for i in row:
             entry, img = tiles[i]
             w, _ = sizes[i]
-            tile = img.convert("RGB").resize((w, h), Image.Resampling.LANCZOS)
-            sheet.paste(tile, (x, y))
+            tile = img.convert("RGBA").resize((w, h), Image.Resampling.LANCZOS)
+            sheet.paste(flatten(tile), (x, y))
             colour = _WARN if entry.upscaled else (90, 90, 104)
             draw.rectangle((x - 1, y - 1, x + w, y + h), outline=colour, width=2 if entry.upscaled else 1)
             draw.text(

@@ -114,6 +114,12 @@ class TaskRequest:
     `callback` sits at the top level of the body, never inside `input`.
     `references` (public image URLs, sent as `input.input_urls`) make it an
     image-to-image request; the model sent follows from that (`model_for`).
+
+    `quality` (low, medium, high) sends the request on HiAPI's `ext` route
+    (top-level `route: "ext"`, `input.quality`; references go as
+    `input.image_urls` there); None keeps the default route. `background`
+    (default route, 1K) is sent as `input.background` only when set; `storage`
+    ("persistent") is sent at the top level only when set.
     """
 
     prompt: str
@@ -122,10 +128,18 @@ class TaskRequest:
     model: str = DEFAULT_MODEL
     callback: Callback | None = None
     references: tuple[str, ...] = ()
+    quality: str | None = None
+    background: str | None = None
+    storage: str | None = None
 
     @property
     def image_to_image(self) -> bool:
         return bool(self.references)
+
+    @property
+    def route(self) -> str | None:
+        """HiAPI's route for this request: "ext" when a quality is picked, else the default (None)."""
+        return "ext" if self.quality is not None else None
 
     @property
     def wire_model(self) -> str:
@@ -138,9 +152,17 @@ class TaskRequest:
             "aspect_ratio": self.aspect_ratio,
             "resolution": self.resolution,
         }
+        if self.quality is not None:
+            inp["quality"] = self.quality
+        if self.background is not None:
+            inp["background"] = self.background
         if self.references:
-            inp["input_urls"] = list(self.references)
+            inp["image_urls" if self.route == "ext" else "input_urls"] = list(self.references)
         body: dict[str, Any] = {"model": self.wire_model, "input": inp}
+        if self.route is not None:
+            body["route"] = self.route
+        if self.storage is not None:
+            body["storage"] = self.storage
         if self.callback is not None:
             body["callback"] = self.callback.to_dict()
         return body
@@ -158,18 +180,28 @@ class TaskRequest:
             allow_loopback_http=allow_loopback_http,
             image_to_image=self.image_to_image,
             references=list(self.references) if self.references else None,
+            route=self.route,
+            quality=self.quality,
+            background=self.background,
+            storage=self.storage,
         )
 
     @classmethod
     def from_body(cls, body: Any) -> TaskRequest:
-        """Best-effort parse of a create body (simulator side); validate afterwards."""
+        """Best-effort parse of a create body; validate the raw body (the simulator does).
+
+        The route follows from `quality`, so a body with `route: "ext"` and no
+        quality comes back on the default route: check such bodies before parsing.
+        """
         body = body if isinstance(body, dict) else {}
         inp = body.get("input") if isinstance(body.get("input"), dict) else {}
         cb = body.get("callback")
         callback = None
         if isinstance(cb, dict):
             callback = Callback(url=cb.get("url"), when=cb.get("when", "final"))  # type: ignore[arg-type]
-        urls = inp.get("input_urls")
+        ext = body.get("route") == "ext"
+        urls = inp.get("image_urls" if ext else "input_urls")
+        quality = inp.get("quality")
         return cls(
             prompt=inp.get("prompt"),  # type: ignore[arg-type]
             aspect_ratio=inp.get("aspect_ratio", "auto"),
@@ -177,6 +209,9 @@ class TaskRequest:
             model=body.get("model"),  # type: ignore[arg-type]
             callback=callback,
             references=tuple(urls) if isinstance(urls, list) else (),
+            quality=quality if isinstance(quality, str) else None,
+            background=inp.get("background"),
+            storage=body.get("storage"),
         )
 
 

@@ -1,8 +1,10 @@
-"""Cost before running: a price per image for each resolution, and the rule for asking first.
+"""Cost before running: a price per image for each resolution (and quality), and the rule for asking first.
 
 HiAPI publishes its prices only on its pricing page, so every number here is
 a default the user replaces: in Settings (kept in the database) or in the
-environment / secrets (`STUDIO_PRICE_1K`, `STUDIO_PRICE_2K`, `STUDIO_PRICE_4K`,
+environment / secrets (`STUDIO_PRICE_1K`, `STUDIO_PRICE_2K`, `STUDIO_PRICE_4K`
+for the default route; `STUDIO_PRICE_1K_LOW` … `STUDIO_PRICE_4K_HIGH` for the
+`ext` route's three qualities, each priced on its own;
 `STUDIO_CURRENCY`, `STUDIO_CONFIRM_IMAGES`, `STUDIO_CONFIRM_COST`,
 `STUDIO_MAX_ACTIVE_TASKS`). Money is `Decimal`, stored as integer micro-units,
 so 3 × 0.1 is exactly 0.3. This module never imports streamlit.
@@ -17,10 +19,39 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from .ratios import RESOLUTIONS
-from .validation import Problem
+from .validation import QUALITIES, Problem
+
+#: What a designer calls each `ext` quality (low, medium, high), and what it is for.
+QUALITY_NAMES: dict[str, str] = {"low": "Draft", "medium": "Standard", "high": "Final"}
+
+
+def price_key(resolution: str, quality: str | None = None) -> str:
+    """The price table's key: "2K" on the default route, "2K_high" for `ext` at a quality."""
+    return f"{resolution}_{quality}" if quality else resolution
+
+
+#: Every row of the price table: the default route's resolutions, then each quality's.
+PRICE_KEYS: tuple[str, ...] = RESOLUTIONS + tuple(price_key(r, q) for q in QUALITIES for r in RESOLUTIONS)
 
 # Placeholders, not HiAPI's prices: the Settings page says so until they are set.
-DEFAULT_PRICES: dict[str, Decimal] = {"1K": Decimal("0.03"), "2K": Decimal("0.06"), "4K": Decimal("0.12")}
+DEFAULT_PRICES: dict[str, Decimal] = {
+    "1K": Decimal("0.03"),
+    "2K": Decimal("0.06"),
+    "4K": Decimal("0.12"),
+    **{price_key(r, "low"): Decimal(v) for r, v in zip(RESOLUTIONS, ("0.01", "0.02", "0.04"), strict=True)},
+    **{
+        price_key(r, "medium"): Decimal(v) for r, v in zip(RESOLUTIONS, ("0.04", "0.08", "0.16"), strict=True)
+    },
+    **{price_key(r, "high"): Decimal(v) for r, v in zip(RESOLUTIONS, ("0.13", "0.26", "0.52"), strict=True)},
+}
+
+
+def price_label(key: str) -> str:
+    """'1K image' or '1K Final image': how Settings and messages name a price row."""
+    res, _, quality = key.partition("_")
+    return f"{res} {QUALITY_NAMES[quality]} image" if quality in QUALITY_NAMES else f"{res} image"
+
+
 DEFAULT_CURRENCY = "USD"
 DEFAULT_CONFIRM_IMAGES = 4  # ask before sending more images than this in one click…
 DEFAULT_CONFIRM_COST = Decimal("1.00")  # …or spending more than this
@@ -70,7 +101,7 @@ def format_money(amount: Decimal, currency: str) -> str:
 
 @dataclass(frozen=True)
 class Pricing:
-    """Prices per image by resolution, the confirmation rule and the concurrency limit."""
+    """Prices per image by resolution (and `ext` quality), the confirmation rule and the concurrency limit."""
 
     prices: dict[str, Decimal] = field(default_factory=lambda: dict(DEFAULT_PRICES))
     currency: str = DEFAULT_CURRENCY
@@ -79,16 +110,17 @@ class Pricing:
     max_active: int = DEFAULT_MAX_ACTIVE
     from_user: bool = False  # False while the prices are the built-in placeholders
 
-    def unit(self, resolution: str) -> Decimal:
-        return self.prices.get(resolution, Decimal(0))
+    def unit(self, resolution: str, quality: str | None = None) -> Decimal:
+        """One image's price; `quality` (low/medium/high) prices the `ext` route."""
+        return self.prices.get(price_key(resolution, quality), Decimal(0))
 
-    def estimate(self, images: int, resolution: str) -> Decimal:
-        """Estimated cost of `images` images at one resolution."""
-        return self.unit(resolution) * max(0, int(images))
+    def estimate(self, images: int, resolution: str, quality: str | None = None) -> Decimal:
+        """Estimated cost of `images` images at one resolution (and quality)."""
+        return self.unit(resolution, quality) * max(0, int(images))
 
-    def needs_confirmation(self, images: int, resolution: str) -> bool:
+    def needs_confirmation(self, images: int, resolution: str, quality: str | None = None) -> bool:
         """Ask first when a click sends more than `confirm_images` images or costs more than `confirm_cost`."""
-        return images > self.confirm_images or self.estimate(images, resolution) > self.confirm_cost
+        return images > self.confirm_images or self.estimate(images, resolution, quality) > self.confirm_cost
 
     def money(self, amount: Decimal) -> str:
         return format_money(amount, self.currency)
@@ -108,22 +140,22 @@ class Pricing:
 def build(values: Mapping[str, Any], base: Pricing | None = None) -> tuple[Pricing, list[Problem]]:
     """A Pricing from loose values (form fields, secrets, stored JSON); bad fields keep `base`'s value.
 
-    Keys: `prices` (mapping resolution -> amount) or `price_1K`…, `currency`,
+    Keys: `prices` (mapping `PRICE_KEYS` -> amount) or `price_1K`…`price_4K_high`, `currency`,
     `confirm_images`, `confirm_cost`, `max_active`.
     """
     base = base or Pricing()
     problems: list[Problem] = []
     prices = dict(base.prices)
     given = values.get("prices") if isinstance(values.get("prices"), Mapping) else {}
-    for res in RESOLUTIONS:
-        raw = given.get(res, values.get(f"price_{res}"))
+    for key in PRICE_KEYS:
+        raw = given.get(key, values.get(f"price_{key}"))
         if raw is None or str(raw).strip() == "":
             continue
-        amount, problem = parse_amount(raw, f"Price per {res} image")
+        amount, problem = parse_amount(raw, f"Price per {price_label(key)}")
         if problem:
             problems.append(problem)
         else:
-            prices[res] = amount
+            prices[key] = amount
     currency = str(values.get("currency") or base.currency).strip().upper()
     if not (1 <= len(currency) <= 5 and currency.isalpha()):
         problems.append(Problem("currency", f"Currency must be a code such as USD (got {currency!r})."))
@@ -164,16 +196,14 @@ def build(values: Mapping[str, Any], base: Pricing | None = None) -> tuple[Prici
 def defaults_from(env_values: Mapping[str, str | None]) -> tuple[Pricing, list[Problem]]:
     """The defaults: built-in placeholders overridden by environment / secrets values."""
     values = {
-        "price_1K": env_values.get("STUDIO_PRICE_1K"),
-        "price_2K": env_values.get("STUDIO_PRICE_2K"),
-        "price_4K": env_values.get("STUDIO_PRICE_4K"),
+        **{f"price_{key}": env_values.get(f"STUDIO_PRICE_{key.upper()}") for key in PRICE_KEYS},
         "currency": env_values.get("STUDIO_CURRENCY"),
         "confirm_images": env_values.get("STUDIO_CONFIRM_IMAGES"),
         "confirm_cost": env_values.get("STUDIO_CONFIRM_COST"),
         "max_active": env_values.get("STUDIO_MAX_ACTIVE_TASKS"),
     }
     pricing, problems = build(values)
-    given = any(values[f"price_{r}"] for r in RESOLUTIONS)
+    given = any(values[f"price_{key}"] for key in PRICE_KEYS)
     return replace(pricing, from_user=given), problems
 
 

@@ -13,7 +13,8 @@ at which resolutions HiAPI does not offer that ratio (`not_at`, on both models)
 and where text-to-image alone refuses it (`not_at_text_to_image`: 1:1 at 4K;
 image-to-image allows it). `combination_problem` is the one reading of those
 limits: the pickers, the validation and the simulator all call it, so they
-cannot drift apart.
+cannot drift apart. On HiAPI's `ext` route (`route="ext"`, chosen by picking a
+quality) every ratio works at every resolution: pass `route` and the limits vanish.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import math
 from dataclasses import dataclass
 
 RESOLUTIONS: tuple[str, ...] = ("1K", "2K", "4K")
+EXT_ROUTE = "ext"  # HiAPI's route without ratio/resolution limits (quality required)
 DEFAULT_RATIO = "auto"
 DEFAULT_RESOLUTION = "1K"
 
@@ -114,22 +116,29 @@ def size_label(ratio: str, resolution: str) -> str:
     return f"≈{w}×{h}"
 
 
-def offered_resolutions(ratio: str, *, image_to_image: bool = False) -> tuple[str, ...]:
-    """The resolutions HiAPI accepts for `ratio` on this model; KeyError for an unknown ratio."""
+def offered_resolutions(
+    ratio: str, *, image_to_image: bool = False, route: str | None = None
+) -> tuple[str, ...]:
+    """The resolutions HiAPI accepts for `ratio` on this model and route; KeyError for an unknown ratio."""
     row = RATIOS[ratio]
+    if route == EXT_ROUTE:
+        return RESOLUTIONS
     refused = set(row.not_at) | (set() if image_to_image else set(row.not_at_text_to_image))
     return tuple(res for res in RESOLUTIONS if res not in refused)
 
 
-def combination_problem(ratio: str, resolution: str, *, image_to_image: bool = False) -> str | None:
+def combination_problem(
+    ratio: str, resolution: str, *, image_to_image: bool = False, route: str | None = None
+) -> str | None:
     """Why HiAPI rejects this ratio/resolution pair, or None if it accepts it.
 
     HiAPI's current limits (the default route): `auto` only at 1K; 2K never for
     5:4, 4:5, 3:1, 1:3, 9:21; 4K never for 3:1, 1:3, 9:21, nor for 1:1 on
-    text-to-image (`image_to_image=True` allows 1:1 at 4K). Unknown ratios or
-    resolutions are not this function's business (None): validation names them.
+    text-to-image (`image_to_image=True` allows 1:1 at 4K). On `route="ext"`
+    every pair is accepted. Unknown ratios or resolutions are not this
+    function's business (None): validation names them.
     """
-    if ratio not in RATIOS or resolution not in RESOLUTIONS:
+    if ratio not in RATIOS or resolution not in RESOLUTIONS or route == EXT_ROUTE:
         return None
     offered = offered_resolutions(ratio, image_to_image=image_to_image)
     if resolution in offered:

@@ -234,6 +234,14 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE submissions ADD COLUMN input_urls TEXT;
     """,
+    # 9: the options a submission was sent with: its `ext` quality (NULL = the
+    # default route), background and storage, so Reuse, resends and "Make
+    # final" carry them (a resend under the same key must send the same body).
+    """
+    ALTER TABLE submissions ADD COLUMN quality TEXT;
+    ALTER TABLE submissions ADD COLUMN background TEXT;
+    ALTER TABLE submissions ADD COLUMN storage TEXT;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _RANK = {SUBMITTING: 0, TaskStatus.QUEUED: 1, TaskStatus.HANDLING: 2, TaskStatus.ARCHIVING: 3}
@@ -273,6 +281,9 @@ class Submission:
     finish_estimate: float | None = None
     callback_url: str | None = None
     input_urls: str | None = None  # JSON list of the reference URLs first sent (image-to-image)
+    quality: str | None = None  # the `ext` route's quality; None = the default route
+    background: str | None = None
+    storage: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -287,7 +298,15 @@ class Submission:
         """The request exactly as first sent (callback and references included), so a resend replays."""
         callback = Callback(self.callback_url) if self.callback_url else None
         return TaskRequest(
-            self.prompt, self.aspect_ratio, self.resolution, self.model, callback, references=self.references
+            self.prompt,
+            self.aspect_ratio,
+            self.resolution,
+            self.model,
+            callback,
+            references=self.references,
+            quality=self.quality,
+            background=self.background,
+            storage=self.storage,
         )
 
     def elapsed(self, now: float | None = None) -> float:
@@ -341,6 +360,8 @@ class GalleryItem:
     expire_at: int | None
     favourite: bool
     state: str = "kept"  # kept | fail | rejected | download_failed | trashed
+    quality: str | None = None  # the `ext` quality it was sent at; None = the default route
+    background: str | None = None
     error: str | None = None
     input_urls: str | None = None  # JSON list: the reference URLs it was made from
 
@@ -409,7 +430,7 @@ _KEPT = "+o.state = 'kept'"
 _FAILED = "(s.state IN ('fail', 'rejected') OR o.state = 'failed')"
 _GALLERY_SELECT = (
     "SELECT o.id AS output_id, s.id AS submission_id, s.creative_id, s.prompt, s.aspect_ratio, s.resolution,"
-    " s.model, s.task_id, s.created_at, o.sha256, o.width, o.height, o.bytes, o.url, o.expire_at,"
+    " s.model, s.task_id, s.created_at, s.quality, s.background, o.sha256, o.width, o.height, o.bytes, o.url, o.expire_at,"
     " (f.output_id IS NOT NULL) AS favourite,"
     " CASE WHEN o.state IN ('kept', 'trashed') THEN o.state WHEN o.state = 'failed' THEN 'download_failed'"
     " ELSE s.state END"
@@ -1142,7 +1163,8 @@ def insert_submission(
     """Insert one `submitting` row and its first event inside the caller's transaction."""
     cur = c.execute(
         "INSERT INTO submissions (creative_id, prompt, aspect_ratio, resolution, model,"
-        " idempotency_key, state, created_at, callback_url, input_urls) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        " idempotency_key, state, created_at, callback_url, input_urls, quality, background, storage)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             creative_id,
             request.prompt,
@@ -1154,6 +1176,9 @@ def insert_submission(
             now,
             request.callback.url if request.callback else None,  # resends must carry the same body
             json.dumps(list(request.references)) if request.references else None,
+            request.quality,
+            request.background,
+            request.storage,
         ),
     )
     sid = int(cur.lastrowid)

@@ -13,10 +13,16 @@ import unicodedata
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .ratios import RATIO_NAMES, RESOLUTIONS, combination_problem
+from .ratios import EXT_ROUTE, RATIO_NAMES, RESOLUTIONS, combination_problem
 
 MAX_PROMPT_CHARS = 20_000
 MAX_REFERENCES = 16
+MAX_EXT_REFERENCES = 6  # `ext` takes its references as `image_urls`, 1-6 of them
+ROUTES = (EXT_ROUTE,)  # top-level `route` values this studio sends (omitted = default route)
+QUALITIES = ("low", "medium", "high")  # `ext` only, required there
+BACKGROUNDS = ("auto", "opaque", "transparent")  # default route only, at 1K only
+BACKGROUND_RESOLUTION = "1K"
+STORAGE_PERSISTENT = "persistent"  # top-level `storage`: billed long-term output storage
 CALLBACK_WHEN = ("final",)
 # Half of a UTF-16 pair on its own: Python can hold it, UTF-8 (the wire, SQLite) cannot.
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -60,6 +66,10 @@ def validate_request(
     allow_loopback_http: bool = False,
     image_to_image: bool = False,
     references: object = None,
+    route: object = None,
+    quality: object = None,
+    background: object = None,
+    storage: object = None,
 ) -> list[Problem]:
     """Return every problem with a request; an empty list means it may be sent.
 
@@ -74,6 +84,12 @@ def validate_request(
     letter with a combining accent counts once per code point, as HiAPI's
     limit is stated in characters). A prompt of only invisible characters
     counts as empty; NUL and unpaired surrogates are refused, wherever they are.
+
+    `route` None is HiAPI's default route; `"ext"` requires `quality` (low,
+    medium, high), refuses `background`, accepts every ratio at every
+    resolution and takes 1-6 references (`image_urls`). `background` (auto,
+    opaque, transparent) is for the default route at 1K only. `storage` may be
+    None or "persistent".
     """
     problems: list[Problem] = []
     if not isinstance(prompt, str) or _is_blank(prompt):
@@ -116,18 +132,79 @@ def validate_request(
                 f"Resolution {resolution!r} is not supported; choose 1K, 2K or 4K.",
             )
         )
+    ext = route == EXT_ROUTE
+    if route is not None and not ext:
+        problems.append(Problem("route", f"Route {route!r} is not supported; omit it or use 'ext'."))
     if ratio_ok and res_ok:
-        why = combination_problem(aspect_ratio, resolution, image_to_image=image_to_image)  # type: ignore[arg-type]
+        why = combination_problem(
+            aspect_ratio,  # type: ignore[arg-type]
+            resolution,  # type: ignore[arg-type]
+            image_to_image=image_to_image,
+            route=EXT_ROUTE if ext else None,
+        )
         if why:
             problems.append(Problem("aspect_ratio", why))
-    problems.extend(_reference_problems(references, image_to_image))
+    problems.extend(_route_problems(ext, quality, background, resolution))
+    if storage is not None and storage != STORAGE_PERSISTENT:
+        problems.append(
+            Problem("storage", f"Storage {storage!r} is not supported; omit it or use 'persistent'.")
+        )
+    problems.extend(
+        _reference_problems(
+            references,
+            image_to_image,
+            MAX_EXT_REFERENCES if ext else MAX_REFERENCES,
+            "image_urls" if ext else "input_urls",
+        )
+    )
 
     if callback_url is not None:
         problems.extend(_callback_problems(callback_url, callback_when, allow_loopback_http))
     return problems
 
 
-def _reference_problems(references: object, image_to_image: bool) -> list[Problem]:
+def _route_problems(ext: bool, quality: object, background: object, resolution: object) -> list[Problem]:
+    """Quality belongs to `ext` (and is required there); background to the default route at 1K."""
+    out: list[Problem] = []
+    if ext and quality is None:
+        out.append(
+            Problem(
+                "quality",
+                "Quality is required on the ext route: pick Draft, Standard or Final (low, medium or high).",
+            )
+        )
+    elif ext and quality not in QUALITIES:
+        out.append(Problem("quality", f"Quality {quality!r} is not supported; pick low, medium or high."))
+    elif not ext and quality is not None:
+        out.append(Problem("quality", "Quality needs the ext route; send route 'ext' or drop quality."))
+    if background is None:
+        return out
+    if ext:
+        out.append(
+            Problem(
+                "background", "Background cannot be set on the ext route; drop the quality or the background."
+            )
+        )
+    elif background not in BACKGROUNDS:
+        out.append(
+            Problem(
+                "background", f"Background {background!r} is not supported; pick auto, opaque or transparent."
+            )
+        )
+    elif resolution != BACKGROUND_RESOLUTION:  # HiAPI refuses any background above 1K
+        out.append(
+            Problem(
+                "background",
+                f"A {background} background works only at 1K; switch the resolution to 1K "
+                "or set the background back to Auto.",
+            )
+        )
+    return out
+
+
+def _reference_problems(
+    references: object, image_to_image: bool, most: int = MAX_REFERENCES, wire_name: str = "input_urls"
+) -> list[Problem]:
     if not image_to_image:
         if references is None or references == []:
             return []
@@ -138,12 +215,12 @@ def _reference_problems(references: object, image_to_image: bool) -> list[Proble
                 "use gpt-image-2/image-to-image.",
             )
         ]
-    if not isinstance(references, list | tuple) or not 1 <= len(references) <= MAX_REFERENCES:
+    if not isinstance(references, list | tuple) or not 1 <= len(references) <= most:
         return [
             Problem(
                 "references",
-                f"Image-to-image needs 1-{MAX_REFERENCES} reference image URLs (input_urls); "
-                "add at least one.",
+                f"Image-to-image needs 1-{most} reference image URLs ({wire_name}); "
+                + ("add at least one." if not references else f"remove {len(references) - most}."),
             )
         ]
     for url in references:

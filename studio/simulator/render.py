@@ -15,7 +15,7 @@ import io
 import re
 from functools import lru_cache
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageChops, ImageDraw, ImageFont
 
 from ..errors import redact
 from ..quotes import quoted_parts as _core_quoted_parts
@@ -200,14 +200,29 @@ def render_png(
     misspelled: bool = False,
     compress_level: int = 1,
     reference: bytes | None = None,
+    transparent: bool = False,
 ) -> bytes:
     """PNG bytes of the stand-in image for a prompt, at the table's exact pixel size.
 
     With a `reference` (image-to-image), the result is visibly built from it:
-    the reference fitted into the canvas, the quoted text over it.
+    the reference fitted into the canvas, the quoted text over it. With
+    `transparent` (a `background: "transparent"` task) the PNG is RGBA: the
+    background gradient is fully transparent, shapes and the text panel stay opaque.
     """
     img = render_image(prompt, aspect_ratio, resolution, misspelled=misspelled, reference=reference)
+    if transparent:
+        img = _cut_out_gradient(img, prompt)
     return encode_png(img, compress_level)
+
+
+def _cut_out_gradient(img: Image.Image, prompt: str) -> Image.Image:
+    """RGBA: alpha 0 wherever the picture still shows the bare background gradient."""
+    colors = palette(prompt)
+    bare = _gradient(img.size, colors[0], colors[2])
+    changed = ImageChops.difference(img, bare).convert("L").point(lambda v: 255 if v else 0)
+    out = img.convert("RGBA")
+    out.putalpha(changed)
+    return out
 
 
 def encode_png(img: Image.Image, compress_level: int = 1) -> bytes:

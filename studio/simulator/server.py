@@ -35,6 +35,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import httpx
 
 from ..models import IMAGE_TO_IMAGE_MODEL, LEGACY_MODEL, TEXT_TO_IMAGE_MODEL
+from ..ratios import EXT_ROUTE
 from ..validation import validate_request
 from .inputs import INPUT_TIMEOUT_S, MAX_INPUT_BYTES, InputFetchError, fetch_input
 from .render import MISSPELL_MARKER, render_png
@@ -71,6 +72,8 @@ PROMPT_REJECTED = {"code": "TASK_FAILED", "message": "upstream rejected the prom
 
 _MEDIAN_S = {"1K": 45.0, "2K": 70.0, "4K": 110.0}
 QUEUE_MEAN_S = 4.0
+#: How much longer handling takes per `ext` quality (the default route is 1.0).
+QUALITY_SLOWDOWN = {"low": 0.6, "medium": 1.0, "high": 1.6}
 HANDLING_SPREAD = 0.15  # lognormal sigma of handling time at one resolution
 
 # A model returns total seconds (phases split by PHASES) or (queued, handling, archiving) seconds.
@@ -178,6 +181,8 @@ class _Task:
     archiving_at: float = 0.0  # when `archiving` starts
     callback_fate: str = "send"  # "send", "drop" or "duplicate", drawn at create time
     input_urls: tuple[str, ...] = ()  # image-to-image: fetched once `handling` starts
+    quality: str | None = None  # `ext` route: low, medium or high
+    background: str | None = None  # "transparent" renders real alpha
 
 
 @dataclass
@@ -541,11 +546,14 @@ class Simulator:
         idem_key: str | None,
         *,
         input_urls: tuple[str, ...] = (),
+        quality: str | None = None,
+        background: str | None = None,
     ) -> _Task:
         now = time.time()
         lowered = prompt.lower()
         with self._lock:
             queued, handling, archiving = self._draw_phases(resolution)
+            handling *= QUALITY_SLOWDOWN.get(quality or "", 1.0)  # a finer quality renders longer
             duration = queued + handling + archiving
             error: dict[str, str] | None = None
             if FAIL_MARKER in lowered:
@@ -574,6 +582,8 @@ class Simulator:
                 file_token=secrets.token_urlsafe(24),
                 callback_fate=self._draw_callback_fate() if callback_url else "send",
                 input_urls=tuple(input_urls),
+                quality=quality,
+                background=background,
             )
             if input_urls:
                 self._inputs[task.task_id] = _Inputs()
@@ -687,6 +697,7 @@ class Simulator:
                 task.resolution,
                 misspelled=task.misspelled,
                 reference=inputs.reference if (inputs := self._inputs.get(task.task_id)) else None,
+                transparent=task.background == "transparent",
             )
             with self._cache_lock:
                 self._png_cache[task.task_id] = png
@@ -830,13 +841,21 @@ def _problems(body: dict[str, Any], models: frozenset[str]) -> tuple[list[str], 
         messages.append("'callback' belongs at the top level of the request body, not inside 'input'.")
     ratio = inp.get("aspect_ratio")
     resolution = inp.get("resolution")
+    route = body.get("route")
+    urls_key = "image_urls" if route == EXT_ROUTE else "input_urls"  # what each route calls references
+    if route == EXT_ROUTE and resolution is None:
+        messages.append("'resolution' is required on the ext route: send 1K, 2K or 4K.")
+    if route == EXT_ROUTE and "input_urls" in inp:
+        messages.append("The ext route takes references as 'image_urls', not 'input_urls'.")
     values: dict[str, Any] = {
         "model": model,
         "prompt": inp.get("prompt"),
         "aspect_ratio": "auto" if ratio is None else ratio,
         "resolution": "1K" if resolution is None else resolution,
         "callback_url": None,
-        "input_urls": tuple(u for u in inp.get("input_urls") or () if isinstance(u, str)),
+        "input_urls": tuple(u for u in inp.get(urls_key) or () if isinstance(u, str)),
+        "quality": inp.get("quality"),
+        "background": inp.get("background"),
     }
     callback_when: Any = "final"
     callback = body.get("callback")
@@ -855,7 +874,11 @@ def _problems(body: dict[str, Any], models: frozenset[str]) -> tuple[list[str], 
         callback_when,
         allow_loopback_http=True,
         image_to_image=model == IMAGE_TO_IMAGE_MODEL,
-        references=inp.get("input_urls"),
+        references=inp.get(urls_key),
+        route=route,
+        quality=values["quality"],
+        background=values["background"],
+        storage=body.get("storage"),
     )
     messages.extend(p.message for p in problems)
     return messages, values
@@ -1171,6 +1194,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 values["callback_url"],
                 idem_key,
                 input_urls=values["input_urls"],
+                quality=values["quality"],
+                background=values["background"],
             )
         finally:
             if task is None and idem_key is not None:
