@@ -1,0 +1,38 @@
+"""A transparent 1K image in a real browser: on a checkerboard in the queue, downloaded with alpha."""
+
+from __future__ import annotations
+
+import io
+import uuid
+
+import httpx
+import pytest
+from PIL import Image
+from playwright.sync_api import expect
+
+from tests.conftest import ARRIVAL_MS, screenshot
+from tests.test_browser_studio import creative, generate, open_studio, set_prompt, set_ratio
+
+pytestmark = pytest.mark.browser
+
+
+def test_a_transparent_image_shows_on_a_checkerboard_and_downloads_with_alpha(page, studio_server):
+    open_studio(page, studio_server)
+    marker = f"sticker-{uuid.uuid4().hex[:6]}"
+    set_prompt(page, f'A sticker {marker} that says "HELLO"')
+    set_ratio(page, "1:1", True)
+    page.locator(".st-key-background_picker button", has_text="Transparent").click()
+    expect(page.locator(".st-key-background_picker button[aria-checked='true']")).to_have_text("Transparent")
+    generate(page).click()
+    card = creative(page, marker)
+    thumb = card.locator("img[src*='/thumbs/']")
+    expect(thumb).to_have_count(1, timeout=ARRIVAL_MS)
+    # The checkerboard is the image's own CSS background: it shows wherever the pixels are clear.
+    backdrop = thumb.evaluate("i => getComputedStyle(i).backgroundImage")
+    assert "linear-gradient" in backdrop
+    screenshot(page, "studio-transparent")
+    href = card.get_by_role("link", name="Download").get_attribute("href")
+    png = httpx.get(href, timeout=30).content
+    with Image.open(io.BytesIO(png)) as im:
+        assert im.mode == "RGBA"
+        assert im.getchannel("A").getextrema() == (0, 255)
