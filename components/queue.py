@@ -193,7 +193,9 @@ def queue_view(
             "tasks": [_task_view(s, outputs.get(s.id, []), checks, items, now) for s in group],
             "kit": any(o.state == "kept" for s in group for o in outputs.get(s.id, [])),
         })  # fmt: skip
-    return {"v": v, "creatives": out, "sequence": kept}
+    # The lightbox steps through the images in the order they are shown.
+    shown = [o["id"] for c in out for t in c["tasks"] for o in t["outputs"] if o["kind"] == "kept"]
+    return {"v": v, "creatives": out, "sequence": shown}
 
 
 # -- the component and its events ------------------------------------------------------
