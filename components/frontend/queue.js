@@ -118,7 +118,7 @@ function drawTask(state, task, creative) {
       );
       row.appendChild(
         button("Use as reference", "q-ref", () => state.trigger("reference", { id: o.id }), {
-          title: "Start a new prompt from this image",
+          title: "Use as reference: build the next image on this one",
         }),
       );
       card.appendChild(row);
