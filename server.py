@@ -9,6 +9,9 @@ these extra routes on the same port:
 - POST /hiapi/callback/{token}         HiAPI's task callbacks (when HIAPI_CALLBACK_URL is set)
 - GET /kits/{token}/{name}             a delivery kit (`<creative>.zip`) or its contact sheet (410 after 1 hour)
 - GET /refs/{sha256}.{ext}?exp=…&sig=…  a reference image (image-to-image), signed and expiring; public
+- GET /api/events                      the push channel (server-sent events): `hello` on connect, then a
+                                       `change` whenever the tracker publishes (see studio/events.py)
+- GET /api/view/queue?limit=N          the queue's view model (JSON) its page fetches when told of a change
 Images are served from disk with immutable cache headers, so the browser
 caches them and nothing passes through Streamlit's in-memory media store.
 The callback route only moves bytes: every decision is `studio.callbacks`'.
@@ -25,14 +28,17 @@ prints one clear line, and every page and route says what is wrong.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
+import signal
 import sys
 from contextlib import asynccontextmanager
 
 import streamlit as st
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from streamlit.runtime.pages_manager import PagesManager
 
@@ -239,10 +245,72 @@ async def reference(request: Request) -> Response:
         return Response("not found", status_code=404)
     media = EXT_MEDIA[name.rsplit(".", 1)[1]]
     return FileResponse(path, media_type=media, headers={"Cache-Control": "private, max-age=3600"})
+_KEEPALIVE_S = 15.0
+_COALESCE_S = 0.03  # a burst of events (16 ratios created at once) becomes one `change`
+_exiting = None  # uvicorn's server, to end the streams when it shuts down (it waits for them)
+
+
+def _sse(event: str, data: dict) -> str:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+async def events(request: Request) -> Response:
+    """The push channel: `hello` with the bus's (boot, seq) at once, then `change` events.
+
+    A page compares (boot, seq) with its view's and fetches a fresh view when
+    they differ, so a reconnect after a restart or a sleep catches up. The
+    browser's EventSource reconnects by itself (`retry`).
+    """
+    bus = _services().tracker.events
+    loop = asyncio.get_running_loop()
+    wake = asyncio.Event()
+    unsubscribe = bus.subscribe(lambda _e: loop.call_soon_threadsafe(wake.set))
+
+    def now() -> dict:
+        return {"boot": bus.boot, "seq": bus.seq}
+
+    async def stream():
+        try:
+            yield "retry: 1000\n" + _sse("hello", now())
+            idle = 0.0
+            while not getattr(_exiting, "should_exit", False):
+                try:
+                    await asyncio.wait_for(wake.wait(), timeout=1.0)
+                except TimeoutError:
+                    idle += 1.0
+                    if idle >= _KEEPALIVE_S:
+                        idle = 0.0
+                        yield ": keep-alive\n\n"
+                    continue
+                await asyncio.sleep(_COALESCE_S)
+                wake.clear()
+                idle = 0.0
+                yield _sse("change", now())
+        finally:
+            unsubscribe()
+
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+async def queue_view(request: Request) -> Response:
+    from components.queue import LIMIT
+    from components.queue import queue_view as build
+
+    try:
+        limit = max(1, min(200, int(request.query_params.get("limit", LIMIT))))
+    except ValueError:
+        limit = LIMIT
+    s = _services()
+    view = await run_in_threadpool(build, s.store, s.tracker.events, limit)
+    return JSONResponse(view, headers={"Cache-Control": "no-store"})
 
 
 @asynccontextmanager
 async def lifespan(app):
+    global _exiting
+    # uvicorn's SIGTERM handler is its Server's bound method: our streams watch its should_exit.
+    _exiting = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
     try:
         _services()  # start the tracker with the server, not with the first page view
     except StartupError as exc:
@@ -273,5 +341,7 @@ app = st.App(
         _route("/kits/{token}/{name}", kit),
         # HiAPI fetches references itself: the signed, expiring URL is their key, not a login.
         _route("/refs/{name}", reference, public=True),
+        _route("/api/events", events),
+        _route("/api/view/queue", queue_view),
     ],
 )

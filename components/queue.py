@@ -1,30 +1,41 @@
-"""The live queue: recent creatives and their tasks, redrawn by a fragment timer.
+"""The live queue: recent creatives and their tasks, one element drawn in the browser.
 
-A kept image's card opens it in the lightbox (stepping through the queue's
-images), downloads the original and marks it a favourite; a failed one sends
-its recipe again as a new creative (`components.actions.resend`) or loads it
-into the editor.
+The queue is a custom component (components v2, no iframe; its JS and CSS are
+components/frontend/queue.*). The script hands it a compact JSON view model
+(`queue_view`); from then on the page keeps itself current: it listens to the
+push channel (GET /api/events, fed by the tracker's event bus) and fetches a
+fresh view model (GET /api/view/queue) when told something changed. No timer
+reruns the script.
+
+Clicks come back as component events: `open` (the lightbox, stepping through
+the queue's images), `favourite`, `retry` (`components.actions.resend`: the
+recipe again as a new creative), `resubmit` (into the editor), `reference`
+(`components.references.use_output_as_reference`) and `kit` (the delivery kit,
+in a dialog). Download is a plain link to the original.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import streamlit as st
 
 from components import actions, draft
-from components.fidelity import text_check
 from components.kit import kit_panel
 from components.lightbox import open_item, open_lightbox
-from components.pickers import shape_svg
 from components.references import use_as_reference
-from components.services import get_services, image_url, show_image
+from components.services import get_services, image_url
 from components.text import literal
 from studio.campaign_store import CANCELLED
+from studio.events import CHANGED, EventBus
 from studio.export import file_name
+from studio.fidelity import ERROR, UNAVAILABLE, wanted_strings
 from studio.models import TaskStatus
 from studio.pricing import QUALITY_NAMES
+from studio.ratios import RATIOS
 from studio.references import reference_names
 from studio.store import (
     NO_OUTPUT,
@@ -33,6 +44,7 @@ from studio.store import (
     TRASHED,
     GalleryItem,
     OutputRow,
+    Store,
     Submission,
     TextCheck,
 )
@@ -46,176 +58,257 @@ STATUS_LABEL = {
     TaskStatus.FAIL: ("Failed", "red", ":material/error:"),
     REJECTED: ("Refused", "red", ":material/block:"),
 }
+LIMIT = 24  # creatives' tasks the queue shows
+PROMPT_CHARS = 160
+FEED = "/api/events"
+SOURCE = "/api/view/queue"
+KIT = "queue_kit"  # the creative whose delivery kit dialog is open
+
+_FRONTEND = Path(__file__).parent / "frontend"
 
 
 def status_badge(state: str, error_code: str | None = None) -> None:
-    if state == REJECTED and error_code == CANCELLED:
-        label, color, icon = ("Cancelled", "gray", ":material/cancel:")
-    else:
-        # An unknown status is HiAPI's text: shown literally (models.py caps its length).
-        label, color, icon = STATUS_LABEL.get(state, (literal(state.title()), "gray", ":material/help:"))
-    st.badge(label, color=color, icon=icon)
-
-
-def _elapsed(sub: Submission) -> str:
-    secs = int(sub.elapsed(time.time()))
-    return f"{secs // 60}m {secs % 60:02d}s" if secs >= 60 else f"{secs}s"
-
-
-def _edit_and_resubmit(sub: Submission) -> None:
-    draft.load(
-        sub.prompt,
-        [sub.aspect_ratio],
-        sub.resolution,
-        references=reference_names(sub.references),
-        quality=sub.quality,
-        background=sub.background,
+    label, color, icon = _status(state, error_code)
+    # An unknown status is HiAPI's text: shown literally (models.py caps its length).
+    st.badge(
+        label if state in STATUS_LABEL or label == "Cancelled" else literal(label), color=color, icon=icon
     )
 
 
-def _set_favourite(output_id: int, on: bool) -> None:
-    get_services().store.set_favourite(output_id, on)
+def _status(state: str, error_code: str | None) -> tuple[str, str, str]:
+    """Label (raw text), colour and icon of a task state."""
+    if state == REJECTED and error_code == CANCELLED:
+        return ("Cancelled", "gray", ":material/cancel:")
+    return STATUS_LABEL.get(state, (state.title(), "gray", ":material/help:"))
 
 
-def image_actions(output_id: int, item: GalleryItem | None, sequence: tuple[int, ...]) -> None:
-    """Open in the lightbox, download the original, favourite: one row under a kept image."""
-    with st.container(horizontal=True, gap="small", key=f"qact_{output_id}"):
-        if st.button(
-            "Open", key=f"qopen_{output_id}", icon=":material/open_in_full:",
-            on_click=open_item, args=(output_id, sequence),
-        ):  # fmt: skip
-            st.rerun()  # the lightbox lives outside this fragment
-        if item is None:
-            return
-        st.link_button(
-            "Download", image_url(f"/images/{item.sha256}.png?download={quote(file_name(item))}"),
-            icon=":material/download:", help="The original PNG, with its recipe inside",
-        )  # fmt: skip
-        st.button(
-            "", key=f"qref_{output_id}", icon=":material/add_photo_alternate:",
-            help="Use as reference: build the next image on this one", on_click=use_as_reference, args=(output_id,),
-        )  # fmt: skip
-        st.button(
-            "★" if item.favourite else "☆", key=f"qfav_{output_id}",
-            help="Remove from favourites" if item.favourite else "Add to favourites",
-            on_click=_set_favourite, args=(output_id, not item.favourite),
-        )  # fmt: skip
-        if actions.can_make_final(item.quality):
-            sid = item.submission_id
-            st.button(
-                actions.make_final_label(), key=f"qfinal_{output_id}", icon=":material/high_quality:",
-                on_click=actions.make_final, args=(sid, actions.final_token(sid)),
-                disabled=isinstance(actions.resent().get(sid), list),
-                help="Send this recipe again at Final quality (one image is charged at the Final price).",
-            )  # fmt: skip
+# -- the view model (no Streamlit here: the /api/view/queue route builds it too) ---------
 
 
-def _retry_row(sub: Submission) -> None:
-    outcome = actions.resent().get(sub.id)
-    with st.container(horizontal=True, gap="small"):
-        st.button(
-            "Retry", key=f"retry_{sub.id}", icon=":material/refresh:", type="primary",
-            on_click=actions.resend, args=(sub.id, actions.retry_token(sub.id)), disabled=isinstance(outcome, list),
-            help="Send the same prompt, ratio and resolution again, as a new creative (one image is charged).",
-        )  # fmt: skip
-        if st.button(
-            "Edit and resubmit", key=f"resubmit_{sub.id}", icon=":material/edit:",
-            on_click=_edit_and_resubmit, args=(sub,),
-        ):  # fmt: skip
-            st.rerun()  # the editor lives outside this fragment
-    if isinstance(outcome, list):
-        st.caption("Sent again: it is at the top of the queue.")
-    elif outcome:
-        st.error(literal(outcome), icon=":material/error:")
+def _check_lines(prompt: str, check: TextCheck | None) -> list[dict[str, str]]:
+    """What components/fidelity.py's `text_check` shows, as lines of plain text."""
+    if not wanted_strings(prompt):
+        return []
+    if check is None:
+        return [{"text": "Checking the text…"}]
+    if check.state == UNAVAILABLE:
+        return [{"text": "OCR unavailable: the text was not checked."}]
+    if check.state == ERROR:
+        return [{"text": f"Text check failed: {check.message or 'unknown error'}"}]
+    lines = []
+    for c in check.checks:
+        line = {"mark": "✓" if c.matched else "✗", "text": c.wanted}
+        if not c.matched:
+            line["note"] = (
+                f"read “{c.read}” · {100 * c.similarity:.0f} % alike" if c.read else "not found in the image"
+            )
+        lines.append(line)
+    return lines
 
 
-def task_card(
+def _shape(ratio: str, box: int = 96) -> list[int]:
+    r = RATIOS.get(ratio)
+    if r is None:
+        return [box, box]
+    if r.width >= r.height:
+        return [box, round(box * r.height / r.width)]
+    return [round(box * r.width / r.height), box]
+
+
+def _task_view(
     sub: Submission,
     outputs: list[OutputRow],
-    text_checks: dict[int, TextCheck] | None = None,
-    items: dict[int, GalleryItem] | None = None,
-    sequence: tuple[int, ...] = (),
-) -> None:
-    """One task; `items` are its kept images as the gallery sees them, `sequence` the
-    queue's kept image ids in order (the lightbox steps through them)."""
-    with st.container(border=True, key=f"task_{sub.id}"):
-        top = st.columns([3, 2], vertical_alignment="center")
-        with top[0]:
-            status_badge(sub.state, sub.error_code)
-        tier = f" · {QUALITY_NAMES[sub.quality]}" if sub.quality in QUALITY_NAMES else ""
-        top[1].caption(f"{sub.aspect_ratio} · {sub.resolution}{tier} · {_elapsed(sub)}")
-        if sub.state == TaskStatus.SUCCESS:
-            shown = False
-            for o in outputs:
-                if o.state == "kept" and o.sha256:
-                    show_image(f"/thumbs/{o.sha256}.webp")
-                    st.caption(f"{o.width}×{o.height} px")
-                    text_check(sub.prompt, (text_checks or {}).get(o.id), key=f"textcheck_{o.id}")
-                    image_actions(o.id, (items or {}).get(o.id), sequence)
-                    shown = True
-                elif o.state == TRASHED:
-                    st.caption("Deleted from the Gallery (Undo while the bar shows).")
-                    shown = True
-                elif o.state == "failed":
-                    st.warning(f"Image could not be kept: {literal(o.error)}", icon=":material/broken_image:")
-                    shown = True
-            if not shown and sub.error_code == NO_OUTPUT:
-                st.warning(literal(sub.error_message), icon=":material/broken_image:")
-            elif not shown:
-                st.image(shape_svg(sub.aspect_ratio, box=96), width=96)
-                retrying = [o for o in outputs if o.state == "pending" and o.error]
-                if retrying:
-                    o = retrying[0]
-                    st.caption(f"Saving the image… (attempt {o.attempts + 1}; last: {literal(o.error)})")
-                else:
-                    st.caption("Saving the image…")
-        elif sub.state in (TaskStatus.FAIL, REJECTED):
-            code = literal(sub.error_code or "FAILED")
-            st.error(f"**{code}** — {literal(sub.error_message or 'no reason given')}")
-            _retry_row(sub)
-        else:
-            st.image(shape_svg(sub.aspect_ratio, box=96), width=96)
-            if sub.error_message:
-                doing = "Sending again" if sub.state == SUBMITTING else "Checking again"
-                st.caption(f"{doing} — {literal(sub.error_message)}")
+    checks: dict[int, TextCheck],
+    items: dict[int, GalleryItem],
+    now: float,
+) -> dict[str, Any]:
+    label, color, _ = _status(sub.state, sub.error_code)
+    view: dict[str, Any] = {
+        "id": sub.id, "label": label, "color": color, "ratio": sub.aspect_ratio,
+        "res": sub.resolution + (f" · {QUALITY_NAMES[sub.quality]}" if sub.quality in QUALITY_NAMES else ""),
+        "elapsed": int(sub.elapsed(now)), "running": not sub.is_terminal, "outputs": [],
+    }  # fmt: skip
+    if sub.state == TaskStatus.SUCCESS:
+        for o in outputs:
+            if o.state == "kept" and o.sha256:
+                item = items.get(o.id)
+                name = quote(file_name(item)) if item else f"{o.sha256}.png"
+                view["outputs"].append({
+                    "id": o.id, "kind": "kept", "thumb": f"/thumbs/{o.sha256}.webp",
+                    "download": f"/images/{o.sha256}.png?download={name}", "size": f"{o.width}×{o.height} px",
+                    "fav": bool(item and item.favourite), "check": _check_lines(sub.prompt, checks.get(o.id)),
+                    # A draft-quality result can be sent again at Final (components/actions.py).
+                    "final": actions.make_final_label() if actions.can_make_final(sub.quality) else None,
+                })  # fmt: skip
+            elif o.state == TRASHED:
+                view["outputs"].append({"id": o.id, "kind": "trashed"})
+            elif o.state == "failed":
+                view["outputs"].append({"id": o.id, "kind": "failed", "error": str(o.error or "")})
+        if not view["outputs"] and sub.error_code == NO_OUTPUT:
+            view["warning"] = str(sub.error_message or "")
+        elif not view["outputs"]:
+            view["shape"] = _shape(sub.aspect_ratio)
+            retrying = [o for o in outputs if o.state == "pending" and o.error]
+            if retrying:
+                o = retrying[0]
+                view["note"] = f"Saving the image… (attempt {o.attempts + 1}; last: {o.error})"
+            else:
+                view["note"] = "Saving the image…"
+    elif sub.state in (TaskStatus.FAIL, REJECTED):
+        view["error"] = {
+            "code": sub.error_code or "FAILED",
+            "message": sub.error_message or "no reason given",
+        }
+        view["retry"] = True
+    else:
+        view["shape"] = _shape(sub.aspect_ratio)
+        if sub.error_message:
+            doing = "Sending again" if sub.state == SUBMITTING else "Checking again"
+            view["note"] = f"{doing} — {sub.error_message}"
+    return view
 
 
-def live_queue(limit: int = 24) -> None:
-    """The queue, and the lightbox its cards open (which must live outside the fragment)."""
-    open_lightbox()
-    _live_queue(limit)
+def queue_view(
+    store: Store, bus: EventBus | None, limit: int = LIMIT, now: float | None = None
+) -> dict[str, Any]:
+    """The queue as JSON: creatives newest first, each with its tasks, and the kept image ids.
 
-
-@st.fragment(run_every=0.5)
-def _live_queue(limit: int = 24) -> None:
-    services = get_services()
-    subs = services.store.recent(limit=limit)
-    if not subs:
-        st.caption("Nothing generated yet. Write a prompt, pick ratios and press Generate.")
-        return
-    outputs = services.store.outputs_for([s.id for s in subs])
-    checks = services.store.text_checks_for([o.id for outs in outputs.values() for o in outs])
+    `v` is the bus's (boot, seq) read *before* the store, so a view never claims
+    to be newer than what it holds. Text is raw: the browser sets it as text.
+    """
+    v = {"boot": bus.boot if bus else "", "seq": bus.seq if bus else 0}
+    now = time.time() if now is None else now
+    subs = store.recent(limit=limit)
+    outputs = store.outputs_for([s.id for s in subs]) if subs else {}
+    checks = store.text_checks_for([o.id for outs in outputs.values() for o in outs]) if subs else {}
     kept = [o.id for s in subs for o in outputs.get(s.id, []) if o.state == "kept" and o.sha256]
-    shown = {i.output_id: i for i in services.store.gallery_items(kept)}
+    items = {i.output_id: i for i in store.gallery_items(kept)} if kept else {}
     creatives: dict[str, list[Submission]] = {}
     for s in subs:
         creatives.setdefault(s.creative_id, []).append(s)
-    for creative_id, items in creatives.items():
-        items.sort(key=lambda s: s.id)
-        first = items[0]
-        with st.container(border=True, key=f"creative_{creative_id}"):
-            head = st.columns([5, 1], vertical_alignment="center")
-            # st.text shows the prompt literally: no markdown, no HTML.
-            head[0].text(first.prompt[:160] + ("…" if len(first.prompt) > 160 else ""))
-            head[1].caption(time.strftime("%H:%M:%S", time.localtime(first.created_at)))
-            cols = st.columns(min(4, len(items)))
-            for i, sub in enumerate(items):
-                with cols[i % len(cols)]:
-                    task_card(sub, outputs.get(sub.id, []), checks, shown, tuple(kept))
-            if any(o.state == "kept" for s in items for o in outputs.get(s.id, [])):
-                kit = st.expander(
-                    "Delivery kit", icon=":material/package_2:", key=f"kitx_{creative_id}", on_change="rerun"
-                )
-                if kit.open:
-                    with kit:
-                        kit_panel(creative_id, key=f"qkit_{creative_id}")
+    out = []
+    for creative_id, group in creatives.items():
+        group.sort(key=lambda s: s.id)
+        first = group[0]
+        out.append({
+            "id": creative_id,
+            "prompt": first.prompt[:PROMPT_CHARS] + ("…" if len(first.prompt) > PROMPT_CHARS else ""),
+            "time": time.strftime("%H:%M:%S", time.localtime(first.created_at)),
+            "tasks": [_task_view(s, outputs.get(s.id, []), checks, items, now) for s in group],
+            "kit": any(o.state == "kept" for s in group for o in outputs.get(s.id, [])),
+        })  # fmt: skip
+    # The lightbox steps through the images in the order they are shown.
+    shown = [o["id"] for c in out for t in c["tasks"] for o in t["outputs"] if o["kind"] == "kept"]
+    return {"v": v, "creatives": out, "sequence": shown}
+
+
+# -- the component and its events ------------------------------------------------------
+
+_component = st.components.v2.component(
+    "studio_queue",
+    js=(_FRONTEND / "queue.js").read_text(encoding="utf-8"),
+    css=(_FRONTEND / "queue.css").read_text(encoding="utf-8"),
+    isolate_styles=False,  # the page's fonts and theme; every rule is scoped to .studio-queue
+)
+
+
+def _event(name: str) -> Any:
+    value = st.session_state.get("queue")
+    try:
+        return value[name] if value is not None else None
+    except (KeyError, TypeError):
+        return None
+
+
+def _tell(services: Any) -> None:
+    """Other open pages hear of a change made here (a favourite)."""
+    services.tracker.events.publish(CHANGED)
+
+
+def _on_open() -> None:
+    ev = _event("open")
+    if isinstance(ev, dict) and isinstance(ev.get("id"), int):
+        seq = tuple(i for i in ev.get("sequence") or () if isinstance(i, int))
+        open_item(ev["id"], seq)
+
+
+def _on_favourite() -> None:
+    ev = _event("favourite")
+    if isinstance(ev, dict) and isinstance(ev.get("id"), int):
+        services = get_services()
+        services.store.set_favourite(ev["id"], bool(ev.get("on")))
+        _tell(services)
+
+
+def _on_retry() -> None:
+    ev = _event("retry")
+    if isinstance(ev, dict) and isinstance(ev.get("id"), int):
+        actions.resend(ev["id"], actions.retry_token(ev["id"]))
+
+
+def _on_resubmit() -> None:
+    ev = _event("resubmit")
+    if isinstance(ev, dict) and isinstance(ev.get("id"), int):
+        sub = get_services().store.submission(ev["id"])
+        if sub is not None:
+            draft.load(
+                sub.prompt,
+                [sub.aspect_ratio],
+                sub.resolution,
+                references=reference_names(sub.references),
+                quality=sub.quality,
+                background=sub.background,
+            )
+
+
+def _on_final() -> None:
+    ev = _event("final")
+    if isinstance(ev, dict) and isinstance(ev.get("task"), int):
+        actions.make_final(ev["task"], actions.final_token(ev["task"]))
+
+
+def _on_reference() -> None:
+    ev = _event("reference")
+    if isinstance(ev, dict) and isinstance(ev.get("id"), int):
+        use_as_reference(ev["id"])  # a refusal is a toast
+
+
+def _on_kit() -> None:
+    ev = _event("kit")
+    if isinstance(ev, dict) and isinstance(ev.get("creative"), str):
+        st.session_state[KIT] = ev["creative"]
+
+
+def _close_kit() -> None:
+    st.session_state.pop(KIT, None)
+
+
+@st.dialog("Delivery kit", width="large", on_dismiss=_close_kit)
+def _kit_dialog(creative_id: str) -> None:
+    kit_panel(creative_id, key=f"qkit_{creative_id}")
+
+
+def live_queue(limit: int = LIMIT) -> None:
+    """The queue, and the dialogs its cards open (the lightbox, a delivery kit)."""
+    open_lightbox()
+    if st.session_state.get(KIT):
+        _kit_dialog(st.session_state[KIT])
+    services = get_services()
+    resent = {str(k): v for k, v in actions.resent().items()}
+    _component(
+        key="queue",
+        data={
+            "view": queue_view(services.store, services.tracker.events, limit),
+            "resent": resent,
+            "base": image_url(""),
+            "feed": FEED,
+            "source": f"{SOURCE}?limit={int(limit)}",
+        },
+        on_open_change=_on_open,
+        on_favourite_change=_on_favourite,
+        on_retry_change=_on_retry,
+        on_resubmit_change=_on_resubmit,
+        on_reference_change=_on_reference,
+        on_final_change=_on_final,
+        on_kit_change=_on_kit,
+    )

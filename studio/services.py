@@ -217,6 +217,10 @@ def boot(settings: Settings) -> Services:
             callback_url=callback_url,
             on_kept=fidelity.submit,
         ).start()
+        # A recorded text check is news to the pages too (the queue shows ✓ / ✗).
+        fidelity.on_checked = lambda output_id, _report: tracker.events.publish(
+            "checked", output_id=output_id
+        )
         fidelity.backfill()  # images kept before a crash (or before this check existed)
         trash = Trash(store, keeper)
         trash.purge_all()  # deletions whose undo window a crash cut short

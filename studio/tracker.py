@@ -50,6 +50,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import errors as E
+from . import events as ev
 from .campaign_store import CANCELLED_STATE, PAUSED, RUNNING, CampaignStore, NewCampaign
 from .models import Callback, Task, TaskRequest, TaskStatus
 from .references import reference_names
@@ -211,8 +212,11 @@ class Tracker:
         time_scale: float = 1.0,
         max_active: int = DEFAULT_MAX_ACTIVE,
         on_kept: Callable[[int], None] | None = None,
+        events: ev.EventBus | None = None,
     ) -> None:
         self.store = store
+        # Every state change a page shows is published here (the pages' push channel).
+        self.events = events if events is not None else ev.EventBus()
         # Called (on a worker thread) with each output id the moment its image is
         # kept, e.g. to queue the text-fidelity check; must return quickly.
         self.on_kept = on_kept
@@ -325,6 +329,8 @@ class Tracker:
             for sid in submission_ids:
                 self._watches.setdefault(sid, _Watch(sid, now, "create"))
         self._wake.set()
+        for sid in submission_ids:
+            self.events.publish(ev.NEW, sid)
 
     def ingest_callback(self, task: Task) -> str:
         """Store a terminal task report that came by callback; returns a `CallbackOutcome`.
@@ -353,6 +359,7 @@ class Tracker:
             if sub is not None and sub.is_terminal:
                 with self._lock:
                     self._watches.pop(sub.id, None)
+            self._tell_task(sub, task.status)
             self._wake.set()
         return outcome
 
@@ -453,6 +460,8 @@ class Tracker:
                         self._watches.pop(w.submission_id, None)
                     w.busy = False
             self._wake.set()
+        for sid in cancelled:
+            self.events.publish(ev.FAILED, sid)
         return len(cancelled)
 
     def health(self) -> dict[str, Any]:
@@ -662,6 +671,7 @@ class Tracker:
                 "no image was made.",
                 now=self.clock(),
             )
+            self.events.publish(ev.FAILED, sub.id)
             self._drop(w)
             return
         request = sub.request  # as first sent, callback URL included: HiAPI replays only the same body
@@ -670,6 +680,7 @@ class Tracker:
         except _FINAL_CREATE_ERRORS as exc:
             self.health_info.create_errors += 1
             self.store.mark_rejected(sub.id, exc.code, exc.message, now=self.clock())
+            self.events.publish(ev.FAILED, sub.id)
             self._drop(w)
             return
         except E.HiAPIError as exc:
@@ -680,6 +691,7 @@ class Tracker:
             self.health_info.create_errors += 1
             self._note_error(f"create: {exc.code}: {exc.message}")
             self.store.note_attempt(sub.id, exc.code, exc.message)
+            self.events.publish(ev.PROGRESS, sub.id)
             self._reschedule(
                 w,
                 next_check_delay(
@@ -696,6 +708,7 @@ class Tracker:
         with self._lock:
             self._pace = min(float(self._max_active), self._pace + 1.0 / max(1.0, self._pace))
         self.store.mark_created(sub.id, created.task_id, now=self.clock())
+        self.events.publish(ev.PROGRESS, sub.id)
         after = self.store.submission(sub.id)
         if after is not None and after.is_terminal:
             # Its callback outran this answer and was held; mark_created applied it.
@@ -756,10 +769,12 @@ class Tracker:
             w.errors += 1
             w.retry_after = exc.retry_after
             self.store.note_problem(sub.id, exc.code, exc.message)
+            self.events.publish(ev.PROGRESS, sub.id)
             if isinstance(exc, E.NotFoundError) and w.errors >= NOT_FOUND_LIMIT:
                 self.store.mark_rejected(
                     sub.id, "NOT_FOUND", "HiAPI no longer knows this task (404); was the API key changed?"
                 )
+                self.events.publish(ev.FAILED, sub.id)
                 self._drop(w)
                 return
             self._schedule_check(w, sub.resolution, self._elapsed(sub))
@@ -769,6 +784,7 @@ class Tracker:
         w.checks += 1
         if w.errors:
             self.store.note_problem(sub.id, None, None)  # answers are readable again
+            self.events.publish(ev.PROGRESS, sub.id)
         w.errors = 0
         w.retry_after = None
         now = self.clock()
@@ -785,6 +801,8 @@ class Tracker:
         changed = self.store.record_task(
             task, source="reconcile" if w.callback else "poll", now=now, finish_estimate=estimate
         )
+        if changed or task.status != w.status:
+            self._tell_task(sub, task.status)
         if task.is_terminal:
             self._expect_cache.pop(sub.resolution, None)  # learn from it at once
             if changed and w.callback:
@@ -796,6 +814,11 @@ class Tracker:
         w.status = task.status
         w.last_running_at = now
         self._schedule_check(w, sub.resolution, self._elapsed(sub))
+
+    def _tell_task(self, sub: Submission | None, status: str) -> None:
+        """Publish a task's new status: failed, or progress (a success's images follow as kept)."""
+        if sub is not None:
+            self.events.publish(ev.FAILED if status == TaskStatus.FAIL else ev.PROGRESS, sub.id)
 
     def _elapsed(self, sub: Submission) -> float:
         return max(0.0, self.clock() - (sub.submitted_at or sub.created_at))
@@ -809,6 +832,7 @@ class Tracker:
             self.store.output_failed(
                 o.id, "Internal error while keeping the image.", retry_at=self.clock() + 30
             )
+            self.events.publish(ev.FAILED, o.submission_id, o.id)
         finally:
             with self._lock:
                 self._downloading.discard(o.id)
@@ -848,6 +872,7 @@ class Tracker:
                 message += " The link has expired since; run the prompt again for a new image."
             retry_at = None if final else now + min(DOWNLOAD_BACKOFF_CAP, 1.0 * 2**o.attempts)
             self.store.output_failed(o.id, message, retry_at=retry_at)
+            self.events.publish(ev.FAILED if final else ev.PROGRESS, o.submission_id, o.id)
             return
         self.health_info.downloads += 1
         self.store.output_kept(
@@ -860,6 +885,7 @@ class Tracker:
             nbytes=kept.bytes,
             now=self.clock(),
         )
+        self.events.publish(ev.KEPT, o.submission_id, o.id)
         if self.on_kept is not None:
             try:
                 self.on_kept(o.id)

@@ -75,6 +75,7 @@ def team_server(tmp_path_factory):
         f"/thumbs/{kept.sha256}.webp",
         f"/exports/{token}.zip",
         "/api/health",
+        "/api/view/queue",
     ]
     yield server
     server.stop()
@@ -90,6 +91,11 @@ def test_every_route_refuses_without_a_sign_in(team_server):
         r = _get(team_server, path)
         assert r.status_code == 401, path
         assert "Sign in" in r.text and r.headers["cache-control"] == "no-store"
+
+
+def test_the_push_channel_refuses_without_a_sign_in(team_server):
+    r = _get(team_server, "/api/events")  # a 401 is a plain answer, not an endless stream
+    assert r.status_code == 401 and "Sign in" in r.text
 
 
 @pytest.mark.parametrize(

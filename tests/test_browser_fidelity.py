@@ -92,15 +92,16 @@ def test_text_check_and_delivery_kit_from_studio_to_gallery(browser, tmp_path):
         shot(wrong, "fidelity-queue-mismatch")
 
         # The kit, from the queue: exact-size files, a manifest and a contact sheet.
-        poster.get_by_text("Delivery kit").click()
-        expect(poster.get_by_text("Story / Reel 1080×1920")).to_be_visible()
+        poster.get_by_role("button", name="Delivery kit").click()
+        kit = page.get_by_role("dialog")  # the queue's kit opens in a dialog
+        expect(kit.get_by_text("Story / Reel 1080×1920")).to_be_visible()
         expect(
-            poster.get_by_text("upscaled", exact=False).first
+            kit.get_by_text("upscaled", exact=False).first
         ).to_be_visible()  # 1K sources: said, not silent
-        poster.get_by_role("button", name="Build kit").click()
-        link = poster.get_by_role("link", name="Download kit")
+        kit.get_by_role("button", name="Build kit").click()
+        link = kit.get_by_role("link", name="Download kit")
         expect(link).to_be_visible(timeout=SLOW)
-        sheet = poster.locator("img[src*='/contact-sheet.png']")
+        sheet = kit.locator("img[src*='/contact-sheet.png']")
         expect(sheet).to_have_count(1)
         page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=sheet.element_handle())
         manifest, sizes = fetch_kit(link.get_attribute("href"))
@@ -115,7 +116,9 @@ def test_text_check_and_delivery_kit_from_studio_to_gallery(browser, tmp_path):
         assert files["story"]["source_ratio"] == "9:16" and files["landscape"]["source_ratio"] == "16:9"
         assert files["poster-a4"]["upscaled"] is True
         assert f"{name}/contact-sheet.png" in sizes
-        shot(poster, "kit-queue")
+        shot(kit, "kit-queue")
+        page.keyboard.press("Escape")
+        expect(kit).to_have_count(0)
 
         # The Gallery: badges, the "text mismatch" filter, the lightbox and its kit.
         page.get_by_role("link", name="Gallery").click()

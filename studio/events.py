@@ -1,0 +1,105 @@
+"""The tracker's event bus: what changed, told to whoever listens, the moment it changes.
+
+The tracker (and the text check, and page actions) `publish` a small event
+whenever a task's or an image's state changes: a submission recorded, a task
+created or refused, a status HiAPI reported, an image kept or failed, a text
+check recorded. Each event gets the next sequence number; `boot` is a random
+id of this bus, so a listener that reconnects after a server restart (the
+sequence starts again) knows it must catch up.
+
+Listeners are plain callables called on the publishing thread: they must
+return at once (the SSE route's listener only wakes its event loop). A
+listener that raises is dropped, never the publisher's problem. UI-free.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+NEW = "new"  # submissions recorded
+PROGRESS = "progress"  # created, a status or a problem noted while still running
+KEPT = "kept"  # an image is on disk with its thumbnail
+FAILED = "failed"  # a task failed or was refused, or an image could not be kept
+CHECKED = "checked"  # a text check was recorded
+CHANGED = "changed"  # anything else a page shows (favourite, deletion)
+KINDS = frozenset({NEW, PROGRESS, KEPT, FAILED, CHECKED, CHANGED})
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    kind: str
+    submission_id: int | None = None
+    output_id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "kind": self.kind, "sid": self.submission_id, "oid": self.output_id}
+
+
+@dataclass
+class EventBus:
+    """Thread-safe publish/subscribe with a sequence number and a short memory."""
+
+    memory: int = 512
+    boot: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._recent: deque[Event] = deque(maxlen=self.memory)
+        self._listeners: list[Callable[[Event], None]] = []
+
+    @property
+    def seq(self) -> int:
+        """The last sequence number given out (0 before any event)."""
+        with self._lock:
+            return self._seq
+
+    def publish(self, kind: str, submission_id: int | None = None, output_id: int | None = None) -> Event:
+        if kind not in KINDS:
+            raise ValueError(f"event kind {kind!r} is not one of {sorted(KINDS)}")
+        with self._lock:
+            self._seq += 1
+            event = Event(self._seq, kind, submission_id, output_id)
+            self._recent.append(event)
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(event)
+            except Exception as exc:  # a gone listener must not stop the tracker
+                log.debug("event listener dropped: %r", exc)
+                self.unsubscribe(listener)
+        return event
+
+    def since(self, seq: int) -> list[Event] | None:
+        """Events after `seq`, or None when some were forgotten (the caller reloads everything)."""
+        with self._lock:
+            if seq >= self._seq:
+                return []
+            if not self._recent or self._recent[0].seq > seq + 1:
+                return None
+            return [e for e in self._recent if e.seq > seq]
+
+    def subscribe(self, listener: Callable[[Event], None]) -> Callable[[], None]:
+        """Call `listener(event)` for every later event; returns the unsubscribe function."""
+        with self._lock:
+            self._listeners.append(listener)
+        return lambda: self.unsubscribe(listener)
+
+    def unsubscribe(self, listener: Callable[[Event], None]) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    @property
+    def listeners(self) -> int:
+        with self._lock:
+            return len(self._listeners)
