@@ -10,6 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from components import draft
+from components.references import PASTE_JS
 from components.services import get_services
 from components.templates import TEMPLATES
 from components.text import literal
@@ -131,7 +132,7 @@ def prompt_editor(error: str | None = None) -> str:
                 else "Tip: {{name}} makes a variable"
             )
         # In this row, so the script's (empty) element adds no vertical gap to the column.
-        st.html(_EDITOR_JS, width="content", unsafe_allow_javascript=True)
+        st.html(_EDITOR_JS + PASTE_JS, width="content", unsafe_allow_javascript=True)
     if error:
         st.error(literal(error), icon=":material/error:")  # e.g. a bad {{…}} quotes the prompt
     return text

@@ -48,7 +48,11 @@ def options_panel() -> None:
     draft.init()
     pricing = get_services().pricing
     res = draft.resolution()
-    with st.container(key="options", gap="small"):
+    summary = f"Quality: {_quality_label(draft.quality() or draft.DEFAULT_ROUTE_CHOICE)}"
+    if draft.background():
+        summary += f" · Background: {BACKGROUND_NAMES.get(draft.background(), draft.background())}"
+    # Folded, its choice in the label: the defaults suit most images and the phone's first screen is short.
+    with st.container(key="options", gap="small"), st.expander(summary, icon=":material/tune:"):
         st.segmented_control(
             "Quality",
             [draft.DEFAULT_ROUTE_CHOICE, *QUALITY_NAMES],

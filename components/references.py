@@ -22,9 +22,9 @@ EPOCH = "ref_upload_epoch"  # bumped to empty the uploader once its files are ke
 PROBLEMS = "ref_problems"  # refusals from the last files added
 _ACCEPT = ["png", "jpg", "jpeg", "webp"]
 
-# Paste (Ctrl/⌘+V anywhere outside a text field) hands clipboard images to the uploader,
+# Paste (Ctrl/⌘+V anywhere outside a text field; drawn with the editor's script) hands clipboard images to the uploader,
 # which then behaves exactly as if they had been dropped on it.
-_PASTE_JS = r"""
+PASTE_JS = r"""
 <script>
 (function () {
   const win = window.parent || window;
@@ -128,35 +128,43 @@ def use_as_reference(output_id: int) -> None:
         st.toast(literal(problem), icon=":material/block:")
 
 
-def references_panel(error: str | None = None) -> None:
-    """The uploader and the current references as small thumbnails with ← → ✕."""
+def references_fold() -> None:
+    """The uploader, folded (most images start from words, and a phone's first screen is short)."""
     services = get_services()
-    shelf = services.references
     names = draft.references()
     with st.container(key="references"):
-        label = (
-            f"Reference images ({len(names)} of {MAX_REFERENCES})" if names else "Reference images (optional)"
-        )
-        st.file_uploader(
-            label,
-            type=_ACCEPT,
-            accept_multiple_files=True,
-            key=_uploader_key(),
-            on_change=_on_upload,
-            max_upload_size=MAX_BYTES // (1024 * 1024),
-            help=(
-                "Start from a product photo, a sketch, a logo or a past result: drop or paste JPEG, PNG or "
-                f"WebP files (up to {MAX_BYTES // (1024 * 1024)} MB each, {MAX_REFERENCES} in all). "
-                "The first one leads."
-            ),
-            disabled=len(names) >= MAX_REFERENCES,
-        )
-        if services.reference_base(st.config.get_option("server.port")) is None:
-            st.caption(
-                ":material/info: HiAPI fetches references from the studio: set STUDIO_PUBLIC_URL to its "
-                "public https address to use them."
+        label = f"References · {len(names)}" if names else "References"
+        with st.expander(label, icon=":material/add_photo_alternate:"):
+            st.file_uploader(
+                "Add reference images",
+                type=_ACCEPT,
+                accept_multiple_files=True,
+                key=_uploader_key(),
+                on_change=_on_upload,
+                max_upload_size=MAX_BYTES // (1024 * 1024),
+                help=(
+                    "Start from a product photo, a sketch, a logo or a past result: drop or paste JPEG, PNG or "
+                    f"WebP files (up to {MAX_BYTES // (1024 * 1024)} MB each, {MAX_REFERENCES} in all). "
+                    "The first one leads."
+                ),
+                disabled=len(names) >= MAX_REFERENCES,
             )
-        for problem in st.session_state.get(PROBLEMS) or []:
+            if services.reference_base(st.config.get_option("server.port")) is None:
+                st.caption(
+                    ":material/info: HiAPI fetches references from the studio: set STUDIO_PUBLIC_URL to its "
+                    "public https address to use them."
+                )
+
+
+def references_strip(error: str | None = None) -> None:
+    """The draft's references as small thumbnails with ← → ✕, and any refusal, under the folds."""
+    shelf = get_services().references
+    names = draft.references()
+    problems = st.session_state.get(PROBLEMS) or []
+    if not (names or problems or error):
+        return
+    with st.container(key="reference_images"):
+        for problem in problems:
             st.warning(literal(problem), icon=":material/block:")
         if error:
             st.error(literal(error), icon=":material/error:")
@@ -176,4 +184,3 @@ def references_panel(error: str | None = None) -> None:
                                   disabled=i == len(names) - 1, type="tertiary")  # fmt: skip
                         st.button("✕", key=f"ref_remove_{i}", help="Remove", on_click=_remove, args=(i,),
                                   type="tertiary")  # fmt: skip
-        st.html(_PASTE_JS, width="content", unsafe_allow_javascript=True)

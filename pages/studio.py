@@ -19,10 +19,14 @@ from components.library import save_to_library
 from components.options import options_panel
 from components.pickers import ratio_picker, resolution_picker
 from components.queue import live_queue
-from components.references import references_panel
+from components.references import references_fold, references_strip
 
 # On a phone the page name is in the (collapsed) menu already; its line is worth more to the results.
-_PHONE_CSS = "<style>@media (max-width: 480px) { .st-key-studio_head h2 { display: none; } }</style>"
+# A shorter prompt box there too: it grows as you type past it (and Ctrl/⌘+Enter still sends).
+_PHONE_CSS = (
+    "<style>@media (max-width: 480px) { .st-key-studio_head h2 { display: none; }"
+    " .st-key-prompt_editor textarea { min-height: 84px !important; height: 84px !important; } }</style>"
+)
 
 draft.init()
 errs = submit.errors()
@@ -35,10 +39,12 @@ with st.container(horizontal=True, vertical_alignment="center", gap="small", key
 compose, results = st.columns([1, 1], gap="medium")
 with compose, st.container(gap="small", key="compose"):
     prompt_editor(errs.get("prompt"))
-    references_panel(errs.get("references"))
     variables_panel(errs.get("rows"))
     resolution_picker(errs.get("resolution"))
-    options_panel()
+    with st.container(horizontal=True, gap="small", key="folds"):  # folded choices, side by side
+        references_fold()
+        options_panel()
+    references_strip(errs.get("references"))
     ratio_picker(errs.get("aspect_ratio"))
     submit.generate_button()
 submit.confirm_if_pending()

@@ -67,7 +67,9 @@ def test_csv_campaign_confirm_grid_zip_and_template_after_restart(browser, tmp_p
         screenshot(page, "campaign-confirm")
         dialog.get_by_role("button", name="Generate 6 images").click()
         expect(dialog).to_have_count(0)
-        expect(page.get_by_text(f"Campaign “Spring {marker}” started: 6 images · ≈$0.18 simulated.")).to_be_visible()
+        expect(
+            page.get_by_text(f"Campaign “Spring {marker}” started: 6 images · ≈$0.18 simulated.")
+        ).to_be_visible()
 
         # Six images arrive; the campaign card says so.
         card = page.locator("[class*='st-key-studio_campaign_']").filter(has_text=f"Spring {marker}")

@@ -95,9 +95,7 @@ def test_text_check_and_delivery_kit_from_studio_to_gallery(browser, tmp_path):
         poster.get_by_role("button", name="Delivery kit").click()
         kit = page.get_by_role("dialog")  # the queue's kit opens in a dialog
         expect(kit.get_by_text("Story / Reel 1080×1920")).to_be_visible()
-        expect(
-            kit.get_by_text("upscaled", exact=False).first
-        ).to_be_visible()  # 1K sources: said, not silent
+        expect(kit.get_by_text("upscaled", exact=False).first).to_be_visible()  # 1K sources: said, not silent
         kit.get_by_role("button", name="Build kit").click()
         link = kit.get_by_role("link", name="Download kit")
         expect(link).to_be_visible(timeout=SLOW)

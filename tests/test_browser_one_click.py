@@ -23,7 +23,7 @@ from studio import services as core
 from studio.config import Settings
 from studio.models import TaskRequest
 from tests.conftest import ARRIVAL_MS, StudioServer, screenshot
-from tests.test_browser_studio import EDITOR, generate, open_studio, set_prompt, set_ratio
+from tests.test_browser_studio import EDITOR, generate, open_all_ratios, open_studio, set_prompt, set_ratio
 
 pytestmark = pytest.mark.browser
 
@@ -98,6 +98,7 @@ def test_every_click_makes_one_creative_under_load_in_a_long_session(browser, tm
     page.set_default_timeout(ARRIVAL_MS)
     try:
         open_studio(page, server)
+        open_all_ratios(page)  # the tiles are toggled directly below
         clicks: list[tuple[str, str]] = []  # (marker, how)
         for i in range(8):
             marker = f"click{i}-{uuid.uuid4().hex[:6]}"

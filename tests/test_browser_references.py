@@ -12,7 +12,15 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from tests.conftest import ARRIVAL_MS, screenshot
-from tests.test_browser_studio import EDITOR, creative, generate, open_studio, set_prompt, set_ratio
+from tests.test_browser_studio import (
+    EDITOR,
+    creative,
+    generate,
+    open_expander,
+    open_studio,
+    set_prompt,
+    set_ratio,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -26,6 +34,7 @@ def _png(color, size=(640, 360)) -> bytes:
 
 
 def _drop(page, files) -> None:
+    open_expander(page, "references")
     page.locator(".st-key-references input[type=file]").set_input_files(files=files)
 
 
@@ -38,11 +47,11 @@ def test_a_dropped_reference_shapes_the_result_and_comes_back_with_reuse(page, s
 
     # A refused file is named with its reason; the prompt and picks stay.
     _drop(page, [{"name": "notes.png", "mimeType": "image/png", "buffer": b"plain text"}])
-    expect(page.locator(".st-key-references")).to_contain_text("“notes.png” is not a JPEG, PNG or WebP image")
+    expect(page.locator(".st-key-reference_images")).to_contain_text("“notes.png” is not a JPEG, PNG or WebP image")
     _drop(page, [{"name": "product.png", "mimeType": "image/png", "buffer": _png(GREEN)}])
     thumb = page.locator("[class*='st-key-ref_0'] img")
     expect(thumb).to_have_count(1)
-    expect(page.locator(".st-key-references")).not_to_contain_text("notes.png")
+    expect(page.get_by_text("“notes.png” is not a JPEG")).to_have_count(0)
     assert marker in page.locator(EDITOR).input_value()
     screenshot(page, "references-added")
 

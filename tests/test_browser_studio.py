@@ -41,6 +41,13 @@ def open_all_ratios(page) -> None:
     expect(page.locator(".st-key-ratio_pick_16-9 label")).to_be_visible()
 
 
+def open_expander(page, key: str) -> None:
+    """Open the folded section inside `.st-key-<key>` (references, options) if it is closed."""
+    if page.locator(f".st-key-{key} details[open]").count() == 0:
+        page.locator(f".st-key-{key} summary").first.click()
+    expect(page.locator(f".st-key-{key} details[open]")).to_have_count(1)
+
+
 def set_ratio(page, ratio: str, on: bool) -> None:
     box = page.locator(f".st-key-ratio_pick_{ratio.replace(':', '-')} input[type=checkbox]")
     if box.is_checked() != on:

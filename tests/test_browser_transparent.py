@@ -11,7 +11,7 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from tests.conftest import ARRIVAL_MS, screenshot
-from tests.test_browser_studio import creative, generate, open_studio, set_prompt, set_ratio
+from tests.test_browser_studio import creative, generate, open_expander, open_studio, set_prompt, set_ratio
 
 pytestmark = pytest.mark.browser
 
@@ -21,6 +21,7 @@ def test_a_transparent_image_shows_on_a_checkerboard_and_downloads_with_alpha(pa
     marker = f"sticker-{uuid.uuid4().hex[:6]}"
     set_prompt(page, f'A sticker {marker} that says "HELLO"')
     set_ratio(page, "1:1", True)
+    open_expander(page, "options")  # quality and background are folded under "Quality: Default"
     page.locator(".st-key-background_picker button", has_text="Transparent").click()
     expect(page.locator(".st-key-background_picker button[aria-checked='true']")).to_have_text("Transparent")
     generate(page).click()
