@@ -24,10 +24,10 @@ except StartupError as exc:
     st.stop()
 
 pages = [
-    st.Page("pages/studio.py", title="Studio", icon=":material/brush:", default=True),
-    st.Page("pages/gallery.py", title="Gallery", icon=":material/photo_library:"),
-    st.Page("pages/library.py", title="Library", icon=":material/library_books:"),
-    st.Page("pages/settings.py", title="Settings", icon=":material/settings:"),
+    st.Page("app_pages/studio.py", title="Studio", icon=":material/brush:", default=True),
+    st.Page("app_pages/gallery.py", title="Gallery", icon=":material/photo_library:"),
+    st.Page("app_pages/library.py", title="Library", icon=":material/library_books:"),
+    st.Page("app_pages/settings.py", title="Settings", icon=":material/settings:"),
 ]
 
 

@@ -40,7 +40,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from streamlit.runtime.pages_manager import PagesManager
 
 from access import login_configured, protect, secrets_dict
 from studio import services as core
@@ -50,12 +49,6 @@ from studio.export import EXPORT_LIFETIME_S, link_expired
 from studio.kit import KIT_LIFETIME_S
 from studio.references import EXT_MEDIA
 from studio.startup import DataFolderInUse, StartupError, bind_problem, hold_data_lock, protect_data_dir
-
-# Our pages live in `pages/` and are listed by `st.navigation` in app.py. Left
-# alone, Streamlit treats a `pages/` folder as the legacy multipage layout and
-# serves a deep link such as /gallery without running app.py first (no page
-# config, no navigation). Declaring the folder not-legacy up front avoids that.
-PagesManager.uses_pages_directory = False
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")

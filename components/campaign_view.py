@@ -105,7 +105,7 @@ def active_campaigns() -> None:
     if st.button("Open in Gallery", key="studio_campaigns_open", icon=":material/grid_view:"):
         st.session_state[FOCUS] = recent[0].id
         st.session_state["g_view"] = "Campaigns"
-        st.switch_page("pages/gallery.py")
+        st.switch_page("app_pages/gallery.py")
 
 
 # -- the Gallery's campaign view -------------------------------------------------

@@ -263,4 +263,4 @@ def restore_from_file() -> None:
                 str(recipe.get("resolution", "1K")),
                 references=kept,
             )
-            st.switch_page("pages/studio.py")
+            st.switch_page("app_pages/studio.py")

@@ -48,7 +48,7 @@ def save_to_library() -> None:
 
 def use(t: Template) -> None:
     draft.load(t.prompt, list(t.ratios), t.resolution, list(t.rows) if t.variables else None)
-    st.switch_page("pages/studio.py")
+    st.switch_page("app_pages/studio.py")
 
 
 @st.dialog("Edit template", width="large")

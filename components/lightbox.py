@@ -172,7 +172,7 @@ def _details(item: GalleryItem) -> None:
         "Reuse in Studio", key="lb_reuse", type="primary", icon=":material/replay:", width="stretch",
         on_click=reuse, args=(item,),
     ):  # fmt: skip
-        st.switch_page("pages/studio.py")
+        st.switch_page("app_pages/studio.py")
     b.link_button(
         "Download original", image_url(f"/images/{item.sha256}.png?download={quote(file_name(item))}"),
         icon=":material/download:", width="stretch",

@@ -138,7 +138,7 @@ def _settings_form(at, **fields):
 
 
 def test_settings_price_table_is_saved_and_bad_values_name_the_field(app):
-    app.switch_page("pages/settings.py").run()
+    app.switch_page("app_pages/settings.py").run()
     assert any("placeholders" in w.value for w in app.warning)
     _settings_form(app, **{"Price per 2K image": "abc"})
     assert "Price per 2K image must be a number such as 0.04 (got 'abc')" in _texts(app)
@@ -169,7 +169,7 @@ def test_save_to_library_then_use_it_from_the_library_page(app):
     app.button(key="lib_save").click().run()
     assert "already exists" in _texts(app)
 
-    app.switch_page("pages/library.py").run()
+    app.switch_page("app_pages/library.py").run()
     app.text_input(key="lib_query").input("poster").run()
     titles = [m.value for m in app.markdown if m.value.startswith("**")]
     assert "**Product poster**" in titles and "**Event poster**" in titles  # a starter matches too

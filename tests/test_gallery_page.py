@@ -135,7 +135,7 @@ def gallery_app(tmp_path, monkeypatch):
     at.run()
     services = core.current()
     seed(services.store, services.keeper)
-    at.switch_page("pages/gallery.py").run()
+    at.switch_page("app_pages/gallery.py").run()
     assert not at.exception, at.exception
     yield at
     core.shutdown()
@@ -275,7 +275,7 @@ def test_retry_resends_a_failed_task_once_as_a_new_creative(tmp_path, monkeypatc
 
 def test_queue_cards_of_kept_images_open_download_and_favourite(gallery_app):
     at = gallery_app
-    at.switch_page("pages/studio.py").run()
+    at.switch_page("app_pages/studio.py").run()
     assert not at.exception, at.exception
     store = core.current().store
     ids = [i.output_id for i in store.gallery(GalleryQuery())[0]]

@@ -75,7 +75,7 @@ def test_a_library_templates_note_shows_literally_on_its_card_and_in_the_starter
     assert_inert(button.help, "a starter template's tooltip")
     assert shown(button.help).startswith(HOSTILE)
 
-    app.switch_page("pages/library.py").run()
+    app.switch_page("app_pages/library.py").run()
     assert not app.exception
     captions = [c for c in _values(app, "caption") if "evil" in c]
     assert len(captions) == 2  # the new template and the edited starter
@@ -94,7 +94,7 @@ def _png_with_recipe(recipe: dict) -> bytes:
 
 def test_a_restored_recipes_ratio_and_resolution_show_literally(app):
     png = _png_with_recipe({"prompt": "A lighthouse", "aspect_ratio": LINK, "resolution": IMAGE})
-    app.switch_page("pages/gallery.py").run()
+    app.switch_page("app_pages/gallery.py").run()
     app.file_uploader(key="restore_upload").upload("recipe.png", png, "image/png").run()
     assert not app.exception
     [caption] = [c for c in _values(app, "caption") if "evil" in c]

@@ -29,7 +29,7 @@ def settings_page(tmp_path, monkeypatch):
         st.cache_resource.clear()
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30)
         at.run()
-        at.switch_page("pages/settings.py").run()
+        at.switch_page("app_pages/settings.py").run()
         assert not at.exception, at.exception
         return at
 
