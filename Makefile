@@ -53,7 +53,7 @@ test: install-test browser ocr
 # prints the figures and fails unless all are terminal, none duplicated, none lost.
 # (`make test` runs a 30-submission version.)
 soak: install
-	$(BIN)/python -m studio.soak --submissions 300
+	$(BIN)/python -m tools.soak --submissions 300
 
 lint: install-test
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

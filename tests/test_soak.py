@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from studio.soak import parse_args, run
+from tools.soak import parse_args, run
 
 
 def test_short_soak_loses_nothing_and_creates_nothing_twice(tmp_path):

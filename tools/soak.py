@@ -1,6 +1,6 @@
 """Soak: many submissions through the tracker under faults, with a SIGKILL in the middle.
 
-    python -m studio.soak --submissions 300        # what `make soak` runs
+    python -m tools.soak --submissions 300        # what `make soak` runs
 
 Three processes, all on this machine's loopback:
 
@@ -8,7 +8,7 @@ Three processes, all on this machine's loopback:
    through `POST /_sim/faults`: 429 and 503 with Retry-After on GETs, create
    answers dropped after the task was made, 10 % failed tasks, failed and
    truncated downloads;
-2. a tracker process (`python -m studio.soak worker`) that boots the studio's
+2. a tracker process (`python -m tools.soak worker`) that boots the studio's
    services exactly as the server does (`studio.services.boot` with
    HIAPI_BASE_URL/HIAPI_API_KEY pointing at the simulator), records every
    submission with `Tracker.submit` and follows them;
@@ -41,6 +41,8 @@ from typing import Any
 
 import httpx
 
+#: The checkout this file is in: its processes run from here (`-m tools.soak`), wherever the soak began.
+ROOT = Path(__file__).resolve().parent.parent
 SOAK_KEY = "sk-soak-0123456789abcdef"
 #: Faults as the issue lists them; rates are per request (per task for fail_rate).
 DEFAULT_FAULTS: dict[str, Any] = {
@@ -69,10 +71,10 @@ RATIO_SETS = (("1:1",), ("16:9", "9:16"), ("4:5", "1:1", "16:9"), ("3:2",), ("21
 
 def worker(submit: int, seed: int, wait_s: float) -> int:
     """The tracker process: submit `submit` requests (0 to only resume), then follow them to the end."""
-    from .config import Settings
-    from .models import TaskRequest
-    from .ratios import combination_problem
-    from .services import boot, shutdown
+    from studio.config import Settings
+    from studio.models import TaskRequest
+    from studio.ratios import combination_problem
+    from studio.services import boot, shutdown
 
     services = boot(Settings.load())
     tracker, store = services.tracker, services.store
@@ -167,7 +169,7 @@ def _start_simulator(args: argparse.Namespace, log: Path) -> tuple[subprocess.Po
         "--seed", str(args.seed), "--quiet",
     ]  # fmt: skip
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=open(log, "ab"), text=True, start_new_session=True
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=open(log, "ab"), text=True, start_new_session=True
     )
     assert proc.stdout is not None
     base_url = proc.stdout.readline().strip()
@@ -189,11 +191,11 @@ def _start_worker(
         PYTHONUNBUFFERED="1",
     )
     cmd = [
-        sys.executable, "-m", "studio.soak", "worker", "--submit", str(submit), "--seed", str(args.seed),
+        sys.executable, "-m", "tools.soak", "worker", "--submit", str(submit), "--seed", str(args.seed),
         "--wait", str(args.timeout),
     ]  # fmt: skip
     return subprocess.Popen(
-        cmd, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True
+        cmd, cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True
     )
 
 
@@ -415,7 +417,7 @@ def run(args: argparse.Namespace) -> SoakResult:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m studio.soak", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.soak", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command")
     w = sub.add_parser("worker", help="(internal) the tracker process")
     w.add_argument("--submit", type=int, default=0)

@@ -1,0 +1,1 @@
+"""Developer tools that run the studio from outside: not part of the `studio` package."""
