@@ -4,7 +4,7 @@ import gc
 
 import streamlit as st
 
-from access import require_login
+from access.page import require_login
 from components import submit
 from components.chrome import mode_badge
 from components.services import get_services

@@ -1,14 +1,8 @@
-"""Who may use the studio: an optional team login, checked on every page and route.
+"""The route check: who may call the studio's HTTP routes, and the rules pages share.
 
-Whoever can open the studio can spend the API key's money. When secrets hold
-an `[auth]` section (Streamlit's built-in OIDC login, `st.login`), every page
-asks for a sign-in first (`require_login`, called by app.py) and every HTTP
-route of ours answers 401 without a valid identity (`protect`, used by
-server.py). An optional allow-list narrows who may sign in:
-
-    [access]
-    allowed_emails = ["ana@example.com"]
-    allowed_domains = ["example.com"]
+`login_configured` and `email_allowed` read the secrets (see `access`'s
+docstring); `protect` wraps a Starlette endpoint so it answers 401 without a
+valid identity when a login is configured. Nothing here draws a page.
 
 How routes check the sign-in: `st.login` ends by setting Streamlit's identity
 cookie `_streamlit_user`, a JSON document signed with itsdangerous using the
@@ -115,42 +109,3 @@ def protect(handler: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitab
         return await handler(request)
 
     return guarded
-
-
-def require_login() -> None:
-    """On a page: when a login is configured, show only a sign-in (or refusal) until signed in."""
-    import streamlit as st
-
-    from components.text import literal
-
-    secrets = secrets_dict()
-    if not login_configured(secrets):
-        return
-    user = st.user
-    if not user.is_logged_in:
-        st.title("GPT Image 2 Studio")
-        st.write("This studio is shared with a team. Sign in to continue.")
-        st.button("Sign in", key="sign_in", type="primary", icon=":material/login:", on_click=_login)
-        st.stop()
-    if not email_allowed(user.get("email"), secrets):
-        st.title("GPT Image 2 Studio")
-        st.error(
-            "This account is not on the studio's allow-list. Ask whoever runs the studio to add it, "
-            "or sign in with another account.",
-            icon=":material/block:",
-        )
-        st.button("Sign out", key="sign_out_refused", on_click=st.logout)
-        st.stop()
-    with st.sidebar:
-        who = user.get("email") or user.get("name") or "you"
-        st.caption(f"Signed in as {literal(who)}")  # provider data: shown as text, not markdown
-        st.button("Sign out", key="sign_out", icon=":material/logout:", on_click=st.logout)
-
-
-def _login() -> None:
-    import streamlit as st
-
-    auth = secrets_dict().get("auth") or {}
-    providers = [k for k, v in auth.items() if isinstance(v, Mapping)]
-    # One provider in its own [auth.NAME] section: name it; flat [auth] means the default one.
-    st.login(providers[0] if len(providers) == 1 and "client_id" not in auth else None)
