@@ -51,7 +51,6 @@ from urllib.parse import urlsplit
 
 from .errors import redact
 from .models import Task, TaskStatus
-from .store import CallbackOutcome
 from .validation import is_loopback_host
 
 log = logging.getLogger("studio.callbacks")
@@ -78,6 +77,18 @@ class Verdict:
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
+
+
+class CallbackOutcome:
+    """What the sink (`Store.record_callback`, via the tracker) did with a terminal task report.
+
+    Defined here, beside the port that returns it, so the receiver needs no store.
+    """
+
+    STORED = "stored"  # the first report of this result: stored now
+    DUPLICATE = "duplicate"  # already stored (or already held): nothing changed
+    HELD = "held"  # the task id is not known yet; kept until the create answer brings it
+    UNKNOWN = "unknown"  # not a task of this studio, and no create is waiting for its id
 
 
 class CallbackSink(Protocol):

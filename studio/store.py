@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .callbacks import CallbackOutcome  # the receiver's vocabulary; re-exported for the tracker
 from .errors import redact, redact_deep
 from .fidelity import FidelityReport, StringCheck, wanted_strings
 from .models import MAX_OUTPUTS, Callback, Output, Task, TaskRequest, TaskStatus, capped_output_items
@@ -248,15 +249,6 @@ _RANK = {SUBMITTING: 0, TaskStatus.QUEUED: 1, TaskStatus.HANDLING: 2, TaskStatus
 # A held callback is useless once a resend can no longer replay its task
 # (HiAPI keeps idempotency keys about 24 h); older ones are pruned.
 HELD_CALLBACK_TTL = 26 * 3600.0
-
-
-class CallbackOutcome:
-    """What `Store.record_callback` did with a terminal task report."""
-
-    STORED = "stored"  # the first report of this result: stored now
-    DUPLICATE = "duplicate"  # already stored (or already held): nothing changed
-    HELD = "held"  # the task id is not known yet; kept until the create answer brings it
-    UNKNOWN = "unknown"  # not a task of this studio, and no create is waiting for its id
 
 
 @dataclass(frozen=True)

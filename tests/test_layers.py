@@ -1,0 +1,148 @@
+"""The layer contracts, read from the source with `ast` (nothing is imported or run).
+
+    app_pages  →  components  →  studio (use cases, repositories, adapters)
+    server.py, access  →  studio
+
+Each arrow points the only way imports may go. Every import counts, also the
+ones inside functions, since a lazy import is still a dependency. What each
+contract protects:
+- the core (`studio/`) never imports streamlit or anything above it, so it runs
+  and is tested without a page (the tracker, the soak, the simulator);
+- widgets (`components/`) never import a page, so a page is only composition;
+- the HiAPI client (client, transport, errors, models, and the callback
+  receiver's signing) reaches nothing studio-specific, even indirectly, so it
+  could be lifted into a package of its own;
+- the route check (`access.routes`) never imports the page gate or widgets.
+"""
+
+from __future__ import annotations
+
+import ast
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+#: The HiAPI client: HiAPI's vocabulary and transport, knowing nothing of the studio.
+HIAPI_CLIENT = ("studio.client", "studio.transport", "studio.errors", "studio.models", "studio.callbacks")
+#: What the client may not reach, directly or through another studio module.
+STUDIO_SPECIFIC = (
+    "studio.store",
+    "studio.tracker",
+    "studio.services",
+    "studio.campaign_store",
+    "studio.library",
+    "studio.trash",
+    "studio.drafts",
+    "studio.startup",
+    "studio.config",
+    "components",
+    "app_pages",
+    "streamlit",
+)
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _resolve(module: str, node: ast.ImportFrom, is_package: bool) -> list[str]:
+    """The absolute names an `import`-from statement in `module` brings in."""
+    if node.level == 0:
+        base = node.module or ""
+    else:
+        package = module.split(".")
+        package = package if is_package else package[:-1]
+        package = package[: len(package) - (node.level - 1)]
+        base = ".".join(package + ([node.module] if node.module else []))
+    if node.module is None:  # `from . import x`: x is a module of the package
+        return [f"{base}.{a.name}" for a in node.names]
+    return [base]
+
+
+@cache
+def imports_of(path: Path) -> frozenset[str]:
+    """Every module `path` imports, anywhere in the file, as absolute dotted names."""
+    tree = ast.parse(path.read_text(), str(path))
+    me, is_package = module_name(path), path.name == "__init__.py"
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            found.update(_resolve(me, node, is_package))
+    return frozenset(found)
+
+
+def sources(folder: str) -> list[Path]:
+    return sorted((ROOT / folder).rglob("*.py"))
+
+
+def under(name: str, prefixes: tuple[str, ...]) -> str | None:
+    return next((p for p in prefixes if name == p or name.startswith(p + ".")), None)
+
+
+def breaches(folder: str, forbidden: tuple[str, ...]) -> list[str]:
+    return [
+        f"{module_name(path)} imports {name}"
+        for path in sources(folder)
+        for name in sorted(imports_of(path))
+        if under(name, forbidden)
+    ]
+
+
+def test_the_import_reader_resolves_relative_and_lazy_imports():
+    """The reader itself: a reader that found nothing would pass every contract."""
+    pkg = ROOT / "studio"
+    names = imports_of(pkg / "client.py")
+    assert "studio.errors" in names and "studio.transport" in names and "httpx" in names
+    models = imports_of(pkg / "models.py")
+    assert "studio.validation" in models  # imported inside a method
+    node = ast.parse("from . import store").body[0]
+    assert _resolve("studio.simulator", node, True) == ["studio.simulator.store"]
+    assert _resolve("studio.simulator.server", ast.parse("from ..x import y").body[0], False) == ["studio.x"]
+
+
+def test_the_core_never_imports_streamlit_or_the_layers_above():
+    assert (
+        breaches("studio", ("streamlit", "components", "app_pages", "server", "access", "app", "tools")) == []
+    )
+
+
+def test_widgets_never_import_a_page():
+    assert breaches("components", ("app_pages", "app", "server")) == []
+
+
+def test_the_route_check_never_imports_the_page_gate_or_widgets():
+    found = [n for n in imports_of(ROOT / "access" / "routes.py") if under(n, ("access.page", "components"))]
+    assert found == []
+
+
+def _studio_closure(start: str) -> dict[str, str]:
+    """Every studio module reachable from `start`, with the module that first imports it."""
+    files = {module_name(p): p for p in sources("studio")}
+    seen: dict[str, str] = {start: start}
+    todo = [start]
+    while todo:
+        here = todo.pop()
+        for name in imports_of(files[here]):
+            # `from .store import X` names studio.store; `from . import store` names it too.
+            target = name if name in files else name.rsplit(".", 1)[0]
+            if name.startswith(("components", "app_pages", "streamlit")):
+                seen.setdefault(name, here)
+            elif target in files and target not in seen:
+                seen[target] = here
+                todo.append(target)
+    return seen
+
+
+@pytest.mark.parametrize("module", HIAPI_CLIENT)
+def test_the_hiapi_client_reaches_nothing_studio_specific(module):
+    reached = _studio_closure(module)
+    bad = {name: via for name, via in reached.items() if under(name, STUDIO_SPECIFIC)}
+    assert bad == {}, f"{module} reaches studio-specific modules (module: imported by): {bad}"
