@@ -45,8 +45,11 @@ ocr:
 run: install ocr
 	$(BIN)/python -m launch --server.port $(PORT) --server.address $(ADDRESS)
 
+# The checks that keep the layout honest run before the tests: lint, formatting, the core's types
+# (the layer contracts are tests/test_layers.py).
 test: install-test browser ocr
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 # 300 submissions under faults, the tracker killed with SIGKILL twice mid-way and restarted;
