@@ -412,8 +412,8 @@ class HiAPIClient:
         if error_code is None and (shape := parse_error_shape(envelope)) is not None:
             error_code = shape[0]  # an envelope that carries the other shape's error object too
         effective = status if not 200 <= status < 300 else (code if 100 <= code <= 599 else 500)
-        message = envelope.get("message")
-        message = _SPACE_RE.sub(" ", message).strip() if isinstance(message, str) else ""
+        said = envelope.get("message")
+        message = _SPACE_RE.sub(" ", said).strip() if isinstance(said, str) else ""
         if not message:
             message = f"HiAPI answered HTTP {effective}"
         message = redact(message[:MAX_MESSAGE_CHARS], self._api_key)

@@ -126,7 +126,7 @@ class HiAPIError(Exception):
 class InvalidRequestError(HiAPIError):
     """400 INVALID_REQUEST: fix the request; never resend it as is."""
 
-    status = 400
+    status: int | None = 400
 
 
 class RequestValidationError(InvalidRequestError):

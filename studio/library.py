@@ -13,6 +13,7 @@ This module never imports streamlit.
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -220,7 +221,7 @@ def parse_json(data: bytes | str) -> list[Template]:
             ) from None
     try:
         doc = json.loads(data)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise LibraryError(f"The file is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
     entries = doc.get("templates") if isinstance(doc, dict) else doc
     if isinstance(doc, dict) and doc.get("format") not in (None, FORMAT):
@@ -247,7 +248,7 @@ def parse_json(data: bytes | str) -> list[Template]:
         if not isinstance(rows, list):
             raise LibraryError(f"{where}: rows must be a list of objects.")
         t = Template(
-            name=e.get("name") if isinstance(e.get("name"), str) else "",
+            name=name if isinstance(name := e.get("name"), str) else "",
             prompt=e.get("prompt"),  # type: ignore[arg-type]
             ratios=tuple(ratios),
             resolution=e.get("resolution", "1K"),
@@ -315,7 +316,7 @@ class Library:
         )
         return _from_row(r) if r else None
 
-    def starters(self) -> list[Template]:
+    def starters(self) -> builtins.list[Template]:  # `list` here is the method above
         rows = self.store.reader().execute("SELECT * FROM prompt_library WHERE starter IS NOT NULL")
         by_key = {t.starter: t for t in map(_from_row, rows)}
         return [by_key[s.key] for s in STARTERS if s.key in by_key]

@@ -57,7 +57,7 @@ log = logging.getLogger("studio.services")
 SIMULATOR_KEY = "sk-simulator-local"
 # The tracker schedules its own retries (honouring Retry-After), so one client
 # call never holds a worker thread for long.
-_TRACKER_RETRIES = {"max_retries": 1, "retry_after_cap": 10.0}
+_TRACKER_RETRIES: dict[str, Any] = {"max_retries": 1, "retry_after_cap": 10.0}
 
 
 @dataclass
@@ -208,6 +208,10 @@ def boot(settings: Settings) -> Services:
         # Every kept image with quoted text gets its text read back, off the page thread.
         ensure_text_check_schema(store)
         fidelity = FidelityChecker(store)
+
+        def check_text(output_id: int) -> None:
+            fidelity.submit(output_id)  # False means already queued: nothing to do either way
+
         tracker = Tracker(
             store,
             client,
@@ -215,7 +219,7 @@ def boot(settings: Settings) -> Services:
             priors=priors,
             max_active=max_active,
             callback_url=callback_url,
-            on_kept=fidelity.submit,
+            on_kept=check_text,
         ).start()
         # A recorded text check is news to the pages too (the queue shows ✓ / ✗).
         fidelity.on_checked = lambda output_id, _report: tracker.events.publish(

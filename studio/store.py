@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from .callbacks import CallbackOutcome  # the receiver's vocabulary; re-exported for the tracker
 from .errors import redact, redact_deep
@@ -435,7 +435,8 @@ _GALLERY_SELECT = (
 
 def _gallery_where(q: GalleryQuery) -> tuple[str, list[Any]]:
     status = {"kept": _KEPT, "failed": _FAILED}.get(q.status, f"({_KEPT} OR {_FAILED})")
-    where, params = [status], []
+    where: list[str] = [status]
+    params: list[Any] = []
     match = fts_query(q.text)
     if match:
         where.append("s.id IN (SELECT rowid FROM prompt_search WHERE prompt_search MATCH ?)")
@@ -1173,7 +1174,8 @@ def insert_submission(
             request.storage,
         ),
     )
-    sid = int(cur.lastrowid)
+    sid = cur.lastrowid
+    assert sid is not None  # sqlite3 sets it after every INSERT
     c.execute(
         "INSERT INTO task_events (submission_id, status, at, source) VALUES (?,?,?,?)",
         (sid, SUBMITTING, now, "studio"),
@@ -1181,6 +1183,10 @@ def insert_submission(
     return sid
 
 
+@overload
+def _clean(text: str) -> str: ...
+@overload
+def _clean(text: None) -> None: ...
 def _clean(text: str | None) -> str | None:
     """A HiAPI-provided code or message, redacted (None stays None)."""
     return None if text is None else redact(text)
