@@ -21,7 +21,7 @@ from streamlit.web.server.starlette.starlette_app_utils import create_signed_val
 
 from access import email_allowed, login_configured
 from studio.images import ImageKeeper
-from tests.conftest import StudioServer, screenshot
+from tests.support import StudioServer, screenshot
 
 COOKIE_SECRET = "team-cookie-secret-0123456789abcdef"
 ALLOWED = "ana@example.com"

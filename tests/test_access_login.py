@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from playwright.sync_api import expect
 
-from tests.conftest import StudioServer, screenshot
+from tests.support import StudioServer, screenshot
 
 pytestmark = pytest.mark.browser
 

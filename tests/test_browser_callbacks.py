@@ -5,14 +5,13 @@ show without routine polling."""
 from __future__ import annotations
 
 import sqlite3
-import time
 import uuid
 
 import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import StudioServer, screenshot
+from tests.support import StudioServer, screenshot, wait_for
 from tests.test_browser_studio import creative, generate, open_studio, set_prompt, set_ratio
 
 pytestmark = pytest.mark.browser
@@ -56,15 +55,6 @@ def successes(server, submission_id: int) -> tuple[int, int]:
             "SELECT COUNT(*) FROM outputs WHERE submission_id=?", (submission_id,)
         ).fetchone()[0]
     return events, outputs
-
-
-def wait_for(pred, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := pred():
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def all_kept(server, marker: str, n: int) -> bool:

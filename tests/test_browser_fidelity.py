@@ -19,7 +19,7 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from studio.kit import PLACEMENTS_BY_KEY
-from tests.conftest import ARTIFACTS, StudioServer
+from tests.support import ARTIFACTS, StudioServer
 from tests.test_browser_studio import creative, generate, open_studio, set_prompt, set_ratio
 
 pytestmark = pytest.mark.browser

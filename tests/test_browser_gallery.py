@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import expect
 
 from studio.images import read_recipe
-from tests.conftest import ARRIVAL_MS, StudioServer, screenshot
+from tests.support import ARRIVAL_MS, StudioServer, screenshot
 from tests.test_browser_studio import EDITOR, generate, open_studio, set_prompt, set_ratio
 
 pytestmark = pytest.mark.browser

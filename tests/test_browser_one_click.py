@@ -22,7 +22,7 @@ from playwright.sync_api import expect
 from studio import services as core
 from studio.config import Settings
 from studio.models import TaskRequest
-from tests.conftest import ARRIVAL_MS, StudioServer, screenshot
+from tests.support import ARRIVAL_MS, StudioServer, screenshot, wait_for
 from tests.test_browser_studio import EDITOR, generate, open_all_ratios, open_studio, set_prompt, set_ratio
 
 pytestmark = pytest.mark.browser
@@ -80,15 +80,6 @@ def _tasks_at_simulator(server: StudioServer) -> int:
     return httpx.get(sim + "/_sim/stats", timeout=10).json()["tasks_created"]
 
 
-def _wait(pred, timeout: float = ARRIVAL_MS / 1000) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
-
-
 def test_every_click_makes_one_creative_under_load_in_a_long_session(browser, tmp_path):
     data = tmp_path / "data"
     _seed(data, SEEDED)
@@ -114,7 +105,7 @@ def test_every_click_makes_one_creative_under_load_in_a_long_session(browser, tm
                 page.locator(f".st-key-ratio_pick_{ratio.replace(':', '-')} label").click()
                 generate(page).click()
             clicks.append((marker, how))
-            _wait(lambda m=marker: _creatives(server, m))
+            wait_for(lambda m=marker: _creatives(server, m), timeout=ARRIVAL_MS / 1000)
             expect(page.locator(".st-key-generate_box")).to_contain_text("Submitted")
         # A click that asks first: the confirmation double-clicked sends once.
         marker = f"confirm-{uuid.uuid4().hex[:6]}"
@@ -126,10 +117,10 @@ def test_every_click_makes_one_creative_under_load_in_a_long_session(browser, tm
         dialog.get_by_role("button", name="Generate 6 images").dblclick()
         expect(dialog).to_have_count(0)
         clicks.append((marker, "confirm"))
-        _wait(lambda: _creatives(server, marker))
+        wait_for(lambda: _creatives(server, marker), timeout=ARRIVAL_MS / 1000)
         screenshot(page, "one-click-under-load")
 
-        _wait(lambda: _all_sent(server))
+        wait_for(lambda: _all_sent(server), timeout=ARRIVAL_MS / 1000)
         per_click = {m: _creatives(server, m) for m, _ in clicks}
         for (m, how), creatives in zip(clicks, per_click.values(), strict=True):
             assert len(creatives) == 1, f"{how} click {m} made {len(creatives)} creatives: {creatives}"

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from tests.conftest import ARRIVAL_MS, screenshot
+from tests.support import ARRIVAL_MS, screenshot
 from tests.test_browser_studio import (
     EDITOR,
     creative,
@@ -47,7 +47,9 @@ def test_a_dropped_reference_shapes_the_result_and_comes_back_with_reuse(page, s
 
     # A refused file is named with its reason; the prompt and picks stay.
     _drop(page, [{"name": "notes.png", "mimeType": "image/png", "buffer": b"plain text"}])
-    expect(page.locator(".st-key-reference_images")).to_contain_text("“notes.png” is not a JPEG, PNG or WebP image")
+    expect(page.locator(".st-key-reference_images")).to_contain_text(
+        "“notes.png” is not a JPEG, PNG or WebP image"
+    )
     _drop(page, [{"name": "product.png", "mimeType": "image/png", "buffer": _png(GREEN)}])
     thumb = page.locator("[class*='st-key-ref_0'] img")
     expect(thumb).to_have_count(1)

@@ -23,7 +23,7 @@ import pytest
 from playwright.sync_api import expect
 
 from studio.images import read_recipe
-from tests.conftest import ROOT, StudioServer, screenshot
+from tests.support import ROOT, StudioServer, screenshot
 from tests.test_browser_studio import generate, open_studio, set_prompt, set_ratio
 
 pytestmark = pytest.mark.browser

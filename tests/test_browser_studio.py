@@ -8,7 +8,7 @@ import uuid
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import screenshot
+from tests.support import screenshot
 
 pytestmark = pytest.mark.browser
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import ARRIVAL_MS, ROOT, screenshot
+from tests.support import ARRIVAL_MS, ROOT, screenshot
 from tests.test_browser_studio import EDITOR, creative, generate, open_all_ratios, open_studio, set_prompt
 
 pytestmark = pytest.mark.browser

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from studio.simulator import sign
-from tests.conftest import StudioServer
+from tests.support import StudioServer
 
 TOKEN = "route_" + "Zx9Yw8Vu" * 4
 SECRET = "whsec-route-0123456789abcdef"

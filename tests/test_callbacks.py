@@ -28,6 +28,7 @@ from studio.simulator import Simulator
 from studio.simulator import sign as sim_sign
 from studio.store import Store
 from studio.tracker import Tracker, _Watch
+from tests.support import FakeClock, simulators, wait_for
 
 KEY = "sk-test-callbacks-0123456789"
 SECRET = "whsec-test-0123456789abcdef"
@@ -83,37 +84,14 @@ def endpoint():
 
 @pytest.fixture
 def make_sim():
-    started: list[Simulator] = []
-
-    def make(**kw) -> Simulator:
-        kw.setdefault("api_keys", [KEY])
-        kw.setdefault("signing_key", SECRET)
-        kw.setdefault("min_duration", 0.2)
-        kw.setdefault("max_duration", 0.4)
-        kw.setdefault("callback_backoff", 0.05)
-        kw.setdefault("seed", 5)
-        s = Simulator(**kw).start()
-        started.append(s)
-        return s
-
-    yield make
-    for s in started:
-        s.stop()
+    defaults = dict(api_keys=[KEY], signing_key=SECRET, min_duration=0.2, max_duration=0.4, seed=5)
+    with simulators(**defaults, callback_backoff=0.05) as make:
+        yield make
 
 
 @pytest.fixture
 def sim(make_sim):
     return make_sim()
-
-
-def wait_for(pred, timeout: float = 20.0, step: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("condition not met in time")
 
 
 def make_tracker(sim, tmp_path, endpoint=None, *, secret=SECRET, grace=10.0, slow_poll=30.0, **client_kw):
@@ -598,7 +576,8 @@ def test_task_in_flight_at_restart_waits_for_its_callback(make_sim, tmp_path, en
 
 
 def test_reconciliation_schedule(tmp_path):
-    now = 1000.0
+    clock = FakeClock(1000.0)
+    now = clock.now
     tracker = Tracker(
         Store(tmp_path / "s.db"),
         None,
@@ -607,7 +586,7 @@ def test_reconciliation_schedule(tmp_path):
         callback_url="https://studio.example.com/hiapi/callback/" + TOKEN,
         reconcile_grace=10.0,
         slow_poll=30.0,
-        clock=lambda: now,
+        clock=clock,
     )
     late = tracker.expectation("1K").late  # from the prior, before anything finished
     assert 20.0 < late < 40.0

@@ -11,7 +11,7 @@ from studio import services as core
 from studio.campaign_store import CampaignStore
 from studio.library import Library
 from studio.pricing import Pricing, save
-from tests.conftest import generate_button
+from tests.support import generate_button
 from tests.test_studio_page import _checkbox, _texts, app  # noqa: F401
 
 CSV = b"product,headline,sku\nMug,HOT DEAL,A1\nBowl,FRESH,A2\nVase,NEW,A3\n"

@@ -27,7 +27,7 @@ from studio.pricing import Pricing
 from studio.simulator import Simulator
 from studio.store import REJECTED, SUBMITTING, Store
 from studio.tracker import Tracker
-from tests.test_tracker import wait_for
+from tests.support import wait_for
 
 KEY = "sk-test-campaigns-0123456789"
 PRICING = Pricing(prices={"1K": Decimal("0.03"), "2K": Decimal("0.06"), "4K": Decimal("0.12")})

@@ -19,7 +19,7 @@ from studio.images import ImageKeeper
 from studio.kit import KIT_LIFETIME_S, write_kit
 from studio.simulator import render_png
 from studio.store import GalleryItem
-from tests.conftest import StudioServer
+from tests.support import StudioServer
 
 HOSTILE = ['=HYPERLINK("http://evil.example","x")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"]
 

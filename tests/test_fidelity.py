@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -38,6 +37,7 @@ from studio.models import Task, TaskRequest
 from studio.simulator import Simulator, misspell, quoted_parts, render_image
 from studio.store import GalleryQuery, Store
 from studio.tracker import Tracker
+from tests.support import wait_for
 
 KEY = "sk-test-fidelity-0123456789"
 POSTER = 'Poster with the headline "SUMMER DROP"'
@@ -444,15 +444,6 @@ def test_checker_backfills_and_records_real_results(tmp_path, ocr):
 
 
 # ------------------------------------------------------------------ tracker end to end
-
-
-def wait_for(pred, timeout: float = 60.0, step: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return False
 
 
 def test_tracker_checks_every_kept_image_and_catches_the_misspelled_render(tmp_path, ocr):

@@ -21,6 +21,7 @@ from studio.models import TaskRequest
 from studio.simulator import Simulator
 from studio.store import Store
 from studio.tracker import Tracker
+from tests.support import wait_for
 
 KEY = "sk-test-lanes-0123456789"
 PRIORS = {"1K": 0.3, "2K": 0.3, "4K": 0.3}
@@ -32,16 +33,6 @@ def sim():
     s = Simulator(api_keys=[KEY], min_duration=0.1, max_duration=0.3, seed=7).start()
     yield s
     s.stop()
-
-
-def wait_for(pred, timeout=30.0, step=0.05):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("condition not met in time")
 
 
 def outputs(store, ids):

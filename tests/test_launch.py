@@ -18,7 +18,7 @@ import pytest
 from studio import services as core
 from studio.config import Settings
 from studio.startup import StartupError
-from tests.conftest import ROOT, StudioServer, free_port
+from tests.support import ROOT, StudioServer, free_port
 
 FAKE_KEY = "sk-fake-real-key-for-the-bind-test-0123"
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 #: The HiAPI client: HiAPI's vocabulary and transport, knowing nothing of the studio.
 HIAPI_CLIENT = ("studio.client", "studio.transport", "studio.errors", "studio.models", "studio.callbacks")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from streamlit.runtime.pages_manager import PagesManager
 
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 
 def test_no_legacy_pages_folder_so_deep_links_run_app_py_first(monkeypatch):

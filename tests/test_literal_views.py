@@ -23,7 +23,7 @@ from components.text import literal
 from studio import services as core
 from studio.library import Library, Template
 from studio.models import MAX_STATUS_CHARS, Task
-from tests.conftest import generate_button
+from tests.support import generate_button
 from tests.test_settings_page import settings_page  # noqa: F401
 from tests.test_studio_page import app  # noqa: F401
 

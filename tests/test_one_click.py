@@ -17,7 +17,8 @@ from studio.models import TaskRequest
 from studio.pricing import Pricing
 from studio.simulator import Simulator
 from studio.store import SpendRate, click_keys
-from tests.test_tracker import KEY, all_terminal, make_tracker, wait_for
+from tests.support import wait_for
+from tests.test_tracker import KEY, all_terminal, make_tracker
 
 RATIOS = ("16:9", "9:16", "1:1")
 

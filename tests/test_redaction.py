@@ -16,7 +16,8 @@ from studio.images import ImageKeeper
 from studio.models import TaskRequest
 from studio.store import Store
 from studio.tracker import Tracker
-from tests.test_tracker_faults import Answer, HostileHiAPI, _envelope, wait_for
+from tests.support import wait_for
+from tests.test_tracker_faults import Answer, HostileHiAPI, _envelope
 
 KEY = "hk_7f3a9c2e5b1d40"  # 17 characters: short enough to be quoted in a refusal reason
 TASK = "tk-echo-01"

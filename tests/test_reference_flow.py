@@ -15,7 +15,8 @@ from studio.images import read_recipe
 from studio.models import TaskRequest
 from studio.references import ReferenceShelf, reference_names
 from studio.simulator import Simulator
-from tests.test_tracker import KEY, all_terminal, make_tracker, wait_for
+from tests.support import wait_for
+from tests.test_tracker import KEY, all_terminal, make_tracker
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -22,6 +22,7 @@ from PIL import Image, ImageChops, UnidentifiedImageError
 from studio.ratios import RATIOS, pixel_size
 from studio.simulator import Faults, Simulator, misspell, quoted_parts, realistic_duration
 from studio.validation import validate_request
+from tests.support import wait_for
 
 KEY = "sk-test-alpha-0001"
 OTHER_KEY = "sk-test-beta-0002"
@@ -109,16 +110,6 @@ def assert_error(r: httpx.Response, status: int, error_code: str | None = None) 
 def count_color(img: Image.Image, color: tuple[int, int, int]) -> int:
     colors = img.getcolors(maxcolors=img.width * img.height) or []
     return sum(n for n, c in colors if c == color)
-
-
-def wait_for(predicate, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError("condition not met in time")
 
 
 class Receiver:

@@ -16,7 +16,7 @@ from studio import services as core
 from studio.config import Settings
 from studio.startup import StartupError, bind_problem, check_data_dir, check_database
 from studio.store import Store
-from tests.conftest import ROOT, StudioServer, free_port
+from tests.support import ROOT, StudioServer, free_port
 
 KEY = "sk-startup-secret-0123456789"
 

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 from components.submit import plan
 from components.templates import TEMPLATES
 from studio import services as core
-from tests.conftest import generate_button
+from tests.support import generate_button
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,6 +16,7 @@ from studio.ratios import pixel_size
 from studio.simulator import Simulator
 from studio.store import REJECTED, Store
 from studio.tracker import Tracker
+from tests.support import wait_for
 
 KEY = "sk-test-tracker-0123456789"
 
@@ -33,15 +34,6 @@ def make_tracker(sim, tmp_path, **kw):
     keeper = ImageKeeper(tmp_path / "images")
     priors = {"1K": 0.4, "2K": 0.4, "4K": 0.4}
     return Tracker(store, client, keeper, priors=priors, **kw), store
-
-
-def wait_for(pred, timeout=20.0, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return False
 
 
 def all_terminal(store):

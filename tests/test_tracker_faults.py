@@ -29,7 +29,7 @@ from studio.models import TaskRequest
 from studio.simulator import Simulator
 from studio.store import NO_OUTPUT, REJECTED, SUBMITTING, Store
 from studio.tracker import IDEMPOTENCY_SAFE_S, Tracker
-from tests.conftest import ROOT
+from tests.support import ROOT, wait_for
 
 KEY = "sk-hostile-secret-key-0123456789"
 TASK_ID = "tk-hiapi-01HZTQ8BX2N3GM3YFK4Z9D7VQR"
@@ -140,16 +140,6 @@ def make_tracker(base_url: str, data: Path) -> tuple[Tracker, Store]:
     client = HiAPIClient(KEY, base_url=base_url, max_retries=0)
     keeper = ImageKeeper(data / "images", thumb_size=128)
     return Tracker(store, client, keeper, priors={"1K": 0.3, "2K": 0.3, "4K": 0.3}), store
-
-
-def wait_for(pred, timeout=25.0, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("condition not met in time")
 
 
 def render_studio(data: Path, monkeypatch) -> AppTest:

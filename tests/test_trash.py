@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from studio.store import GalleryQuery, Store
 from studio.trash import Trash
+from tests.support import wait_for
 from tests.test_gallery_page import seed
 
 
@@ -18,13 +17,6 @@ def stocked(tmp_path):
     store = Store(tmp_path / "studio.db")
     keeper = ImageKeeper(tmp_path / "images")
     return store, keeper, seed(store, keeper)
-
-
-def wait_for(condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def test_delete_hides_at_once_and_undo_restores_everything(stocked):
