@@ -12,7 +12,6 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
-import time
 import uuid
 
 import httpx
@@ -47,16 +46,8 @@ def _seed(data_dir, n: int) -> None:
         ratios = ("1:1", "16:9", "9:16", "4:3")
         for i in range(n // len(ratios)):
             services.tracker.submit([TaskRequest(f'seed poster {i} "SEED {i}"', r, "1K") for r in ratios])
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            kept = (
-                services.store.reader().execute("SELECT COUNT(*) FROM outputs WHERE state='kept'").fetchone()
-            )
-            if kept[0] >= n:
-                break
-            time.sleep(0.2)
-        else:
-            raise AssertionError("seeding did not finish")
+        kept = "SELECT COUNT(*) FROM outputs WHERE state='kept'"
+        wait_for(lambda: services.store.reader().execute(kept).fetchone()[0] >= n, timeout=300)
     finally:
         core.shutdown()
 

@@ -31,6 +31,7 @@ from studio.kit import (
 from studio.ratios import RATIO_NAMES, RESOLUTIONS, combination_problem, pixel_size
 from studio.simulator import render_png
 from studio.store import GalleryItem
+from tests.support import wait_for
 
 PROMPT = 'Poster with the headline "SUMMER DROP"'
 
@@ -257,10 +258,7 @@ def test_kits_are_built_on_a_worker_thread_with_progress(tmp_path, monkeypatch):
         assert job.state == "running" and job.total == 3 and job.done == 0
         assert builder.status(job.id).state == "running"
         release.set()
-        deadline = time.monotonic() + 60
-        while builder.status(job.id).state == "running":
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_for(lambda: builder.status(job.id).state != "running", step=0.02)
         done = builder.status(job.id)
         assert done.state == "done" and done.done == 3 and done.fraction == 1.0
         assert done.kit.zip_path.is_file() and threads[0] is not threading.main_thread()
@@ -277,10 +275,7 @@ def test_a_kit_whose_image_vanished_fails_with_a_sentence(tmp_path):
     builder = KitBuilder(keeper.original_path, tmp_path / "kits")
     try:
         job = builder.start([item("1:1", sha="f" * 64)], ["square"])
-        deadline = time.monotonic() + 60
-        while builder.status(job.id).state == "running":
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_for(lambda: builder.status(job.id).state != "running", step=0.02)
         failed = builder.status(job.id)
         assert failed.state == "failed" and "deleted meanwhile" in failed.error
     finally:

@@ -27,6 +27,7 @@ from studio.models import TaskRequest
 from studio.store import Store
 from studio.tracker import Tracker
 from studio.transport import AddressPolicy
+from tests.support import wait_for
 
 RECIPE = {"prompt": "a fox"}
 PRIVATE = "Refused: output URL points to a private address."
@@ -289,13 +290,10 @@ def test_tracker_marks_a_refused_output_failed_with_the_reason(server, tmp_path:
     tracker.start()
     try:
         [sid] = tracker.submit([TaskRequest("a fox", "1:1", "1K")])
-        end = time.monotonic() + 30
-        while time.monotonic() < end:
-            [o] = store.outputs_for([sid]).get(sid) or [None]
-            if o is not None and o.state == "failed":
-                break
-            time.sleep(0.05)
-        assert o is not None and o.state == "failed"
+        o = wait_for(
+            lambda: next((x for x in store.outputs_for([sid]).get(sid, []) if x.state == "failed"), None)
+        )
+        assert o.state == "failed"
         assert o.error == PRIVATE
         assert o.attempts == 1  # final at once: refusing again would change nothing
         assert server.connections == 0

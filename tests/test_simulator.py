@@ -619,7 +619,7 @@ def test_output_url_expires_with_410_and_unknown_file_is_404(make_sim):
         url = data["output"][0]["url"]
         assert c.get(url).status_code == 200
         assert data["output"][0]["expireAt"] <= time.time() + 1
-        time.sleep(0.7)
+        wait_for(lambda: c.get(url).status_code == 410)  # the link lives 0.6 s
         assert_error(c.get(url), 410)
         assert_error(c.get(f"{sim.base_url}/files/no-such-file.png"), 404)
 

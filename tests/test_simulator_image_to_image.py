@@ -6,13 +6,13 @@ from __future__ import annotations
 import http.server
 import io
 import threading
-import time
 
 import httpx
 import pytest
 from PIL import Image
 
 from studio.simulator import Simulator
+from tests.support import wait_for
 
 KEY = "sk-test-i2i-0001"
 GREEN = (20, 200, 60)
@@ -72,15 +72,12 @@ def _run(sim, urls, ratio="16:9") -> dict:
         created = c.post("/v1/tasks", json=body)
         assert created.status_code == 200, created.text
         task_id = created.json()["data"]["taskId"]
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            data = c.get(f"/v1/tasks/{task_id}").json()["data"]
-            if data["status"] in ("success", "fail"):
-                if data["status"] == "success":
-                    data["png"] = c.get(data["output"][0]["url"]).content
-                return data
-            time.sleep(0.05)
-    raise AssertionError("task did not finish")
+        data = wait_for(
+            lambda: (d := c.get(f"/v1/tasks/{task_id}").json()["data"])["status"] in ("success", "fail") and d
+        )
+        if data["status"] == "success":
+            data["png"] = c.get(data["output"][0]["url"]).content
+        return data
 
 
 def test_the_result_is_built_from_the_first_reference_and_every_input_is_fetched(sim, files):
