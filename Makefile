@@ -7,7 +7,7 @@ ADDRESS ?= 127.0.0.1
 STUDIO_DATA_DIR ?= data
 export STUDIO_DATA_DIR
 
-.PHONY: run test install install-test browser ocr lint bench soak clean
+.PHONY: run test test-fast install install-test browser ocr lint bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,10 +50,15 @@ run: install ocr
 test: install-test browser ocr
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	# TODO: turn on once studio/pricing.py, kit.py, tracker.py, simulator/render.py and
-	# simulator/server.py type-check (`mypy studio` lists them); every other core module does.
-	# $(BIN)/mypy studio
-	$(BIN)/python -m pytest -q
+# TODO: turn on once studio/pricing.py, kit.py, tracker.py, simulator/render.py and
+# simulator/server.py type-check (`mypy studio` lists them); every other core module does.
+#	$(BIN)/mypy studio
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+# The quick loop while working: everything but the browser tests and the few slow ones, on 2 workers.
+test-fast: install-test ocr
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -m "not browser and not slow" -n 2
 
 # 300 submissions under faults, the tracker killed with SIGKILL twice mid-way and restarted;
 # prints the figures and fails unless all are terminal, none duplicated, none lost.

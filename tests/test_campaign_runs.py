@@ -155,6 +155,7 @@ def test_a_single_prompt_goes_at_once_and_campaign_rows_wait_for_room(sim, tmp_p
         tracker.stop()
 
 
+@pytest.mark.slow
 def test_429s_on_create_hold_every_create_and_halve_the_pace_without_duplicates(sim, tmp_path):
     sim.set_faults(post_429_rate=1.0, retry_after=1)
     tracker, store, client = make(sim, tmp_path, max_active=8)

@@ -298,6 +298,7 @@ def test_a_shape_edge_read_as_a_bar_between_words_is_not_a_false_alarm(ocr):
 SIM_HEADLINES = ("FRESH BREAD DAILY", "Open late", "SUMMER DROP", "Midnight Jazz Club")
 
 
+@pytest.mark.slow
 def test_simulator_renders_at_every_ratio_give_no_false_alarm_and_every_misspelling_is_caught(ocr):
     from studio.ratios import RATIO_NAMES
 

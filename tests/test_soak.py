@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tools.soak import parse_args, run
 
 
+@pytest.mark.slow
 def test_short_soak_loses_nothing_and_creates_nothing_twice(tmp_path):
     # Slow creates, so the first kill lands while POSTs are in flight; the second at 15 terminal.
     args = parse_args(

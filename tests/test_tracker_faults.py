@@ -218,6 +218,7 @@ POLL_ANSWERS = {
 }
 
 
+@pytest.mark.slow
 def test_bad_status_answers_are_noted_on_the_task_and_cleared_by_a_good_one(hostile, tmp_path):
     hostile.answers["create"] = Answer(200, _envelope({"taskId": TASK_ID}))
     tracker, store = make_tracker(hostile.base_url, tmp_path)
