@@ -27,6 +27,7 @@ from studio import errors as E
 from studio.client import MAX_RESPONSE_BYTES, HiAPIClient, InvalidArgumentError
 from studio.models import Callback, Task, TaskPage, TaskRequest
 from studio.transport import RetryPolicy, parse_retry_after
+from tests.support import wait_for
 
 KEY = "sk-test-S3CRETkey0123456789abcdef"
 BASE = "https://api.hiapi.test"
@@ -1267,7 +1268,8 @@ def test_sim_409_while_the_first_create_is_in_flight_is_retried_then_replayed(si
     t = threading.Thread(target=first)
     t.start()
     assert sending.wait(5)
-    time.sleep(0.2)  # the first create is now being handled (held for 0.8 s)
+    # The simulator holds the first create's key (for 0.8 s) before the second is sent.
+    wait_for(lambda: any(key == "sub-inflight" for _, key in list(sim._idem)), step=0.01)
     sleeps = Sleeps(on_sleep=lambda s: t.join(5))
     with sim_client(sim, sleeps) as client:
         second = client.create_task(request, idempotency_key="sub-inflight")
