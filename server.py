@@ -238,6 +238,8 @@ async def reference(request: Request) -> Response:
         return Response("not found", status_code=404)
     media = EXT_MEDIA[name.rsplit(".", 1)[1]]
     return FileResponse(path, media_type=media, headers={"Cache-Control": "private, max-age=3600"})
+
+
 _KEEPALIVE_S = 15.0
 _COALESCE_S = 0.03  # a burst of events (16 ratios created at once) becomes one `change`
 _exiting = None  # uvicorn's server, to end the streams when it shuts down (it waits for them)

@@ -30,7 +30,7 @@ from .campaign_store import ensure_schema as ensure_campaign_schema
 from .client import HiAPIClient
 from .config import Settings
 from .export import sweep_exports
-from .fidelity import FidelityChecker
+from .fidelity import FidelityChecker, FidelityReport
 from .fidelity import ensure_schema as ensure_text_check_schema
 from .images import ImageKeeper
 from .kit import KitBuilder, sweep_kits
@@ -221,10 +221,12 @@ def boot(settings: Settings) -> Services:
             callback_url=callback_url,
             on_kept=check_text,
         ).start()
+
         # A recorded text check is news to the pages too (the queue shows ✓ / ✗).
-        fidelity.on_checked = lambda output_id, _report: tracker.events.publish(
-            "checked", output_id=output_id
-        )
+        def news_of_check(output_id: int, _report: FidelityReport) -> None:
+            tracker.events.publish("checked", output_id=output_id)
+
+        fidelity.on_checked = news_of_check
         fidelity.backfill()  # images kept before a crash (or before this check existed)
         trash = Trash(store, keeper)
         trash.purge_all()  # deletions whose undo window a crash cut short
