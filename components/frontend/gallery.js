@@ -222,7 +222,9 @@ function render(state) {
   state.nodes = keep;
   state.index = index;
   state.grid.style.transform = state.paged ? "" : `translateY(${Math.floor(from / cols) * state.rowH}px)`;
+  const focused = state.grid.contains(document.activeElement) ? document.activeElement : null;
   state.grid.replaceChildren(...order);
+  if (focused && focused.isConnected && document.activeElement !== focused) focused.focus({ preventScroll: true });
   state.root.dataset.total = String(state.total);
   state.root.dataset.from = String(from);
   state.root.dataset.to = String(to);
