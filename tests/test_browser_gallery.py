@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 
 from studio.images import read_recipe
 from tests.conftest import ARRIVAL_MS, StudioServer, screenshot
-from tests.test_browser_studio import EDITOR, generate, open_expander, open_studio, set_prompt, set_ratio
+from tests.test_browser_studio import EDITOR, generate, open_studio, set_prompt, set_ratio
 
 pytestmark = pytest.mark.browser
 
@@ -362,12 +362,6 @@ def test_card_clicks_come_back_as_events(browser, tmp_path):
         expect(dialog.locator("[data-testid=stCode]")).to_contain_text("#03")
         page.keyboard.press("Escape")
         expect(dialog).to_have_count(0)
-        # Use as reference: into the Studio's draft.
-        card.get_by_role("button", name="Use as reference").click()
-        expect(page.locator("[data-testid=stApp]")).to_have_attribute("data-test-script-state", "notRunning")
-        page.get_by_role("link", name="Studio").click()
-        open_expander(page, "references")
-        expect(page.locator(".st-key-references img")).to_have_count(1, timeout=ARRIVAL_MS)
     finally:
         page.close()
         server.stop()
