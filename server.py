@@ -12,6 +12,8 @@ these extra routes on the same port:
 - GET /api/events                      the push channel (server-sent events): `hello` on connect, then a
                                        `change` whenever the tracker publishes (see studio/events.py)
 - GET /api/view/queue?limit=N          the queue's view model (JSON) its page fetches when told of a change
+- GET /api/view/gallery?offset=&limit=&<filters>  a window of the gallery grid's view model (JSON), the
+                                       filters as components.gallery.query_string writes them
 Images are served from disk with immutable cache headers, so the browser
 caches them and nothing passes through Streamlit's in-memory media store.
 The callback route only moves bytes: every decision is `studio.callbacks`'.
@@ -301,6 +303,26 @@ async def queue_view(request: Request) -> Response:
     return JSONResponse(view, headers={"Cache-Control": "no-store"})
 
 
+async def gallery_view(request: Request) -> Response:
+    from components.gallery import WINDOW, parse_query
+    from components.gallery import gallery_view as build
+
+    q = request.query_params
+
+    def number(name: str, default: int) -> int:
+        try:
+            return int(q.get(name, default))
+        except ValueError:
+            return default
+
+    query = parse_query(q, q.getlist)
+    s = _services()
+    view = await run_in_threadpool(
+        build, s.store, s.tracker.events, query, number("offset", 0), number("limit", WINDOW)
+    )
+    return JSONResponse(view, headers={"Cache-Control": "no-store"})
+
+
 @asynccontextmanager
 async def lifespan(app):
     global _exiting
@@ -338,5 +360,6 @@ app = st.App(
         _route("/refs/{name}", reference, public=True),
         _route("/api/events", events),
         _route("/api/view/queue", queue_view),
+        _route("/api/view/gallery", gallery_view),
     ],
 )

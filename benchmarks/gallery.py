@@ -257,7 +257,7 @@ class Visitor:
         """Page 1 in a fresh context (empty cache): note the thumbnails fetched, then the RSS."""
         thumbs: list[Any] = []
         self.page.on("response", lambda r: thumbs.append(r) if "/thumbs/" in r.url else None)
-        self.page.goto(self.server.url + "/gallery")
+        self.page.goto(self.server.url + "/gallery?pages=1")  # the paged view: pages turn
         _show(self.page, self.ids[0])
         self.first_thumbs = list(thumbs)
         self.thumb_bytes = sum(len(r.body()) for r in self.first_thumbs)
@@ -323,7 +323,8 @@ def compare(big: Path, small: Path, browser: Any, turns: int) -> tuple[dict[str,
             server.stop()
 
 
-def run(quick: bool = False) -> list[Row]:
+def paged(quick: bool = False) -> list[Row]:
+    """The paged view (`?pages=1`): page turns at 10,000 items against 100 (the figures before the grid component)."""
     from playwright.sync_api import sync_playwright
 
     items, n_images, turns = (2_000, PAGE, 8) if quick else (ITEMS, 2 * PAGE, TURNS)
@@ -393,11 +394,156 @@ def run(quick: bool = False) -> list[Row]:
     ]  # fmt: skip
 
 
+# --------------------------------------------------------------------------- the grid component
+
+# Loaded into the baseline server (PYTHONPATH): `components.gallery.grid` draws nothing, so
+# that server's Gallery is the bare page: filters, count, bulk bar, the same queries but the grid's.
+_BARE = """
+import importlib.abc, importlib.util, sys
+
+class _BareGallery(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "components.gallery":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            module.grid = lambda q, page=None: {}
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, _BareGallery())
+"""
+_SORT = "[class*='st-key-g_sort'] button"
+_SCROLLER = """() => { const g = document.querySelector('.studio-gallery');
+  for (let p = g.parentElement; p; p = p.parentElement) {
+    const o = getComputedStyle(p).overflowY;
+    if ((o === 'auto' || o === 'scroll') && p.scrollHeight > p.clientHeight) return p; }
+  return document.scrollingElement; }"""
+_SCREEN_SHOWN = """() => { const imgs = [...document.querySelectorAll("[class*='st-key-card_'] img")].filter(i => {
+    const r = i.getBoundingClientRect(); return r.bottom > 0 && r.top < innerHeight; });
+  return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0); }"""
+
+
+def _wait_runs(server: TimedStudioServer, since: float, n: int, timeout: float = 60.0) -> None:
+    end = time.time() + timeout
+    while len(server.runs(since=since, page="Gallery", fragment=False)) < n:
+        if time.time() > end:
+            raise TimeoutError(f"{server.url}: {n} Gallery runs not logged in {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def grid_component(quick: bool = False) -> list[Row]:
+    """The scroll view at 10,000 items against a bare page (no grid) on the same data, both up at once.
+
+    - script time: each click on Sort (Newest ↔ Oldest) reruns app.py + Gallery; server-side wall time;
+    - bytes per screen: a fresh browser opens the Gallery (1440×2000): every /thumbs/ and
+      /api/view/gallery byte until the screen's thumbnails are shown and the network is idle,
+      against the 24 thumbnails the paged view fetches for page 1;
+    - the end of the scroll: jump to the bottom and wait for the oldest item's card.
+    """
+    from playwright.sync_api import sync_playwright
+
+    items, n_images, turns = (2_000, PAGE, 8) if quick else (ITEMS, PAGE, TURNS)
+    load_avg = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="bench-grid-") as tmp:
+        big, bare, hook = Path(tmp) / "big", Path(tmp) / "bare", Path(tmp) / "hook"
+        images = make_images(big / "images", n_images)
+        seed_store(big / "studio.db", images, items)
+        shutil.copytree(big / "images", bare / "images", copy_function=os.link)
+        shutil.copy(big / "studio.db", bare / "studio.db")
+        hook.mkdir()
+        (hook / "sitecustomize.py").write_text(_BARE)
+        [first24] = _page_ids(big / "studio.db", 1)
+        conn = sqlite3.connect(big / "studio.db")
+        try:
+            oldest = conn.execute("SELECT MIN(id) FROM outputs WHERE state='kept'").fetchone()[0]
+            marks = ",".join("?" * len(first24))
+            thumbs24 = [
+                r[0] for r in conn.execute(f"SELECT thumb_path FROM outputs WHERE id IN ({marks})", first24)
+            ]
+        finally:
+            conn.close()
+        today = sum(Path(t).stat().st_size for t in thumbs24)
+        servers = [TimedStudioServer(big), TimedStudioServer(bare, env={"PYTHONPATH": str(hook)})]
+        with sync_playwright() as pw:
+            browser = launch_niced_browser(pw, Path(tmp))
+            try:
+                for server in servers:
+                    server.start()
+                pages = []
+                for server in servers:
+                    page = browser.new_context(viewport={"width": 1440, "height": 2000}).new_page()
+                    page.set_default_timeout(30_000)
+                    got: list[Any] = []
+                    page.on("response", lambda r, got=got: got.append(r) if "/thumbs/" in r.url or "/api/view/gallery" in r.url else None)  # fmt: skip
+                    page.goto(server.url + "/gallery")
+                    page.get_by_text(f"{items:,} images").wait_for()
+                    pages.append((page, got))
+                big_page, fetched = pages[0]
+                big_page.wait_for_function(_SCREEN_SHOWN)
+                big_page.wait_for_load_state("networkidle")
+                screen = sum(len(r.body()) for r in fetched)
+                n_thumbs = len([r for r in fetched if "/thumbs/" in r.url])
+                n_views = len(fetched) - n_thumbs
+                drawn = big_page.locator("[class*='st-key-card_']").count()
+                t0 = time.time()
+                for turn in range(turns):
+                    for server, (page, _) in zip(servers, pages, strict=True):
+                        before = len(server.runs(since=t0, page="Gallery", fragment=False))
+                        page.locator(_SORT).filter(has_text="Oldest" if turn % 2 == 0 else "Newest").click()
+                        _wait_runs(server, t0, before + 1)
+                runs = [server.runs(since=t0, page="Gallery", fragment=False) for server in servers]
+                # The end of the scroll (sorted newest first again after an even number of turns).
+                big_page.locator(_SORT).filter(has_text="Newest").click()
+                big_page.wait_for_selector(f".st-key-card_{first24[0]}")
+                t1 = time.perf_counter()
+                big_page.evaluate(f"() => {{ const s = ({_SCROLLER})(); s.scrollTop = s.scrollHeight; }}")
+                big_page.wait_for_selector(f".st-key-card_{oldest}", state="visible")
+                end_s = time.perf_counter() - t1
+                drawn_end = big_page.locator("[class*='st-key-card_']").count()
+            finally:
+                browser.close()
+                for server in servers:
+                    server.stop()
+    ms = [[r["ms"] for r in rs] for rs in runs]
+    p95, base95 = pct(ms[0], 0.95), pct(ms[1], 0.95)
+    return [
+        Row(
+            SECTION, f"gallery script time p95, {items:,} items, grid component", p95, "ms",
+            baseline=base95, baseline_name="bare page, same filters and data", target="≤ 60 ms", met=p95 <= 60,
+            note=(f"server-side wall time of app.py + Gallery for {len(ms[0])} Sort clicks (Newest ↔ Oldest) by "
+                  f"Chromium; p50 {pct(ms[0], 0.5):.0f} ms vs bare p50 {pct(ms[1], 0.5):.0f} ms; both servers up "
+                  f"at once, clicked alternately; load average {load_avg:.1f} at the start"),
+        ),
+        Row(
+            SECTION, "bytes to the browser per gallery screen (scroll view)", screen / 1024, "KiB",
+            baseline=today / 1024, baseline_name="the paged view's 24 thumbnails", target="≤ baseline",
+            met=screen <= today,
+            note=(f"a fresh Chromium context at 1440×2000: {n_thumbs} thumbnails and {n_views} view-model "
+                  f"answers ({screen:,} B) until the screen is shown and the network idle; {drawn} cards in "
+                  f"the DOM of {items:,}"),
+        ),
+        Row(
+            SECTION, f"scroll to the end of {items:,} items (jump → oldest card shown)", end_s * 1000, "ms",
+            note=f"no paging: the window fetched on demand; {drawn_end} cards in the DOM at the end",
+        ),
+    ]  # fmt: skip
+
+
+def run(quick: bool = False) -> list[Row]:
+    return grid_component(quick)
+
+
 if __name__ == "__main__":
     import sys
 
     from benchmarks.common import table
 
-    rows = run(quick="--quick" in sys.argv)
+    rows = paged(quick="--quick" in sys.argv) if "--paged" in sys.argv else run(quick="--quick" in sys.argv)
     print(table(rows))
     print("\n".join(f"- {r.metric}: {r.note}" for r in rows if r.note))

@@ -1,4 +1,18 @@
-"""Gallery widgets: filters, cards, compare, bulk actions and restore-from-file.
+"""Gallery widgets: filters, the grid, compare, bulk actions and restore-from-file.
+
+The grid is a custom component (components v2, no iframe; its JS and CSS are
+components/frontend/gallery.*), drawn in the browser from a compact JSON view
+model (`gallery_view`). In the scroll view it renders only the rows near the
+viewport and fetches the items it lacks from GET /api/view/gallery
+(offset, limit and the filters as `query_string` writes them), so 10,000
+images scroll without paging; the paged view (PAGE_SIZE a page) remains.
+Either way it listens to the push channel (GET /api/events) and refetches what
+it shows when told something changed: a new kept image appears without a rerun.
+
+Clicks come back as component events: `open` (the lightbox, stepping through
+the images loaded around it), `select` (the selection the bulk bar acts on),
+`favourite`, `reference` (`use_as_reference`) and `edit` (a failed task's
+recipe into the Studio). Download is a plain link to the original.
 
 The lightbox is components/lightbox.py; Delete with Undo is components/deletion.py.
 """
@@ -7,74 +21,44 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
 
 import streamlit as st
 
 from components import deletion, draft
-from components.fidelity import badge as text_badge
 from components.lightbox import collection_picker, open_item
 from components.references import use_as_reference
 from components.services import get_services, image_url, show_image
 from components.text import literal
-from studio.export import images_zip_name, write_zip
+from studio.events import CHANGED, EventBus
+from studio.export import file_name, images_zip_name, write_zip
+from studio.fidelity import MISMATCH, PASS
 from studio.images import read_recipe
 from studio.ratios import RATIO_NAMES, RESOLUTIONS
 from studio.references import reference_names
-from studio.store import GalleryItem, GalleryQuery, TextCheck
+from studio.store import GalleryItem, GalleryQuery, Store, TextCheck
 
-PAGE_SIZE = 24
+PAGE_SIZE = 24  # a page of the paged view (the scroll view fetches WINDOW at a time)
+WINDOW = 60  # items the script hands the grid, and a fetched page of the scroll view
+MAX_LIMIT = 200  # the most items one GET /api/view/gallery answers with
 SELECTED = deletion.SELECTED
 PROMPT_CHARS = 160  # what a card carries; CSS cuts it to one line, the lightbox has it all
+FEED = "/api/events"
+SOURCE = "/api/view/gallery"
 # Filter widgets and the value "Clear filters" puts back.
 FILTER_DEFAULTS = {
     "g_text": "", "g_ratios": [], "g_res": [], "g_collection": None, "g_dates": (),
     "g_sort": "Newest", "g_status": "kept", "g_fav": False, "g_text_mismatch": False,
 }  # fmt: skip
 
-# A selected card is outlined (CSS :has, so it shows at the click, before the
-# rerun); a card's prompt is one line with an ellipsis. The script scrolls back
-# to the top when the page is turned (the pager sits below the grid).
-_GALLERY_CSS = """
-<style>
-[class*="st-key-card_"]:has([class*="st-key-sel_"] input:checked) {
-  outline: 3px solid #ff4b4b; outline-offset: 1px; background: rgba(255, 75, 75, 0.07); }
-[class*="st-key-card_"] [data-testid="stText"], [class*="st-key-card_"] [data-testid="stText"] *,
-[class*="st-key-failed_"] [data-testid="stText"], [class*="st-key-failed_"] [data-testid="stText"] * {
-  white-space: nowrap !important; overflow: hidden; text-overflow: ellipsis; }
-</style>
-"""
-_GALLERY_JS = r"""
-<script>
-(function () {
-  const win = window.parent || window;
-  const doc = win.document;
-  if (win.__studioGalleryWired) return;
-  win.__studioGalleryWired = true;
-  doc.addEventListener("click", (e) => {
-    if (!e.target.closest || !e.target.closest(".st-key-g_page button")) return;
-    for (const el of [doc.querySelector("[data-testid=stMain]"), doc.scrollingElement]) {
-      if (el) el.scrollTo({ top: 0 });
-    }
-  }, true);
-})();
-</script>
-"""
-
-
-def style() -> None:
-    st.html(_GALLERY_CSS + _GALLERY_JS, unsafe_allow_javascript=True)
+_FRONTEND = Path(__file__).parent / "frontend"
 
 
 def selected() -> set[int]:
     return st.session_state.setdefault(SELECTED, set())
-
-
-def _toggle(output_id: int) -> None:
-    sel = selected()
-    if st.session_state.get(f"sel_{output_id}"):
-        sel.add(output_id)
-    else:
-        sel.discard(output_id)
 
 
 def clear_filters() -> None:
@@ -82,6 +66,15 @@ def clear_filters() -> None:
     for key, value in FILTER_DEFAULTS.items():
         st.session_state[key] = value
     st.session_state.pop("g_page", None)
+
+
+def toggle_pages() -> None:
+    """Button callback: the paged view (`?pages=1`) or back to one scroll."""
+    if st.query_params.get("pages") == "1":
+        del st.query_params["pages"]
+    else:
+        st.query_params["pages"] = "1"
+        st.session_state.pop("g_page", None)
 
 
 def filters() -> GalleryQuery:
@@ -133,57 +126,194 @@ def filters() -> GalleryQuery:
     )
 
 
-def failed_card(item: GalleryItem) -> None:
-    with st.container(border=True, key=f"failed_{item.submission_id}_{item.output_id or 0}"):
-        what = "Image could not be kept" if item.state == "download_failed" else "Generation failed"
-        st.error(f"{what}: {literal(item.error or 'no reason given')}", icon=":material/error:")
-        st.badge(item.aspect_ratio, color="blue")
-        st.text(_one_line(item.prompt))
-        st.caption(time.strftime("%Y-%m-%d %H:%M", time.localtime(item.created_at)))
-        st.button(
-            "Edit in Studio", key=f"refail_{item.submission_id}_{item.output_id or 0}", icon=":material/edit:",
-            on_click=draft.load, args=(item.prompt, [item.aspect_ratio], item.resolution),
-            kwargs={"references": reference_names(item.references)},
-        )  # fmt: skip
-
-
 def _one_line(prompt: str) -> str:
     """The start of a prompt on one line (newlines would break the ellipsis)."""
     flat = " ".join(prompt[: PROMPT_CHARS * 2].split())
     return flat[:PROMPT_CHARS] + ("…" if len(flat) > PROMPT_CHARS or len(prompt) > PROMPT_CHARS * 2 else "")
 
 
-def card(item: GalleryItem, check: TextCheck | None = None, sequence: tuple[int, ...] = ()) -> None:
-    """One image; `sequence` is the page's image ids, for the lightbox's Previous/Next."""
+# -- the grid's view model (no Streamlit here: GET /api/view/gallery builds it too) ---------
+
+
+def query_string(q: GalleryQuery) -> str:
+    """The filters as URL parameters (what `parse_query` reads back)."""
+    params: list[tuple[str, str]] = [("q", q.text)] if q.text else []
+    params += [("ratio", r) for r in q.ratios] + [("res", r) for r in q.resolutions]
+    if q.favourites_only:
+        params.append(("fav", "1"))
+    if q.collection_id is not None:
+        params.append(("coll", str(q.collection_id)))
+    if q.since is not None:
+        params.append(("since", repr(float(q.since))))
+    if q.until is not None:
+        params.append(("until", repr(float(q.until))))
+    if not q.newest_first:
+        params.append(("order", "oldest"))
+    if q.status != "kept":
+        params.append(("status", q.status))
+    if q.text_mismatch:
+        params.append(("mismatch", "1"))
+    return urlencode(params)
+
+
+def _number(text: str | None, kind: type) -> Any:
+    try:
+        return kind(text) if text not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def parse_query(params: Mapping[str, str], lists: Callable[[str], list[str]]) -> GalleryQuery:
+    """GalleryQuery from URL parameters; what is malformed or unknown is ignored (shows more, never fails)."""
+    status = params.get("status", "kept")
+    return GalleryQuery(
+        text=params.get("q", "")[:500],
+        ratios=tuple(r for r in lists("ratio") if r in RATIO_NAMES),
+        resolutions=tuple(r for r in lists("res") if r in RESOLUTIONS),
+        favourites_only=params.get("fav") == "1",
+        collection_id=_number(params.get("coll"), int),
+        since=_number(params.get("since"), float),
+        until=_number(params.get("until"), float),
+        newest_first=params.get("order") != "oldest",
+        status=status if status in ("kept", "failed", "all") else "kept",
+        text_mismatch=params.get("mismatch") == "1",
+    )
+
+
+def _check_chip(check: TextCheck | None) -> list[str] | None:
+    """components/fidelity.py's `badge` as [label, colour, tooltip]."""
+    if check is None:
+        return None
+    if check.state == PASS:
+        return ["Text ✓", "green", "Every quoted string reads right."]
+    if check.state == MISMATCH:
+        return [
+            f"Text ✗ {check.matched}/{len(check.checks)}",
+            "red",
+            "A quoted string is missing or misspelled: open the image.",
+        ]
+    return ["Text ?", "gray", "The text could not be checked."]
+
+
+def _item_view(item: GalleryItem, check: TextCheck | None) -> dict[str, Any]:
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(item.created_at))
     if not item.kept:
-        failed_card(item)
-        return
-    with st.container(border=True, key=f"card_{item.output_id}"):
-        show_image(f"/thumbs/{item.sha256}.webp")
-        # One line for the chips and the time: a page has 24 cards, and every
-        # element costs server time on each rerun. Ratio and resolution come
-        # from our own table, never from outside, so they are safe in markdown.
-        favourite = " :orange-badge[★]" if item.favourite else ""
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(item.created_at))
-        st.markdown(
-            f":blue-badge[{item.aspect_ratio.replace(':', '&#58;')}] :violet-badge[{item.resolution}]{favourite}"
-            f" :gray[{when}]"
-        )
-        text_badge(check)
-        st.text(_one_line(item.prompt))
-        b1, b3, b2 = st.columns([2, 1, 2], vertical_alignment="center")
-        b1.button(
-            "Open", key=f"open_{item.output_id}", icon=":material/open_in_full:", width="stretch",
-            on_click=open_item, args=(item.output_id, sequence),
-        )  # fmt: skip
-        b3.button(
-            "", key=f"gref_{item.output_id}", icon=":material/add_photo_alternate:",
-            help="Use as reference in the Studio", on_click=use_as_reference, args=(item.output_id,),
-        )  # fmt: skip
-        b2.checkbox(
-            "Select", key=f"sel_{item.output_id}", value=item.output_id in selected(),
-            on_change=_toggle, args=(item.output_id,),
-        )  # fmt: skip
+        what = "Image could not be kept" if item.state == "download_failed" else "Generation failed"
+        return {
+            "kind": "failed", "key": f"{item.submission_id}_{item.output_id or 0}", "sid": item.submission_id,
+            "error": f"{what}: {item.error or 'no reason given'}", "ratio": item.aspect_ratio,
+            "prompt": _one_line(item.prompt), "when": when,
+        }  # fmt: skip
+    return {
+        "id": item.output_id, "sha": item.sha256, "ratio": item.aspect_ratio, "res": item.resolution,
+        "fav": item.favourite, "when": when, "prompt": _one_line(item.prompt), "check": _check_chip(check),
+        "file": quote(file_name(item)),
+    }  # fmt: skip
+
+
+def gallery_view(
+    store: Store, bus: EventBus | None, q: GalleryQuery, offset: int = 0, limit: int = WINDOW
+) -> dict[str, Any]:
+    """`limit` items of the filtered gallery from `offset`, the number of matches and the bus's (boot, seq).
+
+    (boot, seq) is read before the store, so a view never claims to be newer
+    than what it holds. Text is raw: the browser sets it as text.
+    """
+    v = {"boot": bus.boot if bus else "", "seq": bus.seq if bus else 0}
+    offset, limit = max(0, offset), max(1, min(MAX_LIMIT, limit))
+    items, total = store.gallery(q, limit=limit, offset=offset)
+    checks = store.text_checks_for([i.output_id for i in items if i.kept])
+    return {
+        "v": v, "total": total, "offset": offset,
+        "items": [_item_view(i, checks.get(i.output_id) if i.output_id else None) for i in items],
+    }  # fmt: skip
+
+
+# -- the component and its events ------------------------------------------------------
+
+_component = st.components.v2.component(
+    "studio_gallery",
+    js=(_FRONTEND / "gallery.js").read_text(encoding="utf-8"),
+    css=(_FRONTEND / "gallery.css").read_text(encoding="utf-8"),
+    isolate_styles=False,  # the page's fonts and theme; every rule is scoped to .studio-gallery
+)
+
+
+def _event(name: str) -> Any:
+    value = st.session_state.get("gallery")
+    try:
+        ev = value[name] if value is not None else None
+    except (KeyError, TypeError):
+        return None
+    return ev if isinstance(ev, dict) else None
+
+
+def _on_open() -> None:
+    ev = _event("open")
+    if ev and isinstance(ev.get("id"), int):
+        open_item(ev["id"], tuple(i for i in ev.get("sequence") or () if isinstance(i, int)))
+
+
+def _on_select() -> None:
+    ev = _event("select")
+    if ev and isinstance(ev.get("id"), int):
+        (selected().add if ev.get("on") else selected().discard)(ev["id"])
+        st.session_state.pop("export_url", None)  # a zip prepared before no longer matches
+
+
+def _on_favourite() -> None:
+    ev = _event("favourite")
+    if ev and isinstance(ev.get("id"), int):
+        services = get_services()
+        services.store.set_favourite(ev["id"], bool(ev.get("on")))
+        services.tracker.events.publish(CHANGED)  # other open pages redraw the star
+
+
+def _on_reference() -> None:
+    ev = _event("reference")
+    if ev and isinstance(ev.get("id"), int):
+        use_as_reference(ev["id"])  # a refusal is a toast
+
+
+def _on_edit() -> None:
+    ev = _event("edit")
+    if ev and isinstance(ev.get("sid"), int):
+        sub = get_services().store.submission(ev["sid"])
+        if sub is not None:
+            draft.load(
+                sub.prompt, [sub.aspect_ratio], sub.resolution, references=reference_names(sub.references)
+            )
+
+
+def grid(q: GalleryQuery, *, page: int | None = None) -> dict[str, Any]:
+    """The gallery grid for the filters `q`; returns the view it was drawn from.
+
+    Scroll view (`page` None): every match in one scroll, the browser fetching
+    what comes into view. Paged view: page `page` of PAGE_SIZE, nothing fetched
+    beyond it. Both are kept current by the push channel.
+    """
+    services = get_services()
+    size = WINDOW if page is None else PAGE_SIZE
+    offset = 0 if page is None else (page - 1) * size
+    view = gallery_view(services.store, services.tracker.events, q, offset, size)
+    _component(
+        key="gallery",
+        data={
+            "view": view,
+            "selected": sorted(selected()),
+            "base": image_url(""),
+            "feed": FEED,
+            "source": f"{SOURCE}?{query_string(q)}",
+            "paged": page is not None,
+            "size": size,
+        },
+        on_open_change=_on_open,
+        on_select_change=_on_select,
+        on_favourite_change=_on_favourite,
+        on_reference_change=_on_reference,
+        on_edit_change=_on_edit,
+    )
+    return view
 
 
 def _delete_selected(output_ids: list[int]) -> None:

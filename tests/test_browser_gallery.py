@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import sqlite3
 import uuid
 import zipfile
 
@@ -167,15 +168,16 @@ def test_pages_selection_delete_undo_zip_name_and_clear_filters(browser, seeded_
     page.set_default_timeout(30_000)
     try:
         page.goto(seeded_server.url + "/gallery")
+        page.get_by_role("button", name="Show in pages").click()  # the paged view, 24 a page
         cards = page.locator(CARDS)
         expect(cards).to_have_count(24)
         # One line of prompt per card, cut with an ellipsis; the newest (the long one) first.
-        text = cards.first.locator("[data-testid=stText]")
+        text = cards.first.locator(".g-prompt")
         expect(text).to_contain_text("A very long prompt")
         page.wait_for_function(
-            """e => { const span = e.firstElementChild, lh = parseFloat(getComputedStyle(e).lineHeight) || 24;
-                      return e.clientHeight < 1.6 * lh && span.scrollWidth > span.clientWidth
-                             && getComputedStyle(span).textOverflow === "ellipsis"; }""",
+            """e => { const lh = parseFloat(getComputedStyle(e).lineHeight) || 24;
+                      return e.clientHeight < 1.6 * lh && e.scrollWidth > e.clientWidth
+                             && getComputedStyle(e).textOverflow === "ellipsis"; }""",
             arg=text.element_handle(),
         )
         # Page 2 opens at the top, not where the pager was.
@@ -237,9 +239,13 @@ def test_lightbox_fits_the_window_steps_with_arrows_and_closes_on_escape(browser
     try:
         page.goto(seeded_server.url + "/gallery")
         cards = page.locator(CARDS)
-        expect(cards).to_have_count(24)
-        tall = cards.filter(has_text="#25")  # a 9:16 image: taller than the window at its width
-        tall.get_by_role("button", name="Open").click()
+        # By keyboard to the fifth card (#25, a 9:16 image: taller than the window at its width):
+        # on a phone it is below the screen, so not drawn until the focus gets there.
+        cards.first.locator(".g-thumb").focus()
+        for _ in range(4):
+            page.keyboard.press("ArrowRight")
+        assert "#25" in page.evaluate(ACTIVE_CARD)
+        page.keyboard.press("Enter")
         dialog = page.get_by_role("dialog")
         img = dialog.locator(".st-key-lb_image img")
         page.wait_for_function("i => i.complete && i.naturalWidth > 0", arg=img.element_handle())
@@ -251,14 +257,14 @@ def test_lightbox_fits_the_window_steps_with_arrows_and_closes_on_escape(browser
         else:
             assert code["y"] >= box["b"] - 1, (code, box)  # details below it
         screenshot(page, f"lightbox-{'desktop' if w > 1000 else 'phone'}")
-        expect(dialog.get_by_text("5 of 24")).to_be_visible()  # newest first: #29 … #25
+        expect(dialog.get_by_text("5 of 30")).to_be_visible()  # newest first: #29 … #25
         page.keyboard.press("ArrowRight")
-        expect(dialog.get_by_text("6 of 24")).to_be_visible()
+        expect(dialog.get_by_text("6 of 30")).to_be_visible()
         expect(dialog.locator("[data-testid=stCode]")).to_contain_text("#24")
         page.keyboard.press("ArrowLeft")
-        expect(dialog.get_by_text("5 of 24")).to_be_visible()
+        expect(dialog.get_by_text("5 of 30")).to_be_visible()
         page.keyboard.press("ArrowLeft")
-        expect(dialog.get_by_text("4 of 24")).to_be_visible()
+        expect(dialog.get_by_text("4 of 30")).to_be_visible()
         expect(dialog.locator("[data-testid=stCode]")).to_contain_text("#26")
         page.keyboard.press("Escape")
         expect(dialog).to_have_count(0)
@@ -267,6 +273,126 @@ def test_lightbox_fits_the_window_steps_with_arrows_and_closes_on_escape(browser
         expect(page.get_by_role("dialog")).to_have_count(0)
     finally:
         page.close()
+
+
+GRID = ".studio-gallery"
+ACTIVE_CARD = "() => document.activeElement.closest('.g-card')?.textContent || ''"
+
+
+def no_duplicate_cards(page) -> None:
+    keys = page.locator(CARDS).evaluate_all(
+        "els => els.map(e => [...e.classList].find(c => c.startsWith('st-key-card_')))"
+    )
+    assert len(keys) == len(set(keys)), keys
+
+
+def test_the_grid_scrolls_through_every_item_drawing_only_rows_in_view_and_steps_with_the_keyboard(
+    browser, seeded_server
+):
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    page.set_default_timeout(30_000)
+    try:
+        page.goto(seeded_server.url + "/gallery")
+        cards = page.locator(CARDS)
+        expect(cards.first).to_be_visible()
+        expect(page.locator(GRID)).to_have_attribute("data-total", "30")
+        assert 4 <= cards.count() < 30  # windowed: only the rows near the viewport are drawn
+        screenshot(page, "gallery-scroll-desktop")
+        cards.first.locator(".g-thumb").focus()
+        page.keyboard.press("ArrowDown")  # four to a row, newest first: #29 #28 #27 #26 / #25 …
+        assert "#25" in page.evaluate(ACTIVE_CARD)
+        page.keyboard.press("Enter")
+        dialog = page.get_by_role("dialog")
+        expect(dialog.get_by_text("5 of 30")).to_be_visible()
+        page.keyboard.press("Escape")
+        expect(dialog).to_have_count(0)
+        # Down to the last row: rows come into the DOM as they come into view, and go.
+        page.locator(CARDS).filter(has_text="#25").locator(".g-thumb").focus()
+        for _ in range(6):
+            page.keyboard.press("ArrowDown")
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function(f"() => ({ACTIVE_CARD})().includes('#00')")
+        expect(cards.filter(has_text="#29")).to_have_count(0)  # the first row left the DOM
+        assert cards.count() < 30
+        no_duplicate_cards(page)
+        screenshot(page, "gallery-scroll-end")
+    finally:
+        page.close()
+
+
+def test_card_clicks_come_back_as_events(browser, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    seed_folder(data, 6)
+    server = StudioServer(data).start()
+    page = browser.new_page(viewport={"width": 1440, "height": 1200})
+    page.set_default_timeout(30_000)
+    try:
+        page.goto(server.url + "/gallery")
+        card = page.locator(CARDS).filter(has_text="#03")
+        expect(card).to_have_count(1)
+        [(output_id,)] = (
+            sqlite3.connect(data / "studio.db")
+            .execute(
+                "SELECT o.id FROM outputs o JOIN submissions s ON s.id = o.submission_id WHERE s.prompt LIKE '%#03'"
+            )
+            .fetchall()
+        )
+        # Favourite: the store, then the card (redrawn by the push channel).
+        card.get_by_role("button", name="☆").click()
+        expect(card.get_by_role("button", name="★")).to_be_visible(timeout=ARRIVAL_MS)
+        favs = sqlite3.connect(data / "studio.db").execute("SELECT output_id FROM favourites").fetchall()
+        assert favs == [(output_id,)]
+        # Select: outlined at once, and the bulk bar counts it; Clear selection clears both.
+        card.get_by_text("Select").click()
+        expect(page.get_by_text("1 selected")).to_be_visible()
+        expect(card).to_have_css("outline-style", "solid")
+        page.get_by_role("button", name="Clear selection").click()
+        expect(page.get_by_text("1 selected")).to_have_count(0)
+        expect(card.locator("input[type=checkbox]")).not_to_be_checked()
+        expect(card).to_have_css("outline-style", "none")
+        # Download: a plain link to the original, named by its recipe.
+        href = card.get_by_role("link", name="Download").get_attribute("href")
+        answer = httpx.get(href)
+        assert answer.headers["content-type"] == "image/png"
+        assert "attachment" in answer.headers["content-disposition"] and "_16x9_1K_" in href
+        # Open: the lightbox on this image.
+        card.get_by_role("button", name="Open", exact=True).click()
+        dialog = page.get_by_role("dialog")
+        expect(dialog.locator("[data-testid=stCode]")).to_contain_text("#03")
+        page.keyboard.press("Escape")
+        expect(dialog).to_have_count(0)
+    finally:
+        page.close()
+        server.stop()
+
+
+def test_a_new_kept_image_is_pushed_into_the_open_gallery_once(browser, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    seed_folder(data, 3)
+    server = StudioServer(data).start()
+    context = browser.new_context(viewport={"width": 1440, "height": 1400})
+    try:
+        watcher, maker = context.new_page(), context.new_page()
+        watcher.goto(server.url + "/gallery")
+        cards = watcher.locator(CARDS)
+        expect(cards).to_have_count(3)
+        expect(watcher.locator(GRID)).to_have_attribute("data-connected", "1", timeout=ARRIVAL_MS)
+        watcher.evaluate("q => { document.querySelector(q).__first = true; }", GRID)
+        marker = f"pushed{uuid.uuid4().hex[:6]}"
+        open_studio(maker, server)
+        set_prompt(maker, f"A harbour {marker}")
+        generate(maker).click()
+        expect(cards.filter(has_text=marker)).to_have_count(1, timeout=ARRIVAL_MS)
+        expect(cards.first).to_contain_text(marker)  # newest first
+        expect(cards).to_have_count(4)
+        # Drawn in place by the component: the same element, not a new one from a rerun.
+        assert watcher.evaluate("q => document.querySelector(q).__first === true", GRID)
+        no_duplicate_cards(watcher)
+    finally:
+        context.close()
+        server.stop()
 
 
 def test_queue_cards_open_download_favourite_and_retry(browser, tmp_path):
