@@ -274,12 +274,35 @@ def test_lightbox_steps_through_the_ids_shown():
     assert neighbours((5, 4, 3), 9) == (None, None)
 
 
+def _queue_event(name: str, payload: dict):
+    """One click on the queue component, as its JS reports it: the event's value, then its handler."""
+    import streamlit as st
+
+    from components import queue
+
+    st.session_state["queue"] = {name: payload}
+    getattr(queue, f"_on_{name}")()
+
+
+def _retry_twice(sid: int) -> None:
+    import streamlit as st
+
+    from tests.test_gallery_page import _queue_event
+
+    if "clicked" not in st.session_state:
+        st.session_state.clicked = True
+        _queue_event("retry", {"id": sid})
+        _queue_event("retry", {"id": sid})  # a second click before the page redraws
+
+
 def test_retry_resends_a_failed_task_once_as_a_new_creative(tmp_path, monkeypatch):
     for k in ("HIAPI_API_KEY", "HIAPI_BASE_URL"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path / "data"))
     core.shutdown()
     import streamlit as st
+
+    from components.queue import queue_view
 
     st.cache_resource.clear()
     try:
@@ -292,27 +315,22 @@ def test_retry_resends_a_failed_task_once_as_a_new_creative(tmp_path, monkeypatc
         store.mark_created(sid, "tk-retry")
         store.record_task(Task.parse({"taskId": "tk-retry", "status": "fail",
                                       "error": {"code": "TASK_FAILED", "message": "upstream said no"}}))  # fmt: skip
-        at.run()
-        retry = at.button(key=f"retry_{sid}")
-        retry.click().run()
-        assert not at.exception, at.exception
+        # The failed card offers Retry, with HiAPI's reason.
+        [card] = [c for c in queue_view(store, None)["creatives"] if c["id"] == "cfail"]
+        [task] = card["tasks"]
+        assert task["retry"] and task["error"] == {"code": "TASK_FAILED", "message": "upstream said no"}
+        clicks = AppTest.from_function(_retry_twice, args=(sid,), default_timeout=30)
+        clicks.run()
+        assert not clicks.exception, clicks.exception
         again = [s for s in store.recent(limit=10) if s.id != sid]
-        assert len(again) == 1
+        assert len(again) == 1  # two clicks, one token: one creative
         assert (again[0].prompt, again[0].aspect_ratio, again[0].resolution) == (
             "a lighthouse at dusk",
             "16:9",
             "2K",
         )
         assert again[0].creative_id != "cfail"
-        assert at.button(key=f"retry_{sid}").disabled
-        spent = store.reader().execute("SELECT COUNT(*) FROM spend WHERE submission_id = ?", (again[0].id,))
-        assert spent.fetchone()[0] == 1
-        # A second click that lands before the page redraws (same token) records nothing more.
-        from components.actions import send_again
-
-        token = at.session_state[f"retry_token_{sid}"]
-        assert send_again(core.current(), sid, token, {}) == [again[0].id]
-        assert len([s for s in store.recent(limit=10) if s.id != sid]) == 1
+        assert clicks.session_state["queue_resent"][sid] == [again[0].id]  # the card shows it was sent
         spent = store.reader().execute("SELECT COUNT(*) FROM spend WHERE submission_id = ?", (again[0].id,))
         assert spent.fetchone()[0] == 1
     finally:
@@ -320,18 +338,33 @@ def test_retry_resends_a_failed_task_once_as_a_new_creative(tmp_path, monkeypatc
         st.cache_resource.clear()
 
 
+def _open_and_favourite(output_id: int, sequence: list[int]) -> None:
+    import streamlit as st
+
+    from tests.test_gallery_page import _queue_event
+
+    if "clicked" not in st.session_state:
+        st.session_state.clicked = True
+        _queue_event("favourite", {"id": output_id, "on": True})
+        _queue_event("open", {"id": output_id, "sequence": sequence})
+
+
 def test_queue_cards_of_kept_images_open_download_and_favourite(gallery_app):
-    at = gallery_app
-    at.switch_page("app_pages/studio.py").run()
-    assert not at.exception, at.exception
+    from components.queue import queue_view
+
     store = core.current().store
     ids = [i.output_id for i in store.gallery(GalleryQuery())[0]]
-    links = [b.proto.url for b in at.get("link_button")]
-    assert len([u for u in links if "/images/" in u and "download=" in u]) == len(ids)
-    at.button(key=f"qfav_{ids[0]}").click().run()
+    view = queue_view(store, None)
+    kept = [o for c in view["creatives"] for t in c["tasks"] for o in t["outputs"] if o["kind"] == "kept"]
+    assert sorted(o["id"] for o in kept) == sorted(ids)
+    assert all("/images/" in o["download"] and "download=" in o["download"] for o in kept)
+    assert view["sequence"] == ids  # the queue's order, newest first, is what the lightbox steps through
+    clicks = AppTest.from_function(_open_and_favourite, args=(ids[0], view["sequence"]), default_timeout=30)
+    clicks.run()
+    assert not clicks.exception, clicks.exception
     assert store.gallery_items([ids[0]])[0].favourite
-    assert at.button(key=f"qfav_{ids[0]}").label == "★"
-    at.button(key=f"qopen_{ids[0]}").click().run()
-    assert not at.exception, at.exception
-    assert at.session_state["gallery_lightbox"] == ids[0]
-    assert tuple(at.session_state["gallery_lightbox_seq"]) == tuple(ids)  # the queue's order, newest first
+    [fav] = [o for c in queue_view(store, None)["creatives"] for t in c["tasks"] for o in t["outputs"]
+             if o.get("id") == ids[0]]  # fmt: skip
+    assert fav["fav"] is True  # the card's ★
+    assert clicks.session_state["gallery_lightbox"] == ids[0]
+    assert tuple(clicks.session_state["gallery_lightbox_seq"]) == tuple(ids)

@@ -156,9 +156,23 @@ def render_studio(data: Path, monkeypatch) -> AppTest:
     return at
 
 
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
 def shown(at: AppTest) -> str:
-    """Every message and caption on the page, markdown escapes removed."""
-    parts = [e.value for e in [*at.error, *at.warning, *at.caption, *at.text]]
+    """Every message and caption on the page, markdown escapes removed, and every text the queue
+    component is handed to draw (its view model: the browser sets each one as plain text)."""
+    from components.queue import queue_view
+
+    parts = [e.value for e in [*at.error, *at.warning, *at.caption, *at.text, *at.markdown]]
+    parts += _strings(queue_view(core.current().store, None))
     return " ".join(str(p) for p in parts).replace("\\", "")
 
 
@@ -256,7 +270,7 @@ def test_unknown_status_and_fields_are_kept_and_shown(hostile, tmp_path, monkeyp
     raw = store._conn().execute("SELECT raw_task FROM submissions WHERE id=?", (sid,)).fetchone()[0]
     assert json.loads(raw) == data
     at = render_studio(tmp_path, monkeypatch)
-    assert "Moderation" in " ".join(m.value for m in at.markdown)  # the status badge, as sent
+    assert "Moderation" in shown(at)  # the status badge, as sent
 
 
 # -- answers about the image ---------------------------------------------------------------
