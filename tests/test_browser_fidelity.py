@@ -128,7 +128,7 @@ def test_text_check_and_delivery_kit_from_studio_to_gallery(browser, tmp_path):
         expect(cards).to_have_count(1)
         expect(cards.first).to_contain_text(wrong_marker)
         shot(page.locator("[data-testid='stMain']"), "fidelity-gallery-filter")
-        cards.first.get_by_role("button", name="Open").click()
+        cards.first.get_by_role("button", name="Open", exact=True).click()
         dialog = page.get_by_role("dialog")
         lb_check = dialog.locator(".st-key-lb_textcheck")
         expect(lb_check).to_contain_text("✗ SUMMER DROP")

@@ -67,7 +67,7 @@ def test_generate_keep_restart_reuse_and_export(browser, tmp_path):
         head = httpx.get(thumb_url)
         assert head.status_code == 200 and "immutable" in head.headers["cache-control"]
 
-        card.get_by_role("button", name="Open").click()
+        card.get_by_role("button", name="Open", exact=True).click()
         dialog = page.get_by_role("dialog")
         expect(dialog).to_be_visible()
         expect(dialog.get_by_text(prompt)).to_be_visible()  # shown literally
@@ -93,7 +93,7 @@ def test_generate_keep_restart_reuse_and_export(browser, tmp_path):
         screenshot(page, "gallery-selected")
 
         # Reuse in Studio restores prompt and settings.
-        card.get_by_role("button", name="Open").click()
+        card.get_by_role("button", name="Open", exact=True).click()
         page.get_by_role("dialog").get_by_role("button", name="Reuse in Studio").click()
         expect(page.locator(EDITOR)).to_have_value(prompt)
         expect(page.locator(".st-key-ratio_pick_21-9 input")).to_be_checked()
@@ -413,7 +413,7 @@ def test_queue_cards_open_download_favourite_and_retry(browser, tmp_path):
         assert httpx.get(download.get_attribute("href")).headers["content-type"] == "image/png"
         card.get_by_role("button", name="☆").click()
         expect(card.get_by_role("button", name="★")).to_be_visible()
-        card.get_by_role("button", name="Open").click()
+        card.get_by_role("button", name="Open", exact=True).click()
         dialog = page.get_by_role("dialog")
         expect(dialog.locator("[data-testid=stCode]")).to_contain_text(marker)
         screenshot(page, "queue-lightbox")

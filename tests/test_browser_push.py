@@ -82,7 +82,7 @@ def test_queue_buttons_come_back_as_events(browser, server):
     expect(page.get_by_role("dialog")).to_have_count(0)
 
     card.get_by_role("button", name="Use as reference").click()  # into the draft's references
-    expect(page.locator(".st-key-references img")).to_have_count(1, timeout=ARRIVAL_MS)
+    expect(page.locator(".st-key-reference_images img")).to_have_count(1, timeout=ARRIVAL_MS)
 
     card.get_by_role("button", name="Delivery kit").click()  # the kit, in a dialog
     expect(page.get_by_role("dialog").get_by_role("button", name="Build kit")).to_be_visible(

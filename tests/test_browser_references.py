@@ -75,7 +75,7 @@ def test_a_dropped_reference_shapes_the_result_and_comes_back_with_reuse(page, s
     page.locator(".st-key-ref_remove_0 button").first.click()
     expect(thumb).to_have_count(0)
     set_prompt(page, "something else entirely")
-    card.get_by_role("button", name="Open").first.click()
+    card.get_by_role("button", name="Open", exact=True).first.click()
     dialog = page.get_by_role("dialog")
     dialog.get_by_role("button", name="Reuse in Studio").click()
     expect(page.locator(EDITOR)).to_have_value(f'Restyle {marker} as a premium ad with the headline "FRESH"')

@@ -102,7 +102,7 @@ def test_the_key_is_nowhere_a_person_or_a_file_can_see(page, studio, simulator):
     cards = page.locator("[class*='st-key-card_']")
     expect(cards).to_have_count(2)
     _no_key(page.content(), "the Gallery page")
-    cards.first.get_by_role("button", name="Open").click()
+    cards.first.get_by_role("button", name="Open", exact=True).click()
     dialog = page.get_by_role("dialog")
     expect(dialog.locator("img[src*='/images/']")).to_have_count(1)
     _no_key(page.content(), "the lightbox")
@@ -175,7 +175,7 @@ def test_a_hostile_prompt_shows_literally_everywhere_and_runs_nothing(page, stud
     # One line of the prompt, exactly as typed (CSS ends it with an ellipsis; the lightbox has it all).
     expect(gallery_card).to_contain_text("**bold** _it_ <b>bold tag</b> [link](javascript:")
     assert_inert(page, "the gallery")
-    gallery_card.get_by_role("button", name="Open").click()
+    gallery_card.get_by_role("button", name="Open", exact=True).click()
     dialog = page.get_by_role("dialog")
     expect(dialog.locator("code").filter(has_text=marker)).to_contain_text(
         prompt
