@@ -362,6 +362,10 @@ def test_card_clicks_come_back_as_events(browser, tmp_path):
         expect(dialog.locator("[data-testid=stCode]")).to_contain_text("#03")
         page.keyboard.press("Escape")
         expect(dialog).to_have_count(0)
+        # Use as reference: the image joins the Studio's references (kept by the server per session).
+        card.get_by_role("button", name="Use as reference").click()
+        page.get_by_role("link", name="Studio").click()
+        expect(page.locator(".st-key-reference_images img")).to_have_count(1, timeout=ARRIVAL_MS)
     finally:
         page.close()
         server.stop()
