@@ -119,7 +119,9 @@ def _tile(name: str, res: str) -> None:
                 help=problem,  # why it is off; what it suits is in the caption
             )
         if problem:
-            st.caption("✕ " + ("not with " + res))
+            # The table's reason ends with what to pick instead: that part fits a tile.
+            instead = problem.split("; ", 1)[1].rstrip(".") if "; " in problem else ""
+            st.caption(f"✕ not with {res}" + (f": {instead}" if instead else ""))
         else:
             st.caption(f"{size_label(name, res)}  \n{RATIOS[name].placements[0]}")
 

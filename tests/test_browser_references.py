@@ -82,3 +82,15 @@ def test_a_dropped_reference_shapes_the_result_and_comes_back_with_reuse(page, s
     expect(page.locator("[class*='st-key-ref_0'] img")).to_have_count(1)
     expect(page.locator(".st-key-ratio_pick_16-9 input[type=checkbox]")).to_be_checked()
     screenshot(page, "references-reused")
+
+
+def test_at_2k_the_5_4_tile_is_disabled_with_its_reason(page, studio_server):
+    from tests.test_browser_studio import open_all_ratios
+
+    open_studio(page, studio_server)
+    page.locator(".st-key-resolution_picker").get_by_text("2K", exact=True).click()
+    open_all_ratios(page)
+    tile = page.locator(".st-key-tile_5x4")
+    expect(tile.locator("input[type=checkbox]")).to_be_disabled()
+    expect(tile).to_contain_text("✕ not with 2K: choose 1K or 4K")  # the reason, and what to pick instead
+    expect(page.locator(".st-key-tile_4x3 input[type=checkbox]")).to_be_enabled()
