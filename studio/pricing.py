@@ -146,16 +146,17 @@ def build(values: Mapping[str, Any], base: Pricing | None = None) -> tuple[Prici
     base = base or Pricing()
     problems: list[Problem] = []
     prices = dict(base.prices)
-    given = values.get("prices") if isinstance(values.get("prices"), Mapping) else {}
+    listed = values.get("prices")
+    given: Mapping[str, Any] = listed if isinstance(listed, Mapping) else {}
     for key in PRICE_KEYS:
         raw = given.get(key, values.get(f"price_{key}"))
         if raw is None or str(raw).strip() == "":
             continue
         amount, problem = parse_amount(raw, f"Price per {price_label(key)}")
-        if problem:
-            problems.append(problem)
-        else:
+        if amount is not None:  # parse_amount gives exactly one of amount and problem
             prices[key] = amount
+        elif problem:
+            problems.append(problem)
     currency = str(values.get("currency") or base.currency).strip().upper()
     if not (1 <= len(currency) <= 5 and currency.isalpha()):
         problems.append(Problem("currency", f"Currency must be a code such as USD (got {currency!r})."))
@@ -174,10 +175,10 @@ def build(values: Mapping[str, Any], base: Pricing | None = None) -> tuple[Prici
     confirm_cost = base.confirm_cost
     if values.get("confirm_cost") not in (None, ""):
         amount, problem = parse_amount(values["confirm_cost"], "Ask above this cost")
-        if problem:
-            problems.append(problem)
-        else:
+        if amount is not None:
             confirm_cost = amount
+        elif problem:
+            problems.append(problem)
     max_active = base.max_active
     if values.get("max_active") not in (None, ""):
         try:

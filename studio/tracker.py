@@ -44,10 +44,10 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import errors as E
 from . import events as ev
@@ -56,6 +56,9 @@ from .models import Callback, Task, TaskRequest, TaskStatus
 from .references import reference_names
 from .schedule import DEFAULT_EXPECTED, DurationHistory, next_check_delay
 from .store import CallbackOutcome, SpendRate, Store, Submission, click_keys
+
+if TYPE_CHECKING:  # images pulls in Pillow; the tracker only needs the name for typing
+    from .images import KeptImage
 
 log = logging.getLogger("studio.tracker")
 
@@ -192,6 +195,14 @@ def check_click_token(token: str) -> str:
     return token
 
 
+class Keeper(Protocol):
+    """What the tracker needs of an image keeper (`images.ImageKeeper` in the app)."""
+
+    def fetch(
+        self, url: str, recipe: Mapping[str, Any] | None, *, allow_loopback: bool | None = None
+    ) -> KeptImage: ...
+
+
 class Tracker:
     """Background owner of the HiAPI client; thread-safe `submit`, `ingest_callback`, `health`."""
 
@@ -199,7 +210,7 @@ class Tracker:
         self,
         store: Store,
         client: Any,  # HiAPIClient: create_task / get_task
-        keeper: Any | None,  # ImageKeeper: fetch(url, recipe)
+        keeper: Keeper | None,  # None: nothing is downloaded
         *,
         priors: dict[str, float] | None = None,
         create_workers: int = CREATE_WORKERS,
@@ -844,7 +855,7 @@ class Tracker:
         sub = self.store.submission(o.submission_id)
         if sub is None:
             return
-        recipe = {
+        recipe: dict[str, object] = {
             "prompt": sub.prompt,
             "aspect_ratio": sub.aspect_ratio,
             "resolution": sub.resolution,
@@ -854,6 +865,7 @@ class Tracker:
         }
         if sub.references:  # by name: the signed URLs expire, the kept references do not
             recipe["references"] = reference_names(sub.references)
+        assert self.keeper is not None  # downloads are only queued when there is a keeper
         try:
             # Loopback output URLs are fetched only from a simulator on this machine.
             kept = self.keeper.fetch(

@@ -737,9 +737,11 @@ class Simulator:
             return
         with self._lock:
             task = self._tasks.get(task_id)
-            first = task is not None and attempt == 1 and not is_copy
-            drop = first and task.callback_fate == "drop"
-            dup = first and task.callback_fate == "duplicate"
+            # The drawn fate applies to the first attempt of the original callback only.
+            first = attempt == 1 and not is_copy
+            fate = task.callback_fate if task is not None and first else "send"
+            drop = fate == "drop"
+            dup = fate == "duplicate"
             if drop:
                 self._stats["callbacks_dropped"] += 1
         if task is None or not task.callback_url or drop:
