@@ -119,7 +119,8 @@ class KitEntry:
     def used_share(self) -> float:
         """Share of the source's area that ends up in the file (the rest is cropped)."""
         x0, y0, x1, y1 = self.box
-        return (x1 - x0) * (y1 - y0) / (self.source.width * self.source.height)
+        width, height = _dimensions(self.source)
+        return (x1 - x0) * (y1 - y0) / (width * height)
 
     @property
     def note(self) -> str:
@@ -132,6 +133,12 @@ class KitEntry:
         if self.used_share < 0.75:
             parts.append(f"crops {100 * (1 - self.used_share):.0f} % of the {self.source.aspect_ratio} image")
         return "; ".join(parts)
+
+
+def _dimensions(item: GalleryItem) -> tuple[int, int]:
+    """Width and height of a kept image; `choose_source` only picks items that have both."""
+    assert item.width is not None and item.height is not None
+    return item.width, item.height
 
 
 def cover_box(
@@ -154,11 +161,12 @@ def choose_source(placement: Placement, items: Sequence[GalleryItem]) -> Gallery
         raise ValueError("This creative has no kept image yet: wait for one to finish.")
 
     def distance(i: GalleryItem) -> float:
-        return abs(math.log((i.width / i.height) / placement.ratio))
+        width, height = _dimensions(i)
+        return abs(math.log((width / height) / placement.ratio))
 
     best = min(distance(i) for i in kept)
     close = [i for i in kept if distance(i) <= best + _RATIO_TIE]
-    return max(close, key=lambda i: (i.width * i.height, -distance(i), i.output_id or 0))
+    return max(close, key=lambda i: (math.prod(_dimensions(i)), -distance(i), i.output_id or 0))
 
 
 def plan_kit(items: Sequence[GalleryItem], placement_keys: Sequence[str]) -> list[KitEntry]:
@@ -172,7 +180,7 @@ def plan_kit(items: Sequence[GalleryItem], placement_keys: Sequence[str]) -> lis
             known = ", ".join(PLACEMENTS_BY_KEY)
             raise ValueError(f"Placements: unknown placement {key!r}; pick from {known}.")
         src = choose_source(placement, items)
-        box, scale = cover_box((src.width, src.height), (placement.width, placement.height))
+        box, scale = cover_box(_dimensions(src), (placement.width, placement.height))
         plan.append(KitEntry(placement, src, box, scale))
     return plan
 
@@ -419,7 +427,7 @@ def _font(bold: bool, size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont
     return ImageFont.load_default(size=size)
 
 
-def _fit_text(text: str, font: ImageFont.ImageFont, width: float) -> str:
+def _fit_text(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: float) -> str:
     if font.getlength(text) <= width:
         return text
     while text and font.getlength(text + "…") > width:

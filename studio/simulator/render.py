@@ -82,8 +82,12 @@ def misspell(text: str) -> str:
     return out
 
 
+# What `_font` can hand back: FreeType when a font file (or Pillow >= 10.1's sized default) loads.
+Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
+
+
 @lru_cache(maxsize=128)
-def _font(bold: bool, size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+def _font(bold: bool, size: int) -> Font:
     for path in BOLD_FONTS if bold else REGULAR_FONTS:
         try:
             return ImageFont.truetype(path, size)
@@ -95,16 +99,16 @@ def _font(bold: bool, size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont
         return ImageFont.load_default()
 
 
-def _text_width(font: ImageFont.ImageFont, text: str) -> float:
+def _text_width(font: Font, text: str) -> float:
     return font.getlength(text)
 
 
-def _line_height(font: ImageFont.ImageFont) -> int:
+def _line_height(font: Font) -> int:
     box = font.getbbox("ÁgyQ|")
     return int(box[3] - box[1])
 
 
-def _wrap(text: str, font: ImageFont.ImageFont, width: float) -> list[str] | None:
+def _wrap(text: str, font: Font, width: float) -> list[str] | None:
     """Greedy word wrap; None if a single word is wider than `width`."""
     lines: list[str] = []
     current = ""
@@ -124,10 +128,10 @@ def _wrap(text: str, font: ImageFont.ImageFont, width: float) -> list[str] | Non
 
 def _fit(
     text: str, width: float, height: float, max_size: int, max_lines: int, bold: bool = True
-) -> tuple[ImageFont.ImageFont, list[str]]:
+) -> tuple[Font, list[str]]:
     """The largest font (binary search) whose wrapped text fits the box."""
     lo, hi = 8, max(8, max_size)
-    best: tuple[ImageFont.ImageFont, list[str]] | None = None
+    best: tuple[Font, list[str]] | None = None
     while lo <= hi:
         mid = (lo + hi) // 2
         font = _font(bold, mid)
@@ -176,7 +180,7 @@ def _gradient(size: tuple[int, int], top: tuple[int, ...], bottom: tuple[int, ..
 
 
 def _panel(
-    img: Image.Image, box: tuple[int, int, int, int], color: tuple[int, int, int], alpha: float
+    img: Image.Image, box: tuple[float, float, float, float], color: tuple[int, int, int], alpha: float
 ) -> None:
     """Darken a rounded box of the image (cheap: only the box is blended)."""
     x0, y0, x1, y1 = (int(v) for v in box)
@@ -291,9 +295,12 @@ def render_image(
         lh = _line_height(font)
         spacing = int(lh * 0.25)
         block_h = len(lines) * lh + (len(lines) - 1) * spacing
-        sub_font, sub_lines = None, []
+        sub_font: Font | None = None
+        sub_lines: list[str] = []
         if len(parts) > 1:
             sub_text = " · ".join(parts[1:])[:200]
+            # Only a FreeType font has a size (the bitmap fallback of Pillow < 10.1 has none).
+            assert isinstance(font, ImageFont.FreeTypeFont)
             sub_font, sub_lines = _fit(
                 sub_text, box_w, h * 0.14, max_size=max(10, int(font.size * 0.45)), max_lines=2
             )
