@@ -216,12 +216,14 @@ def _reference_problems(
             )
         ]
     if not isinstance(references, list | tuple) or not 1 <= len(references) <= most:
+        if not references:
+            fix = "add at least one."
+        elif isinstance(references, list | tuple):
+            fix = f"remove {len(references) - most}."
+        else:  # one URL or some other value where the list belongs
+            fix = "give them as a list."
         return [
-            Problem(
-                "references",
-                f"Image-to-image needs 1-{most} reference image URLs ({wire_name}); "
-                + ("add at least one." if not references else f"remove {len(references) - most}."),
-            )
+            Problem("references", f"Image-to-image needs 1-{most} reference image URLs ({wire_name}); {fix}")
         ]
     for url in references:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):

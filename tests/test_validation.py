@@ -145,6 +145,20 @@ def test_image_to_image_allows_a_square_at_4k_and_needs_references():
     assert "image-to-image model" in stray["references"]
 
 
+@pytest.mark.parametrize("references", [5, "https://example.com/a.png", {"url": "https://example.com/a.png"}])
+def test_references_that_are_not_a_list_are_refused_with_a_message(references):
+    problems = validate_request("p", "1:1", "1K", image_to_image=True, references=references)
+    assert first_problem_by_field(problems)["references"] == (
+        "Image-to-image needs 1-16 reference image URLs (input_urls); give them as a list."
+    )
+
+
+def test_too_many_references_say_how_many_to_remove():
+    refs = ["https://example.com/a.png"] * 18
+    problems = validate_request("p", "1:1", "1K", image_to_image=True, references=refs)
+    assert first_problem_by_field(problems)["references"].endswith("; remove 2.")
+
+
 def test_many_problems_are_all_reported():
     problems = validate_request("", "9:9", "16K")
     assert {p.field for p in problems} == {"prompt", "aspect_ratio", "resolution"}
