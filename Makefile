@@ -50,9 +50,7 @@ run: install ocr
 test: install-test browser ocr
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-# TODO: turn on once studio/pricing.py, kit.py, tracker.py, validation.py, simulator/render.py
-# and simulator/server.py type-check (`mypy studio` lists them); every other core module does.
-#	$(BIN)/mypy studio
+	$(BIN)/mypy studio
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # The quick loop while working: everything but the browser tests and the few slow ones, on 2 workers.
