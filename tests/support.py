@@ -94,12 +94,20 @@ class StudioServer:
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+            end_process_group(self.proc, sig)
+
+
+def end_process_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 30.0) -> None:
+    """Cleanup: signal a child's process group, give it `grace` seconds (a busy machine is slow to
+    wind down), then SIGKILL. Started with start_new_session=True, so the group is the child's."""
+    try:
+        os.killpg(proc.pid, sig)
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    except ProcessLookupError:
+        proc.wait(10)
 
 
 def wait_for(condition: Callable[[], T], timeout: float = 60.0, step: float = 0.05) -> T:

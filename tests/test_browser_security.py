@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import signal
 import subprocess
 import sys
 import uuid
@@ -23,7 +22,7 @@ import pytest
 from playwright.sync_api import expect
 
 from studio.images import read_recipe
-from tests.support import ROOT, StudioServer, screenshot
+from tests.support import ROOT, StudioServer, end_process_group, screenshot
 from tests.test_browser_studio import generate, open_studio, set_prompt, set_ratio
 
 pytestmark = pytest.mark.browser
@@ -49,8 +48,7 @@ def simulator():
     # Some faults, so the tracker has errors to log and to show.
     httpx.post(base_url + "/_sim/faults", json={"get_503_rate": 0.3, "retry_after": 0}).raise_for_status()
     yield base_url
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(10)
+    end_process_group(proc)
 
 
 @pytest.fixture(scope="module")
