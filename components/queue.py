@@ -29,13 +29,13 @@ from components.lightbox import open_item, open_lightbox
 from components.references import use_as_reference
 from components.services import get_services, image_url
 from components.text import literal
-from studio.campaign_store import CANCELLED
 from studio.events import CHANGED, EventBus
 from studio.export import file_name
 from studio.fidelity import ERROR, UNAVAILABLE, wanted_strings
 from studio.models import TaskStatus
 from studio.pricing import QUALITY_NAMES
 from studio.ratios import RATIOS
+from studio.records import is_cancelled
 from studio.references import reference_names
 from studio.store import (
     NO_OUTPUT,
@@ -77,7 +77,7 @@ def status_badge(state: str, error_code: str | None = None) -> None:
 
 def _status(state: str, error_code: str | None) -> tuple[str, str, str]:
     """Label (raw text), colour and icon of a task state."""
-    if state == REJECTED and error_code == CANCELLED:
+    if is_cancelled(state, error_code):
         return ("Cancelled", "gray", ":material/cancel:")
     return STATUS_LABEL.get(state, (state.title(), "gray", ":material/help:"))
 

@@ -27,6 +27,15 @@ from typing import Any
 from .campaigns import CampaignPlan, render
 from .models import TaskRequest, TaskStatus
 from .pricing import Pricing, from_micros, to_micros
+from .records import (  # the records live there; re-exported so `from .campaign_store import …` keeps working
+    CANCELLED,
+    Campaign,
+    CampaignRow,
+    CampaignState,
+    CellView,
+    Progress,
+    SpendLine,
+)
 from .store import (
     _GALLERY_FROM,
     _GALLERY_SELECT,
@@ -40,90 +49,8 @@ from .store import (
 )
 from .validation import first_problem_by_field, validate_request
 
-RUNNING, PAUSED, CANCELLED_STATE = "running", "paused", "cancelled"
-CANCELLED = "CANCELLED"  # error_code of a cell cancelled before it was sent
+RUNNING, PAUSED, CANCELLED_STATE = CampaignState.RUNNING, CampaignState.PAUSED, CampaignState.CANCELLED
 CANCELLED_MESSAGE = "Cancelled before it was sent; nothing was created or billed."
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Counts over the newest submission of every cell."""
-
-    total: int = 0
-    done: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    left: int = 0
-    held: int = 0  # left and never tried (what pause holds back)
-
-    @property
-    def finished(self) -> bool:
-        return self.left == 0
-
-
-@dataclass(frozen=True)
-class Campaign:
-    id: int
-    name: str
-    template: str
-    variables: tuple[str, ...]
-    ratios: tuple[str, ...]
-    resolution: str
-    state: str
-    unit_micros: int
-    currency: str
-    created_at: float
-    progress: Progress
-
-    @property
-    def unit_price(self) -> Decimal:
-        return from_micros(self.unit_micros)
-
-    @property
-    def status(self) -> str:
-        """running | paused | cancelled | finished, as the user reads it."""
-        if self.progress.finished:
-            return "cancelled" if self.state == CANCELLED_STATE and self.progress.cancelled else "finished"
-        return self.state
-
-
-@dataclass(frozen=True)
-class CampaignRow:
-    idx: int
-    values: dict[str, str]
-    prompt: str
-
-
-@dataclass(frozen=True)
-class CellView:
-    """The newest submission of one (row, ratio) cell."""
-
-    row: int
-    aspect_ratio: str
-    submission_id: int
-    state: str
-    error_code: str | None
-    error_message: str | None
-    attempts: int
-    task_id: str | None
-
-    @property
-    def failed(self) -> bool:
-        return self.state in (TaskStatus.FAIL, REJECTED) and self.error_code != CANCELLED
-
-    @property
-    def cancelled(self) -> bool:
-        return self.state == REJECTED and self.error_code == CANCELLED
-
-
-@dataclass(frozen=True)
-class SpendLine:
-    key: str  # a day (YYYY-MM-DD), a campaign name, or "all"
-    currency: str
-    spent: Decimal
-    images: int
-    pending: Decimal
-    pending_images: int
 
 
 def _progress(cells: Sequence[CellView]) -> Progress:

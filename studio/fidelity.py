@@ -52,22 +52,22 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image, ImageOps
 
 from .quotes import quoted_parts
+from .records import FidelityReport, StringCheck, TextCheckState  # re-exported: the checker's vocabulary
 
 log = logging.getLogger("studio.fidelity")
 
 # Check states, as stored.
-PASS = "pass"
-MISMATCH = "mismatch"
-UNAVAILABLE = "unavailable"
-ERROR = "error"
-STATES = (PASS, MISMATCH, UNAVAILABLE, ERROR)
+PASS = TextCheckState.PASS
+MISMATCH = TextCheckState.MISMATCH
+UNAVAILABLE = TextCheckState.UNAVAILABLE
+ERROR = TextCheckState.ERROR
+STATES = tuple(TextCheckState)
 
 DEFAULT_THRESHOLD = 1.0
 # Below this a "closest reading" is noise, not a misspelling: show "not found" instead.
@@ -103,23 +103,6 @@ def fold(text: str) -> tuple[str, list[int]]:
                 out.append(c)
                 where.append(i)
     return "".join(out), where
-
-
-@dataclass(frozen=True)
-class StringCheck:
-    """One wanted string and what the image showed for it."""
-
-    wanted: str
-    read: str  # the closest stretch of what was read, as read ("" when nothing was close)
-    similarity: float  # 0..1 on folded text
-    matched: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> StringCheck:
-        return cls(str(d["wanted"]), str(d.get("read", "")), float(d["similarity"]), bool(d["matched"]))
 
 
 def _closest(wanted: str, read: str) -> tuple[int, int, int]:
@@ -365,23 +348,6 @@ def ensure_schema(store: Any) -> bool:
 
 
 # ---------------------------------------------------------------------- checking
-
-
-@dataclass(frozen=True)
-class FidelityReport:
-    """The outcome of checking one image."""
-
-    state: str  # pass | mismatch | unavailable | error
-    checks: tuple[StringCheck, ...]
-    read_text: str  # everything read, passes joined (for the record)
-    engine: str
-    seconds: float
-    passes: int = 0
-    message: str = ""
-
-    @property
-    def matched(self) -> int:
-        return sum(c.matched for c in self.checks)
 
 
 def _better(new: StringCheck, old: StringCheck) -> bool:

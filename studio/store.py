@@ -28,21 +28,33 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, overload
 
 from .callbacks import CallbackOutcome  # the receiver's vocabulary; re-exported for the tracker
 from .errors import redact, redact_deep
-from .fidelity import FidelityReport, StringCheck, wanted_strings
-from .models import MAX_OUTPUTS, Callback, Output, Task, TaskRequest, TaskStatus, capped_output_items
+from .fidelity import wanted_strings
+from .models import MAX_OUTPUTS, Output, Task, TaskRequest, TaskStatus, capped_output_items
+from .records import (  # the records and states live there; re-exported so `from .store import …` keeps working
+    TERMINAL_STATES,
+    FidelityReport,
+    GalleryItem,
+    GalleryQuery,
+    OutputRow,
+    OutputState,
+    SpendRate,
+    StringCheck,
+    Submission,
+    TaskState,
+    TextCheck,
+)
 
-SUBMITTING = "submitting"  # written, POST not yet answered
-REJECTED = "rejected"  # HiAPI (or we) refused the request; never sent again
-TRASHED = "trashed"  # output state: deleted, still undoable (see studio/trash.py)
+SUBMITTING = TaskState.SUBMITTING
+REJECTED = TaskState.REJECTED
+TRASHED = OutputState.TRASHED
 NO_OUTPUT = "NO_OUTPUT"  # error_code of a success that carried no usable image link
 OUTPUTS_REFUSED = "outputs_refused"  # task event: a report listed more outputs than MAX_OUTPUTS
-TERMINAL_STATES = (TaskStatus.SUCCESS, TaskStatus.FAIL, REJECTED)
 
 _MIGRATIONS: tuple[str, ...] = (
     # 1: submissions, their task history and outputs
@@ -251,154 +263,8 @@ _RANK = {SUBMITTING: 0, TaskStatus.QUEUED: 1, TaskStatus.HANDLING: 2, TaskStatus
 HELD_CALLBACK_TTL = 26 * 3600.0
 
 
-@dataclass(frozen=True)
-class Submission:
-    id: int
-    creative_id: str
-    prompt: str
-    aspect_ratio: str
-    resolution: str
-    model: str
-    idempotency_key: str
-    state: str
-    task_id: str | None
-    error_code: str | None
-    error_message: str | None
-    created_at: float
-    submitted_at: float | None
-    finished_at: float | None
-    remote_created: int | None
-    remote_completed: int | None
-    attempts: int
-    finish_estimate: float | None = None
-    callback_url: str | None = None
-    input_urls: str | None = None  # JSON list of the reference URLs first sent (image-to-image)
-    quality: str | None = None  # the `ext` route's quality; None = the default route
-    background: str | None = None
-    storage: str | None = None
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.state in TERMINAL_STATES
-
-    @property
-    def references(self) -> tuple[str, ...]:
-        return urls_from_json(self.input_urls)
-
-    @property
-    def request(self) -> TaskRequest:
-        """The request exactly as first sent (callback and references included), so a resend replays."""
-        callback = Callback(self.callback_url) if self.callback_url else None
-        return TaskRequest(
-            self.prompt,
-            self.aspect_ratio,
-            self.resolution,
-            self.model,
-            callback,
-            references=self.references,
-            quality=self.quality,
-            background=self.background,
-            storage=self.storage,
-        )
-
-    def elapsed(self, now: float | None = None) -> float:
-        end = self.finished_at if self.finished_at else (now or time.time())
-        return max(0.0, end - self.created_at)
-
-
-@dataclass(frozen=True)
-class OutputRow:
-    id: int
-    submission_id: int
-    idx: int
-    url: str
-    expire_at: int
-    state: str  # pending | kept | failed | trashed
-    attempts: int
-    next_try_at: float
-    error: str | None
-    sha256: str | None
-    path: str | None
-    thumb_path: str | None
-    width: int | None
-    height: int | None
-    bytes: int | None
-    kept_at: float | None
-
-
 _SUB_COLS = ", ".join(Submission.__dataclass_fields__)
 _OUT_COLS = ", ".join(OutputRow.__dataclass_fields__)
-
-
-@dataclass(frozen=True)
-class GalleryItem:
-    """One generation as the gallery shows it: a kept image with its recipe, or,
-    under the "failed" filter, a task or download that failed, with the reason."""
-
-    output_id: int | None
-    submission_id: int
-    creative_id: str
-    prompt: str
-    aspect_ratio: str
-    resolution: str
-    model: str
-    task_id: str | None
-    created_at: float
-    sha256: str | None
-    width: int | None
-    height: int | None
-    bytes: int | None
-    url: str | None
-    expire_at: int | None
-    favourite: bool
-    state: str = "kept"  # kept | fail | rejected | download_failed | trashed
-    quality: str | None = None  # the `ext` quality it was sent at; None = the default route
-    background: str | None = None
-    error: str | None = None
-    input_urls: str | None = None  # JSON list: the reference URLs it was made from
-
-    @property
-    def kept(self) -> bool:
-        return self.state == "kept"
-
-    @property
-    def references(self) -> tuple[str, ...]:
-        return urls_from_json(self.input_urls)
-
-
-@dataclass(frozen=True)
-class GalleryQuery:
-    """Filters for the gallery; every field optional."""
-
-    text: str = ""
-    ratios: tuple[str, ...] = ()
-    resolutions: tuple[str, ...] = ()
-    favourites_only: bool = False
-    collection_id: int | None = None
-    since: float | None = None
-    until: float | None = None
-    newest_first: bool = True
-    status: str = "kept"  # kept | failed | all (in-flight work is in the Studio queue)
-    text_mismatch: bool = False  # only images whose text check found a wanted string missing or misspelled
-
-
-@dataclass(frozen=True)
-class TextCheck:
-    """The stored text-fidelity result of one image (see studio/fidelity.py)."""
-
-    output_id: int
-    state: str  # pass | mismatch | unavailable | error
-    checks: tuple[StringCheck, ...]
-    read_text: str
-    engine: str
-    seconds: float
-    passes: int
-    message: str | None
-    checked_at: float
-
-    @property
-    def matched(self) -> int:
-        return sum(c.matched for c in self.checks)
 
 
 def fts_query(text: str) -> str | None:
@@ -1122,26 +988,6 @@ class Store:
                 if not c.execute("SELECT 1 FROM outputs WHERE sha256 = ? LIMIT 1", (sha,)).fetchone():
                     orphans.append(sha)
             return orphans
-
-
-def urls_from_json(text: str | None) -> tuple[str, ...]:
-    """A stored JSON list of URLs (tolerant: anything else is no URLs)."""
-    if not text:
-        return ()
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return ()
-    return tuple(u for u in value if isinstance(u, str)) if isinstance(value, list) else ()
-
-
-@dataclass(frozen=True)
-class SpendRate:
-    """The price a click's images were sent at (one resolution, one unit price)."""
-
-    resolution: str
-    unit_micros: int
-    currency: str
 
 
 def click_keys(token: str, n: int) -> list[str]:
