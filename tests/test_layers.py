@@ -30,6 +30,7 @@ HIAPI_CLIENT = ("studio.client", "studio.transport", "studio.errors", "studio.mo
 #: What the client may not reach, directly or through another studio module.
 STUDIO_SPECIFIC = (
     "studio.store",
+    "studio.records",
     "studio.tracker",
     "studio.services",
     "studio.campaign_store",
