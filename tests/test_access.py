@@ -76,6 +76,7 @@ def team_server(tmp_path_factory):
         f"/exports/{token}.zip",
         "/api/health",
         "/api/view/queue",
+        "/api/view/gallery?offset=0&limit=24",
     ]
     yield server
     server.stop()
