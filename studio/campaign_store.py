@@ -36,7 +36,7 @@ from .records import (  # the records live there; re-exported so `from .campaign
     Progress,
     SpendLine,
 )
-from .store import (
+from .sqlite.store import (
     _GALLERY_FROM,
     _GALLERY_SELECT,
     _MIGRATIONS,
