@@ -72,18 +72,33 @@ def _check_bind_address() -> None:
         raise SystemExit(2)
 
 
+def _check_role() -> None:
+    """Refuse to start (one line, exit 2) on a STUDIO_ROLE that is not a role, or one that serves no pages."""
+    settings = Settings.load(secrets=secrets_dict())
+    problem = settings.role_problem
+    if problem is None and settings.role == "worker":
+        problem = (
+            "STUDIO_ROLE=worker serves no pages. Start the worker with `python -m studio.worker`, "
+            "and this server with STUDIO_ROLE=web (or leave STUDIO_ROLE unset for both in one process)."
+        )
+    if problem:
+        print(f"Studio not started: {problem}", file=sys.stderr, flush=True)
+        raise SystemExit(2)
+
+
 def _check_data_folder() -> None:
     """Refuse to start (one line, exit 2) when another studio holds the data folder.
 
     Also makes everything this process writes owner-only from here on. A data
     folder that cannot be used at all is left to `boot`, which every page shows.
     """
-    data = Settings.load(secrets=secrets_dict()).data_dir
+    settings = Settings.load(secrets=secrets_dict())
+    data = settings.data_dir
     protect_data_dir(data)
     if not data.is_dir():
         return  # created at boot; no other studio can be using it
     try:
-        hold_data_lock(data)
+        hold_data_lock(data, shared=settings.role != "all")
     except DataFolderInUse as exc:  # any other problem is boot's to report, on every page
         print(f"Studio not started: {exc.message}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
@@ -91,6 +106,7 @@ def _check_data_folder() -> None:
 
 # Both run when server.py is imported: `python -m launch` (what `make run` uses) imports
 # it before the port is bound, so nothing ever listens when the studio refuses.
+_check_role()
 _check_bind_address()
 _check_data_folder()
 
@@ -119,8 +135,10 @@ def _needs_services(handler):
 
 async def health(request: Request) -> Response:
     s = _services()
-    h = await run_in_threadpool(s.tracker.health)
-    body = {"status": "ok" if h["alive"] else "degraded", "mode": s.settings.mode, "tracker": h}
+    h = await run_in_threadpool(s.intake.health)
+    # A web process follows no task (its workers are other processes): its health is its own.
+    ok = h["alive"] or s.tracker is None
+    body = {"status": "ok" if ok else "degraded", "mode": s.settings.mode, "role": s.role, "tracker": h}
     if s.simulator is not None:  # where tests and demos find /_sim/stats; the key is never shown
         body["simulator"] = s.simulator.base_url
     return JSONResponse(body)
@@ -258,7 +276,7 @@ async def events(request: Request) -> Response:
     they differ, so a reconnect after a restart or a sleep catches up. The
     browser's EventSource reconnects by itself (`retry`).
     """
-    bus = _services().tracker.events
+    bus = _services().events
     loop = asyncio.get_running_loop()
     wake = asyncio.Event()
     unsubscribe = bus.subscribe(lambda _e: loop.call_soon_threadsafe(wake.set))
@@ -299,7 +317,7 @@ async def queue_view(request: Request) -> Response:
     except ValueError:
         limit = LIMIT
     s = _services()
-    view = await run_in_threadpool(build, s.store, s.tracker.events, limit)
+    view = await run_in_threadpool(build, s.store, s.events, limit)
     return JSONResponse(view, headers={"Cache-Control": "no-store"})
 
 
@@ -318,7 +336,7 @@ async def gallery_view(request: Request) -> Response:
     query = parse_query(q, q.getlist)
     s = _services()
     view = await run_in_threadpool(
-        build, s.store, s.tracker.events, query, number("offset", 0), number("limit", WINDOW)
+        build, s.store, s.events, query, number("offset", 0), number("limit", WINDOW)
     )
     return JSONResponse(view, headers={"Cache-Control": "no-store"})
 

@@ -91,7 +91,7 @@ def prices_and_limits() -> None:
                 st.error(literal(p.message), icon=":material/error:")
         else:
             save_pricing(services.store, new)
-            services.tracker.set_max_active(new.max_active)
+            services.intake.set_max_active(new.max_active)
             # Shown after the rerun below (a message written now would vanish with it).
             st.session_state[SAVED_FLASH] = "Saved prices and limits."
             st.rerun()
@@ -101,7 +101,7 @@ def prices_and_limits() -> None:
             st.success(flash, icon=":material/check:")
     if services.store.get_setting(SETTINGS_KEY) and st.button("Reset to defaults", key="pricing_reset"):
         reset_pricing(services.store)
-        services.tracker.set_max_active(services.pricing.max_active)
+        services.intake.set_max_active(services.pricing.max_active)
         st.rerun()
 
 
@@ -133,7 +133,7 @@ def _clock(at: float | None) -> str:
 
 @st.fragment(run_every=2.0)
 def task_updates() -> None:
-    h = services.tracker.health()
+    h = services.intake.health()
     st.subheader("Task updates")
     receiver = services.callbacks
     with st.container(key="task_updates"):
@@ -188,10 +188,16 @@ def task_updates() -> None:
 
 @st.fragment(run_every=2.0)
 def tracker_health() -> None:
-    h = services.tracker.health()
+    h = services.intake.health()
     st.subheader("Task tracker")
+    if not h["works"]:
+        st.info(
+            "This process serves pages only (STUDIO_ROLE=web): worker processes (`python -m studio.worker`) "
+            "send and follow the tasks. The numbers below come from the database.",
+            icon=":material/info:",
+        )
     a, b, c, d = st.columns(4)
-    a.metric("Running", "yes" if h["alive"] else "NO")
+    a.metric("Running", ("yes" if h["alive"] else "NO") if h["works"] else "elsewhere")
     b.metric("Tasks in flight", h["in_flight"])
     c.metric("Polls", h["polls"], help=f"{h['poll_errors']} failed")
     d.metric("Images kept", h["downloads"], help=f"{h['download_errors']} failed attempts")

@@ -102,7 +102,7 @@ def send_again(
     pricing = services.pricing
     rate = SpendRate(sub.resolution, to_micros(pricing.unit(sub.resolution, quality)), pricing.currency)
     try:
-        ids = services.tracker.submit([request], click_token=token, spend=rate)
+        ids = services.intake.submit([request], click_token=token, spend=rate)
     except (HiAPIError, ValueError) as exc:
         done[submission_id] = getattr(exc, "message", None) or str(exc)
         return []

@@ -47,7 +47,7 @@ def progress_line(c: Campaign) -> str:
 
 def controls(c: Campaign, key: str) -> None:
     """Pause / resume / cancel the rest, for a campaign that still has work left."""
-    tracker = get_services().tracker
+    tracker = get_services().intake
     if c.progress.finished:
         return
     a, b = st.columns(2)
@@ -167,7 +167,7 @@ def _failed_rows(c: Campaign) -> None:
                         raise ValueError(found)
                     refs = found
                 ids = resubmit(
-                    services.tracker,
+                    services.intake,
                     c.id,
                     edits,
                     pricing=services.pricing,

@@ -266,7 +266,7 @@ def _on_favourite() -> None:
     if ev and isinstance(ev.get("id"), int):
         services = get_services()
         services.store.set_favourite(ev["id"], bool(ev.get("on")))
-        services.tracker.events.publish(CHANGED)  # other open pages redraw the star
+        services.events.publish(CHANGED)  # other open pages redraw the star
 
 
 def _on_reference() -> None:
@@ -295,7 +295,7 @@ def grid(q: GalleryQuery, *, page: int | None = None) -> dict[str, Any]:
     services = get_services()
     size = WINDOW if page is None else PAGE_SIZE
     offset = 0 if page is None else (page - 1) * size
-    view = gallery_view(services.store, services.tracker.events, q, offset, size)
+    view = gallery_view(services.store, services.events, q, offset, size)
     _component(
         key="gallery",
         data={

@@ -222,7 +222,7 @@ def _event(name: str) -> Any:
 
 def _tell(services: Any) -> None:
     """Other open pages hear of a change made here (a favourite)."""
-    services.tracker.events.publish(CHANGED)
+    services.events.publish(CHANGED)
 
 
 def _on_open() -> None:
@@ -298,7 +298,7 @@ def live_queue(limit: int = LIMIT) -> None:
     _component(
         key="queue",
         data={
-            "view": queue_view(services.store, services.tracker.events, limit),
+            "view": queue_view(services.store, services.events, limit),
             "resent": resent,
             "base": image_url(""),
             "feed": FEED,

@@ -248,7 +248,7 @@ def _send(summary: dict) -> None:
         if isinstance(p, CampaignPlan):
             name = st.session_state.get(draft.CAMPAIGN_NAME, "").strip() or default_name()
             cid, ids = launch(
-                services.tracker,
+                services.intake,
                 p,
                 name=name,
                 pricing=pricing,
@@ -259,7 +259,7 @@ def _send(summary: dict) -> None:
             note = f"Campaign “{name}” started: {len(ids)} image{'s' if len(ids) != 1 else ''}"
         else:
             rate = SpendRate(summary["resolution"], to_micros(summary["unit"]), pricing.currency)
-            ids = services.tracker.submit(p.requests, click_token=token, spend=rate)
+            ids = services.intake.submit(p.requests, click_token=token, spend=rate)
             note = f"Submitted {len(ids)} image{'s' if len(ids) != 1 else ''}"
     except (HiAPIError, ValueError) as exc:
         _say(errors={"general": getattr(exc, "message", None) or str(exc)})

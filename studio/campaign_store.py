@@ -294,7 +294,9 @@ class CampaignStore:
             c.execute("UPDATE campaigns SET state = ? WHERE id = ?", (CANCELLED_STATE, campaign_id))
             rows = c.execute(
                 "SELECT s.id FROM campaign_tasks ct JOIN submissions s ON s.id = ct.submission_id"
-                " WHERE ct.campaign_id = ? AND s.state = ? AND s.task_id IS NULL AND s.attempts = 0",
+                # sent_at: a worker (maybe another process) has begun its POST; it may exist at HiAPI.
+                " WHERE ct.campaign_id = ? AND s.state = ? AND s.task_id IS NULL AND s.attempts = 0"
+                " AND s.sent_at IS NULL",
                 (campaign_id, SUBMITTING),
             ).fetchall()
             ids = [r[0] for r in rows if r[0] not in keep_set]
@@ -319,7 +321,8 @@ class CampaignStore:
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             rows = conn.execute(
-                "SELECT s.id, s.attempts, c.id, c.state FROM submissions s"
+                # A create begun (sent_at) counts as tried: it may exist at HiAPI, so a pause never holds it.
+                "SELECT s.id, s.attempts + (s.sent_at IS NOT NULL), c.id, c.state FROM submissions s"
                 " LEFT JOIN campaign_tasks ct ON ct.submission_id = s.id"
                 " LEFT JOIN campaigns c ON c.id = ct.campaign_id"
                 f" WHERE s.id IN ({','.join('?' * len(chunk))})",

@@ -20,6 +20,9 @@ from .models import DEFAULT_MODEL
 from .startup import DEFAULT_MIN_FREE_MB
 
 DEFAULT_BASE_URL = "https://api.hiapi.ai"
+#: STUDIO_ROLE: "web" serves pages and routes (no tracker), "worker" follows tasks
+#: (no pages), "all" (the default, `make run`) does both in one process.
+ROLES = ("web", "worker", "all")
 PRICING_KEYS = (
     "STUDIO_PRICE_1K",
     "STUDIO_PRICE_2K",
@@ -69,11 +72,25 @@ class Settings:
     allow_remote: bool = False
     # The studio's public base URL (https), where HiAPI fetches reference images from.
     public_url: str | None = None
+    # What this process does (STUDIO_ROLE): see ROLES. Kept as written; `role_problem` refuses others.
+    role: str = "all"
 
     @property
     def simulated(self) -> bool:
         """True when no API key is set: the studio talks to its own simulator."""
         return not self.api_key
+
+    @property
+    def role_problem(self) -> str | None:
+        """Why STUDIO_ROLE cannot be used (with what to write instead), or None."""
+        if self.role in ROLES:
+            return None
+        shown = self.role if len(self.role) <= 40 and self.role.isprintable() else self.role[:40] + "…"
+        return (
+            f"STUDIO_ROLE={shown!r} is not a role. Write STUDIO_ROLE=web (pages and routes, no tracker), "
+            "STUDIO_ROLE=worker (the tracker, no pages: `python -m studio.worker`) or STUDIO_ROLE=all "
+            "(both, the default), or leave it unset."
+        )
 
     @property
     def mode(self) -> str:
@@ -98,4 +115,5 @@ class Settings:
             min_free_mb=_float(_pick("STUDIO_MIN_FREE_MB", env, secrets), DEFAULT_MIN_FREE_MB),
             allow_remote=(_pick("STUDIO_ALLOW_REMOTE", env, secrets) or "").lower() in ("1", "true", "yes"),
             public_url=(_pick("STUDIO_PUBLIC_URL", env, secrets) or "").rstrip("/") or None,
+            role=(_pick("STUDIO_ROLE", env, secrets) or "all").lower(),
         )

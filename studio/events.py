@@ -103,3 +103,41 @@ class EventBus:
     def listeners(self) -> int:
         with self._lock:
             return len(self._listeners)
+
+
+class ChangeWatch:
+    """Tells a bus about changes other processes made (a web process beside its workers).
+
+    `version()` must return a number that changes whenever another process
+    commits (`Store.data_version`, SQLite's free `PRAGMA data_version`); every
+    `every` seconds a changed number publishes one CHANGED event, so pages on
+    this process fetch a fresh view. A listener-side equivalent of PostgreSQL's
+    LISTEN/NOTIFY, for the one-file database.
+    """
+
+    def __init__(self, bus: EventBus, version: Callable[[], int], *, every: float = 0.5) -> None:
+        self.bus = bus
+        self.version = version
+        self.every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="change-watch", daemon=True)
+
+    def start(self) -> ChangeWatch:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        last: int | None = None
+        while not self._stop.wait(0 if last is None else self.every):
+            try:
+                now = self.version()
+            except Exception as exc:  # a busy or closed database: try again next time
+                log.debug("change watch: %r", exc)
+                continue
+            if last is not None and now != last:
+                self.bus.publish(CHANGED)
+            last = now
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)

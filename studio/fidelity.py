@@ -50,6 +50,7 @@ import re
 import threading
 import time
 import unicodedata
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -70,6 +71,9 @@ ERROR = TextCheckState.ERROR
 STATES = tuple(TextCheckState)
 
 DEFAULT_THRESHOLD = 1.0
+#: The backfill's lease (a named lease in the store): one process reads old images at a time.
+BACKFILL_LEASE = "text-check-backfill"
+BACKFILL_LEASE_S = 900.0
 # Below this a "closest reading" is noise, not a misspelling: show "not found" instead.
 SHOWN_SIMILARITY = 0.5
 
@@ -461,15 +465,39 @@ class FidelityChecker:
             return False
         return True
 
-    def backfill(self, limit: int = 500) -> int:
-        """Queue kept images with wanted text and no usable check yet; returns how many."""
+    def backfill(self, limit: int = 500, *, holder: str | None = None, now: float | None = None) -> int:
+        """Queue kept images with wanted text and no usable check yet; returns how many.
+
+        Claimed: only the process holding the `text-check-backfill` lease runs
+        it (0 otherwise), so two workers starting together never read the same
+        images twice. The lease is let go once the queued checks are done, and
+        lapses by itself after BACKFILL_LEASE_S if this process dies.
+        """
+        now = time.time() if now is None else now
+        holder = holder or f"{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        if not self.store.take_lease(BACKFILL_LEASE, holder, BACKFILL_LEASE_S, now):
+            return 0
         redo_unavailable = self.reader.available()
         n = 0
-        for output_id in self.store.outputs_needing_text_check(
-            redo_unavailable=redo_unavailable, limit=limit
-        ):
-            n += self.submit(output_id)
+        try:
+            for output_id in self.store.outputs_needing_text_check(
+                redo_unavailable=redo_unavailable, limit=limit
+            ):
+                n += self.submit(output_id)
+        finally:
+            self._release_backfill(holder)
         return n
+
+    def _release_backfill(self, holder: str) -> None:
+        """Let the backfill lease go once the checks queued so far are done (off this thread)."""
+
+        def release() -> None:
+            self.store.release_lease(BACKFILL_LEASE, holder)
+
+        try:
+            self._pool.submit(release)  # one worker: runs after every check queued before it
+        except RuntimeError:  # closed meanwhile: the lease lapses by itself
+            pass
 
     def pending(self) -> int:
         with self._lock:

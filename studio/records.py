@@ -368,3 +368,22 @@ class SpendLine:
     images: int
     pending: Decimal
     pending_images: int
+
+
+@dataclass(frozen=True)
+class CreateBudget:
+    """The create budget every worker on one HiAPI key shares (`Store.create_budget`).
+
+    `hold_until`: no create is sent before this (a 429's Retry-After, seen by any
+    worker). `pace`: how many campaign tasks may be at HiAPI at once right now,
+    halved by each 429 and regrown by successful creates, never above `max_active`
+    (the Settings limit).
+    """
+
+    hold_until: float
+    pace: float
+    max_active: int
+
+    @property
+    def limit(self) -> int:
+        return max(1, min(self.max_active, int(self.pace)))

@@ -13,6 +13,16 @@ towards HiAPI, a weak token) leaves the studio polling and says why in
 the simulator may call a plain-http loopback URL (the studio's own port) and
 signs its callbacks with `HIAPI_WEBHOOK_SECRET`, so the whole path can be
 tried locally.
+
+Roles (`Settings.role`, STUDIO_ROLE): `all` (the default) builds everything,
+holds the data folder alone and so takes over every claim left by its
+previous run at once. `web` builds no tracker and no simulator: pages and
+routes work, clicks are recorded for a worker to claim (`Services.intake`),
+callbacks are verified and stored, and changes other processes commit reach
+this process's event bus (`events.ChangeWatch`). `worker` runs the tracker and
+the text-check backfill and serves nothing (`python -m studio.worker`). Web
+and worker processes share the folder's lock; an all-in-one studio excludes
+them.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from urllib.parse import urlsplit
 
 from . import callbacks as cb
 from . import errors as E
+from . import events as ev
 from .campaign_store import ensure_schema as ensure_campaign_schema
 from .client import HiAPIClient
 from .config import Settings
@@ -33,6 +44,7 @@ from .export import sweep_exports
 from .fidelity import FidelityChecker, FidelityReport
 from .fidelity import ensure_schema as ensure_text_check_schema
 from .images import ImageKeeper
+from .intake import Intake, budget_key
 from .kit import KitBuilder, sweep_kits
 from .library import Library
 from .pricing import Pricing
@@ -66,7 +78,7 @@ class Services:
     store: Store
     client: HiAPIClient
     keeper: ImageKeeper
-    tracker: Tracker
+    tracker: Tracker | None  # None in the web role: a worker process follows the tasks
     simulator: Any | None = None
     pricing_defaults: Pricing | None = None
     pricing_problems: list = field(default_factory=list)
@@ -77,6 +89,26 @@ class Services:
     callback_problems: tuple[str, ...] = ()
     trash: Trash | None = None  # Delete with an undo window
     kits: KitBuilder | None = None  # delivery kits, built off the page thread
+    web_intake: Intake | None = None  # the web role's intake (no tracker); see `intake`
+    change_watch: ev.ChangeWatch | None = None  # web role: other processes' commits reach the bus
+
+    @property
+    def intake(self) -> Intake:
+        """Where pages hand work in: the tracker (which is an intake), or the web role's bare intake."""
+        if self.tracker is not None:
+            return self.tracker
+        if self.web_intake is None:
+            self.web_intake = Intake(self.store)
+        return self.web_intake
+
+    @property
+    def events(self) -> ev.EventBus:
+        """The pages' push channel (the tracker's bus, or the web role's own)."""
+        return self.intake.events
+
+    @property
+    def role(self) -> str:
+        return self.settings.role
 
     @property
     def pricing(self) -> Pricing:
@@ -116,7 +148,10 @@ class Services:
             self.kits.close()
         if self.trash:
             self.trash.close()  # a stop ends the undo window: what is deleted goes now
-        self.tracker.stop()
+        if self.change_watch:
+            self.change_watch.stop()
+        if self.tracker is not None:
+            self.tracker.stop()
         if self.fidelity:
             self.fidelity.close()
         self.client.close()
@@ -161,25 +196,35 @@ def _callback_plan(settings: Settings) -> tuple[str | None, str | None, list[str
 
 
 def boot(settings: Settings) -> Services:
-    """Start (once per process) the store, client, image keeper and tracker.
+    """Start (once per process) the store, client, image keeper and, as the role says, the tracker.
 
-    Raises `StartupError` (nothing started) when the data folder, the disk or
-    the database is unusable; a later call tries again.
+    Raises `StartupError` (nothing started) when STUDIO_ROLE is not a role, or
+    the data folder, the disk or the database is unusable; a later call tries again.
     """
     global _current
     with _lock:
         if _current is not None:
             return _current
+        problem = settings.role_problem
+        if problem:
+            raise StartupError(problem)
+        works = settings.role in ("worker", "all")
+        pages = settings.role in ("web", "all")
         # A server echoing a secret back (an error, an extra field) is redacted everywhere, logs included.
         E.remember_secret(settings.api_key)
         E.remember_secret(settings.webhook_secret)
         store, keeper = _open_data(settings)
+        if settings.role == "all":
+            # This process holds the folder's exclusive lock: no other worker is alive, so the
+            # claims its previous run left (a crash) are taken over now, not after their lease.
+            store.forget_claims()
         simulator = None
         priors = None
         callback_url, token, callback_problems = _callback_plan(settings)
         for problem in callback_problems:
             log.warning("%s", problem)
-        if settings.simulated:
+        key = settings.api_key or SIMULATOR_KEY
+        if settings.simulated and works:
             from .simulator import Simulator
 
             secret = settings.webhook_secret
@@ -194,13 +239,12 @@ def boot(settings: Settings) -> Services:
                 simulator.set_faults(fail_rate=settings.sim_fail_rate)
             mid = (settings.sim_min_duration + settings.sim_max_duration) / 2
             priors = {"1K": mid, "2K": mid, "4K": mid}
-            client = HiAPIClient(
-                SIMULATOR_KEY, base_url=simulator.base_url, model=settings.model, **_TRACKER_RETRIES
-            )
+            base_url = simulator.base_url
         else:
-            client = HiAPIClient(
-                settings.api_key or "", base_url=settings.base_url, model=settings.model, **_TRACKER_RETRIES
-            )
+            base_url = settings.base_url
+        client = HiAPIClient(key, base_url=base_url, model=settings.model, **_TRACKER_RETRIES)
+        # One create budget per HiAPI key (and endpoint), by hash: the database never holds the key.
+        pacing = budget_key(key, settings.base_url if not settings.simulated else "simulator")
         ensure_campaign_schema(store)
         Library(store).seed_starters()
         defaults, problems = pricing_defaults(settings.pricing_env)
@@ -212,27 +256,42 @@ def boot(settings: Settings) -> Services:
         def check_text(output_id: int) -> None:
             fidelity.submit(output_id)  # False means already queued: nothing to do either way
 
-        tracker = Tracker(
-            store,
-            client,
-            keeper,
-            priors=priors,
-            max_active=max_active,
-            callback_url=callback_url,
-            on_kept=check_text,
-        ).start()
+        tracker: Tracker | None = None
+        web_intake: Intake | None = None
+        intake: Intake
+        if works:
+            intake = tracker = Tracker(
+                store,
+                client,
+                keeper,
+                priors=priors,
+                max_active=max_active,
+                callback_url=callback_url,
+                on_kept=check_text,
+                pacing_key=pacing,
+            ).start()
+        else:
+            intake = web_intake = Intake(
+                store, callback_url=callback_url, pacing_key=pacing, max_active=max_active
+            )
 
         # A recorded text check is news to the pages too (the queue shows ✓ / ✗).
         def news_of_check(output_id: int, _report: FidelityReport) -> None:
-            tracker.events.publish("checked", output_id=output_id)
+            intake.events.publish("checked", output_id=output_id)
 
         fidelity.on_checked = news_of_check
-        fidelity.backfill()  # images kept before a crash (or before this check existed)
-        trash = Trash(store, keeper)
-        trash.purge_all()  # deletions whose undo window a crash cut short
+        if works:
+            fidelity.backfill()  # images kept before a crash (or before this check existed); claimed
+        trash = None
+        if pages:
+            trash = Trash(store, keeper)
+            trash.purge_all()  # deletions whose undo window a crash cut short
         receiver = None
-        if callback_url and token:
-            receiver = cb.CallbackReceiver(token, tracker, secret=settings.webhook_secret)
+        if callback_url and token and pages:
+            receiver = cb.CallbackReceiver(token, intake, secret=settings.webhook_secret)
+        watch = None
+        if not works:  # the workers are other processes: their commits must reach this bus
+            watch = ev.ChangeWatch(intake.events, store.data_version).start()
         _current = Services(
             settings,
             store,
@@ -246,12 +305,14 @@ def boot(settings: Settings) -> Services:
             callbacks=receiver,
             callback_problems=tuple(callback_problems),
             trash=trash,
-            kits=KitBuilder(keeper.original_path, settings.data_dir / "kits"),
+            kits=KitBuilder(keeper.original_path, settings.data_dir / "kits") if pages else None,
             references=ReferenceShelf(
                 settings.data_dir / "references", load_or_create_key(settings.data_dir)
             ),
+            web_intake=web_intake,
+            change_watch=watch,
         )
-        log.info("studio services started in %s mode, %s", settings.mode, tracker.mode)
+        log.info("studio services started in %s mode, role %s, %s", settings.mode, settings.role, intake.mode)
         return _current
 
 
@@ -260,7 +321,8 @@ def _open_data(settings: Settings) -> tuple[Store, ImageKeeper]:
     data = settings.data_dir
     protect_data_dir(data)  # first: the folder and files made below are owner-only
     check_data_dir(data, min_free_mb=settings.min_free_mb)
-    hold_data_lock(data)  # one server per data folder
+    # One all-in-one studio per data folder, or any number of web and worker processes.
+    hold_data_lock(data, shared=settings.role != "all")
     check_database(data / "studio.db")
     try:
         store = Store(data / "studio.db")

@@ -126,11 +126,14 @@ def protect_data_dir(data_dir: Path) -> None:
             pass
 
 
-def hold_data_lock(data_dir: Path) -> None:
-    """Take the data folder's exclusive lock for the rest of this process (again: no-op).
+def hold_data_lock(data_dir: Path, *, shared: bool = False) -> None:
+    """Take the data folder's lock for the rest of this process (again: no-op).
 
-    Raises StartupError when another process holds it: two servers on one
-    folder would send and download the same work twice.
+    Exclusive for the all-in-one studio (STUDIO_ROLE=all), which therefore knows
+    no other worker is alive and may take every claim over at start. Shared
+    (`shared=True`) for web and worker processes, which claim their work with
+    leases and so may run side by side on one folder. Raises DataFolderInUse
+    when the two kinds meet.
     """
     key = data_dir.resolve()
     if key in _held_locks:
@@ -144,7 +147,7 @@ def hold_data_lock(data_dir: Path) -> None:
             "Fix the data folder's permissions or point STUDIO_DATA_DIR elsewhere, and restart."
         ) from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except OSError as exc:
         other = (
             os.read(fd, 32).decode("ascii", "replace").strip()
@@ -156,9 +159,15 @@ def hold_data_lock(data_dir: Path) -> None:
         raise DataFolderInUse(
             f"Another studio ({who}) is already running on the data folder {data_dir}; "
             "stop it, or point STUDIO_DATA_DIR at another folder, and restart."
+            + (
+                " (Web and worker processes may share a folder; an all-in-one studio, STUDIO_ROLE=all, may not.)"
+                if shared
+                else ""
+            )
         ) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    if not shared:  # the holder's pid, for the message above; shared holders leave it be
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
     _held_locks[key] = fd
 
 

@@ -1,13 +1,17 @@
-"""The task tracker: one per server process, the only thing that talks to HiAPI.
+"""The task tracker: a worker, the only thing that talks to HiAPI.
 
-Pages hand it requests (`submit`) and read the store; the tracker's thread
-sends each create (once, with the idempotency key stored beforehand), follows
-every task on the adaptive schedule in `schedule.py`, and keeps the outputs on
-disk the moment a task succeeds. Tasks finish and are kept even when no browser
-is open, and a restarted process resumes every unfinished submission from the
-store: creates are re-sent with their original key and body (HiAPI replays, no
-second task), tasks in flight are looked at again at once. Failed tasks are
-never retried by the tracker; only the user resubmits.
+Pages hand requests to the intake (`intake.Intake.submit`, which a tracker is
+too) and read the store; a tracker's thread claims the work (`sqlite/claims.py`:
+unfinished submissions and pending outputs nobody holds, each with a lease it
+renews while it follows them), sends each create (once, with the idempotency
+key stored beforehand), follows every task on the adaptive schedule in
+`schedule.py`, and keeps the outputs on disk the moment a task succeeds. Tasks
+finish and are kept even when no browser is open. Several trackers (processes)
+may share one database: each row is followed by one of them at a time, and a
+tracker that dies loses its leases, so another takes its rows over: creates are
+re-sent with their original key and body (HiAPI replays, no second task), tasks
+in flight are looked at again at once. Failed tasks are never retried by the
+tracker; only the user resubmits.
 
 With callbacks on (`callback_url`), every new task is created with HiAPI's
 `callback: {url, when: final}` and the result arrives through `ingest_callback`
@@ -21,7 +25,10 @@ Pacing: campaign rows are sent only while fewer than `max_active` tasks are in
 flight (sent, or being sent, and not finished); a single prompt's creates (one
 click, at most one per ratio) go at once. A 429 on a create holds every new
 create until its Retry-After and halves the campaign pace, which grows back by
-one slot per window of successful creates. A campaign can be paused (its
+one slot per window of successful creates. The hold, the pace and the
+limit are one budget per HiAPI key in the store (`Store.create_budget`), so
+every tracker on that key keeps to them, and "in flight" counts every
+tracker's tasks. A campaign can be paused (its
 never-tried creates wait), resumed and cancelled (its never-tried creates are
 dropped); a create already tried may exist at HiAPI and is always followed to
 its end.
@@ -38,24 +45,26 @@ tried again while its link lives.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
+import os
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import errors as E
 from . import events as ev
-from .campaign_store import CANCELLED_STATE, PAUSED, RUNNING, CampaignStore, NewCampaign
-from .models import Callback, Task, TaskRequest, TaskStatus
+from .campaign_store import CANCELLED_STATE, PAUSED
+from .intake import DEFAULT_MAX_ACTIVE, Health, Intake, check_click_token  # noqa: F401 (re-exported)
+from .models import TaskStatus
+from .records import CreateBudget
 from .references import reference_names
 from .schedule import DEFAULT_EXPECTED, DurationHistory, next_check_delay
-from .store import CallbackOutcome, SpendRate, Store, Submission, click_keys
+from .store import Store, Submission
 
 if TYPE_CHECKING:  # images pulls in Pillow; the tracker only needs the name for typing
     from .images import KeptImage
@@ -74,7 +83,15 @@ _FINAL_CREATE_ERRORS = (
 DOWNLOAD_ATTEMPTS = 8
 DOWNLOAD_BACKOFF_CAP = 30.0
 NOT_FOUND_LIMIT = 5
-DEFAULT_MAX_ACTIVE = 8
+#: A claim lasts this long unless renewed (every third of it): a dead worker's
+#: rows are taken over by another within about this many seconds.
+LEASE_S = 15.0
+#: How often a tracker looks for work nobody holds (new clicks from a web
+#: process, rows of a worker whose lease ran out).
+CLAIM_EVERY = 1.0
+#: Rows claimed per look, and the most a tracker follows at once.
+CLAIM_BATCH = 200
+MAX_WATCHES = 2000
 #: Workers per lane. Creates: one click sends at most one create per ratio at
 #: once, campaigns are paced by `max_active` anyway. Polls: one per task in
 #: flight at the default pace. Downloads: images are megabytes each; four at a
@@ -158,41 +175,9 @@ class _Lane:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-@dataclass
-class Health:
-    started_at: float = 0.0
-    polls: int = 0
-    poll_errors: int = 0
-    creates: int = 0
-    create_errors: int = 0
-    downloads: int = 0
-    download_errors: int = 0
-    callbacks_received: int = 0  # accepted deliveries (stored, duplicate, held or ignored)
-    callbacks_stored: int = 0
-    callbacks_duplicate: int = 0
-    callbacks_held: int = 0
-    callbacks_ignored: int = 0
-    callbacks_rejected: int = 0  # refused deliveries (404, 413, 401, 400)
-    reconcile_polls: int = 0  # GETs of tasks created with a callback
-    reconciled: int = 0  # tasks whose result came by such a GET: their callback was missed
-    last_callback_at: float | None = None
-    last_rejection: str | None = None
-    last_rejection_at: float | None = None
-    rate_limited: int = 0
-    last_poll_at: float | None = None
-    last_error: str | None = None
-    last_error_at: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-_CLICK_TOKEN = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
-
-
-def check_click_token(token: str) -> str:
-    """A click token becomes part of idempotency keys (at most 255 bytes at HiAPI): keep it plain."""
-    if not _CLICK_TOKEN.match(token):
-        raise ValueError("a click token is 8-128 letters, digits, '-' or '_'")
-    return token
+def new_worker_id() -> str:
+    """A name for one tracker's claims: host, process and a random part (never reused)."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class Keeper(Protocol):
@@ -203,8 +188,17 @@ class Keeper(Protocol):
     ) -> KeptImage: ...
 
 
-class Tracker:
-    """Background owner of the HiAPI client; thread-safe `submit`, `ingest_callback`, `health`."""
+class Tracker(Intake):
+    """Background owner of the HiAPI client; thread-safe `submit`, `ingest_callback`, `health`.
+
+    A worker: it claims unfinished submissions nobody holds (`Store.claim_due_submissions`)
+    and pending outputs, renews its leases while it follows them, and lets each go
+    when it is done. Several trackers on one database share the work and one
+    create budget per HiAPI key (`pacing_key`); a tracker that dies loses its
+    leases after `lease_s`, and another takes its rows over.
+    """
+
+    works = True
 
     def __init__(
         self,
@@ -224,232 +218,157 @@ class Tracker:
         max_active: int = DEFAULT_MAX_ACTIVE,
         on_kept: Callable[[int], None] | None = None,
         events: ev.EventBus | None = None,
+        worker_id: str | None = None,
+        lease_s: float = LEASE_S,
+        claim_every: float = CLAIM_EVERY,
+        claim_batch: int = CLAIM_BATCH,
+        pacing_key: str | None = None,
     ) -> None:
-        self.store = store
-        # Every state change a page shows is published here (the pages' push channel).
-        self.events = events if events is not None else ev.EventBus()
+        super().__init__(
+            store,
+            callback_url=callback_url,
+            clock=clock,
+            events=events,
+            pacing_key=pacing_key,
+            max_active=max_active,
+        )
         # Called (on a worker thread) with each output id the moment its image is
         # kept, e.g. to queue the text-fidelity check; must return quickly.
         self.on_kept = on_kept
         self.client = client
         self.keeper = keeper
         self.priors = dict(DEFAULT_EXPECTED if priors is None else priors)
-        self.callback_url = callback_url
         self.reconcile_grace = reconcile_grace
         self.slow_poll = slow_poll
-        self.clock = clock
         self.time_scale = time_scale  # >1 only when benchmarking a time-compressed simulator
+        self.worker_id = worker_id or new_worker_id()
+        self.lease_s = float(lease_s)
+        self.claim_every = float(claim_every)
+        self.claim_batch = max(1, int(claim_batch))
         self._creates = _Lane("create", create_workers)
         self._polls = _Lane("poll", poll_workers)
         self._downloads = _Lane("download", download_workers)
-        self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._claiming = threading.Lock()  # one claim round at a time (loop and page threads)
         self._watches: dict[int, _Watch] = {}
         self._downloading: set[int] = set()
         self._expect_cache: dict[str, tuple[float, DurationHistory]] = {}
         self._thread: threading.Thread | None = None
-        self.health_info = Health()
-        self._campaigns = CampaignStore(store)
-        self._max_active = max(1, int(max_active))
-        self._pace = float(self._max_active)  # lowered by 429s, regrown by successful creates
-        self._hold_until = 0.0  # no new create before this (a create's 429 Retry-After)
+        self._next_claim_at = 0.0
+        self._next_renew_at = 0.0
+        # The shared create budget as last read or written (health shows it; `_admit` rereads it).
+        self._budget = CreateBudget(0.0, float(self._max_active), self._max_active)
 
     # -- lifecycle ------------------------------------------------------------
     def start(self) -> Tracker:
         if self._thread and self._thread.is_alive():
             return self
-        self.health_info.started_at = self.clock()
-        self._resume()
+        now = self.clock()
+        self.health_info.started_at = now
+        if self.store.create_budget(self.pacing_key, self._max_active).max_active != self._max_active:
+            self._budget = self.store.set_create_limit(self.pacing_key, self._max_active, now)
+        self._claim(now)
+        self._next_renew_at = now + self.lease_s / 3
         self._thread = threading.Thread(target=self._run, name="task-tracker", daemon=True)
         self._thread.start()
         return self
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0, *, release: bool = True) -> None:
+        """Stop the loop and the lanes, then give up every claim (another worker may take them at once).
+
+        `release=False` leaves the claims to expire, as a crash does (tests of takeover use it).
+        """
         self._stop.set()
         self._wake.set()
         if self._thread:
             self._thread.join(timeout)
         for lane in (self._creates, self._polls, self._downloads):
             lane.shutdown()
+        if release:
+            try:
+                self.store.release_submissions(self.worker_id)
+                self.store.release_outputs(self.worker_id)
+            except Exception as exc:  # the leases expire by themselves
+                self._note_error(f"release: {exc!r}")
 
     @property
     def alive(self) -> bool:
         return bool(self._thread and self._thread.is_alive())
 
-    @property
-    def mode(self) -> str:
-        """ "callbacks" when new tasks are created with a callback URL, else "polling"."""
-        return "callbacks" if self.callback_url else "polling"
-
-    def _resume(self) -> None:
-        now = self.clock()
-        for sub in self.store.unfinished():
-            kind = "create" if sub.task_id is None else "check"
-            w = _Watch(sub.id, now, kind, status=sub.state, callback=bool(sub.callback_url))
-            if kind == "check" and w.callback:
-                # Its callback may still come (HiAPI redelivers); look only once it is overdue.
-                w.due = max(now, (sub.submitted_at or sub.created_at) + self._reconcile_after(sub.resolution))
-            self._watches[sub.id] = w
-
-    # -- what pages call ------------------------------------------------------
-    def submit(
-        self,
-        requests: Sequence[TaskRequest],
-        *,
-        creative_id: str | None = None,
-        click_token: str | None = None,
-        spend: SpendRate | None = None,
-    ) -> list[int]:
-        """Record one click's requests (and their spend) once, and queue their creates.
-
-        `click_token` names the click (a button press, a shortcut, a confirm):
-        the same token always yields the same submissions, however often it is
-        submitted — a Streamlit rerun that calls the button's callback again,
-        a double click or a race between replicas records nothing new and
-        returns the first recording's ids. Each create's idempotency key is
-        derived from the token, so HiAPI replays rather than re-bills a resend.
-        Without a token the call is its own click.
-
-        Requests must already be valid; an invalid one raises
-        RequestValidationError before anything is written. The callback is
-        the tracker's business: whatever a request carries is replaced by the
-        studio's own callback URL (or none, when polling).
-        """
-        requests = [replace(r, callback=None) for r in requests]
-        for r in requests:
-            problems = r.problems()
-            if problems:
-                raise E.RequestValidationError(problems)
-        token = check_click_token(click_token or uuid.uuid4().hex)
-        creative_id = creative_id or hashlib.sha256(token.encode()).hexdigest()[:12]
-        if self.callback_url:
-            # Stored with the submission: a resend must carry the same body.
-            requests = [replace(r, callback=Callback(self.callback_url)) for r in requests]
-        now = self.clock()
-        keyed = list(zip(requests, click_keys(token, len(requests)), strict=True))
-        ids, created = self.store.add_click(keyed, creative_id=creative_id, spend=spend, now=now)
-        if created:
-            self.follow(ids)
-        return ids
-
-    def follow(self, submission_ids: Sequence[int]) -> None:
-        """Queue the creates of submissions just recorded (by `submit` or a campaign launch)."""
-        now = self.clock()
-        with self._lock:
-            for sid in submission_ids:
-                self._watches.setdefault(sid, _Watch(sid, now, "create"))
-        self._wake.set()
-        for sid in submission_ids:
-            self.events.publish(ev.NEW, sid)
-
-    def ingest_callback(self, task: Task) -> str:
-        """Store a terminal task report that came by callback; returns a `CallbackOutcome`.
-
-        Returns only once the report is stored (or held), so the receiver may
-        answer 2xx; raises if the store fails. A newly stored result stops the
-        task's watch and wakes the loop, which downloads the outputs exactly
-        as after a poll.
-        """
-        now = self.clock()
-        outcome = self.store.record_callback(task, now=now)
-        h = self.health_info
-        with self._lock:
-            h.callbacks_received += 1
-            h.last_callback_at = now
-            if outcome == CallbackOutcome.STORED:
-                h.callbacks_stored += 1
-            elif outcome == CallbackOutcome.DUPLICATE:
-                h.callbacks_duplicate += 1
-            elif outcome == CallbackOutcome.HELD:
-                h.callbacks_held += 1
-            else:
-                h.callbacks_ignored += 1
-        if outcome == CallbackOutcome.STORED:
-            sub = self.store.submission_by_task(task.task_id)
-            if sub is not None and sub.is_terminal:
-                with self._lock:
-                    self._watches.pop(sub.id, None)
-            self._tell_task(sub, task.status)
+    # -- claims and leases ----------------------------------------------------
+    def _claim(self, now: float) -> int:
+        """Claim unfinished submissions nobody holds and watch them; returns how many were new."""
+        with self._claiming:
+            with self._lock:
+                room = MAX_WATCHES - len(self._watches)
+            subs = self.store.claim_due_submissions(
+                self.worker_id, self.lease_s, now, min(room, self.claim_batch)
+            )
+            self._next_claim_at = now + self.claim_every
+            new = 0
+            with self._lock:
+                for sub in subs:
+                    if sub.id in self._watches:
+                        continue
+                    kind = "create" if sub.task_id is None else "check"
+                    w = _Watch(sub.id, now, kind, status=sub.state, callback=bool(sub.callback_url))
+                    if kind == "check" and w.callback:
+                        # Its callback may still come (HiAPI redelivers); look only once it is overdue.
+                        w.due = max(
+                            now, (sub.submitted_at or sub.created_at) + self._reconcile_after(sub.resolution)
+                        )
+                    self._watches[sub.id] = w
+                    new += 1
+        if new:
             self._wake.set()
-        return outcome
+        return new
 
-    def note_callback_rejected(self, status: int, reason: str) -> None:
-        """Count a refused callback delivery (the receiver calls this)."""
-        h = self.health_info
+    def _renew(self, now: float) -> None:
+        """Extend the leases of everything followed; let go of rows finished elsewhere or lost."""
         with self._lock:
-            h.callbacks_rejected += 1
-            h.last_rejection = E.redact(f"{status} {reason}")
-            h.last_rejection_at = self.clock()
+            ids = list(self._watches)
+            downloading = list(self._downloading)
+        self._next_renew_at = now + self.lease_s / 3
+        kept = self.store.renew_submission_leases(self.worker_id, ids, self.lease_s, now) if ids else set()
+        if downloading:
+            self.store.renew_output_leases(self.worker_id, downloading, self.lease_s, now)
+        gone = [sid for sid in ids if sid not in kept]
+        if gone:
+            with self._lock:
+                for sid in gone:
+                    w = self._watches.get(sid)
+                    if w is not None and not w.busy:
+                        self._watches.pop(sid, None)
 
-    def submit_campaign(
-        self,
-        campaign_id: int,
-        cells: Sequence[tuple[int, TaskRequest]],
-        *,
-        unit_micros: int,
-        currency: str,
-        click_token: str | None = None,
-    ) -> list[int]:
-        """Record (row, request) cells of an existing campaign in one transaction and queue their creates.
+    def _release(self, submission_id: int) -> None:
+        try:
+            self.store.release_submissions(self.worker_id, [submission_id])
+        except Exception as exc:  # the lease expires by itself
+            self._note_error(f"release {submission_id}: {exc!r}")
 
-        Once per `click_token`, like `submit`. Requests must already be valid
-        (RequestValidationError otherwise, nothing written).
-        """
-        keyed = self._keyed_cells(cells, click_token)
-        ids, created = self._campaigns.add_cells_once(
-            campaign_id, keyed, unit_micros=unit_micros, currency=currency, now=self.clock()
-        )
-        if created:
-            self.follow(ids)
-        return ids
+    # -- what pages call (beyond the intake's recording) -----------------------
+    def follow(self, submission_ids: Sequence[int]) -> None:
+        """Claim and queue the creates of submissions just recorded (by `submit` or a campaign launch)."""
+        self._claim(self.clock())
+        super().follow(submission_ids)
 
-    def launch_campaign(
-        self,
-        new: NewCampaign,
-        cells: Sequence[tuple[int, TaskRequest]],
-        *,
-        unit_micros: int,
-        currency: str,
-        click_token: str | None = None,
-    ) -> tuple[int, list[int]]:
-        """Record a new campaign with all its cells in one transaction, once per click; queue the creates."""
-        keyed = self._keyed_cells(cells, click_token)
-        cid, ids, created = self._campaigns.launch_once(
-            new, keyed, unit_micros=unit_micros, currency=currency, now=self.clock()
-        )
-        if created:
-            self.follow(ids)
-        return cid, ids
-
-    def _keyed_cells(
-        self, cells: Sequence[tuple[int, TaskRequest]], click_token: str | None
-    ) -> list[tuple[int, TaskRequest, str]]:
-        """Validate the cells, attach the studio's callback, and key each create from the click."""
-        cells = [(row, replace(r, callback=None)) for row, r in cells]
-        for _, r in cells:
-            problems = r.problems()
-            if problems:
-                raise E.RequestValidationError(problems)
-        if self.callback_url:  # stored with each submission, like `submit`
-            cells = [(row, replace(r, callback=Callback(self.callback_url))) for row, r in cells]
-        token = check_click_token(click_token or uuid.uuid4().hex)
-        keys = click_keys(token, len(cells))
-        return [(row, r, key) for (row, r), key in zip(cells, keys, strict=True)]
+    def _stored(self, submission_id: int | None) -> None:
+        if submission_id is not None:
+            with self._lock:
+                gone = self._watches.pop(submission_id, None)
+            if gone is not None:
+                self._release(submission_id)
+        self._wake.set()
 
     def set_max_active(self, n: int) -> None:
-        """Change the concurrency limit (Settings); takes effect on the next tick."""
-        with self._lock:
-            self._max_active = max(1, int(n))
-            self._pace = float(self._max_active)
+        """Change the concurrency limit (Settings) for every worker on this key; takes effect on the next tick."""
+        super().set_max_active(n)
+        self._budget = self.store.create_budget(self.pacing_key, self._max_active)
         self._wake.set()
 
-    def pause_campaign(self, campaign_id: int) -> None:
-        """Hold the campaign's creates that were never tried; tasks already sent run on."""
-        self._campaigns.set_state(campaign_id, PAUSED)
-
     def resume_campaign(self, campaign_id: int) -> None:
-        self._campaigns.set_state(campaign_id, RUNNING)
+        super().resume_campaign(campaign_id)
         self._wake.set()
 
     def cancel_campaign(self, campaign_id: int) -> int:
@@ -472,6 +391,7 @@ class Tracker:
                     w.busy = False
             self._wake.set()
         for sid in cancelled:
+            self._release(sid)
             self.events.publish(ev.FAILED, sid)
         return len(cancelled)
 
@@ -482,12 +402,15 @@ class Tracker:
             active = self._active_count()
         return {
             "alive": self.alive,
+            "works": True,
+            "worker_id": self.worker_id,
             "mode": self.mode,
             "in_flight": in_flight,
             "active": active,
             "waiting_to_send": in_flight - active,
-            "max_active": self._max_active,
+            "max_active": self._budget.max_active,
             "pace": self._limit(),
+            "hold_until": self._budget.hold_until,
             "rate_limited": h.rate_limited,
             "downloading": len(self._downloading),
             "lanes": {
@@ -546,7 +469,11 @@ class Tracker:
         ends (every guard wakes the loop).
         """
         now = self.clock()
-        next_due = now + 1.0
+        if now >= self._next_renew_at:
+            self._renew(now)
+        if now >= self._next_claim_at:
+            self._claim(now)
+        next_due = min(now + 1.0, self._next_claim_at, self._next_renew_at)
         with self._lock:
             due = [w for w in self._watches.values() if not w.busy and w.due <= now]
             checks = sorted((w for w in due if w.kind != "create"), key=lambda w: w.due)
@@ -563,17 +490,17 @@ class Tracker:
             self._creates.give_back(room - len(chosen))
             for w in chosen:
                 self._creates.run(self._guard, self._create, w)
-            if self._hold_until > now:
-                next_due = min(next_due, self._hold_until)
+            if self._budget.hold_until > now:
+                next_due = min(next_due, self._budget.hold_until)
         if waiting:
             next_due = min(next_due, min(waiting))
         if self.keeper is not None:
             free = self._downloads.take(self._downloads.workers)
             outputs: list[Any] = []
             if free:
-                pending = self.store.pending_outputs(now)
-                with self._lock:
-                    outputs = [o for o in pending if o.id not in self._downloading][:free]
+                claimed = self.store.claim_due_outputs(self.worker_id, self.lease_s, now, free)
+                with self._lock:  # one of ours whose lease ran out while downloading: not twice
+                    outputs = [o for o in claimed if o.id not in self._downloading]
                     self._downloading.update(o.id for o in outputs)
             self._downloads.give_back(free - len(outputs))
             for o in outputs:
@@ -585,21 +512,31 @@ class Tracker:
 
     # -- pacing ---------------------------------------------------------------
     def _limit(self) -> int:
-        return max(1, min(self._max_active, int(self._pace)))
+        return self._budget.limit
 
     def _active_count(self) -> int:
-        """Tasks sent (or being sent) and not finished; call with the lock held."""
+        """Tasks this tracker sent (or is sending) and not finished; call with the lock held."""
         return sum(1 for w in self._watches.values() if w.kind != "create" or w.busy)
+
+    def _sending_count(self) -> int:
+        """Creates this tracker is sending right now; call with the lock held."""
+        return sum(1 for w in self._watches.values() if w.kind == "create" and w.busy)
 
     def _admit(self, creates: list[_Watch], now: float, *, room: int) -> list[_Watch]:
         """The due creates that may start now, at most `room` (the create lane's free workers).
 
-        Nothing starts during a 429's hold. A single prompt's creates (one click,
-        at most one per ratio) start at once; campaign rows start only while fewer
-        than the pace limit of tasks are in flight, and not while paused.
+        Nothing starts during a 429's hold, whichever worker on this key met it.
+        A single prompt's creates (one click, at most one per ratio) start at
+        once; campaign rows start only while fewer than the shared pace limit of
+        tasks are at HiAPI (from every worker, counted in the store), and not
+        while paused.
         """
-        if now < self._hold_until or room <= 0:
+        if room <= 0:
             return []
+        self._budget = self.store.create_budget(self.pacing_key, self._max_active)
+        if now < self._budget.hold_until:
+            return []
+        at_hiapi = self.store.in_flight_count()
         gates = self._campaigns.gates([w.submission_id for w in creates])
 
         def campaign(w: _Watch) -> bool:
@@ -616,7 +553,9 @@ class Tracker:
 
         chosen: list[_Watch] = []
         with self._lock:
-            free = self._limit() - self._active_count()
+            # Two workers admitting in the same instant may both take the last slot; the
+            # next tick of each sees the other's tasks. (A row lock closes this on PostgreSQL.)
+            free = self._limit() - at_hiapi - self._sending_count()
             for w in sorted(creates, key=order):
                 if len(chosen) >= room:
                     break
@@ -631,9 +570,9 @@ class Tracker:
 
     def _rate_limited(self, exc: E.HiAPIError, errors: int) -> None:
         wait = exc.retry_after if exc.retry_after is not None else min(30.0, 1.0 * 2**errors)
-        with self._lock:
-            self._hold_until = max(self._hold_until, self.clock() + wait)
-            self._pace = max(1.0, self._pace / 2)
+        now = self.clock()
+        # In the store, so every worker on this key holds its creates too.
+        self._budget = self.store.hold_creates(self.pacing_key, now + wait, self._max_active, now)
         self.health_info.rate_limited += 1
 
     def _guard(self, job: Callable[[_Watch], None], w: _Watch) -> None:
@@ -652,7 +591,9 @@ class Tracker:
 
     def _drop(self, w: _Watch) -> None:
         with self._lock:
-            self._watches.pop(w.submission_id, None)
+            gone = self._watches.pop(w.submission_id, None)
+        if gone is not None:
+            self._release(w.submission_id)
 
     def _note_error(self, message: str) -> None:
         h = self.health_info
@@ -686,6 +627,9 @@ class Tracker:
             self._drop(w)
             return
         request = sub.request  # as first sent, callback URL included: HiAPI replays only the same body
+        if not self.store.begin_create(sub.id, self.clock()):
+            self._drop(w)  # cancelled meanwhile (maybe by another process): never sent
+            return
         try:
             created = self.client.create_task(request, idempotency_key=sub.idempotency_key)
         except _FINAL_CREATE_ERRORS as exc:
@@ -716,8 +660,9 @@ class Tracker:
             )
             return
         self.health_info.creates += 1
-        with self._lock:
-            self._pace = min(float(self._max_active), self._pace + 1.0 / max(1.0, self._pace))
+        grown = self.store.note_create_accepted(self.pacing_key, self.clock())
+        if grown is not None:
+            self._budget = grown
         self.store.mark_created(sub.id, created.task_id, now=self.clock())
         self.events.publish(ev.PROGRESS, sub.id)
         after = self.store.submission(sub.id)
@@ -847,6 +792,10 @@ class Tracker:
         finally:
             with self._lock:
                 self._downloading.discard(o.id)
+            try:
+                self.store.release_outputs(self.worker_id, [o.id])
+            except Exception as exc:  # the lease expires by itself
+                self._note_error(f"release output {o.id}: {exc!r}")
             self._wake.set()
 
     def _download(self, o: Any) -> None:
