@@ -284,3 +284,47 @@ def test_a_web_server_stores_a_signed_callback_and_a_worker_downloads_its_image(
             tracker.stop()
         server.stop()
         sim.stop()
+
+
+def test_a_worker_process_follows_clicks_a_page_process_recorded_and_releases_its_claims_on_sigterm(tmp_path):
+    import signal
+
+    from tests.support import end_process_group
+
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HIAPI_", "STUDIO_"))}
+    env.update(
+        {
+            "STUDIO_DATA_DIR": str(data),
+            "STUDIO_SIM_MIN_DURATION": "0.2",
+            "STUDIO_SIM_MAX_DURATION": "0.5",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    log = open(tmp_path / "worker.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "studio.worker"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=log, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # printed once the tracker runs
+        assert first.startswith("Worker ") and str(data) in first, (tmp_path / "worker.log").read_text()
+        store = Store(data / "studio.db")
+        intake = Intake(store)  # the page process's side
+        ids = []
+        for i, r in enumerate(requests(3)):
+            ids += intake.submit([r], click_token=f"click-proc-{i:04d}")
+        assert wait_for(lambda: kept_once(store, ids), timeout=90)
+        assert [store.submission(i).state for i in ids] == ["success"] * 3
+        # One more click, claimed at once by the worker; SIGTERM must give its claim up.
+        [late] = intake.submit(requests(4)[3:], click_token="click-proc-late")
+        wait_for(lambda: store.claimed_by(late)[0] is not None or store.submission(late).is_terminal)
+        ids.append(late)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        assert all(store.claimed_by(i) == (None, None) for i in ids)
+    finally:
+        if proc.poll() is None:
+            end_process_group(proc)
+        log.close()
