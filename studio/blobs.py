@@ -183,3 +183,22 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def scratch_dir(store: BlobStore) -> Path:
+    """Where to build a file that will become a blob: inside a local store (so
+    `move_into` is a rename), else the system's temp folder."""
+    if isinstance(store, LocalBlobStore):
+        store._tmp.mkdir(parents=True, exist_ok=True)
+        return store._tmp
+    return Path(tempfile.gettempdir())
+
+
+def move_into(store: BlobStore, key: str, src: Path) -> int:
+    """Make the finished local file `src` the blob `key` and remove `src`; returns the size."""
+    if isinstance(store, LocalBlobStore):
+        return store.move_in(key, src)
+    try:
+        return store.put(key, src)
+    finally:
+        src.unlink(missing_ok=True)

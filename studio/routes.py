@@ -23,6 +23,9 @@ EVENTS = "/api/events"
 QUEUE_VIEW = "/api/view/queue"
 GALLERY_VIEW = "/api/view/gallery"
 
+#: What every kept original's and thumbnail's URL starts with (CSS selectors match on it).
+IMAGE_PREFIX = IMAGE.removesuffix("{sha}.png")
+THUMB_PREFIX = THUMB.removesuffix("{sha}.webp")
 #: What precedes the token in a callback URL (`<base>/hiapi/callback/<token>`).
 CALLBACK_PREFIX = CALLBACK.removesuffix("{token}")
 #: What precedes a reference's name in its signed URL.
