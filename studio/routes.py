@@ -70,6 +70,7 @@ def queue_view(limit: int | None = None) -> str:
     return QUEUE_VIEW if limit is None else f"{QUEUE_VIEW}?limit={int(limit)}"
 
 
-def gallery_view(query: str = "") -> str:
-    """The gallery grid's view route; `query` is the filter string the grid writes."""
-    return f"{GALLERY_VIEW}?{query}" if query else GALLERY_VIEW
+def gallery_view(query: str | None = None) -> str:
+    """The gallery grid's view route; `query` is the filter string the grid writes
+    (given, even empty, the URL ends in `?` plus it, ready for `&offset=`)."""
+    return GALLERY_VIEW if query is None else f"{GALLERY_VIEW}?{query}"
