@@ -7,7 +7,6 @@ and whether any create started inside a 429's Retry-After.
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 import time
