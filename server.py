@@ -14,8 +14,11 @@ these extra routes on the same port:
 - GET /api/view/queue?limit=N          the queue's view model (JSON) its page fetches when told of a change
 - GET /api/view/gallery?offset=&limit=&<filters>  a window of the gallery grid's view model (JSON), the
                                        filters as components.gallery.query_string writes them
-Images are served from disk with immutable cache headers, so the browser
-caches them and nothing passes through Streamlit's in-memory media store.
+Path templates come from `studio.routes`, the one module that builds route URLs.
+Images, exports, kits and references are blobs (`studio.blobs`): served as files
+from a local store (immutable cache headers for images, so the browser caches
+them and nothing passes through Streamlit's in-memory media store), redirected
+to a store's short-lived URL, or streamed.
 The callback route only moves bytes: every decision is `studio.callbacks`'.
 
 Access (see SECURITY.md): with a real API key the server refuses, at start,
@@ -40,11 +43,14 @@ from contextlib import asynccontextmanager
 import streamlit as st
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from access.routes import login_configured, protect, secrets_dict
+from studio import routes
 from studio import services as core
+from studio.blob_keys import export_key, is_kit_file, is_token, kit_key, original_key, thumb_key
+from studio.blobs import LocalBlobStore
 from studio.callbacks import MAX_BODY_BYTES, BodyTooLarge, Verdict, read_capped
 from studio.config import Settings
 from studio.export import EXPORT_LIFETIME_S, link_expired
@@ -53,7 +59,6 @@ from studio.references import EXT_MEDIA
 from studio.startup import DataFolderInUse, StartupError, bind_problem, hold_data_lock, protect_data_dir
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
 
 
@@ -167,14 +172,32 @@ async def hiapi_callback(request: Request) -> Response:
     return _verdict(await run_in_threadpool(receiver.receive, token, request.headers, body))
 
 
-def _file(kind: str):
+def _blob(key: str, media_type: str, headers: dict[str, str]) -> Response:
+    """A blob as a response: the file itself from a local store, a redirect to the
+    store's own short-lived URL when it has one (S3), else streamed from `open()`.
+    Callers check `exists` first and answer 404 themselves."""
+    blobs = _services().blobs
+    if isinstance(blobs, LocalBlobStore):
+        return FileResponse(blobs.path(key), media_type=media_type, headers=headers)
+    url = blobs.url(key, expires_s=300)
+    if url is not None:
+        return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
+
+    def chunks():
+        with blobs.open(key) as f:
+            while piece := f.read(1 << 16):
+                yield piece
+
+    return StreamingResponse(chunks(), media_type=media_type, headers=headers)
+
+
+def _image_file(kind: str):
     async def handler(request: Request) -> Response:
         sha = request.path_params["sha"]
         if not _SHA.match(sha):
             return Response("not found", status_code=404)
-        keeper = _services().keeper
-        path = keeper.original_path(sha) if kind == "original" else keeper.thumb_path(sha)
-        if not path.is_file():
+        key = original_key(sha) if kind == "original" else thumb_key(sha)
+        if not await run_in_threadpool(_services().blobs.exists, key):
             return Response("not found", status_code=404)
         media = "image/png" if kind == "original" else "image/webp"
         headers = dict(_IMMUTABLE)
@@ -182,7 +205,7 @@ def _file(kind: str):
         if name and kind == "original":
             safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:120] or f"{sha}.png"
             headers["Content-Disposition"] = f'attachment; filename="{safe}"'
-        return FileResponse(path, media_type=media, headers=headers)
+        return _blob(key, media, headers)
 
     return handler
 
@@ -202,43 +225,36 @@ def _expired(what: str, where: str) -> Response:
 
 async def export(request: Request) -> Response:
     token = request.path_params["token"]
-    if not _TOKEN.match(token):
+    if not is_token(token):
         return Response(_EXPORT_GONE, status_code=404, media_type="text/plain")
-    path = _services().settings.data_dir / "exports" / f"{token}.zip"
-    if not path.is_file():
+    key = export_key(token)
+    if not await run_in_threadpool(_services().blobs.exists, key):
         return Response(_EXPORT_GONE, status_code=404, media_type="text/plain")
-    if link_expired(path, EXPORT_LIFETIME_S):
+    if link_expired(token, EXPORT_LIFETIME_S):
         return _expired("export", "prepare the zip again in the Gallery.")
     # The page names the download by its content (`?name=`, see studio.export.*_zip_name).
     name = re.sub(r"[^A-Za-z0-9._-]", "_", request.query_params.get("name", ""))[:120]
     if not name.endswith(".zip") or name.startswith("."):
         name = "studio-export.zip"
-    return FileResponse(
-        path,
-        media_type="application/zip",
-        headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
-    )
-
-
-_KIT_FILE = re.compile(r"^(?:[a-z0-9-]{1,80}\.zip|contact-sheet\.png)$")
+    headers = {"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"}
+    return _blob(key, "application/zip", headers)
 
 
 async def kit(request: Request) -> Response:
     """A delivery kit written by studio.kit: the zip as a download, the contact sheet inline."""
     token, name = request.path_params["token"], request.path_params["name"]
-    if not _TOKEN.match(token) or not _KIT_FILE.match(name):
+    if not is_token(token) or not is_kit_file(name):
         return Response(_KIT_GONE, status_code=404, media_type="text/plain")
-    path = _services().settings.data_dir / "kits" / token / name
-    if not path.is_file():
+    key = kit_key(token, name)
+    if not await run_in_threadpool(_services().blobs.exists, key):
         return Response(_KIT_GONE, status_code=404, media_type="text/plain")
-    if link_expired(path.parent, KIT_LIFETIME_S):  # the kit folder's age, as the sweep uses
+    if link_expired(token, KIT_LIFETIME_S):
         return _expired("kit", "make the kit again in the Gallery.")
     if name.endswith(".zip"):
         headers = {"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"}
-        return FileResponse(path, media_type="application/zip", headers=headers)
+        return _blob(key, "application/zip", headers)
     # A token names one kit's files for good, so the preview may be cached for the kit's lifetime.
-    cache = {"Cache-Control": f"private, max-age={int(KIT_LIFETIME_S)}"}
-    return FileResponse(path, media_type="image/png", headers=cache)
+    return _blob(key, "image/png", {"Cache-Control": f"private, max-age={int(KIT_LIFETIME_S)}"})
 
 
 async def reference(request: Request) -> Response:
@@ -253,11 +269,11 @@ async def reference(request: Request) -> Response:
     q = request.query_params
     if shelf is None or not shelf.verify(name, q.get("exp"), q.get("sig")):
         return Response("not found", status_code=404)
-    path = shelf.path(name)
-    if not path.is_file():
+    key = shelf.key(name)
+    if not await run_in_threadpool(shelf.blobs.exists, key):
         return Response("not found", status_code=404)
     media = EXT_MEDIA[name.rsplit(".", 1)[1]]
-    return FileResponse(path, media_type=media, headers={"Cache-Control": "private, max-age=3600"})
+    return _blob(key, media, {"Cache-Control": "private, max-age=3600"})
 
 
 _KEEPALIVE_S = 15.0
@@ -367,17 +383,17 @@ app = st.App(
     "app.py",
     lifespan=lifespan,
     routes=[
-        _route("/api/health", health),
-        _route("/images/{sha}.png", _file("original")),
-        _route("/thumbs/{sha}.webp", _file("thumb")),
-        _route("/exports/{token}.zip", export),
+        _route(routes.HEALTH, health),
+        _route(routes.IMAGE, _image_file("original")),
+        _route(routes.THUMB, _image_file("thumb")),
+        _route(routes.EXPORT, export),
         # HiAPI calls this one itself: it proves itself with the token and signature, not a login.
-        _route("/hiapi/callback/{token}", hiapi_callback, methods=("POST",), public=True),
-        _route("/kits/{token}/{name}", kit),
+        _route(routes.CALLBACK, hiapi_callback, methods=("POST",), public=True),
+        _route(routes.KIT, kit),
         # HiAPI fetches references itself: the signed, expiring URL is their key, not a login.
-        _route("/refs/{name}", reference, public=True),
-        _route("/api/events", events),
-        _route("/api/view/queue", queue_view),
-        _route("/api/view/gallery", gallery_view),
+        _route(routes.REFERENCE, reference, public=True),
+        _route(routes.EVENTS, events),
+        _route(routes.QUEUE_VIEW, queue_view),
+        _route(routes.GALLERY_VIEW, gallery_view),
     ],
 )

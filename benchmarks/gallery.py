@@ -44,6 +44,7 @@ from typing import Any
 
 from benchmarks.common import Row, mean, pct, rss_kb
 from benchmarks.startup import TimedStudioServer, launch_niced_browser
+from studio.blob_keys import thumb_key
 from studio.ratios import pixel_size
 
 SECTION = "P2 gallery"
@@ -172,7 +173,7 @@ def seed_store(db: Path, images: list[SeedImage], n: int, *, seed: int = 6, now:
             events += [(sid, "submitting", t, "studio"), (sid, "queued", t + 0.3, "create"),
                        (sid, "handling", t + 5, "poll"), (sid, "success", t + dur, "poll")]  # fmt: skip
             outs.append((sid, 0, f"https://files.example/{sid}.png", int(t + dur + 7 * DAY), "kept", 1,
-                         img.sha256, img.path, img.thumb_path, img.width, img.height, img.bytes, t + dur + 1))  # fmt: skip
+                         img.sha256, img.width, img.height, img.bytes, t + dur + 1))  # fmt: skip
     conn = sqlite3.connect(db)
     try:
         with conn:
@@ -186,8 +187,8 @@ def seed_store(db: Path, images: list[SeedImage], n: int, *, seed: int = 6, now:
                 "INSERT INTO task_events (submission_id, status, at, source) VALUES (?,?,?,?)", events
             )
             conn.executemany(
-                "INSERT INTO outputs (submission_id, idx, url, expire_at, state, attempts, sha256, path,"
-                " thumb_path, width, height, bytes, kept_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO outputs (submission_id, idx, url, expire_at, state, attempts, sha256,"
+                " width, height, bytes, kept_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 outs,
             )
             ids = [r[0] for r in conn.execute("SELECT id FROM outputs")]
@@ -463,8 +464,9 @@ def grid_component(quick: bool = False) -> list[Row]:
         try:
             oldest = conn.execute("SELECT MIN(id) FROM outputs WHERE state='kept'").fetchone()[0]
             marks = ",".join("?" * len(first24))
-            thumbs24 = [
-                r[0] for r in conn.execute(f"SELECT thumb_path FROM outputs WHERE id IN ({marks})", first24)
+            thumbs24 = [  # the database keeps the hash; the blob key says where the thumbnail is
+                big / "images" / thumb_key(r[0])
+                for r in conn.execute(f"SELECT sha256 FROM outputs WHERE id IN ({marks})", first24)
             ]
         finally:
             conn.close()

@@ -15,6 +15,7 @@ from components.queue import status_badge
 from components.services import get_services, image_url, show_image
 from components.submit import FOCUS, reference_urls
 from components.text import literal
+from studio import routes
 from studio.campaign_store import Campaign, CampaignStore, resubmit
 from studio.export import campaign_manifest_rows, campaign_zip_name, write_zip
 from studio.pricing import format_money
@@ -216,7 +217,7 @@ def _grid_cell(cell, outputs, ratio: str) -> None:
         return
     kept = [o for o in outputs.get(cell.submission_id, []) if o.state == "kept" and o.sha256]
     if kept:
-        show_image(f"/thumbs/{kept[0].sha256}.webp")
+        show_image(routes.thumb(kept[0].sha256 or ""))
         return
     status_badge(cell.state, cell.error_code)
     if cell.cancelled:
@@ -240,13 +241,8 @@ def _zip(c: Campaign) -> None:
     ):
         values = {r.idx: r.values for r in book().rows(c.id)}
         manifest = campaign_manifest_rows(c.name, c.variables, [(r, it, values.get(r, {})) for r, it in kept])
-        path = write_zip(
-            [it for _, it in kept],
-            services.keeper.original_path,
-            services.settings.data_dir / "exports",
-            manifest=manifest,
-        )
-        st.session_state[key] = image_url(f"/exports/{path.name}?name={campaign_zip_name(c.name)}")
+        token = write_zip([it for _, it in kept], services.blobs, manifest=manifest)
+        st.session_state[key] = image_url(routes.export(token, campaign_zip_name(c.name)))
     if st.session_state.get(key):
         st.link_button("Download campaign zip", st.session_state[key], icon=":material/download:")
 

@@ -11,6 +11,7 @@ import streamlit as st
 
 from components.services import get_services
 from components.text import literal
+from studio import routes
 
 SIMULATED = "simulated"
 
@@ -27,7 +28,7 @@ _PAGE_CSS = """
 @media (max-width: 480px) { .st-key-mode_header [data-testid="stCaptionContainer"] { display: none; } }
 /* Kept images and thumbnails (queue, gallery, lightbox, compare) sit on a checkerboard,
    so a transparent background reads as transparent; opaque images cover it. */
-img[src*="/images/"], img[src*="/thumbs/"] {
+img[src*="@IMAGES@"], img[src*="@THUMBS@"] {
   background-color: #fff;
   background-image: linear-gradient(45deg, #d0d0d0 25%, transparent 25%),
     linear-gradient(-45deg, #d0d0d0 25%, transparent 25%),
@@ -37,7 +38,7 @@ img[src*="/images/"], img[src*="/thumbs/"] {
   background-position: 0 0, 0 8px, 8px -8px, -8px 0;
 }
 </style>
-"""
+""".replace("@IMAGES@", routes.IMAGE_PREFIX).replace("@THUMBS@", routes.THUMB_PREFIX)
 
 
 def simulated() -> bool:

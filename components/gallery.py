@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import streamlit as st
 
@@ -33,6 +33,7 @@ from components.lightbox import collection_picker, open_item
 from components.references import use_as_reference
 from components.services import get_services, image_url, show_image
 from components.text import literal
+from studio import routes
 from studio.events import CHANGED, EventBus
 from studio.export import file_name, images_zip_name, write_zip
 from studio.fidelity import MISMATCH, PASS
@@ -46,8 +47,8 @@ WINDOW = 60  # items the script hands the grid, and a fetched page of the scroll
 MAX_LIMIT = 200  # the most items one GET /api/view/gallery answers with
 SELECTED = deletion.SELECTED
 PROMPT_CHARS = 160  # what a card carries; CSS cuts it to one line, the lightbox has it all
-FEED = "/api/events"
-SOURCE = "/api/view/gallery"
+FEED = routes.events()
+SOURCE = routes.gallery_view()
 # Filter widgets and the value "Clear filters" puts back.
 FILTER_DEFAULTS = {
     "g_text": "", "g_ratios": [], "g_res": [], "g_collection": None, "g_dates": (),
@@ -207,7 +208,7 @@ def _item_view(item: GalleryItem, check: TextCheck | None) -> dict[str, Any]:
     return {
         "id": item.output_id, "sha": item.sha256, "ratio": item.aspect_ratio, "res": item.resolution,
         "fav": item.favourite, "when": when, "prompt": _one_line(item.prompt), "check": _check_chip(check),
-        "file": quote(file_name(item)),
+        "thumb": routes.thumb(item.sha256 or ""), "download": routes.image(item.sha256 or "", download=file_name(item)),
     }  # fmt: skip
 
 
@@ -303,7 +304,7 @@ def grid(q: GalleryQuery, *, page: int | None = None) -> dict[str, Any]:
             "selected": sorted(selected()),
             "base": image_url(""),
             "feed": FEED,
-            "source": f"{SOURCE}?{query_string(q)}",
+            "source": routes.gallery_view(query_string(q)),
             "paged": page is not None,
             "size": size,
         },
@@ -327,7 +328,7 @@ def compare(output_ids: list[int]) -> None:
     cols = st.columns(len(items))
     for col, item in zip(cols, items, strict=True):
         with col:
-            show_image(f"/images/{item.sha256}.png")
+            show_image(routes.image(item.sha256 or ""))
             st.caption(f"{item.aspect_ratio} · {item.resolution} · {item.width}×{item.height}")
             st.text(item.prompt[:200])
 
@@ -342,10 +343,8 @@ def bulk_bar() -> None:
         c1, c2, c3, c4, c5 = st.columns(5)
         if c1.button("Prepare zip", key="bulk_zip", icon=":material/folder_zip:", width="stretch"):
             items = services.store.gallery_items(sel)
-            path = write_zip(items, services.keeper.original_path, services.settings.data_dir / "exports")
-            st.session_state["export_url"] = image_url(
-                f"/exports/{path.name}?name={images_zip_name(len(items))}"
-            )
+            token = write_zip(items, services.blobs)
+            st.session_state["export_url"] = image_url(routes.export(token, images_zip_name(len(items))))
         if st.session_state.get("export_url"):
             c1.link_button("Download zip", st.session_state["export_url"], icon=":material/download:")
         if c2.button(

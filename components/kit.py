@@ -116,7 +116,7 @@ def _result(job: KitJob) -> None:
         return
     kit = job.kit
     st.link_button(
-        f"Download kit ({kit.zip_path.name}, {len(kit.entries)} files + contact sheet)",
+        f"Download kit ({kit.zip_name}, {len(kit.entries)} files + contact sheet)",
         image_url(kit.zip_route),
         icon=":material/download:",
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from urllib.parse import quote
 
 import streamlit as st
 
@@ -22,6 +21,7 @@ from components.kit import kit_panel
 from components.references import use_as_reference
 from components.services import get_services, image_url, show_image
 from components.text import literal
+from studio import routes
 from studio.export import file_name
 from studio.pricing import QUALITY_NAMES
 from studio.references import reference_names
@@ -130,7 +130,7 @@ def lightbox(output_id: int) -> None:
     pic, info = st.columns([3, 2], gap="medium")
     with pic:
         with st.container(key="lb_image"):
-            show_image(f"/images/{item.sha256}.png")
+            show_image(routes.image(item.sha256 or ""))
         if len(sequence) > 1:
             with st.container(
                 key="lb_nav", horizontal=True, horizontal_alignment="distribute", vertical_alignment="center"
@@ -174,7 +174,7 @@ def _details(item: GalleryItem) -> None:
     ):  # fmt: skip
         st.switch_page("app_pages/studio.py")
     b.link_button(
-        "Download original", image_url(f"/images/{item.sha256}.png?download={quote(file_name(item))}"),
+        "Download original", image_url(routes.image(item.sha256 or "", download=file_name(item))),
         icon=":material/download:", width="stretch",
     )  # fmt: skip
     a.button(

@@ -19,7 +19,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import streamlit as st
 
@@ -29,6 +28,7 @@ from components.lightbox import open_item, open_lightbox
 from components.references import use_as_reference
 from components.services import get_services, image_url
 from components.text import literal
+from studio import routes
 from studio.events import CHANGED, EventBus
 from studio.export import file_name
 from studio.fidelity import ERROR, UNAVAILABLE, wanted_strings
@@ -60,8 +60,8 @@ STATUS_LABEL = {
 }
 LIMIT = 24  # creatives' tasks the queue shows
 PROMPT_CHARS = 160
-FEED = "/api/events"
-SOURCE = "/api/view/queue"
+FEED = routes.events()
+SOURCE = routes.queue_view()
 KIT = "queue_kit"  # the creative whose delivery kit dialog is open
 
 _FRONTEND = Path(__file__).parent / "frontend"
@@ -132,10 +132,10 @@ def _task_view(
         for o in outputs:
             if o.state == "kept" and o.sha256:
                 item = items.get(o.id)
-                name = quote(file_name(item)) if item else f"{o.sha256}.png"
+                name = file_name(item) if item else f"{o.sha256}.png"
                 view["outputs"].append({
-                    "id": o.id, "kind": "kept", "thumb": f"/thumbs/{o.sha256}.webp",
-                    "download": f"/images/{o.sha256}.png?download={name}", "size": f"{o.width}×{o.height} px",
+                    "id": o.id, "kind": "kept", "thumb": routes.thumb(o.sha256),
+                    "download": routes.image(o.sha256, download=name), "size": f"{o.width}×{o.height} px",
                     "fav": bool(item and item.favourite), "check": _check_lines(sub.prompt, checks.get(o.id)),
                     # A draft-quality result can be sent again at Final (components/actions.py).
                     "final": actions.make_final_label() if actions.can_make_final(sub.quality) else None,

@@ -104,10 +104,10 @@ def use_output_as_reference(output_id: int) -> str | None:
     if not found or not found[0].sha256:
         return "That image is no longer kept."
     item = found[0]
-    path = services.keeper.original_path(item.sha256)
     try:
-        data = path.read_bytes()
-    except OSError:
+        with services.keeper.open_original(item.sha256) as f:
+            data = f.read()
+    except (OSError, KeyError):  # KeyError: BlobNotFound, deleted meanwhile
         return "That image is no longer kept."
     if len(data) > MAX_BYTES:  # a large 4K PNG: the same picture as a high-quality JPEG
         with Image.open(io.BytesIO(data)) as im:

@@ -22,6 +22,7 @@ this Protocol knows where a blob physically is. This module never imports stream
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -107,6 +108,26 @@ class LocalBlobStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        _fsync_dir(dst.parent)  # the rename itself survives a power cut
+        return size
+
+    def move_in(self, key: str, src: Path) -> int:
+        """Like `put(key, src)` but moves the file instead of copying it (a rename when
+        `src` is on the store's file system; `src` is gone afterwards either way).
+        The caller has fsynced `src`. For the image keeper's finished temp files."""
+        dst = self.path(key)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            size = src.stat().st_size
+            os.chmod(src, 0o600)
+            os.replace(src, dst)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            size = self.put(key, src)  # another file system: copy, then drop the source
+            src.unlink(missing_ok=True)
+            return size
+        _fsync_dir(dst.parent)
         return size
 
     def open(self, key: str) -> BinaryIO:
@@ -146,3 +167,38 @@ class LocalBlobStore:
     def url(self, key: str, *, expires_s: int = 3600) -> str | None:
         check_key(key)
         return None
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable (POSIX; best effort elsewhere)."""
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def scratch_dir(store: BlobStore) -> Path:
+    """Where to build a file that will become a blob: inside a local store (so
+    `move_into` is a rename), else the system's temp folder."""
+    if isinstance(store, LocalBlobStore):
+        store._tmp.mkdir(parents=True, exist_ok=True)
+        return store._tmp
+    return Path(tempfile.gettempdir())
+
+
+def move_into(store: BlobStore, key: str, src: Path) -> int:
+    """Make the finished local file `src` the blob `key` and remove `src`; returns the size."""
+    if isinstance(store, LocalBlobStore):
+        return store.move_in(key, src)
+    try:
+        return store.put(key, src)
+    finally:
+        src.unlink(missing_ok=True)

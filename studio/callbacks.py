@@ -49,13 +49,14 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from . import routes
 from .errors import redact
 from .models import Task, TaskStatus
 from .validation import is_loopback_host
 
 log = logging.getLogger("studio.callbacks")
 
-CALLBACK_PATH = "/hiapi/callback/"
+CALLBACK_PATH = routes.CALLBACK_PREFIX  # where the token starts in the callback route
 MAX_BODY_BYTES = 1 << 20  # 1 MiB; a task object is a few hundred bytes
 MAX_SKEW_S = 300.0
 TIMESTAMP_HEADER = "x-hiapi-timestamp"
@@ -371,7 +372,7 @@ def base_url_problem(base: str, *, allow_loopback_http: bool = False) -> str | N
 
 def callback_url(base: str, token: str) -> str:
     """`<base>/hiapi/callback/<token>`; a path in `base` (a proxy prefix) is kept."""
-    return base.rstrip("/") + CALLBACK_PATH + token
+    return routes.callback(base, token)
 
 
 def masked_url(base: str) -> str:

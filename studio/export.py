@@ -1,15 +1,16 @@
 """Bulk export: a zip of originals with a manifest (CSV and JSON, one recipe per file).
 
-The zip is written to a file in the data folder, never built in memory, so a
-large export does not grow the server; the app serves it over HTTP.
+The zip is streamed into a temp file, never built in memory, so a large export
+does not grow the server, then becomes the blob `exports/<token>.zip`; the app
+serves it over HTTP (`routes.export`).
 
-- Links are one-off downloads: an export lives `EXPORT_LIFETIME_S` (1 hour);
-  after that its link answers 410 and the file is swept (before each new
-  export, and at start-up).
+- Links are one-off downloads: an export lives `EXPORT_LIFETIME_S` (1 hour),
+  told by its token (`blob_keys.new_token`); after that its link answers 410
+  and the blob is swept (before each new export, and at start-up).
 - Every CSV the studio writes goes through `csv_cell`: a cell starting with
   `=`, `+`, `-`, `@`, a tab or a carriage return would be run as a formula by
   spreadsheet apps, so it gets a leading `'`. `manifest.json` keeps the true value.
-- Files are written owner-only (0600), like everything in the data folder.
+- Blobs are written owner-only (0600) on a local store, like everything in the data folder.
 """
 
 from __future__ import annotations
@@ -20,13 +21,16 @@ import io
 import json
 import os
 import re
-import secrets
+import shutil
+import tempfile
 import time
 import unicodedata
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from .blob_keys import EXPORTS, export_key, new_token, original_key, token_expired, token_of
+from .blobs import BlobStore, move_into, scratch_dir
 from .references import reference_names
 from .store import GalleryItem
 
@@ -47,10 +51,9 @@ def csv_safe(row: dict) -> dict:
     return {k: csv_cell(v) for k, v in row.items()}
 
 
-def link_expired(path: Path, lifetime_s: float = EXPORT_LIFETIME_S, *, now: float | None = None) -> bool:
-    """True when the file behind a one-off download link is older than its lifetime."""
-    now = time.time() if now is None else now
-    return path.stat().st_mtime < now - lifetime_s
+def link_expired(token: str, lifetime_s: float = EXPORT_LIFETIME_S, *, now: float | None = None) -> bool:
+    """True when a one-off download link (an export's or a kit's token) has outlived its lifetime."""
+    return token_expired(token, lifetime_s, now=now)
 
 
 MANIFEST_FIELDS = (
@@ -139,49 +142,58 @@ def _csv_rows(rows: Sequence[dict]) -> tuple[list[str], list[dict]]:
 
 
 def write_zip(
-    items: Sequence[GalleryItem], original_path, out_dir: Path, *, manifest: Sequence[dict] | None = None
-) -> Path:
-    """Write `<token>.zip` with every original and manifest.csv/json; returns its path.
+    items: Sequence[GalleryItem],
+    blobs: BlobStore,
+    *,
+    manifest: Sequence[dict] | None = None,
+    now: float | None = None,
+) -> str:
+    """Write the blob `exports/<token>.zip` with every original and manifest.csv/json; returns the token.
 
-    `original_path(sha256) -> Path` locates a kept file. `manifest` (one row per
+    Originals are read from `blobs` by their sha256. `manifest` (one row per
     item, each with its `file` name) replaces the default rows, e.g. a
     campaign's. The token is random so export URLs cannot be guessed.
     """
-    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    sweep_exports(out_dir)  # like kits: old exports go when a new one is made
-    target = out_dir / f"{secrets.token_urlsafe(16)}.zip"
-    tmp = target.with_suffix(".part")
+    sweep_exports(blobs, now=now)  # like kits: old exports go when a new one is made
+    token = new_token(now)
     rows = list(manifest) if manifest is not None else manifest_rows(items)
     fields, flat = _csv_rows(rows) if manifest is not None else (list(MANIFEST_FIELDS), rows)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with open(fd, "wb") as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
-        for item, row in zip(items, rows, strict=True):
-            # PNGs are already compressed: store them as they are.
-            zf.write(original_path(item.sha256), arcname=row["file"])
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(csv_safe(r) for r in flat)
-        zf.writestr("manifest.csv", buf.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
-        zf.writestr(
-            "manifest.json",
-            json.dumps(rows, indent=2, ensure_ascii=False),
-            compress_type=zipfile.ZIP_DEFLATED,
-        )
-    os.replace(tmp, target)
-    return target
+    fd, name = tempfile.mkstemp(dir=scratch_dir(blobs), prefix="export-", suffix=".part")
+    tmp = Path(name)
+    try:
+        with open(fd, "wb") as f:
+            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
+                for item, row in zip(items, rows, strict=True):
+                    # PNGs are already compressed: stored as they are, streamed from the store.
+                    with blobs.open(original_key(item.sha256 or "")) as src, zf.open(row["file"], "w") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+                buf = io.StringIO()
+                writer = csv.DictWriter(buf, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(csv_safe(r) for r in flat)
+                zf.writestr("manifest.csv", buf.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
+                zf.writestr(
+                    "manifest.json",
+                    json.dumps(rows, indent=2, ensure_ascii=False),
+                    compress_type=zipfile.ZIP_DEFLATED,
+                )
+            f.flush()
+            os.fsync(f.fileno())
+        move_into(blobs, export_key(token), tmp)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return token
 
 
-def sweep_exports(out_dir: Path, older_than_s: float = EXPORT_LIFETIME_S) -> int:
+def sweep_exports(
+    blobs: BlobStore, older_than_s: float = EXPORT_LIFETIME_S, *, now: float | None = None
+) -> int:
     """Remove exports older than their link's lifetime; they are one-off downloads."""
-    if not out_dir.exists():
-        return 0
     n = 0
-    cutoff = time.time() - older_than_s
-    for p in out_dir.iterdir():
-        if p.suffix in (".zip", ".part") and p.stat().st_mtime < cutoff:
-            p.unlink(missing_ok=True)
-            n += 1
+    for key in list(blobs.keys(EXPORTS)):
+        token = token_of(key)
+        if token is None or token_expired(token, older_than_s, now=now):
+            n += blobs.delete(key)
     return n
 
 

@@ -54,7 +54,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from PIL import Image, ImageOps
 
@@ -364,7 +364,7 @@ def _better(new: StringCheck, old: StringCheck) -> bool:
 
 
 def check_image(
-    image: Image.Image | Path | str,
+    image: Image.Image | Path | str | BinaryIO,
     wanted: Sequence[str],
     reader: TextReader,
     *,
@@ -426,7 +426,8 @@ class FidelityChecker:
 
     `submit(output_id)` is the tracker's hook (cheap, never blocks: it only
     queues); one worker thread does the reading. `store` needs
-    `text_check_candidate`, `record_text_check` and `outputs_needing_text_check`.
+    `text_check_candidate`, `record_text_check` and `outputs_needing_text_check`;
+    `open_image(sha256)` opens a kept image (without it nothing is checked).
     """
 
     def __init__(
@@ -436,8 +437,11 @@ class FidelityChecker:
         *,
         threshold: float = DEFAULT_THRESHOLD,
         on_checked: Callable[[int, FidelityReport], None] | None = None,
+        open_image: Callable[[str], BinaryIO] | None = None,
     ) -> None:
         self.store = store
+        # A kept image by its sha256 (`ImageKeeper.open_original`): the database keeps no paths.
+        self.open_image = open_image
         self.reader = reader if reader is not None else TesseractReader()
         self.threshold = threshold
         self.on_checked = on_checked
@@ -508,11 +512,16 @@ class FidelityChecker:
         found = self.store.text_check_candidate(output_id)
         if found is None:
             return None
-        prompt, path = found
+        prompt, sha256 = found
         wanted = wanted_strings(prompt)
-        if not wanted:
+        if not wanted or self.open_image is None:
             return None
-        report = check_image(Path(path), wanted, self.reader, threshold=self.threshold)
+        try:
+            image = self.open_image(sha256)
+        except KeyError:  # BlobNotFound: deleted meanwhile
+            return None
+        with image:
+            report = check_image(image, wanted, self.reader, threshold=self.threshold)
         self.store.record_text_check(output_id, report)
         return report
 

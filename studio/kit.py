@@ -11,13 +11,14 @@ Contract:
 - Nothing is upscaled silently: when a source is smaller than the placement
   the plan says so (`KitEntry.upscaled`, `scale`), the manifest records it,
   and the contact sheet marks the tile.
-- `write_kit` writes `<data>/kits/<token>/<creative>.zip` holding
+- `write_kit` writes the blob `kits/<token>/<creative>.zip` holding
   `<creative>/<placement>_<w>x<h>.png` for each placement, `<creative>/contact-sheet.png`
   (every format side by side, for review) and `<creative>/manifest.json` / `.csv`,
-  plus a copy of the contact sheet beside the zip for previews. Images are
-  streamed into the zip one at a time; nothing is built in memory whole.
+  plus the blob `kits/<token>/contact-sheet.png` for previews. Sources are read
+  from the blob store by their sha256; images are streamed into a temp zip one
+  at a time (nothing is built in memory whole), which then becomes the blob.
   The token is random, so kit URLs cannot be guessed; kits older than an hour
-  are swept.
+  (told by the token, `blob_keys.new_token`) are swept.
 - Each PNG carries the source's recipe (plus the placement) in the studio's
   `studio:recipe` chunk, so a kit file restores its prompt like any export.
 - `KitBuilder` writes kits on its own worker thread, off the page thread: a
@@ -34,7 +35,7 @@ import json
 import math
 import os
 import secrets
-import shutil
+import tempfile
 import threading
 import time
 import zipfile
@@ -47,6 +48,9 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
+from . import routes
+from .blob_keys import KITS, kit_key, new_token, original_key, token_expired, token_of
+from .blobs import BlobNotFound, BlobStore, move_into, scratch_dir
 from .errors import redact
 from .export import EXPORT_LIFETIME_S, csv_safe, slug
 from .images import RECIPE_CHUNK, read_recipe
@@ -216,21 +220,31 @@ def creative_name(items: Sequence[GalleryItem]) -> str:
 
 @dataclass(frozen=True)
 class Kit:
-    """A written kit: where its files are and what is in it."""
+    """A written kit: its token, its blobs and what is in it."""
 
     token: str
     name: str
-    zip_path: Path
-    contact_path: Path
     entries: tuple[KitEntry, ...]
 
     @property
+    def zip_name(self) -> str:
+        return f"{self.name}.zip"
+
+    @property
+    def zip_key(self) -> str:
+        return kit_key(self.token, self.zip_name)
+
+    @property
+    def contact_key(self) -> str:
+        return kit_key(self.token, CONTACT_SHEET)
+
+    @property
     def zip_route(self) -> str:
-        return f"/kits/{self.token}/{self.zip_path.name}"
+        return routes.kit(self.token, self.zip_name)
 
     @property
     def contact_route(self) -> str:
-        return f"/kits/{self.token}/{CONTACT_SHEET}"
+        return routes.kit(self.token, CONTACT_SHEET)
 
 
 def manifest_rows(entries: Sequence[KitEntry], name: str) -> list[dict[str, Any]]:
@@ -259,9 +273,10 @@ def manifest_rows(entries: Sequence[KitEntry], name: str) -> list[dict[str, Any]
 def write_kit(
     items: Sequence[GalleryItem],
     placement_keys: Sequence[str],
-    original_path: Callable[[str], Path],
-    out_dir: Path,
+    blobs: BlobStore,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    now: float | None = None,
 ) -> Kit:
     """Plan and write a kit for one creative's kept `items` (see the module contract).
 
@@ -271,57 +286,62 @@ def write_kit(
     total = len(entries) + 1
     report = progress or (lambda done, total: None)
     name = creative_name(items)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    sweep_kits(out_dir)
-    token = secrets.token_urlsafe(16)
-    folder = out_dir / token
-    folder.mkdir()
-    target = folder / f"{name}.zip"
-    tmp = folder / f"{name}.part"
+    sweep_kits(blobs, now=now)
+    kit = Kit(new_token(now), name, tuple(entries))
     rows = manifest_rows(entries, name)
     tiles: list[tuple[KitEntry, Image.Image]] = []
     recipes: dict[str, dict[str, Any]] = {}
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for entry in entries:
-            sha = entry.source.sha256 or ""
-            path = original_path(sha)
-            if sha not in recipes:
-                recipes[sha] = read_recipe(path) or {"prompt": entry.source.prompt}
-            with Image.open(path) as src:
-                out = render_entry(entry, src)
-            info = PngImagePlugin.PngInfo()
-            recipe = dict(recipes[sha]) | {"placement": entry.placement.key, "source_sha256": sha}
-            info.add_itxt(RECIPE_CHUNK, json.dumps(recipe, ensure_ascii=False))
-            # PNGs are already compressed: stored as they are, streamed entry by entry.
-            with zf.open(f"{name}/{entry.placement.file_name()}", "w", force_zip64=True) as f:
-                out.save(f, format="PNG", pnginfo=info, dpi=(entry.placement.dpi, entry.placement.dpi))
-            out.thumbnail((640, 640), Image.Resampling.LANCZOS)
-            tiles.append((entry, out))
-            report(len(tiles), total)
-        sheet = contact_sheet(tiles, title=name, prompt=items[0].prompt)
-        contact = folder / CONTACT_SHEET
-        sheet.save(contact, format="PNG")
-        report(total, total)
-        zf.write(contact, arcname=f"{name}/{CONTACT_SHEET}")
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS)
-        writer.writeheader()
-        writer.writerows([csv_safe({k: r[k] for k in MANIFEST_FIELDS}) for r in rows])
-        zf.writestr(f"{name}/manifest.csv", buf.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
-        manifest = {
-            "creative_id": items[0].creative_id,
-            "prompt": items[0].prompt,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "contact_sheet": f"{name}/{CONTACT_SHEET}",
-            "files": rows,
-        }
-        zf.writestr(
-            f"{name}/manifest.json",
-            json.dumps(manifest, indent=2, ensure_ascii=False),
-            compress_type=zipfile.ZIP_DEFLATED,
-        )
-    os.replace(tmp, target)
-    return Kit(token, name, target, contact, tuple(entries))
+    fd, tmp_name = tempfile.mkstemp(dir=scratch_dir(blobs), prefix="kit-", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with open(fd, "wb") as f:
+            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+                for entry in entries:
+                    sha = entry.source.sha256 or ""
+                    if sha not in recipes:
+                        with blobs.open(original_key(sha)) as src_file:
+                            recipes[sha] = read_recipe(src_file) or {"prompt": entry.source.prompt}
+                    with blobs.open(original_key(sha)) as src_file, Image.open(src_file) as src:
+                        out = render_entry(entry, src)
+                    info = PngImagePlugin.PngInfo()
+                    recipe = dict(recipes[sha]) | {"placement": entry.placement.key, "source_sha256": sha}
+                    info.add_itxt(RECIPE_CHUNK, json.dumps(recipe, ensure_ascii=False))
+                    # PNGs are already compressed: stored as they are, streamed entry by entry.
+                    with zf.open(f"{name}/{entry.placement.file_name()}", "w", force_zip64=True) as zipped:
+                        dpi = (entry.placement.dpi, entry.placement.dpi)
+                        out.save(zipped, format="PNG", pnginfo=info, dpi=dpi)
+                    out.thumbnail((640, 640), Image.Resampling.LANCZOS)
+                    tiles.append((entry, out))
+                    report(len(tiles), total)
+                sheet = contact_sheet(tiles, title=name, prompt=items[0].prompt)
+                png = io.BytesIO()
+                sheet.save(png, format="PNG")
+                blobs.put(kit.contact_key, png.getvalue())
+                report(total, total)
+                zf.writestr(f"{name}/{CONTACT_SHEET}", png.getvalue())
+                buf = io.StringIO()
+                writer = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS)
+                writer.writeheader()
+                writer.writerows([csv_safe({k: r[k] for k in MANIFEST_FIELDS}) for r in rows])
+                zf.writestr(f"{name}/manifest.csv", buf.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
+                manifest = {
+                    "creative_id": items[0].creative_id,
+                    "prompt": items[0].prompt,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+                    "contact_sheet": f"{name}/{CONTACT_SHEET}",
+                    "files": rows,
+                }
+                zf.writestr(
+                    f"{name}/manifest.json",
+                    json.dumps(manifest, indent=2, ensure_ascii=False),
+                    compress_type=zipfile.ZIP_DEFLATED,
+                )
+            f.flush()
+            os.fsync(f.fileno())
+        move_into(blobs, kit.zip_key, tmp)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return kit
 
 
 # ------------------------------------------------------------------ building off the page thread
@@ -351,9 +371,8 @@ class KitBuilder:
     comes back finds its finished kit.
     """
 
-    def __init__(self, original_path: Callable[[str], Path], out_dir: Path, *, keep: int = 64) -> None:
-        self.original_path = original_path
-        self.out_dir = out_dir
+    def __init__(self, blobs: BlobStore, *, keep: int = 64) -> None:
+        self.blobs = blobs
         self.keep = keep
         self._jobs: dict[str, KitJob] = {}
         self._lock = threading.Lock()
@@ -382,10 +401,10 @@ class KitBuilder:
     def _build(self, job_id: str, items: list[GalleryItem], keys: list[str]) -> None:
         try:
             kit = write_kit(
-                items, keys, self.original_path, self.out_dir,
+                items, keys, self.blobs,
                 progress=lambda done, total: self._update(job_id, done=done),
             )  # fmt: skip
-        except FileNotFoundError:
+        except (FileNotFoundError, BlobNotFound):
             self._update(job_id, state="failed", error="An image of this creative was deleted meanwhile.")
         except (OSError, ValueError) as exc:
             self._update(job_id, state="failed", error=f"The kit could not be written: {redact(str(exc))}")
@@ -492,14 +511,12 @@ def contact_sheet(tiles: Sequence[tuple[KitEntry, Image.Image]], *, title: str, 
 KIT_LIFETIME_S = EXPORT_LIFETIME_S
 
 
-def sweep_kits(out_dir: Path, older_than_s: float = KIT_LIFETIME_S) -> int:
-    """Remove kits older than their links' lifetime; like exports, they are one-off downloads."""
-    if not out_dir.exists():
-        return 0
-    n = 0
-    cutoff = time.time() - older_than_s
-    for p in out_dir.iterdir():
-        if p.is_dir() and p.stat().st_mtime < cutoff:
-            shutil.rmtree(p, ignore_errors=True)
-            n += 1
-    return n
+def sweep_kits(blobs: BlobStore, older_than_s: float = KIT_LIFETIME_S, *, now: float | None = None) -> int:
+    """Remove kits older than their links' lifetime (every blob under the token); returns how many kits."""
+    gone: set[str] = set()
+    for key in list(blobs.keys(KITS)):
+        token = token_of(key)
+        if token is None or token_expired(token, older_than_s, now=now):
+            blobs.delete(key)
+            gone.add(token or key)
+    return len(gone)

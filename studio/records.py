@@ -158,9 +158,7 @@ class OutputRow:
     attempts: int
     next_try_at: float
     error: str | None
-    sha256: str | None
-    path: str | None
-    thumb_path: str | None
+    sha256: str | None  # names the kept blobs (`blob_keys`); no path is stored
     width: int | None
     height: int | None
     bytes: int | None

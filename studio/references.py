@@ -5,8 +5,8 @@ Contract:
   at most `MAX_BYTES`, at most `MAX_PIXELS`, a single frame, and it decodes
   whole. Anything else raises `ReferenceRefused` whose message names the file
   and says what to do; nothing is kept.
-- Kept as the original bytes (HiAPI gets exactly what the person chose) under
-  `<folder>/<sha256>.<ext>`, written atomically, mode 0600. The same bytes are
+- Kept as the original bytes (HiAPI gets exactly what the person chose) as the
+  blob `refs/<sha256>.<ext>` (the blob store writes atomically, 0600 on disk). The same bytes are
   one reference however often they are added.
 - HiAPI downloads `input_urls` itself, so each reference is served at
   `{base}/refs/{sha256}.{ext}?exp=<unix>&sig=<hex>`: unguessable (the hash of
@@ -31,6 +31,10 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from PIL import Image
+
+from . import routes
+from .blob_keys import reference_key
+from .blobs import BlobNotFound, BlobStore, LocalBlobStore
 
 MAX_REFERENCES = 16  # HiAPI's image-to-image takes 1-16 input_urls
 MAX_BYTES = 20 * 1024 * 1024  # per file (HiAPI's ext route documents 20 MB; the same cap for both)
@@ -118,48 +122,34 @@ def check(data: bytes, filename: str = "the file") -> Reference:
 
 
 class ReferenceShelf:
-    """The folder of kept references, and the signer of their public URLs."""
+    """The kept references (blobs `refs/<sha256>.<ext>`), and the signer of their public URLs.
 
-    def __init__(self, folder: Path, signing_key: bytes) -> None:
+    `blobs` is the studio's blob store, or a folder for a local one (tests)."""
+
+    def __init__(self, blobs: BlobStore | Path | str, signing_key: bytes) -> None:
         if len(signing_key) < 16:
             raise ValueError("the reference signing key must be at least 16 bytes")
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.blobs: BlobStore = LocalBlobStore(blobs) if isinstance(blobs, str | os.PathLike) else blobs
         self._key = signing_key
 
     # -- keeping --------------------------------------------------------------
     def add(self, data: bytes, filename: str = "the file") -> Reference:
         """Check and keep `data`; returns the reference (the same one for the same bytes)."""
         ref = check(data, filename)
-        path = self.path(ref.name)
-        if not path.is_file():
-            tmp = self.folder / f".{ref.sha256}.{secrets.token_hex(4)}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
+        key = self.key(ref.name)
+        if self.blobs.size(key) != len(data):
+            self.blobs.put(key, data)  # atomic, 0600 on a local store
         return ref
 
-    def path(self, name: str) -> Path:
-        """The file of a reference named `<sha256>.<ext>` (ValueError for any other name)."""
-        if not _NAME.match(name):
-            raise ValueError("not a reference name")
-        return self.folder / name
+    def key(self, name: str) -> str:
+        """The blob key of a reference named `<sha256>.<ext>` (ValueError for any other name)."""
+        return reference_key(name)
 
     def get(self, name: str) -> Reference | None:
-        """The kept reference of that name, or None (its size read from the file)."""
-        try:
-            path = self.path(name)
-        except ValueError:
+        """The kept reference of that name, or None (its size read from the blob)."""
+        data = self.read(name)
+        if data is None:
             return None
-        if not path.is_file():
-            return None
-        data = path.read_bytes()
         try:
             return check(data, name)
         except ReferenceRefused:
@@ -167,10 +157,27 @@ class ReferenceShelf:
 
     def read(self, name: str) -> bytes | None:
         try:
-            path = self.path(name)
+            key = self.key(name)
         except ValueError:
             return None
-        return path.read_bytes() if path.is_file() else None
+        try:
+            with self.blobs.open(key) as f:
+                return f.read()
+        except BlobNotFound:
+            return None
+
+    def adopt_folder(self, folder: Path) -> int:
+        """Move references kept as files in `folder` (before the blob store) into it; returns how many."""
+        moved = 0
+        if not folder.is_dir():
+            return 0
+        for p in sorted(folder.iterdir()):
+            if p.is_file() and _NAME.match(p.name):
+                if not self.blobs.exists(self.key(p.name)):
+                    self.blobs.put(self.key(p.name), p)
+                p.unlink()
+                moved += 1
+        return moved
 
     # -- public URLs ------------------------------------------------------------
     def _sign(self, name: str, exp: int) -> str:
@@ -178,9 +185,9 @@ class ReferenceShelf:
 
     def url(self, base: str, name: str, *, now: float | None = None, lifetime: float = URL_LIFETIME_S) -> str:
         """The signed URL HiAPI fetches this reference from, valid for `lifetime` seconds."""
-        self.path(name)  # validates the name
+        self.key(name)  # validates the name
         exp = int((time.time() if now is None else now) + lifetime)
-        return f"{base.rstrip('/')}/refs/{name}?exp={exp}&sig={self._sign(name, exp)}"
+        return routes.reference(base, name, exp=exp, sig=self._sign(name, exp))
 
     def verify(self, name: str, exp: str | None, sig: str | None, *, now: float | None = None) -> bool:
         """True when `sig` signs `name` until `exp` and `exp` has not passed (constant-time)."""
@@ -198,7 +205,7 @@ class ReferenceShelf:
 def reference_name(url: str) -> str | None:
     """The reference name (`<sha256>.<ext>`) a signed reference URL points at, else None."""
     parts = urlsplit(url)
-    tail = parts.path.rsplit("/refs/", 1)
+    tail = parts.path.rsplit(routes.REFERENCE_PREFIX, 1)
     if len(tail) != 2 or not _NAME.match(tail[1]):
         return None
     q = parse_qs(parts.query)

@@ -27,16 +27,20 @@ them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
 import sqlite3
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from . import callbacks as cb
 from . import errors as E
 from . import events as ev
+from .blobs import BlobStore, LocalBlobStore
 from .campaign_store import ensure_schema as ensure_campaign_schema
 from .client import HiAPIClient
 from .config import Settings
@@ -65,6 +69,9 @@ from .trash import Trash
 from .validation import is_loopback_host
 
 log = logging.getLogger("studio.services")
+
+#: The blob store's folder inside the data folder.
+BLOB_FOLDER = "images"
 
 SIMULATOR_KEY = "sk-simulator-local"
 # The tracker schedules its own retries (honouring Retry-After), so one client
@@ -109,6 +116,11 @@ class Services:
     @property
     def role(self) -> str:
         return self.settings.role
+
+    @property
+    def blobs(self) -> BlobStore:
+        """The one blob store: originals, thumbnails, references, exports and kits."""
+        return self.keeper.blobs
 
     @property
     def pricing(self) -> Pricing:
@@ -251,7 +263,7 @@ def boot(settings: Settings) -> Services:
         max_active = load_pricing(store, defaults).max_active
         # Every kept image with quoted text gets its text read back, off the page thread.
         ensure_text_check_schema(store)
-        fidelity = FidelityChecker(store)
+        fidelity = FidelityChecker(store, open_image=keeper.open_original)
 
         def check_text(output_id: int) -> None:
             fidelity.submit(output_id)  # False means already queued: nothing to do either way
@@ -282,6 +294,11 @@ def boot(settings: Settings) -> Services:
         fidelity.on_checked = news_of_check
         if works:
             fidelity.backfill()  # images kept before a crash (or before this check existed); claimed
+        shelf = ReferenceShelf(keeper.blobs, load_or_create_key(settings.data_dir))
+        try:
+            _adopt_legacy_files(settings.data_dir, shelf)
+        except OSError as exc:  # the references stay where they were; try again next start
+            log.warning("could not move the old reference folder into the blob store: %s", exc)
         trash = None
         if pages:
             trash = Trash(store, keeper)
@@ -305,10 +322,8 @@ def boot(settings: Settings) -> Services:
             callbacks=receiver,
             callback_problems=tuple(callback_problems),
             trash=trash,
-            kits=KitBuilder(keeper.original_path, settings.data_dir / "kits") if pages else None,
-            references=ReferenceShelf(
-                settings.data_dir / "references", load_or_create_key(settings.data_dir)
-            ),
+            kits=KitBuilder(keeper.blobs) if pages else None,
+            references=shelf,
             web_intake=web_intake,
             change_watch=watch,
         )
@@ -334,10 +349,13 @@ def _open_data(settings: Settings) -> tuple[Store, ImageKeeper]:
             "Stop the studio, move it aside (your images are kept) and restart."
         ) from None
     try:
-        keeper = ImageKeeper(data / "images", thumb_size=512)
+        # Rooted at `images/`, where originals and thumbnails have always been, so an
+        # existing data folder keeps every image where it is (`blob_keys`).
+        blobs = LocalBlobStore(data / BLOB_FOLDER)
+        keeper = ImageKeeper(blobs, thumb_size=512)
         keeper.sweep_temp()  # a crash between download and rename leaves only a temp file
-        sweep_exports(data / "exports")  # one-off downloads whose links have expired
-        sweep_kits(data / "kits")
+        sweep_exports(blobs)  # one-off downloads whose links have expired
+        sweep_kits(blobs)
     except OSError as exc:
         store.close()
         raise StartupError(
@@ -345,6 +363,22 @@ def _open_data(settings: Settings) -> tuple[Store, ImageKeeper]:
             "Fix its permissions and restart."
         ) from None
     return store, keeper
+
+
+def _adopt_legacy_files(data: Path, shelf: ReferenceShelf) -> None:
+    """Bring a data folder from before the blob store up to date: references kept
+    in `references/` become blobs; the old export and kit folders (one-off links
+    of at most an hour) are removed."""
+    legacy = data / "references"
+    if legacy.is_dir():
+        moved = shelf.adopt_folder(legacy)
+        if moved:
+            log.info("moved %d reference images into the blob store", moved)
+        with contextlib.suppress(OSError):
+            legacy.rmdir()  # only when empty
+    for old in ("exports", "kits"):
+        if (data / old).is_dir():
+            shutil.rmtree(data / old, ignore_errors=True)
 
 
 def shutdown() -> None:

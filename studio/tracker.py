@@ -839,8 +839,6 @@ class Tracker(Intake):
         self.store.output_kept(
             o.id,
             sha256=kept.sha256,
-            path=str(kept.path),
-            thumb_path=str(kept.thumb_path),
             width=kept.width,
             height=kept.height,
             nbytes=kept.bytes,

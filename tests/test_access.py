@@ -20,6 +20,7 @@ from playwright.sync_api import expect
 from streamlit.web.server.starlette.starlette_app_utils import create_signed_value
 
 from access import email_allowed, login_configured
+from studio.blob_keys import export_key, new_token
 from studio.images import ImageKeeper
 from tests.support import StudioServer, screenshot
 
@@ -62,11 +63,13 @@ def team_server(tmp_path_factory):
     data = tmp_path_factory.mktemp("team-data")
     buf = io.BytesIO()
     Image.new("RGB", (64, 40), (10, 120, 200)).save(buf, "PNG")
-    kept = ImageKeeper(data / "images", thumb_size=512).keep_bytes(buf.getvalue(), {"prompt": "team"})
-    (data / "exports").mkdir()
-    token = "A" * 22
-    with zipfile.ZipFile(data / "exports" / f"{token}.zip", "w") as zf:
+    keeper = ImageKeeper(data / "images", thumb_size=512)
+    kept = keeper.keep_bytes(buf.getvalue(), {"prompt": "team"})
+    token = new_token()
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as zf:
         zf.writestr("manifest.json", "[]")
+    keeper.blobs.put(export_key(token), zipped.getvalue())
     server = StudioServer(data)
     server.extra_env["STREAMLIT_SECRETS_FILES"] = _secrets(data.parent / "team-secrets.toml")
     server.start()

@@ -144,8 +144,7 @@ def seed_folder(data, n: int = 30) -> None:
             buf.getvalue(), {"prompt": prompt, "aspect_ratio": ratio, "resolution": "1K"}
         )
         [o] = store.outputs_for([sid])[sid]
-        store.output_kept(o.id, sha256=kept.sha256, path=str(kept.path), thumb_path=str(kept.thumb_path),
-                          width=kept.width, height=kept.height, nbytes=kept.bytes)  # fmt: skip
+        store.output_kept(o.id, sha256=kept.sha256, width=kept.width, height=kept.height, nbytes=kept.bytes)  # fmt: skip
     keeper.close()
     store.close()
 

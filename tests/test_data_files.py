@@ -33,8 +33,8 @@ def test_the_data_folder_and_every_file_in_it_are_owner_only_after_a_generation(
         [sid] = s.tracker.submit([TaskRequest('A poster saying "HELLO"', "1:1", "1K")])
         wait_for(lambda: any(o.state == "kept" for o in s.store.outputs_for([sid]).get(sid, [])))
         items = s.store.creative_items(s.store.submission(sid).creative_id)
-        write_zip(items, s.keeper.original_path, data / "exports")
-        write_kit(items, ["square"], s.keeper.original_path, data / "kits")
+        write_zip(items, s.blobs)
+        write_kit(items, ["square"], s.blobs)
         load_or_create_token(data)
         modes = {
             str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in [data, *data.rglob("*")]
@@ -47,7 +47,7 @@ def test_the_data_folder_and_every_file_in_it_are_owner_only_after_a_generation(
         assert f"data/{expected}" in names
     assert any(n.startswith("data/images/") and n.endswith(".png") for n in names)
     assert any(n.startswith("data/images/") and n.endswith(".webp") for n in names)  # thumbnails
-    assert any(n.startswith("data/exports/") for n in names)
-    assert any(n.startswith("data/kits/") for n in names)
+    assert any(n.startswith("data/images/exports/") for n in names)
+    assert any(n.startswith("data/images/kits/") for n in names)
     exposed = {n: oct(m) for n, m in modes.items() if m & 0o077}
     assert exposed == {}

@@ -350,8 +350,7 @@ def kept_output(store: Store, keeper: ImageKeeper, prompt: str, ratio: str = "1:
     kept = keeper.keep_bytes(_png(render_image(prompt, ratio, "1K")), {"prompt": prompt})
     [o] = store.outputs_for([sid])[sid]
     store.output_kept(
-        o.id, sha256=kept.sha256, path=str(kept.path), thumb_path=str(kept.thumb_path),
-        width=kept.width, height=kept.height, nbytes=kept.bytes,
+        o.id, sha256=kept.sha256, width=kept.width, height=kept.height, nbytes=kept.bytes,
     )  # fmt: skip
     return o.id
 
@@ -432,7 +431,7 @@ def test_checker_backfills_and_records_real_results(tmp_path, ocr):
     good = kept_output(store, keeper, POSTER, "16:9", n=1)
     bad = kept_output(store, keeper, POSTER + " [sim:misspell]", "16:9", n=2)
     kept_output(store, keeper, "A quiet lake at dawn", n=3)
-    checker = FidelityChecker(store, ocr)
+    checker = FidelityChecker(store, ocr, open_image=keeper.open_original)
     try:
         assert checker.backfill() == 2
         assert wait_for(lambda: len(store.text_checks_for([good, bad])) == 2)
@@ -450,11 +449,12 @@ def test_checker_backfills_and_records_real_results(tmp_path, ocr):
 def test_tracker_checks_every_kept_image_and_catches_the_misspelled_render(tmp_path, ocr):
     sim = Simulator(api_keys=[KEY], min_duration=0.2, max_duration=0.5, seed=8).start()
     store = Store(tmp_path / "studio.db")
-    checker = FidelityChecker(store, ocr)
+    keeper = ImageKeeper(tmp_path / "images")
+    checker = FidelityChecker(store, ocr, open_image=keeper.open_original)
     tracker = Tracker(
         store,
         HiAPIClient(KEY, base_url=sim.base_url, backoff_base=0.05, backoff_cap=0.2),
-        ImageKeeper(tmp_path / "images"),
+        keeper,
         priors={"1K": 0.4, "2K": 0.4, "4K": 0.4},
         on_kept=checker.submit,
     ).start()

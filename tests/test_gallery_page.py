@@ -41,8 +41,7 @@ def seed(store: Store, keeper: ImageKeeper, items=SEED) -> list[int]:
         Image.new("RGB", (64 + n, 48), (40 * n, 90, 160)).save(buf, "PNG")
         kept = keeper.keep_bytes(buf.getvalue(), {"prompt": prompt, "aspect_ratio": ratio, "resolution": res})
         [o] = store.outputs_for([sid])[sid]
-        store.output_kept(o.id, sha256=kept.sha256, path=str(kept.path), thumb_path=str(kept.thumb_path),
-                          width=kept.width, height=kept.height, nbytes=kept.bytes)  # fmt: skip
+        store.output_kept(o.id, sha256=kept.sha256, width=kept.width, height=kept.height, nbytes=kept.bytes)  # fmt: skip
         ids.append(o.id)
     return ids
 
@@ -104,8 +103,8 @@ def test_delete_removes_rows_and_files(stocked):
 def test_zip_holds_originals_and_a_manifest(stocked, tmp_path):
     store, keeper, ids = stocked
     items = store.gallery_items(ids)
-    path = write_zip(items, keeper.original_path, tmp_path / "exports")
-    with zipfile.ZipFile(path) as zf:
+    token = write_zip(items, keeper.blobs)
+    with zipfile.ZipFile(keeper.blobs.open(f"exports/{token}.zip")) as zf:
         names = set(zf.namelist())
         assert {"manifest.csv", "manifest.json"} <= names
         manifest = json.loads(zf.read("manifest.json"))
@@ -261,7 +260,9 @@ def test_the_view_model_pages_through_the_gallery_and_carries_text_only(stocked)
     assert [i["id"] for i in first["items"] + rest["items"]] == ids[::-1]
     item = first["items"][0]
     assert item["prompt"].startswith("A café menu board") and item["ratio"] == "3:4" and not item["fav"]
-    assert item["file"].endswith(f"_3x4_4K_{ids[3]}.png") and len(item["sha"]) == 64
+    assert item["download"].endswith(f"_3x4_4K_{ids[3]}.png") and len(item["sha"]) == 64
+    assert item["download"].startswith(f"/images/{item['sha']}.png?download=")
+    assert item["thumb"] == f"/thumbs/{item['sha']}.webp"
     assert gallery_view(store, None, GalleryQuery(), limit=10_000)["items"][-1]["id"] == ids[0]
 
 

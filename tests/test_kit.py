@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import time
 import zipfile
 
@@ -14,6 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from studio.blob_keys import kit_key, new_token
+from studio.blobs import LocalBlobStore
 from studio.images import ImageKeeper, read_recipe
 from studio.kit import (
     CONTACT_SHEET,
@@ -145,12 +146,12 @@ def creative(tmp_path):
 def test_kit_zip_layout_exact_sizes_manifest_and_contact_sheet(creative, tmp_path):
     keeper, items = creative
     picks = [*DEFAULT_PLACEMENTS, "x-header"]
-    kit = write_kit(items, picks, keeper.original_path, tmp_path / "kits")
+    kit = write_kit(items, picks, keeper.blobs)
     name = kit.name
     assert name == "poster-with-the-headline-summer-c0ffee"
-    assert kit.zip_path == tmp_path / "kits" / kit.token / f"{name}.zip"
+    assert kit.zip_key == f"kits/{kit.token}/{name}.zip"
     assert kit.zip_route == f"/kits/{kit.token}/{name}.zip"
-    with zipfile.ZipFile(kit.zip_path) as zf:
+    with zipfile.ZipFile(keeper.blobs.open(kit.zip_key)) as zf:
         names = zf.namelist()
         expected = [
             f"{name}/{PLACEMENTS_BY_KEY[k].key}_{PLACEMENTS_BY_KEY[k].width}x{PLACEMENTS_BY_KEY[k].height}.png"
@@ -184,14 +185,15 @@ def test_kit_zip_layout_exact_sizes_manifest_and_contact_sheet(creative, tmp_pat
     assert by_key["x-header"]["used_share"] < 0.75  # a 3:1 strip of a 16:9 image
     assert {r["upscaled"] for r in rows} == {"True", "False"}
     # The contact sheet holds every format (all seven tiles at one height, in rows) and is served too.
-    assert kit.contact_path.is_file() and sheet_size[0] >= 900 and sheet_size[1] > 2 * 360
-    assert not list(kit.zip_path.parent.glob("*.part"))
+    assert keeper.blobs.exists(kit.contact_key) and sheet_size[0] >= 900 and sheet_size[1] > 2 * 360
+    assert sorted(keeper.blobs.keys("kits/")) == sorted([kit.zip_key, kit.contact_key])  # no temp file left
+    assert list((keeper.root / ".tmp").iterdir()) == []
 
 
 def test_contact_sheet_shows_each_tile_with_its_true_shape(creative, tmp_path):
     keeper, items = creative
-    kit = write_kit(items, ["story", "landscape"], keeper.original_path, tmp_path / "kits")
-    with Image.open(kit.contact_path) as sheet:
+    kit = write_kit(items, ["story", "landscape"], keeper.blobs)
+    with Image.open(keeper.blobs.open(kit.contact_key)) as sheet:
         sheet = sheet.convert("RGB")
         # The sheet's background is a flat dark grey; the tiles are the only other pixels in a tile row.
         row = [sheet.getpixel((x, 96 + 180)) for x in range(sheet.width)]
@@ -208,15 +210,14 @@ def test_contact_sheet_shows_each_tile_with_its_true_shape(creative, tmp_path):
 
 
 def test_old_kits_are_swept(tmp_path):
-    old = tmp_path / "kits" / "old-token-aaaaaaaaaaaa"
-    new = tmp_path / "kits" / "new-token-bbbbbbbbbbbb"
-    for d in (old, new):
-        d.mkdir(parents=True)
-        (d / "x.zip").write_bytes(b"zip")
-    past = time.time() - 7200
-    os.utime(old, (past, past))
-    assert sweep_kits(tmp_path / "kits") == 1
-    assert not old.exists() and new.exists()
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    old, new = new_token(time.time() - 7200), new_token()
+    for token in (old, new):
+        for name in ("x.zip", CONTACT_SHEET):
+            blobs.put(kit_key(token, name), b"zip")
+    blobs.put(f"kits/{'u' * 22}/x.zip", b"a token that does not say when: swept too")
+    assert sweep_kits(blobs) == 2
+    assert sorted(blobs.keys("kits/")) == sorted([kit_key(new, "x.zip"), kit_key(new, CONTACT_SHEET)])
 
 
 def test_every_ratio_and_resolution_pair_plans_every_placement():
@@ -252,7 +253,7 @@ def test_kits_are_built_on_a_worker_thread_with_progress(tmp_path, monkeypatch):
         return real(*args, **kw)
 
     monkeypatch.setattr(kit_module, "write_kit", held)
-    builder = kit_module.KitBuilder(keeper.original_path, tmp_path / "kits")
+    builder = kit_module.KitBuilder(keeper.blobs)
     try:
         job = builder.start(items, ["story", "square"])
         assert job.state == "running" and job.total == 3 and job.done == 0
@@ -261,7 +262,7 @@ def test_kits_are_built_on_a_worker_thread_with_progress(tmp_path, monkeypatch):
         wait_for(lambda: builder.status(job.id).state != "running", step=0.02)
         done = builder.status(job.id)
         assert done.state == "done" and done.done == 3 and done.fraction == 1.0
-        assert done.kit.zip_path.is_file() and threads[0] is not threading.main_thread()
+        assert keeper.blobs.exists(done.kit.zip_key) and threads[0] is not threading.main_thread()
         with pytest.raises(ValueError, match="Placements: pick at least one"):
             builder.start(items, [])  # refused before anything is queued
     finally:
@@ -272,7 +273,7 @@ def test_a_kit_whose_image_vanished_fails_with_a_sentence(tmp_path):
     from studio.kit import KitBuilder
 
     keeper = ImageKeeper(tmp_path / "images")
-    builder = KitBuilder(keeper.original_path, tmp_path / "kits")
+    builder = KitBuilder(keeper.blobs)
     try:
         job = builder.start([item("1:1", sha="f" * 64)], ["square"])
         wait_for(lambda: builder.status(job.id).state != "running", step=0.02)
@@ -288,6 +289,6 @@ def test_write_kit_reports_each_file(tmp_path):
     seen = []
     write_kit(
         [item("1:1", sha=kept.sha256, size=(kept.width, kept.height))], ["square", "story"],
-        keeper.original_path, tmp_path / "kits", progress=lambda d, t: seen.append((d, t)),
+        keeper.blobs, progress=lambda d, t: seen.append((d, t)),
     )  # fmt: skip
     assert seen == [(1, 3), (2, 3), (3, 3)]

@@ -147,3 +147,51 @@ def test_the_hiapi_client_reaches_nothing_studio_specific(module):
     reached = _studio_closure(module)
     bad = {name: via for name, via in reached.items() if under(name, STUDIO_SPECIFIC)}
     assert bad == {}, f"{module} reaches studio-specific modules (module: imported by): {bad}"
+
+
+#: What every route of the studio's own server starts with (`studio/routes.py`).
+ROUTE_MARKERS = ("/images/", "/thumbs/", "/exports/", "/kits/", "/refs/", "/api/", "/hiapi/callback")
+#: The only files that may spell a route path: the module that builds them and the server mounting them.
+ROUTE_OWNERS = ("studio/routes.py", "server.py")
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                found.add(id(body[0].value))
+    return found
+
+
+def route_literals(path: Path) -> list[str]:
+    """String literals in code (not docstrings, not comments) that spell a route path."""
+    if path.suffix == ".py":
+        tree = ast.parse(path.read_text(), str(path))
+        skip = _docstrings(tree)
+        texts = [
+            (node.lineno, node.value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip
+        ]
+    else:  # JavaScript / HTML: every line but // comments
+        texts = [(n, line.split("//", 1)[0]) for n, line in enumerate(path.read_text().splitlines(), 1)]
+    return [
+        f"{path.relative_to(ROOT)}:{line}: {text.strip()[:80]!r}"
+        for line, text in texts
+        if any(marker in text for marker in ROUTE_MARKERS)
+    ]
+
+
+def test_route_paths_are_spelled_only_in_the_routes_module():
+    files = [
+        p
+        for folder in ("studio", "components", "app_pages", "access")
+        for p in sorted((ROOT / folder).rglob("*"))
+        if p.suffix in (".py", ".js", ".html")
+    ]
+    files += [ROOT / "app.py", ROOT / "launch.py", ROOT / "server.py"]
+    assert any(route_literals(ROOT / owner) for owner in ROUTE_OWNERS)  # the reader finds them where they are
+    found = [hit for p in files if str(p.relative_to(ROOT)) not in ROUTE_OWNERS for hit in route_literals(p)]
+    assert found == []

@@ -53,7 +53,7 @@ def test_a_reference_travels_with_its_submission_into_the_recipe(sim, tmp_path, 
         assert sim.stats()["inputs_fetched"] >= 1
         assert wait_for(all_terminal(store))
         [o] = store.outputs_for([other])[other]
-        assert read_recipe(Path(o.path))["references"] == [ref.name]
+        assert read_recipe(tracker.keeper.original_path(o.sha256))["references"] == [ref.name]
         [item] = store.gallery_items([o.id])
         assert reference_names(item.references) == [ref.name]
     finally:

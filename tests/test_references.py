@@ -35,11 +35,12 @@ def test_jpeg_png_and_webp_are_kept_as_sent_under_their_hash(shelf, fmt, ext):
     data = _image(fmt)
     ref = shelf.add(data, f"photo.{ext}")
     assert (ref.ext, ref.width, ref.height, ref.bytes) == (ext, 64, 48, len(data))
-    path = shelf.path(ref.name)
-    assert path.read_bytes() == data
+    assert shelf.key(ref.name) == f"refs/{ref.name}"
+    assert shelf.read(ref.name) == data
+    path = shelf.blobs.path(shelf.key(ref.name))
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert shelf.add(data, "again.png") == ref  # the same bytes are one reference
-    assert len(list(shelf.folder.iterdir())) == 1
+    assert list(shelf.blobs.keys()) == [shelf.key(ref.name)]
 
 
 def test_the_kind_is_read_from_the_bytes_not_the_name(shelf):
@@ -47,7 +48,7 @@ def test_the_kind_is_read_from_the_bytes_not_the_name(shelf):
         shelf.add(_image("GIF"), "logo.png")
     with pytest.raises(ReferenceRefused, match="“notes.png” is not a JPEG"):
         shelf.add(b"hello, not an image at all", "notes.png")
-    assert list(shelf.folder.iterdir()) == []
+    assert list(shelf.blobs.keys()) == []
 
 
 def test_too_big_damaged_animated_and_bomb_files_are_refused_with_the_reason():
@@ -77,7 +78,7 @@ def test_signed_urls_verify_until_they_expire_and_not_when_touched(shelf):
     assert not shelf.verify(ref.name, "1060", sig, now=1_061)  # expired
     assert not shelf.verify(ref.name, "9999", sig, now=1_030)  # expiry changed
     assert not shelf.verify(ref.name, "1060", "0" * 64, now=1_030)  # forged
-    other = ReferenceShelf(shelf.folder, b"x" * 32)
+    other = ReferenceShelf(shelf.blobs, b"x" * 32)
     assert not other.verify(ref.name, "1060", sig, now=1_030)  # another studio's key
     assert shelf.name_in(url) == ref.name
     assert shelf.name_in("https://elsewhere.example/x.png") is None
@@ -86,7 +87,7 @@ def test_signed_urls_verify_until_they_expire_and_not_when_touched(shelf):
 def test_names_outside_the_shelf_are_refused(shelf):
     for bad in ("../studio.db", "x" * 64 + ".gif", "ABC.png", ""):
         with pytest.raises(ValueError):
-            shelf.path(bad)
+            shelf.key(bad)
         assert shelf.read(bad) is None
 
 

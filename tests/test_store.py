@@ -76,7 +76,7 @@ def test_output_download_states(tmp_path):
     [o] = store.pending_outputs()
     store.output_failed(o.id, "timed out", retry_at=10**12)
     assert store.pending_outputs() == []  # not due yet
-    store.output_kept(o.id, sha256="ab" * 32, path="/p", thumb_path="/t", width=10, height=20, nbytes=5)
+    store.output_kept(o.id, sha256="ab" * 32, width=10, height=20, nbytes=5)
     [kept] = store.outputs_for([sid])[sid]
     assert (kept.state, kept.width, kept.height, kept.error) == ("kept", 10, 20, None)
 

@@ -59,7 +59,7 @@ def test_submit_follows_tasks_to_kept_images(sim, tmp_path):
             assert sub.state == "success"
             [o] = outs[sid]
             assert o.state == "kept"
-            with Image.open(o.path) as im:
+            with Image.open(tracker.keeper.original_path(o.sha256)) as im:
                 assert im.size == pixel_size(sub.aspect_ratio, "1K") == (o.width, o.height)
         stats = sim.stats()
         assert stats["tasks_created"] == 3
@@ -157,6 +157,6 @@ def test_crash_between_download_and_rename_is_recovered(sim, tmp_path):
     try:
         assert wait_for(lambda: store.outputs_for([sid])[sid][0].state == "kept")
         kept = store.outputs_for([sid])[sid][0]
-        assert hashlib.sha256(open(kept.path, "rb").read()).hexdigest() == kept.sha256
+        assert hashlib.sha256(keeper.original_path(kept.sha256).read_bytes()).hexdigest() == kept.sha256
     finally:
         second.stop()

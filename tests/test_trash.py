@@ -7,7 +7,7 @@ import pytest
 from studio.store import GalleryQuery, Store
 from studio.trash import Trash
 from tests.support import wait_for
-from tests.test_gallery_page import seed
+from tests.test_gallery_page import SEED, seed
 
 
 @pytest.fixture
@@ -70,3 +70,30 @@ def test_only_kept_images_are_trashed(stocked):
     assert trash.delete([ids[0], 999_999]).output_ids == (ids[0],)
     assert trash.delete([ids[0]]).output_ids == ()  # already trashed
     trash.close()
+
+
+def test_a_blob_two_outputs_share_goes_only_with_the_last_of_them(tmp_path):
+    """Identical bytes and recipe give one sha256, so one blob: deleting one output keeps it."""
+    from studio.blob_keys import original_key, thumb_key
+    from studio.images import ImageKeeper
+
+    store = Store(tmp_path / "studio.db")
+    keeper = ImageKeeper(tmp_path / "images")
+    ids = seed(store, keeper, SEED[:2])
+    # The second output is kept with the first one's bytes and recipe, as a resent task can be.
+    [first] = store.gallery_items([ids[0]])
+    store.output_kept(ids[1], sha256=first.sha256 or "", width=1, height=1, nbytes=1)
+    a, b = store.gallery_items(ids)
+    assert a.sha256 == b.sha256 and a.output_id != b.output_id
+    keys = (original_key(a.sha256), thumb_key(a.sha256))
+    trash = Trash(store, keeper, window_s=600)
+    try:
+        trash.delete([a.output_id])
+        assert trash.purge_all() == 0  # the row is gone; no blob was freed
+        assert store.gallery_items([a.output_id]) == [] and store.gallery_items([b.output_id]) != []
+        assert all(keeper.blobs.exists(k) for k in keys)
+        trash.delete([b.output_id])
+        assert trash.purge_all() == 1
+        assert not any(keeper.blobs.exists(k) for k in keys)
+    finally:
+        trash.close()

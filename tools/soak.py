@@ -41,6 +41,8 @@ from typing import Any
 
 import httpx
 
+from studio.blob_keys import original_key, thumb_key
+
 #: The checkout this file is in: its processes run from here (`-m tools.soak`), wherever the soak began.
 ROOT = Path(__file__).resolve().parent.parent
 SOAK_KEY = "sk-soak-0123456789abcdef"
@@ -294,12 +296,13 @@ def verify(data: Path, base_url: str, submissions: int) -> tuple[SoakResult, lis
         for o in rows:
             if o["state"] != "kept" or not o["sha256"]:
                 continue
-            path = Path(o["path"])
-            if not path.is_file() or path.stem != o["sha256"] or not path.is_relative_to(images):
+            # The database keeps the hash; the blob store's keys say where the files are.
+            path = images / original_key(o["sha256"])
+            if not path.is_file():
                 continue
             if hashlib.sha256(path.read_bytes()).hexdigest() != o["sha256"]:
                 continue
-            if not Path(o["thumb_path"]).is_file():
+            if not (images / thumb_key(o["sha256"])).is_file():
                 continue
             good += 1
         if rows and good == len(rows):

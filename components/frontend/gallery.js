@@ -85,7 +85,7 @@ function keptCard(state, item) {
   img.loading = "lazy";
   img.decoding = "async";
   img.alt = "";
-  img.src = `${state.base}/thumbs/${item.sha}.webp`;
+  img.src = state.base + item.thumb;
   thumb.appendChild(img);
   thumb.addEventListener("click", () => open(state, item));
   card.appendChild(thumb);
@@ -117,7 +117,7 @@ function keptCard(state, item) {
     }),
   );
   const dl = el("a", "g-btn g-dl", "⤓");
-  dl.href = `${state.base}/images/${item.sha}.png?download=${item.file}`;
+  dl.href = state.base + item.download;
   dl.title = "Download the original";
   dl.setAttribute("aria-label", "Download");
   row.appendChild(dl);

@@ -257,8 +257,13 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE submissions ADD COLUMN background TEXT;
     ALTER TABLE submissions ADD COLUMN storage TEXT;
     """,
-    # 10: reserved for another change landing beside this one (an empty slot until it does).
-    "",
+    # 10: the database keeps content hashes, never file paths. A kept image is
+    # the blob named by its sha256 (`blob_keys.original_key` / `thumb_key`), so
+    # the absolute paths of schema 1 go; the files stay where they are.
+    """
+    ALTER TABLE outputs DROP COLUMN path;
+    ALTER TABLE outputs DROP COLUMN thumb_path;
+    """,
     # 11: work is claimed, not assumed (studio/sqlite/claims.py). A claim and its
     # lease on each submission (create and poll work) and output (download
     # work); when a create was first sent (a cancel leaves such a row alone);
@@ -770,17 +775,15 @@ class Store(WorkClaims):
         output_id: int,
         *,
         sha256: str,
-        path: str,
-        thumb_path: str,
         width: int,
         height: int,
         nbytes: int,
         now: float | None = None,
     ) -> None:
         self._write(
-            "UPDATE outputs SET state='kept', sha256=?, path=?, thumb_path=?, width=?, height=?, bytes=?,"
+            "UPDATE outputs SET state='kept', sha256=?, width=?, height=?, bytes=?,"
             " kept_at=?, error=NULL, attempts=attempts+1 WHERE id=?",
-            (sha256, path, thumb_path, width, height, nbytes, time.time() if now is None else now, output_id),
+            (sha256, width, height, nbytes, time.time() if now is None else now, output_id),
         )
 
     def output_failed(self, output_id: int, message: str, *, retry_at: float | None) -> None:
@@ -887,12 +890,12 @@ class Store(WorkClaims):
         return self.text_checks_for([output_id]).get(output_id)
 
     def text_check_candidate(self, output_id: int) -> tuple[str, str] | None:
-        """(prompt, file path) of a kept image, for the checker; None if not kept (or gone)."""
+        """(prompt, sha256) of a kept image, for the checker; None if not kept (or gone)."""
         r = (
             self._conn()
             .execute(
-                "SELECT s.prompt, o.path FROM outputs o JOIN submissions s ON s.id = o.submission_id"
-                " WHERE o.id = ? AND o.state = 'kept' AND o.path IS NOT NULL",
+                "SELECT s.prompt, o.sha256 FROM outputs o JOIN submissions s ON s.id = o.submission_id"
+                " WHERE o.id = ? AND o.state = 'kept' AND o.sha256 IS NOT NULL",
                 (output_id,),
             )
             .fetchone()
