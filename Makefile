@@ -7,7 +7,7 @@ ADDRESS ?= 127.0.0.1
 STUDIO_DATA_DIR ?= data
 export STUDIO_DATA_DIR
 
-.PHONY: run test test-fast install install-test browser ocr lint bench soak clean
+.PHONY: run test test-fast install install-test browser ocr team-deps lint bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,team]'
 	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed
@@ -40,6 +40,16 @@ ocr:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq tesseract-ocr >/dev/null; \
 	fi
 
+# Debian's PostgreSQL for the team-mode tests: the fixtures run a throwaway cluster from
+# /usr/lib/postgresql/<version>/bin as an unprivileged user. SeaweedFS (`weed`) and the
+# drivers come with the `team` extra of pyproject.toml.
+team-deps:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "Installing Debian's postgresql..."; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; \
+	fi
+
 # `launch` is `streamlit run server.py` whose refusals (exposed address with a real key,
 # a data folder another studio holds) come before the port is bound.
 run: install ocr
@@ -47,14 +57,14 @@ run: install ocr
 
 # The checks that keep the layout honest run before the tests: lint, formatting, the core's types
 # (the layer contracts are tests/test_layers.py).
-test: install-test browser ocr
+test: install-test browser ocr team-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy studio
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # The quick loop while working: everything but the browser tests and the few slow ones, on 2 workers.
-test-fast: install-test ocr
+test-fast: install-test ocr team-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -m "not browser and not slow" -n 2
 
