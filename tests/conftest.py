@@ -1,4 +1,5 @@
-"""Shared fixtures: a simulator on loopback, the studio server, Debian's Chromium.
+"""Shared fixtures: a simulator on loopback, the studio server, Debian's Chromium, and the
+team-mode engines (a throwaway PostgreSQL cluster, SeaweedFS as a local S3).
 
 The helpers they are built from live in tests/support.py; the names below stay
 importable from here for older imports.
@@ -15,14 +16,20 @@ from tests.support import (  # noqa: F401 (re-exported)
     ARTIFACTS,
     CHROMIUM,
     CHROMIUM_ARGS,
+    PG_MISSING,
     ROOT,
+    WEED_MISSING,
     FakeClock,
+    PostgresServer,
+    S3Server,
     StudioServer,
     free_port,
     generate_button,
+    postgres_bin,
     screenshot,
     simulators,
     wait_for,
+    weed_binary,
 )
 
 
@@ -94,3 +101,39 @@ def make_simulator():
     """`make_simulator(**kw)`: a started HiAPI simulator, stopped after the test."""
     with simulators() as make:
         yield make
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """The session's PostgreSQL cluster (tests/support.PostgresServer). A missing engine fails
+    the test with the command that installs it: `make test` installs it, so it never skips."""
+    if postgres_bin() is None:
+        pytest.fail(PG_MISSING)
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(postgres_cluster):
+    """The DSN of the session cluster's `studio` database (password in it: never print it)."""
+    return postgres_cluster.dsn
+
+
+@pytest.fixture
+def postgres_db(postgres_cluster):
+    """The DSN of a fresh empty database on the session cluster, dropped after the test."""
+    dsn = postgres_cluster.create_database()
+    yield dsn
+    postgres_cluster.drop_database(dsn)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """The session's SeaweedFS S3 (tests/support.S3Server: endpoint_url, access_key, secret_key,
+    bucket, client()). A missing `weed` fails the test with the command that installs it."""
+    if weed_binary() is None:
+        pytest.fail(WEED_MISSING)
+    server = S3Server().start()
+    yield server
+    server.stop()
