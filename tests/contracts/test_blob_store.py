@@ -1,28 +1,40 @@
 """The blob-store contract (studio/blobs.py), run unchanged against every implementation.
 
-`blob_store` is parametrised over the implementations this machine can run; an
-implementation joins by adding a factory to BLOB_FACTORIES.
+`blob_store` is parametrised over every implementation; an implementation joins by adding
+a factory to BLOB_FACTORIES. A factory gets the test's request (to reach engine fixtures such
+as `s3_server`, SeaweedFS on loopback) and its tmp_path.
 """
 
 from __future__ import annotations
 
 import io
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from studio.blobs import BlobNotFound, BlobStore, LocalBlobStore, check_key
+from studio.blobstores.s3 import S3BlobStore
 
-BLOB_FACTORIES: dict[str, Callable[[Path], BlobStore]] = {
-    "local": lambda tmp: LocalBlobStore(tmp / "blobs"),
+
+def _s3(request: pytest.FixtureRequest, tmp: Path) -> BlobStore:
+    """A store under a prefix of its own in the session's SeaweedFS bucket."""
+    server = request.getfixturevalue("s3_server")
+    return S3BlobStore(server.bucket, f"contract/{uuid.uuid4().hex}", server.client())
+
+
+BLOB_FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], BlobStore]] = {
+    "local": lambda request, tmp: LocalBlobStore(tmp / "blobs"),
+    "s3": _s3,
 }
 
 
 @pytest.fixture(params=sorted(BLOB_FACTORIES))
 def blob_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
-    yield BLOB_FACTORIES[request.param](tmp_path)
+    yield BLOB_FACTORIES[request.param](request, tmp_path)
 
 
 def test_is_a_blob_store(blob_store: BlobStore) -> None:
@@ -117,6 +129,9 @@ def test_url_is_none_or_a_fetchable_http_url(blob_store: BlobStore) -> None:
     blob_store.put("refs/r.png", b"ref")
     url = blob_store.url("refs/r.png", expires_s=60)
     assert url is None or url.startswith(("http://", "https://"))
+    if url is not None:  # fetched with no credential but the URL's own
+        answer = httpx.get(url, timeout=10)
+        assert (answer.status_code, answer.content) == (200, b"ref")
 
 
 def test_local_blobs_are_private_files(tmp_path: Path) -> None:

@@ -1,0 +1,189 @@
+"""Blobs in an S3-compatible bucket (AWS S3, R2, MinIO, SeaweedFS) under a key prefix.
+
+Contract (`studio.blobs.BlobStore`, tested by tests/contracts/test_blob_store.py on SeaweedFS):
+- `put` is one PutObject (or, for a large stream, one multipart upload completed at the end):
+  S3 makes an object visible whole or not at all, so a reader never sees a part.
+- `open` streams the object's body; `BlobNotFound` when it is absent.
+- `url` is a presigned GET valid for `expires_s` seconds (SigV4 allows 1 s to 7 days): the
+  browser and HiAPI fetch the bytes straight from the bucket.
+- `keys(prefix)` lists under the store's own prefix and gives keys without it.
+- Credentials live only inside the boto3 client: they are never in `repr`, a log line or an
+  error. An S3 failure is an `S3BlobError` naming the operation, the key and S3's error code,
+  raised without its cause (botocore's messages may quote request details).
+
+boto3 rather than obstore: it is the reference client every S3-compatible store tests
+against, its presigned URLs and path-style addressing work the same on AWS, R2, MinIO and
+SeaweedFS, and it needs no async runtime in the studio's threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+from ..blobs import BlobNotFound, check_key
+
+#: SigV4 presigned URLs live at most 7 days.
+MAX_URL_EXPIRY_S = 7 * 24 * 3600
+_MISSING = {"404", "NoSuchKey", "NotFound"}
+
+
+class S3BlobError(RuntimeError):
+    """An S3 request failed for another reason than a missing key (down, refused, denied)."""
+
+
+def s3_client(
+    *,
+    endpoint_url: str | None,
+    region: str | None = None,
+    access_key: str | None = None,
+    secret_key: str | None = None,
+    session_token: str | None = None,
+) -> Any:
+    """A boto3 S3 client: SigV4, path-style addressing when an endpoint is given (most
+    S3-compatible stores want it), a short retry budget. Credentials left None come from
+    boto3's usual chain (AWS_* variables, profile, instance role)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=region or "us-east-1",
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        aws_session_token=session_token,
+        config=Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path" if endpoint_url else "auto"},
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=60,
+        ),
+    )
+
+
+def _code(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code") or "")
+    return ""
+
+
+class S3BlobStore:
+    """`studio.blobs.BlobStore` on a bucket: every key is stored as `prefix/key`."""
+
+    def __init__(self, bucket: str, prefix: str, client: Any) -> None:
+        if not bucket:
+            raise ValueError("an S3 blob store needs a bucket name")
+        prefix = prefix.strip("/")
+        self.bucket = bucket
+        self.prefix = check_key(prefix) + "/" if prefix else ""
+        self._client = client
+
+    def __repr__(self) -> str:
+        endpoint = getattr(getattr(self._client, "meta", None), "endpoint_url", None)
+        return f"S3BlobStore(bucket={self.bucket!r}, prefix={self.prefix!r}, endpoint={endpoint!r})"
+
+    def _key(self, key: str) -> str:
+        return self.prefix + check_key(key)
+
+    def _fail(self, operation: str, key: str, exc: Exception) -> S3BlobError:
+        code = _code(exc) or type(exc).__name__
+        return S3BlobError(f"S3 {operation} of {key!r} in bucket {self.bucket!r} failed ({code})")
+
+    def _is_missing(self, exc: Exception) -> bool:
+        return _code(exc) in _MISSING
+
+    def put(self, key: str, data: bytes | BinaryIO | Path) -> int:
+        name = self._key(key)
+        try:
+            if isinstance(data, bytes | bytearray | memoryview):
+                body = bytes(data)
+                self._client.put_object(Bucket=self.bucket, Key=name, Body=body)
+                return len(body)
+            if isinstance(data, Path):
+                size = data.stat().st_size
+                self._client.upload_file(str(data), self.bucket, name)
+                return size
+            counted = _Counting(data)
+            self._client.upload_fileobj(counted, self.bucket, name)
+            return counted.count
+        except (OSError, ValueError):
+            raise
+        except Exception as exc:
+            raise self._fail("put", key, exc) from None
+
+    def open(self, key: str) -> BinaryIO:
+        name = self._key(key)
+        try:
+            response = self._client.get_object(Bucket=self.bucket, Key=name)
+        except Exception as exc:
+            if self._is_missing(exc):
+                raise BlobNotFound(key) from None
+            raise self._fail("open", key, exc) from None
+        return cast(BinaryIO, response["Body"])
+
+    def _head(self, key: str) -> dict[str, Any] | None:
+        name = self._key(key)
+        try:
+            return cast(dict[str, Any], self._client.head_object(Bucket=self.bucket, Key=name))
+        except Exception as exc:
+            if self._is_missing(exc):
+                return None
+            raise self._fail("head", key, exc) from None
+
+    def exists(self, key: str) -> bool:
+        return self._head(key) is not None
+
+    def size(self, key: str) -> int | None:
+        head = self._head(key)
+        return int(head["ContentLength"]) if head is not None else None
+
+    def delete(self, key: str) -> bool:
+        """True if the key held a blob just before; S3's DELETE itself does not say."""
+        if not self.exists(key):
+            return False
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            raise self._fail("delete", key, exc) from None
+        return True
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + prefix
+            )
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    yield item["Key"][len(self.prefix) :]
+        except Exception as exc:
+            raise self._fail("list", prefix or "/", exc) from None
+
+    def url(self, key: str, *, expires_s: int = 3600) -> str | None:
+        name = self._key(key)
+        if not 1 <= expires_s <= MAX_URL_EXPIRY_S:
+            raise ValueError(f"a presigned URL lives 1 s to {MAX_URL_EXPIRY_S} s, not {expires_s}")
+        try:
+            return str(
+                self._client.generate_presigned_url(
+                    "get_object", Params={"Bucket": self.bucket, "Key": name}, ExpiresIn=expires_s
+                )
+            )
+        except Exception as exc:
+            raise self._fail("presign", key, exc) from None
+
+
+class _Counting:
+    """A read-only wrapper that counts the bytes boto3 read from a stream."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self._inner = inner
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._inner.read(size)
+        self.count += len(chunk)
+        return chunk

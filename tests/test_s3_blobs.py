@@ -1,0 +1,91 @@
+"""The S3 blob store beyond the shared contract: prefixes, presigned URLs that expire, and
+credentials that never leak into a repr, an error or a log line (on SeaweedFS)."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+import uuid
+
+import httpx
+import pytest
+
+from studio.blobs import BlobNotFound
+from studio.blobstores.s3 import MAX_URL_EXPIRY_S, S3BlobError, S3BlobStore, s3_client
+from tests.support import free_port, wait_for
+
+
+def _store(s3_server, client=None) -> S3BlobStore:
+    return S3BlobStore(s3_server.bucket, f"t/{uuid.uuid4().hex}", client or s3_server.client())
+
+
+def test_two_prefixes_in_one_bucket_do_not_see_each_other(s3_server) -> None:
+    a, b = _store(s3_server), _store(s3_server)
+    a.put("exports/x.zip", b"a")
+    assert list(a.keys()) == ["exports/x.zip"]
+    assert list(b.keys()) == []
+    assert not b.exists("exports/x.zip")
+    raw = s3_server.client().list_objects_v2(Bucket=s3_server.bucket, Prefix=a.prefix)
+    assert [o["Key"] for o in raw["Contents"]] == [a.prefix + "exports/x.zip"]
+
+
+def test_a_large_stream_is_uploaded_whole(s3_server) -> None:
+    import io
+
+    store = _store(s3_server)
+    data = bytes(range(251)) * 40_000  # ~10 MB: boto3 uploads it in parts, completed at the end
+    assert store.put("kits/big.zip", io.BytesIO(data)) == len(data)
+    with store.open("kits/big.zip") as f:
+        assert f.read() == data
+
+
+def test_a_presigned_url_expires(s3_server) -> None:
+    store = _store(s3_server)
+    store.put("refs/soon.png", b"soon")
+    url = store.url("refs/soon.png", expires_s=1)
+    assert url is not None and "X-Amz-Expires=1" in url
+    wait_for(lambda: httpx.get(url, timeout=10).status_code == 403, timeout=30, step=0.25)
+
+
+@pytest.mark.parametrize("expires", [0, -5, MAX_URL_EXPIRY_S + 1])
+def test_a_url_lifetime_outside_what_sigv4_signs_is_refused(s3_server, expires: int) -> None:
+    with pytest.raises(ValueError, match="presigned URL lives"):
+        _store(s3_server).url("refs/x.png", expires_s=expires)
+
+
+def test_credentials_are_never_in_a_repr_an_error_or_a_log(s3_server, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    good = _store(s3_server)
+    good.put("a/b", b"x")
+    wrong_secret = "wrong-" + s3_server.secret_key[:8] + "-secret"
+    bad = _store(
+        s3_server,
+        s3_client(
+            endpoint_url=s3_server.endpoint_url, access_key=s3_server.access_key, secret_key=wrong_secret
+        ),
+    )
+    failures: list[str] = []
+    for action in (lambda: bad.put("a/b", b"y"), lambda: bad.open("a/b"), lambda: list(bad.keys())):
+        with pytest.raises(S3BlobError) as info:
+            action()
+        failures.append("".join(traceback.format_exception(info.value)))
+    assert all("SignatureDoesNotMatch" in f or "AccessDenied" in f for f in failures)
+    assert "botocore" in caplog.text  # the client logged its requests at DEBUG: the check sees them
+    seen = "\n".join([repr(good), repr(bad), *failures, caplog.text])
+    for secret in (s3_server.secret_key, wrong_secret):
+        assert secret not in seen
+    assert s3_server.access_key not in repr(good) + "".join(failures)
+
+
+def test_a_store_that_is_down_is_one_error_not_a_missing_blob(s3_server) -> None:
+    down = S3BlobStore(
+        "studio",
+        "p",
+        s3_client(endpoint_url=f"http://127.0.0.1:{free_port()}", access_key="k", secret_key="nope-secret"),
+    )
+    with pytest.raises(S3BlobError, match=r"S3 open of 'x' in bucket 'studio' failed"):
+        down.open("x")
+    with pytest.raises(S3BlobError):
+        down.exists("x")
+    with pytest.raises(BlobNotFound):
+        _store(s3_server).open("x")
