@@ -52,7 +52,7 @@ from studio import services as core
 from studio.blob_keys import export_key, is_kit_file, is_token, kit_key, original_key, thumb_key
 from studio.blobs import LocalBlobStore
 from studio.callbacks import MAX_BODY_BYTES, BodyTooLarge, Verdict, read_capped
-from studio.config import Settings
+from studio.config import ConfigError, Settings
 from studio.export import EXPORT_LIFETIME_S, link_expired
 from studio.kit import KIT_LIFETIME_S
 from studio.references import EXT_MEDIA
@@ -60,6 +60,16 @@ from studio.startup import DataFolderInUse, StartupError, bind_problem, hold_dat
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
+
+
+def _check_configuration() -> None:
+    """Refuse to start (one line naming the variable and the fix, exit 2) on a DATABASE_URL,
+    STORAGE_URL or S3 setting the studio cannot use; credentials in it are masked."""
+    try:
+        Settings.load(secrets=secrets_dict())
+    except ConfigError as exc:
+        print(f"Studio not started: {exc.message}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def _check_bind_address() -> None:
@@ -111,6 +121,7 @@ def _check_data_folder() -> None:
 
 # Both run when server.py is imported: `python -m launch` (what `make run` uses) imports
 # it before the port is bound, so nothing ever listens when the studio refuses.
+_check_configuration()  # first: the others load the settings too
 _check_role()
 _check_bind_address()
 _check_data_folder()

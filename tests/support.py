@@ -39,6 +39,10 @@ CHROMIUM_ARGS = [
 ]
 
 
+#: The variables a studio child process does not inherit from the shell running the tests.
+STUDIO_ENV_PREFIXES = ("HIAPI_", "STUDIO_", "DATABASE_URL", "STORAGE_URL", "S3_", "AWS_")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,7 +61,7 @@ class StudioServer:
         self.log_path = data_dir / "server.log"
 
     def start(self, timeout: float = 60.0) -> StudioServer:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("HIAPI_", "STUDIO_"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(STUDIO_ENV_PREFIXES)}
         env.update(
             {
                 "STUDIO_DATA_DIR": str(self.data_dir),

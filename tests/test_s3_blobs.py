@@ -89,3 +89,28 @@ def test_a_store_that_is_down_is_one_error_not_a_missing_blob(s3_server) -> None
         down.exists("x")
     with pytest.raises(BlobNotFound):
         _store(s3_server).open("x")
+
+
+def test_storage_url_builds_the_store_it_names(s3_server, tmp_path) -> None:
+    from studio.blobs import LocalBlobStore
+    from studio.blobstores import blob_store_for
+    from studio.config import Settings
+
+    prefix = f"cfg/{uuid.uuid4().hex}"
+    settings = Settings.load(
+        env={
+            "STUDIO_DATA_DIR": str(tmp_path),
+            "STORAGE_URL": f"s3://{s3_server.bucket}/{prefix}",
+            "S3_ENDPOINT_URL": s3_server.endpoint_url,
+            "AWS_ACCESS_KEY_ID": s3_server.access_key,
+            "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+        }
+    )
+    store = blob_store_for(settings.storage)
+    assert isinstance(store, S3BlobStore) and store.prefix == prefix + "/"
+    store.put("originals/a.png", b"png")
+    raw = s3_server.client().get_object(Bucket=s3_server.bucket, Key=f"{prefix}/originals/a.png")
+    assert raw["Body"].read() == b"png"
+    assert s3_server.secret_key not in repr(store) + repr(settings)
+    local = blob_store_for(Settings.load(env={"STUDIO_DATA_DIR": str(tmp_path)}).storage)
+    assert isinstance(local, LocalBlobStore) and local.root == tmp_path
