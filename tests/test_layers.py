@@ -195,3 +195,18 @@ def test_route_paths_are_spelled_only_in_the_routes_module():
     assert any(route_literals(ROOT / owner) for owner in ROUTE_OWNERS)  # the reader finds them where they are
     found = [hit for p in files if str(p.relative_to(ROOT)) not in ROUTE_OWNERS for hit in route_literals(p)]
     assert found == []
+
+
+def test_only_the_adapters_import_the_team_drivers():
+    """psycopg lives in studio/postgres/, boto3 and botocore in studio/blobstores/: nothing else
+    opens a PostgreSQL connection or talks to S3, and a single-user studio never loads them."""
+    allowed = {"psycopg": "studio.postgres", "psycopg_pool": "studio.postgres", "boto3": "studio.blobstores",
+               "botocore": "studio.blobstores"}  # fmt: skip
+    found = [
+        f"{module_name(path)} imports {name}"
+        for folder in ("studio", "components", "app_pages", "access")
+        for path in sources(folder)
+        for name in sorted(imports_of(path))
+        if (driver := under(name, tuple(allowed))) and not under(module_name(path), (allowed[driver],))
+    ]
+    assert found == []

@@ -1,0 +1,80 @@
+"""Connections to PostgreSQL: one pool per process, opened from `DatabaseSettings`.
+
+Contract:
+- `open_pool` waits until the pool holds a working connection (or `timeout` passes) and
+  raises `DatabaseUnavailable`, one sentence with the URL's password masked, when the
+  server cannot be reached or refuses the login. psycopg's own message is kept only when
+  it cannot carry the password (it never quotes the DSN); the exception has no cause
+  attached, so a traceback shows nothing more.
+- Connections come out of the pool in a transaction (psycopg's default): `with
+  pool.connection() as conn:` commits on a clean exit and rolls back on an error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import DatabaseKind, DatabaseSettings, mask_url
+from ..startup import StartupError
+
+
+class DatabaseUnavailable(StartupError):
+    """The PostgreSQL server cannot be reached or refuses the studio's login."""
+
+
+def _reason(exc: Exception, secret: str | None) -> str:
+    text = " ".join(str(exc).split())
+    if secret and secret in text:
+        text = text.replace(secret, "***")
+    return text[:300] or type(exc).__name__
+
+
+def open_pool(
+    database: DatabaseSettings,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    timeout: float = 10.0,
+    name: str = "studio",
+) -> Any:
+    """A psycopg_pool.ConnectionPool on `database` (PostgreSQL only), open and checked."""
+    if database.kind is not DatabaseKind.POSTGRESQL:
+        raise ValueError(f"open_pool needs a PostgreSQL database, not {database.kind.value}")
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+    from psycopg_pool import ConnectionPool, PoolTimeout
+
+    try:
+        password = conninfo_to_dict(database.url).get("password")
+    except psycopg.ProgrammingError:
+        raise DatabaseUnavailable(
+            f"DATABASE_URL {mask_url(database.url)!r} is not a connection string PostgreSQL understands; "
+            "set it to postgresql://user:password@host:5432/database."
+        ) from None
+    secret = str(password) if password else None
+    pool = ConnectionPool(
+        database.url,
+        min_size=min_size,
+        max_size=max_size,
+        name=name,
+        open=False,
+        timeout=timeout,
+        kwargs={"connect_timeout": max(1, int(timeout))},
+        check=ConnectionPool.check_connection,
+    )
+    try:
+        pool.open(wait=True, timeout=timeout)
+        with pool.connection(timeout=timeout) as conn:
+            conn.execute("SELECT 1")
+    except (PoolTimeout, psycopg.Error) as exc:
+        pool.close()
+        try:  # the pool's own error says only "timed out": ask once for the server's reason
+            psycopg.connect(database.url, connect_timeout=max(1, int(timeout))).close()
+            reason = _reason(exc, secret)
+        except psycopg.Error as direct:
+            reason = _reason(direct, secret)
+        raise DatabaseUnavailable(
+            f"The database at {database.safe_url} cannot be used ({reason}); check DATABASE_URL "
+            "and that the server is running and accepts this user."
+        ) from None
+    return pool
