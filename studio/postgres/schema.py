@@ -214,8 +214,12 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE submissions ADD COLUMN background TEXT;
     ALTER TABLE submissions ADD COLUMN storage TEXT;
     """,
-    # 10: an empty slot on SQLite too (kept so the numbers match)
-    "",
+    # 10: the database keeps content hashes, never file paths (a kept image is the blob
+    #     named by its sha256)
+    """
+    ALTER TABLE outputs DROP COLUMN path;
+    ALTER TABLE outputs DROP COLUMN thumb_path;
+    """,
     # 11: claims and leases on submissions and outputs, when a create was first sent,
     #     the create budget per HiAPI key (by key hash) and named leases
     """
