@@ -1,4 +1,4 @@
-"""The Studio's unsent draft, kept in the database per browser (schema: migration 7 in store.py).
+"""The Studio's unsent draft, kept in the database per browser (a `DraftRepository`).
 
 Contract:
 - A draft is a small JSON document (prompt, ratios, resolution, campaign rows,
@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Any
 
-from .store import Store
+from .repositories import DraftRepository
 
 COOKIE = "studio_draft"
 MAX_AGE_DAYS = 180
@@ -39,25 +39,25 @@ def valid_id(value: object) -> bool:
 
 
 class Drafts:
-    """Load and save drafts in a `Store` (thread-safe: the store is, and the cache has a lock)."""
+    """Load and save drafts in a `DraftRepository` (thread-safe: the store is, and the cache has a lock)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: DraftRepository) -> None:
         self._store = store
         self._lock = threading.Lock()
         self._last: dict[str, str] = {}  # id -> body last written or read
 
     def load(self, draft_id: str) -> dict[str, Any] | None:
-        row = self._store.reader().execute("SELECT body FROM drafts WHERE id = ?", (draft_id,)).fetchone()
-        if row is None:
+        raw = self._store.draft_body(draft_id)
+        if raw is None:
             return None
         try:
-            body = json.loads(row[0])
+            body = json.loads(raw)
         except ValueError:
             return None
         if not isinstance(body, dict):
             return None
         with self._lock:
-            self._last[draft_id] = row[0]
+            self._last[draft_id] = raw
         return body
 
     def save(self, draft_id: str, draft: dict[str, Any], *, now: float | None = None) -> bool:
@@ -69,12 +69,7 @@ class Drafts:
             first = draft_id not in self._last
             self._last[draft_id] = body
         at = time.time() if now is None else now
-        with self._store.transaction() as c:
-            c.execute(
-                "INSERT INTO drafts (id, body, updated_at) VALUES (?, ?, ?)"
-                " ON CONFLICT(id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
-                (draft_id, body, at),
-            )
-            if first:
-                c.execute("DELETE FROM drafts WHERE updated_at < ?", (at - MAX_AGE_DAYS * 86_400,))
+        self._store.save_draft(
+            draft_id, body, now=at, prune_before=at - MAX_AGE_DAYS * 86_400 if first else None
+        )
         return True

@@ -49,7 +49,6 @@ import os
 import re
 import threading
 import time
-import unicodedata
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -58,7 +57,7 @@ from typing import Any, BinaryIO, Protocol
 
 from PIL import Image, ImageOps
 
-from .quotes import quoted_parts
+from .quotes import fold, wanted_strings  # re-exported: fold and wanted_strings lived here
 from .records import FidelityReport, StringCheck, TextCheckState  # re-exported: the checker's vocabulary
 
 log = logging.getLogger("studio.fidelity")
@@ -77,8 +76,6 @@ BACKFILL_LEASE_S = 900.0
 # Below this a "closest reading" is noise, not a misspelling: show "not found" instead.
 SHOWN_SIMILARITY = 0.5
 
-# OCR confusions in sans-serif fonts that are never a designer-visible misspelling.
-_CONFUSABLE = str.maketrans({"0": "o", "1": "l", "|": "l"})
 # What the edge of a shape, a rule or a panel reads as. A token made only of
 # these (between spaces) is a stroke, not a word; `_BARS` glued to a word's
 # start or end are strokes too (inside a word `|` is an `l`).
@@ -91,22 +88,6 @@ _BAR_IN_CAPITALS = re.compile(f"(?<=[A-Z])[{re.escape(_BARS)}]+(?=[A-Z])")
 
 
 # --------------------------------------------------------------------- matching
-
-
-def fold(text: str) -> tuple[str, list[int]]:
-    """`text` folded for comparison, plus each kept character's index in `text`.
-
-    NFKC and case-folding are applied per character so the index map stays
-    exact; characters that fold to several (e.g. "ß" -> "ss") map to one index.
-    """
-    out: list[str] = []
-    where: list[int] = []
-    for i, ch in enumerate(text):
-        for c in unicodedata.normalize("NFKC", ch).casefold().translate(_CONFUSABLE):
-            if c.isalnum():
-                out.append(c)
-                where.append(i)
-    return "".join(out), where
 
 
 def _closest(wanted: str, read: str) -> tuple[int, int, int]:
@@ -198,18 +179,6 @@ def _match(wanted: str, read: str, threshold: float) -> StringCheck:
     if similarity < SHOWN_SIMILARITY:
         shown = ""
     return StringCheck(wanted, shown, round(similarity, 4), similarity >= threshold)
-
-
-def wanted_strings(prompt: str) -> list[str]:
-    """The prompt's quoted parts that have something to check (letters or digits), deduplicated."""
-    out: list[str] = []
-    seen: set[str] = set()
-    for part in quoted_parts(prompt):
-        key = fold(part)[0]
-        if key and key not in seen:
-            seen.add(key)
-            out.append(part)
-    return out
 
 
 # ---------------------------------------------------------------------- reading
@@ -327,28 +296,6 @@ class TesseractReader:
             if prep == "binary":
                 prepared = _binarised(prepared)
             yield self._read(prepared, psm)
-
-
-# ---------------------------------------------------------------------- schema
-
-TEXT_CHECK_MIGRATION = 2  # index of slot 3 in store._MIGRATIONS
-
-
-def ensure_schema(store: Any) -> bool:
-    """Create the text-check table if missing; True when it had to.
-
-    Slot 3 was a placeholder while later slots shipped, so a database written
-    then is at a later version without the table. Slot 3's statements are
-    idempotent (IF NOT EXISTS) and are simply run again.
-    """
-    from .store import _MIGRATIONS, _split_sql  # the store imports this module
-
-    if store.reader().execute("SELECT 1 FROM sqlite_master WHERE name = 'text_checks'").fetchone():
-        return False
-    with store.transaction() as c:
-        for stmt in _split_sql(_MIGRATIONS[TEXT_CHECK_MIGRATION]):
-            c.execute(stmt)
-    return True
 
 
 # ---------------------------------------------------------------------- checking

@@ -8,21 +8,21 @@ Contract:
 - JSON export/import round-trips every field. Import checks the whole file
   first and refuses it with a message naming the entry and field; on a name
   clash it skips, replaces or renames (" (2)") as asked.
-This module never imports streamlit.
+Templates are kept by a `TemplateBook` (`studio/repositories.py`); nothing
+here writes SQL. This module never imports streamlit.
 """
 
 from __future__ import annotations
 
 import builtins
 import json
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 from .campaigns import MAX_ROWS, clean_rows, template_problems, variables
 from .ratios import RATIO_NAMES, RESOLUTIONS
-from .store import Store
+from .records import Template  # re-exported: the library's record
+from .repositories import NameTaken, TemplateBook
 from .validation import MAX_PROMPT_CHARS
 
 FORMAT = "hiapi-studio/prompt-library"
@@ -36,35 +36,6 @@ CONFLICT_MODES = ("rename", "skip", "replace")
 
 class LibraryError(ValueError):
     """A template or a library file that cannot be saved, with what to do."""
-
-
-@dataclass(frozen=True)
-class Template:
-    """One library entry. `rows` are sample values for the prompt's variables."""
-
-    name: str
-    prompt: str
-    ratios: tuple[str, ...] = ("1:1",)
-    resolution: str = "1K"
-    note: str = ""
-    rows: tuple[dict[str, str], ...] = ()
-    id: int | None = None
-    starter: str | None = None
-    updated_at: float = 0.0
-
-    @property
-    def variables(self) -> list[str]:
-        return variables(self.prompt)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "prompt": self.prompt,
-            "ratios": list(self.ratios),
-            "resolution": self.resolution,
-            "note": self.note,
-            "rows": [dict(r) for r in self.rows],
-        }
 
 
 @dataclass(frozen=True)
@@ -185,20 +156,6 @@ def check(t: Template, where: str = "") -> Template:
     )
 
 
-def _from_row(r: Any) -> Template:
-    return Template(
-        name=r["name"],
-        prompt=r["prompt"],
-        ratios=tuple(json.loads(r["ratios"])),
-        resolution=r["resolution"],
-        note=r["note"],
-        rows=tuple(json.loads(r["rows"])),
-        id=r["id"],
-        starter=r["starter"],
-        updated_at=r["updated_at"],
-    )
-
-
 def export_json(templates: Sequence[Template]) -> str:
     """A library file: `{"format", "version", "templates": [...]}`."""
     return json.dumps(
@@ -260,9 +217,9 @@ def parse_json(data: bytes | str) -> list[Template]:
 
 
 class Library:
-    """The library in the studio database."""
+    """The library in the studio database (a `TemplateRepository` plus settings)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: TemplateBook) -> None:
         self.store = store
 
     def seed_starters(self) -> int:
@@ -277,48 +234,24 @@ class Library:
         """Add back every starter that is missing (by key); a name taken by the user gets a suffix."""
         n = 0
         for s in STARTERS:
-            if (
-                self.store.reader()
-                .execute("SELECT 1 FROM prompt_library WHERE starter = ?", (s.key,))
-                .fetchone()
-            ):
+            if self.store.has_starter(s.key):
                 continue
             self.save(s.template, on_conflict="rename")
             n += 1
         return n
 
-    def list(self, query: str = "", *, limit: int = 500) -> list[Template]:
+    def list(self, query: str = "", *, limit: int = 500) -> builtins.list[Template]:
         """Templates whose name, prompt or note contain every word of `query`; starters first, then by name."""
-        where, params = [], []
-        for word in query.split():
-            like = "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            where.append("(name LIKE ? ESCAPE '\\' OR prompt LIKE ? ESCAPE '\\' OR note LIKE ? ESCAPE '\\')")
-            params += [like, like, like]
-        sql = "SELECT * FROM prompt_library"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY starter IS NULL, name COLLATE NOCASE LIMIT ?"
-        return [_from_row(r) for r in self.store.reader().execute(sql, [*params, limit])]
+        return self.store.templates(query, limit=limit)
 
     def get(self, template_id: int) -> Template | None:
-        r = (
-            self.store.reader()
-            .execute("SELECT * FROM prompt_library WHERE id = ?", (template_id,))
-            .fetchone()
-        )
-        return _from_row(r) if r else None
+        return self.store.template(template_id)
 
     def by_name(self, name: str) -> Template | None:
-        r = (
-            self.store.reader()
-            .execute("SELECT * FROM prompt_library WHERE name = ?", (" ".join(name.split()),))
-            .fetchone()
-        )
-        return _from_row(r) if r else None
+        return self.store.template_by_name(" ".join(name.split()))
 
     def starters(self) -> builtins.list[Template]:  # `list` here is the method above
-        rows = self.store.reader().execute("SELECT * FROM prompt_library WHERE starter IS NOT NULL")
-        by_key = {t.starter: t for t in map(_from_row, rows)}
+        by_key = {t.starter: t for t in self.store.starter_templates()}
         return [by_key[s.key] for s in STARTERS if s.key in by_key]
 
     def save(self, t: Template, *, overwrite: bool = False, on_conflict: str | None = None) -> Template:
@@ -329,53 +262,15 @@ class Library:
         """
         t = check(t)
         mode = on_conflict or ("replace" if overwrite else None)
-        now = time.time()
-        with self.store.transaction() as c:
-            clash = c.execute("SELECT id FROM prompt_library WHERE name = ?", (t.name,)).fetchone()
-            if clash and clash[0] != t.id:
-                if mode == "skip":
-                    return _from_row(
-                        c.execute("SELECT * FROM prompt_library WHERE id = ?", (clash[0],)).fetchone()
-                    )
-                if mode == "rename":
-                    t = _renamed(c, t)
-                elif mode == "replace":
-                    c.execute("DELETE FROM prompt_library WHERE id = ?", (clash[0],))
-                else:
-                    raise LibraryError(
-                        f"A template named {t.name!r} already exists: choose another name, or overwrite it."
-                    )
-            values = (
-                t.name,
-                t.prompt,
-                json.dumps(list(t.ratios)),
-                t.resolution,
-                json.dumps([dict(r) for r in t.rows], ensure_ascii=False),
-                t.note,
-                now,
-            )
-            if (
-                t.id is not None
-                and c.execute("SELECT 1 FROM prompt_library WHERE id = ?", (t.id,)).fetchone()
-            ):
-                c.execute(
-                    "UPDATE prompt_library SET name=?, prompt=?, ratios=?, resolution=?, rows=?, note=?,"
-                    " updated_at=? WHERE id=?",
-                    (*values, t.id),
-                )
-                tid = t.id
-            else:
-                cur = c.execute(
-                    "INSERT INTO prompt_library (name, prompt, ratios, resolution, rows, note, updated_at,"
-                    " starter, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (*values, t.starter, now),
-                )
-                tid = int(cur.lastrowid)
-            return _from_row(c.execute("SELECT * FROM prompt_library WHERE id = ?", (tid,)).fetchone())
+        try:
+            return self.store.save_template(t, on_conflict=mode)
+        except NameTaken:
+            raise LibraryError(
+                f"A template named {t.name!r} already exists: choose another name, or overwrite it."
+            ) from None
 
     def delete(self, template_id: int) -> bool:
-        with self.store.transaction() as c:
-            return bool(c.execute("DELETE FROM prompt_library WHERE id = ?", (template_id,)).rowcount)
+        return self.store.delete_template(template_id)
 
     def export(self, ids: Sequence[int] | None = None) -> str:
         items = self.list()
@@ -392,7 +287,7 @@ class Library:
         counts = {"added": 0, "replaced": 0, "renamed": 0, "skipped": 0}
         for t in templates:
             existing = self.by_name(t.name)
-            saved = self.save(t, on_conflict=on_conflict)
+            self.save(t, on_conflict=on_conflict)
             if existing is None:
                 counts["added"] += 1
             elif on_conflict == "skip":
@@ -401,14 +296,4 @@ class Library:
                 counts["replaced"] += 1
             else:
                 counts["renamed"] += 1
-            del saved
         return counts
-
-
-def _renamed(c: Any, t: Template) -> Template:
-    n = 2
-    while True:
-        name = f"{t.name} ({n})"
-        if not c.execute("SELECT 1 FROM prompt_library WHERE name = ?", (name,)).fetchone():
-            return Template(**(asdict(t) | {"name": name, "id": None}))
-        n += 1

@@ -17,10 +17,12 @@ from __future__ import annotations
 import enum
 import json
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from .campaigns import variables
 from .models import Callback, TaskRequest
 from .pricing import from_micros
 
@@ -300,6 +302,16 @@ class Progress:
     def finished(self) -> bool:
         return self.left == 0
 
+    @classmethod
+    def of(cls, cells: Sequence[CellView]) -> Progress:
+        """The counts over `cells` (the newest submission of each)."""
+        done = sum(c.state == TaskState.SUCCESS for c in cells)
+        cancelled = sum(c.cancelled for c in cells)
+        failed = sum(c.failed for c in cells)
+        left = len(cells) - done - cancelled - failed
+        held = sum(c.state == TaskState.SUBMITTING and c.attempts == 0 for c in cells)
+        return cls(len(cells), done, failed, cancelled, left, held)
+
 
 @dataclass(frozen=True)
 class Campaign:
@@ -326,6 +338,18 @@ class Campaign:
             cancelled = self.state == CampaignState.CANCELLED and self.progress.cancelled
             return CampaignState.CANCELLED if cancelled else "finished"
         return self.state
+
+
+@dataclass(frozen=True)
+class NewCampaign:
+    """A campaign about to be launched: its template, variables, ratios and rows (values, prompt)."""
+
+    name: str
+    template: str
+    variables: tuple[str, ...]
+    ratios: tuple[str, ...]
+    resolution: str
+    rows: tuple[tuple[dict[str, str], str], ...]
 
 
 @dataclass(frozen=True)
@@ -385,3 +409,35 @@ class CreateBudget:
     @property
     def limit(self) -> int:
         return max(1, min(self.max_active, int(self.pace)))
+
+
+# ---------------------------------------------------------------------- library
+
+
+@dataclass(frozen=True)
+class Template:
+    """One prompt-library entry. `rows` are sample values for the prompt's variables."""
+
+    name: str
+    prompt: str
+    ratios: tuple[str, ...] = ("1:1",)
+    resolution: str = "1K"
+    note: str = ""
+    rows: tuple[dict[str, str], ...] = field(default=())
+    id: int | None = None
+    starter: str | None = None
+    updated_at: float = 0.0
+
+    @property
+    def variables(self) -> list[str]:
+        return variables(self.prompt)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "prompt": self.prompt,
+            "ratios": list(self.ratios),
+            "resolution": self.resolution,
+            "note": self.note,
+            "rows": [dict(r) for r in self.rows],
+        }

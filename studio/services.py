@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-import sqlite3
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,12 +40,10 @@ from . import callbacks as cb
 from . import errors as E
 from . import events as ev
 from .blobs import BlobStore, LocalBlobStore
-from .campaign_store import ensure_schema as ensure_campaign_schema
 from .client import HiAPIClient
 from .config import Settings
 from .export import sweep_exports
 from .fidelity import FidelityChecker, FidelityReport
-from .fidelity import ensure_schema as ensure_text_check_schema
 from .images import ImageKeeper
 from .intake import Intake, budget_key
 from .kit import KitBuilder, sweep_kits
@@ -55,6 +52,8 @@ from .pricing import Pricing
 from .pricing import defaults_from as pricing_defaults
 from .pricing import load as load_pricing
 from .references import ReferenceShelf, load_or_create_key
+from .repositories import DatabaseUnusable, SchemaTooNew
+from .sqlite.store import Store
 from .startup import (
     StartupError,
     check_data_dir,
@@ -63,7 +62,6 @@ from .startup import (
     protect_data_dir,
     release_data_lock,
 )
-from .store import Store
 from .tracker import Tracker
 from .trash import Trash
 from .validation import is_loopback_host
@@ -257,12 +255,10 @@ def boot(settings: Settings) -> Services:
         client = HiAPIClient(key, base_url=base_url, model=settings.model, **_TRACKER_RETRIES)
         # One create budget per HiAPI key (and endpoint), by hash: the database never holds the key.
         pacing = budget_key(key, settings.base_url if not settings.simulated else "simulator")
-        ensure_campaign_schema(store)
         Library(store).seed_starters()
         defaults, problems = pricing_defaults(settings.pricing_env)
         max_active = load_pricing(store, defaults).max_active
         # Every kept image with quoted text gets its text read back, off the page thread.
-        ensure_text_check_schema(store)
         fidelity = FidelityChecker(store, open_image=keeper.open_original)
 
         def check_text(output_id: int) -> None:
@@ -341,9 +337,9 @@ def _open_data(settings: Settings) -> tuple[Store, ImageKeeper]:
     check_database(data / "studio.db")
     try:
         store = Store(data / "studio.db")
-    except RuntimeError as exc:  # written by a newer studio
+    except SchemaTooNew as exc:  # written by a newer studio
         raise StartupError(str(exc)) from None
-    except sqlite3.Error as exc:
+    except DatabaseUnusable as exc:
         raise StartupError(
             f"The database {data / 'studio.db'} cannot be used ({exc}). "
             "Stop the studio, move it aside (your images are kept) and restart."

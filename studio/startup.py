@@ -27,9 +27,10 @@ import errno
 import fcntl
 import os
 import shutil
-import sqlite3
 from pathlib import Path
 
+from .repositories import DatabaseProblem
+from .sqlite.probe import probe_database
 from .validation import is_loopback_host
 
 #: Default free-space floor; a 4K PNG is ~20 MB, a day's work a few hundred.
@@ -180,41 +181,27 @@ def release_data_lock(data_dir: Path) -> None:
 
 def check_database(path: Path, *, lock_wait_s: float = LOCK_WAIT_S) -> None:
     """The database at `path` (if it exists) is readable, intact and not locked."""
-    if not path.exists():
+    found = probe_database(path, lock_wait_s=lock_wait_s)
+    if found is None:
         return
+    problem, detail = found
     where = str(path)
     moved_aside = (
         f"Stop the studio, move {path.name} aside (your images in {path.parent / 'images'} are kept), "
         "and restart: a fresh database is created."
     )
-    try:
-        conn = sqlite3.connect(path, timeout=lock_wait_s, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise StartupError(f"The database {where} cannot be opened ({exc}). {moved_aside}") from None
-    try:
-        try:
-            result = conn.execute("PRAGMA quick_check(1)").fetchone()
-        except sqlite3.OperationalError as exc:
-            if _is_locked(exc):
-                raise _locked(where) from None
-            raise StartupError(f"The database {where} cannot be read ({exc}). {moved_aside}") from None
-        except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"
-            raise StartupError(f"The database {where} is damaged ({exc}). {moved_aside}") from None
-        if not result or result[0] != "ok":
-            detail = result[0] if result else "no answer"
-            raise StartupError(f"The database {where} is damaged ({detail}). {moved_aside}")
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("ROLLBACK")
-        except sqlite3.OperationalError as exc:
-            if _is_locked(exc):
-                raise _locked(where) from None
-            raise StartupError(
-                f"The database {where} cannot be written ({exc}). "
-                "Fix the file's permissions or point STUDIO_DATA_DIR elsewhere, and restart."
-            ) from None
-    finally:
-        conn.close()
+    if problem == DatabaseProblem.LOCKED:
+        raise _locked(where)
+    if problem == DatabaseProblem.UNOPENABLE:
+        raise StartupError(f"The database {where} cannot be opened ({detail}). {moved_aside}")
+    if problem == DatabaseProblem.UNREADABLE:
+        raise StartupError(f"The database {where} cannot be read ({detail}). {moved_aside}")
+    if problem == DatabaseProblem.DAMAGED:
+        raise StartupError(f"The database {where} is damaged ({detail}). {moved_aside}")
+    raise StartupError(
+        f"The database {where} cannot be written ({detail}). "
+        "Fix the file's permissions or point STUDIO_DATA_DIR elsewhere, and restart."
+    )
 
 
 def bind_problem(
@@ -238,11 +225,6 @@ def bind_problem(
         "configure a login ([auth] in .streamlit/secrets.toml, see SECURITY.md), "
         "or set STUDIO_ALLOW_REMOTE=1 if the network is already protected."
     )
-
-
-def _is_locked(exc: sqlite3.Error) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
 
 
 def _locked(where: str) -> StartupError:

@@ -4,8 +4,3 @@ The store lives in `studio/sqlite/store.py` (the SQLite adapter).
 """
 
 from .sqlite.store import *  # noqa: F403
-from .sqlite.store import (  # noqa: F401  names older modules import from here
-    _GALLERY_SELECT,
-    _MIGRATIONS,
-    _split_sql,
-)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing as contextlib_closing
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -428,3 +429,38 @@ class S3Server:
             end_process_group(self.proc, signal.SIGTERM)
         if self.root:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def sql_rows(db: Any, sql: str, params: tuple | list = ()) -> list[tuple]:
+    """Rows of `sql` read from the database file of `db` (a store or a path) on a
+    connection of the test's own: tests look at the file from outside the adapter."""
+    import sqlite3
+
+    with contextlib_closing(sqlite3.connect(getattr(db, "path", db), timeout=10)) as conn:
+        return [tuple(r) for r in conn.execute(sql, params)]
+
+
+def old_database(path: Path, version: int, *, placeholders: tuple[int, ...] = ()) -> None:
+    """Write the database an older studio left at `version`, running each migration
+    by hand; the slots in `placeholders` were still `SELECT 1` then."""
+    import sqlite3
+
+    from studio.sqlite.schema import MIGRATIONS, split_sql
+
+    with contextlib_closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        for number in range(1, version + 1):
+            if number not in placeholders:
+                for stmt in split_sql(MIGRATIONS[number - 1]):
+                    conn.execute(stmt)
+        conn.execute(f"PRAGMA user_version={version}")
+
+
+def sql_write(db: Any, sql: str, params: tuple | list = ()) -> int:
+    """Run one write on the database file of `db` (a store or a path) from outside the
+    adapter, as another program would; returns the rows changed."""
+    import sqlite3
+
+    with contextlib_closing(
+        sqlite3.connect(getattr(db, "path", db), timeout=10, isolation_level=None)
+    ) as conn:
+        return conn.execute(sql, params).rowcount

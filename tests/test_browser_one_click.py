@@ -21,7 +21,7 @@ from playwright.sync_api import expect
 from studio import services as core
 from studio.config import Settings
 from studio.models import TaskRequest
-from tests.support import ARRIVAL_MS, StudioServer, screenshot, wait_for
+from tests.support import ARRIVAL_MS, StudioServer, screenshot, sql_rows, wait_for
 from tests.test_browser_studio import EDITOR, generate, open_all_ratios, open_studio, set_prompt, set_ratio
 
 pytestmark = pytest.mark.browser
@@ -47,7 +47,7 @@ def _seed(data_dir, n: int) -> None:
         for i in range(n // len(ratios)):
             services.tracker.submit([TaskRequest(f'seed poster {i} "SEED {i}"', r, "1K") for r in ratios])
         kept = "SELECT COUNT(*) FROM outputs WHERE state='kept'"
-        wait_for(lambda: services.store.reader().execute(kept).fetchone()[0] >= n, timeout=300)
+        wait_for(lambda: sql_rows(services.store, kept)[0][0] >= n, timeout=300)
     finally:
         core.shutdown()
 

@@ -27,9 +27,8 @@ def test_an_unchanged_draft_is_not_written_again(tmp_path):
 
 def test_an_unreadable_body_is_no_draft(tmp_path):
     store = Store(tmp_path / "s.db")
-    with store.transaction() as c:
-        c.execute("INSERT INTO drafts (id, body, updated_at) VALUES ('x', 'not json', 0)")
-        c.execute("INSERT INTO drafts (id, body, updated_at) VALUES ('y', '[1]', 0)")
+    store.save_draft("x", "not json", now=0)
+    store.save_draft("y", "[1]", now=0)
     assert Drafts(store).load("x") is None
     assert Drafts(store).load("y") is None
 

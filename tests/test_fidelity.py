@@ -393,23 +393,16 @@ def test_store_round_trip_filter_and_cascade(tmp_path):
 
 
 def test_a_database_that_skipped_slot_3_gets_the_table_back(tmp_path):
-    import sqlite3
-
-    from studio.fidelity import ensure_schema
     from studio.store import SCHEMA_VERSION
+    from tests.support import old_database
 
     path = tmp_path / "studio.db"
-    Store(path).close()
-    conn = sqlite3.connect(path)  # as written while slot 3 was still "SELECT 1"
-    conn.execute("DROP TABLE text_checks")
-    conn.close()
-    store = Store(path)
+    old_database(path, 5, placeholders=(3,))  # as written while slot 3 was still "SELECT 1"
+    store = Store(path)  # the upgrade to the current version repairs slot 3
     assert store.schema_version() == SCHEMA_VERSION
-    assert ensure_schema(store) is True
     keeper = ImageKeeper(tmp_path / "images")
     out = kept_output(store, keeper, POSTER, n=1)
     assert store.record_text_check(out, report_of(PASS)) and store.text_check(out).state == PASS
-    assert ensure_schema(store) is False
 
 
 def test_images_needing_a_check_are_those_with_quoted_text(tmp_path):

@@ -16,6 +16,7 @@ from studio.export import file_name, write_zip
 from studio.images import ImageKeeper, read_recipe
 from studio.models import Task, TaskRequest
 from studio.store import GalleryQuery, Store
+from tests.support import sql_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -332,8 +333,8 @@ def test_retry_resends_a_failed_task_once_as_a_new_creative(tmp_path, monkeypatc
         )
         assert again[0].creative_id != "cfail"
         assert clicks.session_state["queue_resent"][sid] == [again[0].id]  # the card shows it was sent
-        spent = store.reader().execute("SELECT COUNT(*) FROM spend WHERE submission_id = ?", (again[0].id,))
-        assert spent.fetchone()[0] == 1
+        spent = sql_rows(store, "SELECT COUNT(*) FROM spend WHERE submission_id = ?", (again[0].id,))
+        assert spent == [(1,)]
     finally:
         core.shutdown()
         st.cache_resource.clear()

@@ -185,19 +185,12 @@ def test_spend_counts_successes_keeps_them_after_delete_and_groups_by_campaign(t
 
 
 def test_a_database_that_skipped_slot_4_gets_the_tables_back(tmp_path):
-    import sqlite3
-
-    from studio.campaign_store import ensure_schema
     from studio.store import SCHEMA_VERSION
+    from tests.support import old_database
 
     path = tmp_path / "studio.db"
-    Store(path).close()
-    conn = sqlite3.connect(path)  # as written while slot 4 was still "SELECT 1"
-    for table in ("campaign_tasks", "campaign_rows", "campaigns", "spend", "prompt_library", "app_settings"):
-        conn.execute(f"DROP TABLE {table}")
-    conn.close()
-    store = Store(path)
+    old_database(path, 5, placeholders=(4,))  # as written while slot 4 was still "SELECT 1"
+    store = Store(path)  # the upgrade to the current version repairs slot 4
     assert store.schema_version() == SCHEMA_VERSION
-    assert ensure_schema(store) is True
     assert Library(store).seed_starters() == 5
-    assert ensure_schema(store) is False
+    assert Library(store).seed_starters() == 0

@@ -7,6 +7,7 @@ import json
 
 from studio.models import MAX_OUTPUTS, Task, TaskRequest
 from studio.store import OUTPUTS_REFUSED, Store
+from tests.support import sql_rows
 
 
 def _report(n: int) -> dict:
@@ -32,6 +33,6 @@ def test_a_report_with_thousands_of_outputs_stores_only_the_cap(tmp_path):
     assert len(store.pending_outputs()) == MAX_OUTPUTS  # what the tracker would download
     refused = [e for e in store.events(sid) if e[0] == OUTPUTS_REFUSED]
     assert refused == [(OUTPUTS_REFUSED, 10.0, f"{5000 - MAX_OUTPUTS} over the cap of {MAX_OUTPUTS}")]
-    raw = json.loads(store.reader().execute("SELECT raw_task FROM submissions").fetchone()[0])
+    raw = json.loads(sql_rows(store, "SELECT raw_task FROM submissions")[0][0])
     assert len(raw["output"]) == MAX_OUTPUTS  # the stored report is cut too, not 5000 links
     store.close()

@@ -27,6 +27,7 @@ from studio.simulator import Simulator
 from studio.simulator.render import render_png
 from studio.store import SCHEMA_VERSION, Store
 from studio.validation import first_problem_by_field, validate_request
+from tests.support import sql_rows
 from tests.test_kit import item
 from tests.test_studio_page import _texts, app  # noqa: F401 (the AppTest fixture)
 from tests.test_tracker import KEY, all_terminal, make_tracker, wait_for
@@ -199,8 +200,8 @@ def test_make_final_resends_a_draft_at_high_quality_priced_as_final(tmp_path):
         assert final.quality == "high" and (final.aspect_ratio, final.resolution) == ("3:1", "4K")
         assert wait_for(all_terminal(store))
         assert store.submission(first[0]).state == "success"
-        unit = store.reader().execute("SELECT unit_micros FROM spend WHERE submission_id=?", (first[0],))
-        assert unit.fetchone()[0] == int(Pricing().unit("4K", "high") * 1_000_000)
+        unit = sql_rows(store, "SELECT unit_micros FROM spend WHERE submission_id=?", (first[0],))
+        assert unit[0][0] == int(Pricing().unit("4K", "high") * 1_000_000)
     finally:
         tracker.stop()
         sim.stop()

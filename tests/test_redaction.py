@@ -16,7 +16,7 @@ from studio.images import ImageKeeper
 from studio.models import TaskRequest
 from studio.store import Store
 from studio.tracker import Tracker
-from tests.support import wait_for
+from tests.support import sql_rows, wait_for
 from tests.test_tracker_faults import Answer, HostileHiAPI, _envelope
 
 KEY = "hk_7f3a9c2e5b1d40"  # 17 characters: short enough to be quoted in a refusal reason
@@ -76,7 +76,7 @@ def test_a_polled_task_echoing_the_key_is_stored_redacted(tmp_path, caplog):
         [sid] = tracker.submit([TaskRequest("a kite", "1:1", "1K")])
         sub = wait_for(lambda: (s := store.submission(sid)).is_terminal and s)
         health = json.dumps(tracker.health())
-        raw = store.reader().execute("SELECT raw_task FROM submissions WHERE id=?", (sid,)).fetchone()[0]
+        raw = sql_rows(store, "SELECT raw_task FROM submissions WHERE id=?", (sid,))[0][0]
         logging.getLogger("studio.test").warning("a line quoting %s", KEY)  # any log line at all
     finally:
         tracker.stop()

@@ -3,8 +3,11 @@
 import sqlite3
 import threading
 
+import pytest
+
 from studio.models import Task, TaskRequest
 from studio.store import REJECTED, SCHEMA_VERSION, SUBMITTING, Store
+from tests.support import old_database, sql_rows
 
 
 def _task(task_id, status, **extra):
@@ -108,22 +111,64 @@ def test_concurrent_writers_do_not_lose_rows(tmp_path):
 
 def test_migrations_from_version_one(tmp_path):
     path = tmp_path / "old.db"
-    # Build a version-1 database by hand, as an older studio left it.
-    from studio import store as store_mod
-
+    old_database(path, 1)  # a version-1 database, as an older studio left it
     conn = sqlite3.connect(path)
-    for stmt in store_mod._split_sql(store_mod._MIGRATIONS[0]):
-        conn.execute(stmt)
     conn.execute(
         "INSERT INTO submissions (creative_id, prompt, aspect_ratio, resolution, model, idempotency_key, state,"
         " created_at) VALUES ('c', 'an old neon sign', '1:1', '1K', 'gpt-image-2', 'k', 'success', 1)"
     )
-    conn.execute("PRAGMA user_version=1")
     conn.commit()
     conn.close()
     store = Store(path)
     assert store.schema_version() == SCHEMA_VERSION
-    rows = (
-        store._conn().execute("SELECT rowid FROM prompt_search WHERE prompt_search MATCH 'neon'").fetchall()
-    )
+    rows = sql_rows(store, "SELECT rowid FROM prompt_search WHERE prompt_search MATCH 'neon'")
     assert len(rows) == 1  # the search index was built for existing rows
+
+
+def test_an_up_to_date_database_runs_no_migration_when_opened(tmp_path):
+    from studio.sqlite import schema
+
+    path = tmp_path / "studio.db"
+    Store(path).close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    ran: list[str] = []
+    conn.set_trace_callback(ran.append)
+    assert schema.migrate(conn, path) == 0
+    assert ran == ["PRAGMA user_version"]  # one look at the version, no DDL
+    conn.close()
+    old_database(tmp_path / "v8.db", 8)
+    conn = sqlite3.connect(tmp_path / "v8.db", isolation_level=None)
+    assert schema.migrate(conn) == 1  # only slot 9
+    conn.close()
+
+
+def test_a_database_from_a_newer_studio_is_refused_untouched(tmp_path):
+    from studio.repositories import DatabaseUnusable, SchemaTooNew
+
+    path = tmp_path / "studio.db"
+    Store(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(SchemaTooNew, match="newer studio"):
+        Store(path)
+    assert sql_rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION + 1,)]
+    (tmp_path / "junk.db").write_bytes(b"not a database at all, just bytes" * 100)
+    with pytest.raises(DatabaseUnusable):
+        Store(tmp_path / "junk.db")
+
+
+@pytest.mark.parametrize("version", [4, 5, 8])
+def test_a_database_that_skipped_slots_3_and_4_gets_their_tables_back(tmp_path, version):
+    """Slots 3 and 4 were placeholders while later ones shipped: upgrading such a file repairs them."""
+    path = tmp_path / "studio.db"
+    old_database(path, version, placeholders=(3, 4))
+    tables = {"text_checks", "campaigns", "campaign_rows", "campaign_tasks", "spend", "prompt_library"}
+    have = {r[0] for r in sql_rows(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert not tables & have
+    store = Store(path)
+    assert store.schema_version() == SCHEMA_VERSION
+    have = {r[0] for r in sql_rows(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert tables <= have
+    store.set_setting("k", "v")  # app_settings came back with slot 4
+    assert store.get_setting("k") == "v"

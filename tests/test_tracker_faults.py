@@ -29,7 +29,7 @@ from studio.models import TaskRequest
 from studio.simulator import Simulator
 from studio.store import NO_OUTPUT, REJECTED, SUBMITTING, Store
 from studio.tracker import IDEMPOTENCY_SAFE_S, Tracker
-from tests.support import ROOT, wait_for
+from tests.support import ROOT, sql_rows, sql_write, wait_for
 
 KEY = "sk-hostile-secret-key-0123456789"
 TASK_ID = "tk-hiapi-01HZTQ8BX2N3GM3YFK4Z9D7VQR"
@@ -267,7 +267,7 @@ def test_unknown_status_and_fields_are_kept_and_shown(hostile, tmp_path, monkeyp
         assert sid in {s.id for s in store.unfinished()}  # not terminal: still followed
     finally:
         tracker.stop()
-    raw = store._conn().execute("SELECT raw_task FROM submissions WHERE id=?", (sid,)).fetchone()[0]
+    raw = sql_rows(store, "SELECT raw_task FROM submissions WHERE id=?", (sid,))[0][0]
     assert json.loads(raw) == data
     at = render_studio(tmp_path, monkeypatch)
     assert "Moderation" in shown(at)  # the status badge, as sent
@@ -417,20 +417,20 @@ def test_downloads_of_a_paid_image_are_retried_until_its_link_expires(sim, tmp_p
         o = wait_for(lambda: (x := store.outputs_for([sid]).get(sid)) and x[0].attempts >= 1 and x[0])
         assert o.state == "pending" and "HTTP 500" in o.error
         # A long history of failures: far past any fixed attempt count.
-        store._write("UPDATE outputs SET attempts=40, next_try_at=0 WHERE id=?", (o.id,))
+        sql_write(store, "UPDATE outputs SET attempts=40, next_try_at=0 WHERE id=?", (o.id,))
         tracker._wake.set()
         o = wait_for(lambda: (x := store.output(o.id)).attempts >= 41 and x)
         assert o.state == "pending"  # its link is valid for days: keep trying
         sim.set_faults(download_fail_rate=0.0)
-        store._write("UPDATE outputs SET next_try_at=0 WHERE id=?", (o.id,))
+        sql_write(store, "UPDATE outputs SET next_try_at=0 WHERE id=?", (o.id,))
         tracker._wake.set()
         assert wait_for(lambda: store.output(o.id).state == "kept")
         # Once the link has expired, a retryable failure becomes final, and says why.
         sim.set_faults(download_fail_rate=1.0)
         [sid2] = tracker.submit([TaskRequest("a second kite", "1:1", "1K")])
         o2 = wait_for(lambda: (x := store.outputs_for([sid2]).get(sid2)) and x[0].attempts >= 1 and x[0])
-        store._write(
-            "UPDATE outputs SET expire_at=?, next_try_at=0 WHERE id=?", (int(time.time()) - 1, o2.id)
+        sql_write(
+            store, "UPDATE outputs SET expire_at=?, next_try_at=0 WHERE id=?", (int(time.time()) - 1, o2.id)
         )
         tracker._wake.set()
         o2 = wait_for(lambda: (x := store.output(o2.id)).state == "failed" and x)

@@ -20,12 +20,11 @@ same columns.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
 from typing import Any
 
 from ..records import TERMINAL_STATES, CreateBudget, OutputRow, Submission, TaskState
+from .db import Database
 
 _SUB_COLS = ", ".join(Submission.__dataclass_fields__)
 _OUT_COLS = ", ".join(OutputRow.__dataclass_fields__)
@@ -42,14 +41,8 @@ def _chunks(ids: Sequence[int], size: int = 500) -> Iterator[list[int]]:
         yield ids[i : i + size]
 
 
-class WorkClaims:
-    """The Store's claim, lease and shared-pacing methods (mixed into `Store`)."""
-
-    def _conn(self) -> sqlite3.Connection:  # Store's
-        raise NotImplementedError
-
-    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:  # Store's
-        raise NotImplementedError
+class WorkClaims(Database):
+    """`WorkClaimRepository` over SQLite: claim, lease and shared-pacing methods (mixed into `Store`)."""
 
     # -- submissions (create and poll work) ------------------------------------
     def claim_due_submissions(

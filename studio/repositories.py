@@ -1,0 +1,392 @@
+"""The persistence seam: one Protocol per aggregate, and the errors any adapter raises.
+
+Contract:
+- Signatures speak records (`studio/records.py`), HiAPI's models and plain
+  types; no connection, cursor or driver type ever crosses this seam, so a use
+  case or a widget never learns which database is behind it.
+- Every adapter (`studio/sqlite/` today) implements every Protocol here and
+  passes `tests/contracts/test_repositories.py` unchanged.
+- A write that must be atomic is one method: recording a click, a campaign
+  launch, a create answer with the callback it outran.
+- Driver errors stay inside the adapter: opening a database that cannot be
+  used raises `DatabaseUnusable` (`SchemaTooNew` when a newer studio wrote it).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Protocol, runtime_checkable
+
+from .models import Task, TaskRequest
+from .records import (
+    Campaign,
+    CampaignRow,
+    CellView,
+    FidelityReport,
+    GalleryItem,
+    GalleryQuery,
+    NewCampaign,
+    OutputRow,
+    SpendLine,
+    SpendRate,
+    Submission,
+    Template,
+    TextCheck,
+)
+
+
+class DatabaseUnusable(Exception):
+    """The database cannot be opened, read or written (damaged, locked, not a database)."""
+
+
+class SchemaTooNew(DatabaseUnusable, RuntimeError):
+    """The database was written by a newer studio; it is refused, never touched."""
+
+
+class NameTaken(ValueError):
+    """A template name is taken by another template (names are unique ignoring case)."""
+
+
+class DatabaseProblem(enum.StrEnum):
+    """What the start-up look at a database file found wrong."""
+
+    UNOPENABLE = "unopenable"
+    LOCKED = "locked"  # another program holds it
+    UNREADABLE = "unreadable"
+    DAMAGED = "damaged"  # not a database, or failed its integrity check
+    UNWRITABLE = "unwritable"
+
+
+# ---------------------------------------------------------------------- submissions
+
+
+@runtime_checkable
+class SubmissionRepository(Protocol):
+    """Requests recorded before they are sent, and what HiAPI answered about them.
+
+    - A click is recorded at most once: `add_click` with a first key already
+      stored writes nothing and returns the first recording's ids with False.
+    - Task state is upserted by task id; terminal states are sticky; a stale
+      report never moves a task back.
+    - A callback for a task id not attached yet is held (`HELD`) while any
+      submission waits for its create answer, and applied by `mark_created`.
+    """
+
+    def add_submission(
+        self, request: TaskRequest, *, idempotency_key: str, creative_id: str, now: float | None = None
+    ) -> int: ...
+
+    def add_click(
+        self,
+        keyed: Sequence[tuple[TaskRequest, str]],
+        *,
+        creative_id: str,
+        spend: SpendRate | None = None,
+        now: float | None = None,
+    ) -> tuple[list[int], bool]: ...
+
+    def mark_created(self, submission_id: int, task_id: str, *, now: float | None = None) -> bool: ...
+
+    def note_attempt(self, submission_id: int, code: str, message: str) -> None: ...
+
+    def note_problem(self, submission_id: int, code: str | None, message: str | None) -> None: ...
+
+    def mark_rejected(
+        self, submission_id: int, code: str, message: str, *, now: float | None = None
+    ) -> None: ...
+
+    def record_task(
+        self,
+        task: Task,
+        *,
+        source: str = "poll",
+        now: float | None = None,
+        finish_estimate: float | None = None,
+    ) -> bool: ...
+
+    def record_callback(self, task: Task, *, now: float | None = None) -> str: ...
+
+    def held_callbacks(self) -> int: ...
+
+    def submission(self, submission_id: int) -> Submission | None: ...
+
+    def submission_by_task(self, task_id: str) -> Submission | None: ...
+
+    def unfinished(self) -> list[Submission]: ...
+
+    def recent(self, limit: int = 40, *, since: float | None = None) -> list[Submission]: ...
+
+    def events(self, submission_id: int) -> list[tuple[str, float, str]]: ...
+
+    def durations(self, resolution: str, limit: int = 50) -> list[float]: ...
+
+    def counts(self) -> dict[str, int]: ...
+
+
+# ---------------------------------------------------------------------- outputs
+
+
+@runtime_checkable
+class OutputRepository(Protocol):
+    """Each image of a successful task: pending until downloaded, then kept or failed.
+
+    A failed try with `retry_at` stays pending (due again then); `retry_at=None` is final.
+    """
+
+    def outputs_for(self, submission_ids: Sequence[int]) -> dict[int, list[OutputRow]]: ...
+
+    def output(self, output_id: int) -> OutputRow | None: ...
+
+    def pending_outputs(self, now: float | None = None) -> list[OutputRow]: ...
+
+    def next_output_due(self) -> float | None: ...
+
+    def output_kept(
+        self,
+        output_id: int,
+        *,
+        sha256: str,
+        width: int,
+        height: int,
+        nbytes: int,
+        now: float | None = None,
+    ) -> None: ...
+
+    def output_failed(self, output_id: int, message: str, *, retry_at: float | None) -> None: ...
+
+
+@runtime_checkable
+class TrashRepository(Protocol):
+    """Trash hides kept outputs; restore undoes it; purge and delete remove for good and
+    return the content hashes no other output uses (the caller removes those blobs)."""
+
+    def trash_outputs(self, output_ids: Sequence[int]) -> list[int]: ...
+
+    def restore_outputs(self, output_ids: Sequence[int]) -> int: ...
+
+    def trashed_outputs(self) -> list[int]: ...
+
+    def purge_trashed(self, output_ids: Sequence[int] | None = None) -> list[str]: ...
+
+    def delete_outputs(self, output_ids: Sequence[int]) -> list[str]: ...
+
+
+# ---------------------------------------------------------------------- gallery
+
+
+@runtime_checkable
+class GalleryRepository(Protocol):
+    """Gallery pages, counts and prompt search (every word a prefix, accents ignored)."""
+
+    def gallery_count(self, q: GalleryQuery) -> int: ...
+
+    def gallery(
+        self, q: GalleryQuery, *, limit: int = 24, offset: int = 0, count: bool = True
+    ) -> tuple[list[GalleryItem], int]: ...
+
+    def gallery_items(self, output_ids: Sequence[int]) -> list[GalleryItem]: ...
+
+    def creative_items(self, creative_id: str) -> list[GalleryItem]: ...
+
+
+@runtime_checkable
+class CollectionRepository(Protocol):
+    """Favourites and named collections of outputs (names unique, adding twice is a no-op)."""
+
+    def set_favourite(self, output_id: int, on: bool) -> None: ...
+
+    def collections(self) -> list[tuple[int, str, int]]: ...
+
+    def add_collection(self, name: str) -> int: ...
+
+    def add_to_collection(self, collection_id: int, output_ids: Sequence[int]) -> None: ...
+
+    def output_collections(self, output_id: int) -> list[str]: ...
+
+
+# ---------------------------------------------------------------------- text checks
+
+
+@runtime_checkable
+class TextCheckRepository(Protocol):
+    """One text-fidelity result per kept image; a newer check replaces the older one."""
+
+    def record_text_check(
+        self, output_id: int, report: FidelityReport, *, now: float | None = None
+    ) -> bool: ...
+
+    def text_checks_for(self, output_ids: Sequence[int]) -> dict[int, TextCheck]: ...
+
+    def text_check(self, output_id: int) -> TextCheck | None: ...
+
+    def text_check_candidate(self, output_id: int) -> tuple[str, str] | None: ...
+
+    def outputs_needing_text_check(
+        self, *, redo_unavailable: bool = False, limit: int = 500
+    ) -> list[int]: ...
+
+
+# ---------------------------------------------------------------------- settings, drafts
+
+
+@runtime_checkable
+class SettingsRepository(Protocol):
+    """App settings as text under a key."""
+
+    def get_setting(self, key: str) -> str | None: ...
+
+    def set_setting(self, key: str, value: str) -> None: ...
+
+    def delete_setting(self, key: str) -> None: ...
+
+
+@runtime_checkable
+class DraftRepository(Protocol):
+    """The unsent draft of each browser, as the JSON text it was saved as."""
+
+    def draft_body(self, draft_id: str) -> str | None: ...
+
+    def save_draft(
+        self, draft_id: str, body: str, *, now: float, prune_before: float | None = None
+    ) -> None: ...
+
+
+# ---------------------------------------------------------------------- campaigns, spend
+
+Cell = tuple[int, TaskRequest, str]  # (row, request, idempotency key)
+
+
+@runtime_checkable
+class CampaignRepository(Protocol):
+    """Campaigns, their rows and cells; a launch (campaign, rows, cells, spend) is one
+    atomic write, at most once per click (the first cell's key decides)."""
+
+    def add_campaign(
+        self, new: NewCampaign, *, unit_micros: int, currency: str, now: float | None = None
+    ) -> int: ...
+
+    def add_campaign_cells_once(
+        self,
+        campaign_id: int,
+        cells: Sequence[Cell],
+        *,
+        unit_micros: int,
+        currency: str,
+        now: float | None = None,
+    ) -> tuple[list[int], bool]: ...
+
+    def launch_campaign_once(
+        self,
+        new: NewCampaign,
+        cells: Sequence[Cell],
+        *,
+        unit_micros: int,
+        currency: str,
+        now: float | None = None,
+    ) -> tuple[int, list[int], bool]: ...
+
+    def update_campaign_row(
+        self, campaign_id: int, idx: int, values: dict[str, str], prompt: str
+    ) -> None: ...
+
+    def set_campaign_state(self, campaign_id: int, state: str) -> None: ...
+
+    def cancel_campaign(
+        self, campaign_id: int, *, message: str, keep: Sequence[int] = (), now: float | None = None
+    ) -> list[int]: ...
+
+    def campaign_gates(
+        self, submission_ids: Sequence[int]
+    ) -> dict[int, tuple[int, int | None, str | None]]: ...
+
+    def campaign_submission_ids(self, campaign_id: int) -> list[int]: ...
+
+    def campaign_cells(self, campaign_id: int) -> list[CellView]: ...
+
+    def campaign(self, campaign_id: int) -> Campaign | None: ...
+
+    def campaigns(self, limit: int = 50) -> list[Campaign]: ...
+
+    def campaign_rows(self, campaign_id: int) -> list[CampaignRow]: ...
+
+    def campaign_kept_items(self, campaign_id: int) -> list[tuple[int, GalleryItem]]: ...
+
+
+@runtime_checkable
+class SpendRepository(Protocol):
+    """The spend ledger: one entry per priced submission, outliving deleted images."""
+
+    def record_spend(
+        self,
+        submission_ids: Sequence[int],
+        *,
+        resolution: str,
+        unit_micros: int,
+        currency: str,
+        now: float | None = None,
+    ) -> None: ...
+
+    def spend_lines(self, by: str = "all", *, limit: int = 60) -> list[SpendLine]: ...
+
+    def campaign_spend(self, campaign_id: int) -> tuple[Decimal, Decimal]: ...
+
+
+@runtime_checkable
+class CampaignBook(CampaignRepository, SpendRepository, Protocol):
+    """What the campaign use cases need: campaigns and their spend."""
+
+
+# ---------------------------------------------------------------------- library
+
+
+@runtime_checkable
+class TemplateRepository(Protocol):
+    """Prompt-library templates, names unique ignoring case; a clash raises `NameTaken`
+    unless `on_conflict` is "skip", "replace" or "rename"."""
+
+    def has_starter(self, key: str) -> bool: ...
+
+    def templates(self, query: str = "", *, limit: int = 500) -> list[Template]: ...
+
+    def template(self, template_id: int) -> Template | None: ...
+
+    def template_by_name(self, name: str) -> Template | None: ...
+
+    def starter_templates(self) -> list[Template]: ...
+
+    def save_template(
+        self, t: Template, *, on_conflict: str | None = None, now: float | None = None
+    ) -> Template: ...
+
+    def delete_template(self, template_id: int) -> bool: ...
+
+
+@runtime_checkable
+class TemplateBook(TemplateRepository, SettingsRepository, Protocol):
+    """What the library needs: templates, and a setting noting the starters were seeded."""
+
+
+# ---------------------------------------------------------------------- all of them
+
+
+@runtime_checkable
+class Repositories(
+    SubmissionRepository,
+    OutputRepository,
+    TrashRepository,
+    GalleryRepository,
+    CollectionRepository,
+    TextCheckRepository,
+    SettingsRepository,
+    DraftRepository,
+    CampaignBook,
+    TemplateRepository,
+    Protocol,
+):
+    """Every aggregate at once: what a database adapter's facade (`studio.sqlite.Store`) provides."""
+
+    def schema_version(self) -> int: ...
+
+    def close(self) -> None: ...
