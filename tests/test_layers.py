@@ -18,6 +18,7 @@ contract protects:
 from __future__ import annotations
 
 import ast
+import re
 from functools import cache
 from pathlib import Path
 
@@ -210,3 +211,145 @@ def test_only_the_adapters_import_the_team_drivers():
         if (driver := under(name, tuple(allowed))) and not under(module_name(path), (allowed[driver],))
     ]
     assert found == []
+
+
+# ---------------------------------------------------------------------- persistence
+
+#: The database adapters: the only packages that may open a connection or write SQL.
+ADAPTERS = ("studio.sqlite", "studio.postgres")
+#: Old import paths kept as re-exports of the adapter.
+SHIMS = ("studio.store",)
+#: SQL as it would be written in a string: a statement's verb and its object.
+SQL = re.compile(
+    r"\bSELECT\b.+\bFROM\b|\bINSERT\s+(OR\s+\w+\s+)?INTO\b|\bUPDATE\s+\w+\s+SET\b|\bDELETE\s+FROM\b"
+    r"|\bCREATE\s+(TABLE|INDEX|TRIGGER|VIRTUAL\s+TABLE)\b|\bDROP\s+TABLE\b|\bALTER\s+TABLE\b|\bPRAGMA\s+\w+",
+    re.IGNORECASE | re.DOTALL,
+)
+#: Everything that runs in the studio (tests, tools and benchmarks look at the file from outside).
+APP_CODE = ("studio", "components", "app_pages", "access")
+APP_FILES = ("server.py", "app.py", "launch.py")
+
+
+def app_sources() -> list[Path]:
+    return [p for folder in APP_CODE for p in sources(folder)] + [
+        ROOT / f for f in APP_FILES if (ROOT / f).exists()
+    ]
+
+
+def _strings(path: Path) -> list[tuple[int, str]]:
+    """Every string literal in `path` but docstrings (f-strings by their constant parts), with its line."""
+    tree = ast.parse(path.read_text(), str(path))
+    skip = _docstrings(tree)
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
+            found.append((node.lineno, node.value))
+        elif isinstance(node, ast.JoinedStr):
+            text = "".join(v.value if isinstance(v, ast.Constant) else " x " for v in node.values)
+            found.append((node.lineno, text))
+    return found
+
+
+def test_the_sql_pattern_finds_sql_and_only_sql():
+    """The detector itself: one that matched nothing would pass the contract below."""
+    for sql in (
+        "SELECT id FROM outputs WHERE state = 'kept'",
+        "INSERT OR IGNORE INTO spend (a) VALUES (?)",
+        "UPDATE campaigns SET state = ?",
+        "DELETE FROM drafts WHERE updated_at < ?",
+        "CREATE TABLE IF NOT EXISTS x (a)",
+        "PRAGMA user_version",
+    ):
+        assert SQL.search(sql), sql
+    for prose in (
+        "Select the images to delete.",
+        "Update the settings",
+        "Created from a template",
+        "selected",
+    ):
+        assert not SQL.search(prose), prose
+    assert any(SQL.search(text) for _, text in _strings(ROOT / "studio" / "sqlite" / "campaigns.py"))
+
+
+def test_no_module_outside_a_database_adapter_opens_a_connection_or_writes_sql():
+    found = []
+    for path in app_sources():
+        name = module_name(path)
+        if under(name, ADAPTERS):
+            continue
+        found += [
+            f"{name} imports {m}"
+            for m in sorted(imports_of(path))
+            if under(m, ("sqlite3", "psycopg", "sqlalchemy"))
+        ]
+        found += [f"{name}:{line} has SQL {text[:60]!r}" for line, text in _strings(path) if SQL.search(text)]
+    assert found == []
+
+
+def test_no_connection_crosses_the_repository_seam():
+    """The Protocols speak records and plain types: the seam module imports no driver or adapter."""
+    names = imports_of(ROOT / "studio" / "repositories.py")
+    assert not [n for n in names if under(n, (*ADAPTERS, *SHIMS, "sqlite3"))]
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1 or v in graph.get(v, ()):
+                out.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def studio_import_graph() -> dict[str, set[str]]:
+    """studio module -> the studio modules it imports (packages as their `__init__`).
+
+    Old-path shims stay in: a module importing `studio.store` depends on the adapter behind it.
+    """
+    files = {module_name(p): p for p in sources("studio")}
+    graph: dict[str, set[str]] = {}
+    for me, path in files.items():
+        targets = set()
+        for name in imports_of(path):
+            target = name if name in files else name.rsplit(".", 1)[0]
+            if target in files and target != me:
+                targets.add(target)
+        graph[me] = targets
+    return graph
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_among_studio_modules():
+    graph = studio_import_graph()
+    assert "studio.sqlite.store" in graph and graph["studio.sqlite.store"]  # the graph was read
+    assert _cycles(graph) == []
