@@ -18,7 +18,7 @@ from components.gallery import (
 )
 from components.lightbox import open_lightbox
 from components.services import get_services
-from studio.store import GalleryQuery
+from studio.records import GalleryQuery
 
 services = get_services()
 st.title("Gallery")

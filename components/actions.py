@@ -20,9 +20,9 @@ from components.services import get_services
 from studio.errors import HiAPIError
 from studio.models import TaskRequest
 from studio.pricing import QUALITY_NAMES, to_micros
+from studio.records import SpendRate
 from studio.references import reference_names
 from studio.services import Services
-from studio.store import SpendRate
 
 RESENT = "queue_resent"  # submission id -> the new submission ids, or an error sentence
 

@@ -6,7 +6,7 @@ import streamlit as st
 
 from components.text import literal
 from studio.fidelity import ERROR, MISMATCH, PASS, UNAVAILABLE, wanted_strings
-from studio.store import TextCheck
+from studio.records import TextCheck
 
 
 def passes_label(n: int) -> str:

@@ -39,8 +39,9 @@ from studio.export import file_name, images_zip_name, write_zip
 from studio.fidelity import MISMATCH, PASS
 from studio.images import read_recipe
 from studio.ratios import RATIO_NAMES, RESOLUTIONS
+from studio.records import GalleryItem, GalleryQuery, TextCheck
 from studio.references import reference_names
-from studio.store import GalleryItem, GalleryQuery, Store, TextCheck
+from studio.repositories import Repositories as Store
 
 PAGE_SIZE = 24  # a page of the paged view (the scroll view fetches WINDOW at a time)
 WINDOW = 60  # items the script hands the grid, and a fetched page of the scroll view

@@ -24,8 +24,8 @@ from components.text import literal
 from studio import routes
 from studio.export import file_name
 from studio.pricing import QUALITY_NAMES
+from studio.records import GalleryItem
 from studio.references import reference_names
-from studio.store import GalleryItem
 
 LIGHTBOX = "gallery_lightbox"  # the output id shown
 SEQUENCE = "gallery_lightbox_seq"  # the ids Previous/Next step through

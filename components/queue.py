@@ -35,19 +35,20 @@ from studio.fidelity import ERROR, UNAVAILABLE, wanted_strings
 from studio.models import TaskStatus
 from studio.pricing import QUALITY_NAMES
 from studio.ratios import RATIOS
-from studio.records import is_cancelled
-from studio.references import reference_names
-from studio.store import (
+from studio.records import (
     NO_OUTPUT,
-    REJECTED,
-    SUBMITTING,
-    TRASHED,
     GalleryItem,
     OutputRow,
-    Store,
+    OutputState,
     Submission,
+    TaskState,
     TextCheck,
+    is_cancelled,
 )
+from studio.references import reference_names
+from studio.repositories import Repositories as Store
+
+REJECTED, SUBMITTING, TRASHED = TaskState.REJECTED, TaskState.SUBMITTING, OutputState.TRASHED
 
 STATUS_LABEL = {
     SUBMITTING: ("Sending", "gray", ":material/upload:"),

@@ -26,7 +26,7 @@ from studio.models import TaskRequest
 from studio.output_storage import storage_value
 from studio.pricing import Pricing, to_micros
 from studio.ratios import EXT_ROUTE, combination_problem
-from studio.store import SpendRate
+from studio.records import SpendRate
 from studio.validation import first_problem_by_field, validate_request
 
 ERRORS = "submit_errors"

@@ -31,8 +31,8 @@ from pathlib import Path
 
 from .blob_keys import EXPORTS, export_key, new_token, original_key, token_expired, token_of
 from .blobs import BlobStore, move_into, scratch_dir
+from .records import GalleryItem
 from .references import reference_names
-from .store import GalleryItem
 
 #: How long an export link works; `sweep_exports` removes older files.
 EXPORT_LIFETIME_S = 3600.0

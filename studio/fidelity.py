@@ -59,6 +59,7 @@ from PIL import Image, ImageOps
 
 from .quotes import fold, wanted_strings  # re-exported: fold and wanted_strings lived here
 from .records import FidelityReport, StringCheck, TextCheckState  # re-exported: the checker's vocabulary
+from .repositories import TextCheckRepository
 
 log = logging.getLogger("studio.fidelity")
 
@@ -372,14 +373,14 @@ class FidelityChecker:
     """Checks kept images in the background and records the result in the store.
 
     `submit(output_id)` is the tracker's hook (cheap, never blocks: it only
-    queues); one worker thread does the reading. `store` needs
-    `text_check_candidate`, `record_text_check` and `outputs_needing_text_check`;
-    `open_image(sha256)` opens a kept image (without it nothing is checked).
+    queues); one worker thread does the reading; results go to a `TextCheckRepository`
+    (the backfill's lease too); `open_image(sha256)` opens a kept image (without it
+    nothing is checked).
     """
 
     def __init__(
         self,
-        store: Any,
+        store: TextCheckRepository,
         reader: TextReader | None = None,
         *,
         threshold: float = DEFAULT_THRESHOLD,

@@ -29,9 +29,11 @@ from typing import Any
 
 from . import errors as E
 from . import events as ev
+from .callbacks import CallbackOutcome
 from .campaign_store import PAUSED, RUNNING, CampaignStore, NewCampaign
 from .models import Callback, Task, TaskRequest, TaskStatus
-from .store import CallbackOutcome, SpendRate, Store, click_keys
+from .records import SpendRate, click_keys
+from .repositories import Repositories
 
 DEFAULT_MAX_ACTIVE = 8
 #: The create budget's name when no key is given (tests, tools): one budget for the database.
@@ -88,7 +90,7 @@ class Intake:
 
     def __init__(
         self,
-        store: Store,
+        store: Repositories,
         *,
         callback_url: str | None = None,
         clock: Callable[[], float] = time.time,

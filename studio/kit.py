@@ -54,7 +54,7 @@ from .blobs import BlobNotFound, BlobStore, move_into, scratch_dir
 from .errors import redact
 from .export import EXPORT_LIFETIME_S, csv_safe, slug
 from .images import RECIPE_CHUNK, read_recipe
-from .store import GalleryItem
+from .records import GalleryItem
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Protocol
 
 from .ratios import RESOLUTIONS
 from .validation import QUALITIES, Problem
@@ -208,7 +208,17 @@ def defaults_from(env_values: Mapping[str, str | None]) -> tuple[Pricing, list[P
     return replace(pricing, from_user=given), problems
 
 
-def load(store: Any, defaults: Pricing) -> Pricing:
+class SettingStore(Protocol):
+    """Where prices are saved: `repositories.SettingsRepository` (not imported: the records import this module)."""
+
+    def get_setting(self, key: str) -> str | None: ...
+
+    def set_setting(self, key: str, value: str) -> None: ...
+
+    def delete_setting(self, key: str) -> None: ...
+
+
+def load(store: SettingStore, defaults: Pricing) -> Pricing:
     """What Settings saved (if anything) over the defaults."""
     raw = store.get_setting(SETTINGS_KEY)
     if not raw:
@@ -221,9 +231,9 @@ def load(store: Any, defaults: Pricing) -> Pricing:
     return replace(pricing, from_user=True)
 
 
-def save(store: Any, pricing: Pricing) -> None:
+def save(store: SettingStore, pricing: Pricing) -> None:
     store.set_setting(SETTINGS_KEY, pricing.to_json())
 
 
-def reset(store: Any) -> None:
+def reset(store: SettingStore) -> None:
     store.delete_setting(SETTINGS_KEY)

@@ -69,6 +69,8 @@ class TextCheckState(enum.StrEnum):
 
 
 CANCELLED = "CANCELLED"  # error_code of a cell cancelled before it was sent
+NO_OUTPUT = "NO_OUTPUT"  # error_code of a success that carried no usable image link
+OUTPUTS_REFUSED = "outputs_refused"  # task event: a report listed more outputs than MAX_OUTPUTS
 
 
 def is_cancelled(state: str, error_code: str | None) -> bool:
@@ -217,6 +219,12 @@ class GalleryQuery:
     newest_first: bool = True
     status: str = "kept"  # kept | failed | all (in-flight work is in the Studio queue)
     text_mismatch: bool = False  # only images whose text check found a wanted string missing or misspelled
+
+
+def click_keys(token: str, n: int) -> list[str]:
+    """The idempotency keys of one click's `n` creates: derived from its token, so every
+    recording or resend of the click carries the same keys (HiAPI replays, never re-bills)."""
+    return [f"{token}-{i}" for i in range(n)]
 
 
 @dataclass(frozen=True)

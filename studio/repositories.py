@@ -24,6 +24,7 @@ from .records import (
     Campaign,
     CampaignRow,
     CellView,
+    CreateBudget,
     FidelityReport,
     GalleryItem,
     GalleryQuery,
@@ -125,6 +126,64 @@ class SubmissionRepository(Protocol):
     def counts(self) -> dict[str, int]: ...
 
 
+# ---------------------------------------------------------------------- claims
+
+
+@runtime_checkable
+class LeaseRepository(Protocol):
+    """Named leases guarding one-off jobs (the text-check backfill): one holder at a time."""
+
+    def take_lease(self, name: str, holder: str, lease_s: float, now: float) -> bool: ...
+
+    def release_lease(self, name: str, holder: str) -> None: ...
+
+
+@runtime_checkable
+class WorkClaimRepository(LeaseRepository, Protocol):
+    """Work is claimed, not assumed: a claim with a lease on each submission and output;
+    an expired lease is claimable by any worker; the create budget is shared per HiAPI key."""
+
+    def claim_due_submissions(
+        self, worker_id: str, lease_s: float, now: float, limit: int
+    ) -> list[Submission]: ...
+
+    def renew_submission_leases(
+        self, worker_id: str, ids: Sequence[int], lease_s: float, now: float
+    ) -> set[int]: ...
+
+    def release_submissions(self, worker_id: str, ids: Sequence[int] | None = None) -> None: ...
+
+    def begin_create(self, submission_id: int, now: float) -> bool: ...
+
+    def in_flight_count(self) -> int: ...
+
+    def claimed_by(self, submission_id: int) -> tuple[str | None, float | None]: ...
+
+    def forget_claims(self) -> None: ...
+
+    def claim_due_outputs(
+        self, worker_id: str, lease_s: float, now: float, limit: int
+    ) -> list[OutputRow]: ...
+
+    def renew_output_leases(
+        self, worker_id: str, ids: Sequence[int], lease_s: float, now: float
+    ) -> set[int]: ...
+
+    def release_outputs(self, worker_id: str, ids: Sequence[int] | None = None) -> None: ...
+
+    def create_budget(self, key_hash: str, default_max_active: int) -> CreateBudget: ...
+
+    def set_create_limit(self, key_hash: str, max_active: int, now: float) -> CreateBudget: ...
+
+    def hold_creates(
+        self, key_hash: str, until: float, default_max_active: int, now: float
+    ) -> CreateBudget: ...
+
+    def note_create_accepted(self, key_hash: str, now: float) -> CreateBudget | None: ...
+
+    def data_version(self) -> int: ...
+
+
 # ---------------------------------------------------------------------- outputs
 
 
@@ -210,8 +269,9 @@ class CollectionRepository(Protocol):
 
 
 @runtime_checkable
-class TextCheckRepository(Protocol):
-    """One text-fidelity result per kept image; a newer check replaces the older one."""
+class TextCheckRepository(LeaseRepository, Protocol):
+    """One text-fidelity result per kept image; a newer check replaces the older one
+    (with the lease that lets one process run the backfill)."""
 
     def record_text_check(
         self, output_id: int, report: FidelityReport, *, now: float | None = None
@@ -374,6 +434,7 @@ class TemplateBook(TemplateRepository, SettingsRepository, Protocol):
 @runtime_checkable
 class Repositories(
     SubmissionRepository,
+    WorkClaimRepository,
     OutputRepository,
     TrashRepository,
     GalleryRepository,

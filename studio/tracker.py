@@ -61,10 +61,10 @@ from . import events as ev
 from .campaign_store import CANCELLED_STATE, PAUSED
 from .intake import DEFAULT_MAX_ACTIVE, Health, Intake, check_click_token  # noqa: F401 (re-exported)
 from .models import TaskStatus
-from .records import CreateBudget
+from .records import CreateBudget, Submission
 from .references import reference_names
+from .repositories import Repositories
 from .schedule import DEFAULT_EXPECTED, DurationHistory, next_check_delay
-from .store import Store, Submission
 
 if TYPE_CHECKING:  # images pulls in Pillow; the tracker only needs the name for typing
     from .images import KeptImage
@@ -202,7 +202,7 @@ class Tracker(Intake):
 
     def __init__(
         self,
-        store: Store,
+        store: Repositories,
         client: Any,  # HiAPIClient: create_task / get_task
         keeper: Keeper | None,  # None: nothing is downloaded
         *,

@@ -6,7 +6,7 @@ Contract:
   out. Rows and files stay, so `undo(token)` within `window_s` seconds puts
   them back untouched (favourites, collections and text checks included).
 - When the window passes, a timer thread deletes the rows and the files no
-  other output uses, for good (`Store.purge_trashed`, `ImageKeeper.delete`).
+  other output uses, for good (`TrashRepository.purge_trashed`, `ImageKeeper.delete`).
 - A server that stops inside the window ends it: `close()` purges what is
   still trashed, and `purge_all()` at start-up purges what a crash left.
 - Undo and purge of one deletion are serialised, so a late Undo either
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .images import ImageKeeper
-from .store import Store
+from .repositories import TrashRepository
 
 log = logging.getLogger("studio.trash")
 
@@ -44,7 +44,9 @@ class Deletion:
 
 
 class Trash:
-    def __init__(self, store: Store, keeper: ImageKeeper, *, window_s: float = UNDO_WINDOW_S) -> None:
+    def __init__(
+        self, store: TrashRepository, keeper: ImageKeeper, *, window_s: float = UNDO_WINDOW_S
+    ) -> None:
         self.store = store
         self.keeper = keeper
         self.window_s = window_s

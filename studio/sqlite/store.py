@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from ..callbacks import CallbackOutcome  # the receiver's vocabulary; re-exported for the tracker
 from ..records import (  # the records and states live there; re-exported so `from .store import …` keeps working
+    NO_OUTPUT,
+    OUTPUTS_REFUSED,
     TERMINAL_STATES,
     FidelityReport,
     GalleryItem,
@@ -38,6 +40,7 @@ from ..records import (  # the records and states live there; re-exported so `fr
     Submission,
     TaskState,
     TextCheck,
+    click_keys,
 )
 from .campaigns import CampaignRows
 from .claims import WorkClaims
@@ -49,12 +52,9 @@ from .schema import SCHEMA_VERSION
 from .settings import SettingRows
 from .submissions import (
     HELD_CALLBACK_TTL,
-    NO_OUTPUT,
-    OUTPUTS_REFUSED,
     REJECTED,
     SUBMITTING,
     SubmissionRows,
-    click_keys,
 )
 from .text_checks import TextCheckRows
 

@@ -30,13 +30,18 @@ from typing import Any, overload
 from ..callbacks import CallbackOutcome
 from ..errors import redact, redact_deep
 from ..models import MAX_OUTPUTS, Output, Task, TaskRequest, TaskStatus, capped_output_items
-from ..records import TERMINAL_STATES, SpendRate, Submission, TaskState
+from ..records import (  # click_keys re-exported
+    NO_OUTPUT,
+    OUTPUTS_REFUSED,
+    TERMINAL_STATES,
+    SpendRate,
+    Submission,
+    TaskState,
+)
 from .db import Database
 
 SUBMITTING = TaskState.SUBMITTING
 REJECTED = TaskState.REJECTED
-NO_OUTPUT = "NO_OUTPUT"  # error_code of a success that carried no usable image link
-OUTPUTS_REFUSED = "outputs_refused"  # task event: a report listed more outputs than MAX_OUTPUTS
 _RANK = {SUBMITTING: 0, TaskStatus.QUEUED: 1, TaskStatus.HANDLING: 2, TaskStatus.ARCHIVING: 3}
 # A held callback is useless once a resend can no longer replay its task
 # (HiAPI keeps idempotency keys about 24 h); older ones are pruned.
@@ -330,12 +335,6 @@ class SubmissionRows(Database):
     def counts(self) -> dict[str, int]:
         rows = self._conn().execute("SELECT state, COUNT(*) FROM submissions GROUP BY state")
         return {r[0]: r[1] for r in rows}
-
-
-def click_keys(token: str, n: int) -> list[str]:
-    """The idempotency keys of one click's `n` creates: derived from its token, so every
-    recording or resend of the click carries the same keys (HiAPI replays, never re-bills)."""
-    return [f"{token}-{i}" for i in range(n)]
 
 
 def insert_submission(

@@ -42,6 +42,7 @@ from studio.repositories import (
     TemplateRepository,
     TextCheckRepository,
     TrashRepository,
+    WorkClaimRepository,
 )
 from studio.sqlite.store import Store
 
@@ -89,8 +90,7 @@ def kept(
     out = repos.outputs_for([sid])[sid]
     for o in out:
         repos.output_kept(
-            o.id, sha256=f"{key}{o.idx}".ljust(64, "0"), path=f"/x/{key}{o.idx}.png",
-            thumb_path=f"/t/{key}{o.idx}.png", width=1024, height=1024, nbytes=1234, now=now + 3,
+            o.id, sha256=f"{key}{o.idx}".ljust(64, "0"), width=1024, height=1024, nbytes=1234, now=now + 3,
         )  # fmt: skip
     return [o.id for o in out]
 
@@ -100,6 +100,7 @@ def test_the_adapter_implements_every_protocol(repos: Repositories) -> None:
         SubmissionRepository,
         OutputRepository,
         TrashRepository,
+        WorkClaimRepository,
         GalleryRepository,
         CollectionRepository,
         TextCheckRepository,
@@ -218,9 +219,7 @@ def test_outputs_are_pending_then_kept_failed_or_due_again(repos: Repositories) 
     a, b, c = repos.outputs_for([sid])[sid]
     assert [o.state for o in (a, b, c)] == [OutputState.PENDING] * 3 and a.url.endswith("/0.png")
     assert [o.id for o in repos.pending_outputs(now=0.0)] == [a.id, b.id, c.id]
-    repos.output_kept(
-        a.id, sha256="f" * 64, path="/x/a.png", thumb_path="/t/a.png", width=8, height=6, nbytes=99, now=1.0
-    )
+    repos.output_kept(a.id, sha256="f" * 64, width=8, height=6, nbytes=99, now=1.0)
     repos.output_failed(b.id, "HTTP 500", retry_at=100.0)
     repos.output_failed(c.id, "gone for good", retry_at=None)
     ka, kb, kc = (repos.output(o.id) for o in (a, b, c))
@@ -316,7 +315,7 @@ def test_trash_restore_and_purge(repos: Repositories) -> None:
 def test_a_file_shared_by_two_outputs_is_kept_until_the_last_goes(repos: Repositories) -> None:
     [a] = kept(repos, "one", key="a")
     [b] = kept(repos, "two", key="b")
-    repos.output_kept(b, sha256="a0".ljust(64, "0"), path="/x", thumb_path="/t", width=1, height=1, nbytes=1)
+    repos.output_kept(b, sha256="a0".ljust(64, "0"), width=1, height=1, nbytes=1)
     assert repos.delete_outputs([a]) == []
     assert repos.delete_outputs([b]) == ["a0".ljust(64, "0")]
 
@@ -337,7 +336,7 @@ def test_text_checks_are_replaced_by_the_newest_and_go_with_their_image(repos: R
     [quoted] = kept(repos, 'Poster "SUMMER DROP"', key="q")
     [plain] = kept(repos, "A quiet lake, don't you think", key="p")
     assert repos.outputs_needing_text_check() == [quoted]  # only prompts that quote text
-    assert repos.text_check_candidate(quoted) == ('Poster "SUMMER DROP"', "/x/q0.png")
+    assert repos.text_check_candidate(quoted) == ('Poster "SUMMER DROP"', "q0".ljust(64, "0"))
     assert repos.record_text_check(quoted, check_report(TextCheckState.MISMATCH, False), now=1.0)
     assert [i.output_id for i in repos.gallery(GalleryQuery(text_mismatch=True))[0]] == [quoted]
     assert repos.record_text_check(quoted, check_report(TextCheckState.PASS, True), now=2.0)
@@ -506,3 +505,32 @@ def test_drafts_are_kept_as_written_and_old_ones_pruned(repos: Repositories) -> 
     assert repos.draft_body("nobody") is None
     repos.save_draft("new", "{}", now=40.0, prune_before=15.0)
     assert repos.draft_body("old") is None and repos.draft_body("mine") is not None
+
+
+# ---------------------------------------------------------------------- claims and leases
+
+
+def test_work_is_claimed_with_a_lease_and_taken_over_after_it(repos: Repositories) -> None:
+    a = repos.add_submission(TaskRequest("a"), idempotency_key="a", creative_id="c")
+    b = repos.add_submission(TaskRequest("b"), idempotency_key="b", creative_id="c")
+    assert [s.id for s in repos.claim_due_submissions("w1", 30.0, now=100.0, limit=1)] == [a]
+    assert [s.id for s in repos.claim_due_submissions("w2", 30.0, now=101.0, limit=5)] == [b]  # a is held
+    assert repos.claimed_by(a) == ("w1", 130.0)
+    assert repos.renew_submission_leases("w1", [a, b], 30.0, now=110.0) == {a}  # b is not w1's
+    assert [s.id for s in repos.claim_due_submissions("w2", 30.0, now=139.0, limit=5)] == [
+        b
+    ]  # a renewed to 140
+    assert [s.id for s in repos.claim_due_submissions("w2", 30.0, now=141.0, limit=5)] == [a]  # lease lapsed
+    assert repos.renew_submission_leases("w1", [a], 30.0, now=142.0) == set()  # w1 learns it lost a
+    repos.release_submissions("w2")
+    assert repos.claimed_by(a)[0] is None
+
+
+def test_named_leases_have_one_holder_at_a_time(repos: Repositories) -> None:
+    assert repos.take_lease("backfill", "p1", 60.0, now=0.0)
+    assert not repos.take_lease("backfill", "p2", 60.0, now=30.0)
+    assert repos.take_lease("backfill", "p2", 60.0, now=61.0)  # p1's lapsed
+    repos.release_lease("backfill", "p1")  # not p1's any more: nothing happens
+    assert not repos.take_lease("backfill", "p3", 60.0, now=62.0)
+    repos.release_lease("backfill", "p2")
+    assert repos.take_lease("backfill", "p3", 60.0, now=63.0)
