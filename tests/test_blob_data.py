@@ -22,7 +22,7 @@ from studio.export import write_zip
 from studio.images import ImageKeeper
 from studio.kit import write_kit
 from studio.models import TaskRequest
-from studio.sqlite import store as store_mod
+from studio.sqlite import schema
 from studio.store import SCHEMA_VERSION, GalleryQuery, Store
 from tests.support import StudioServer, wait_for
 
@@ -52,8 +52,8 @@ def _schema_9(data, keeper: ImageKeeper) -> list[str]:
     """A data folder as a schema-9 studio left it: files on disk, absolute paths in the rows."""
     db = data / "studio.db"
     conn = sqlite3.connect(db)
-    for migration in store_mod._MIGRATIONS[:9]:
-        for stmt in store_mod._split_sql(migration):
+    for migration in schema.MIGRATIONS[:9]:
+        for stmt in schema.split_sql(migration):
             conn.execute(stmt)
     shas = []
     for n in range(3):
