@@ -1,4 +1,4 @@
-"""The studio's tables on PostgreSQL: the SQLite migrations (`studio/sqlite/store.py`),
+"""The studio's tables on PostgreSQL: the SQLite migrations (`studio/sqlite/schema.py`),
 translated one for one and numbered the same, so migration N means the same change on both.
 
 Contract:
