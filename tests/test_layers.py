@@ -219,6 +219,9 @@ WRITES_BY_RECEIVER: dict[str, frozenset[str]] = {
     "tracker": frozenset(
         {"submit", "submit_campaign", "launch_campaign", "follow", "set_max_active", "ingest_callback"}
     ),
+    "intake": frozenset(
+        {"submit", "submit_campaign", "launch_campaign", "set_max_active", "ingest_callback"}
+    ),
     "trash": frozenset({"delete", "undo", "purge_all"}),
     "kits": frozenset({"start"}),
     "references": frozenset({"add"}),  # the reference shelf
@@ -295,6 +298,7 @@ def test_the_write_finder_sees_each_kind_of_direct_write():
     source = (
         "from studio.pricing import save as save_pricing\n"
         "services.tracker.submit(reqs, click_token=t)\n"
+        "services.intake.set_max_active(3)\n"
         "get_services().store.add_collection('x')\n"
         "services.store.set_setting('k', 'v')\n"
         "book().update_row(1, 2, {}, 'p')\n"
@@ -308,6 +312,7 @@ def test_the_write_finder_sees_each_kind_of_direct_write():
         [
             "imports studio.pricing.save",
             "tracker.submit",
+            "intake.set_max_active",
             "store.add_collection",
             "store.set_setting",
             "book.update_row",
