@@ -227,6 +227,7 @@ WRITES_BY_RECEIVER: dict[str, frozenset[str]] = {
     "references": frozenset({"add"}),  # the reference shelf
     "shelf": frozenset({"add"}),
     "keeper": frozenset({"fetch", "keep_bytes", "delete"}),
+    "blobs": frozenset({"put", "delete"}),
 }
 #: Store and campaign-book methods that write, by prefix (add_click, set_setting, record_spend, …).
 STORE_RECEIVERS = frozenset({"store", "book", "campaigns"})
