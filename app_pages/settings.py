@@ -6,11 +6,18 @@ import streamlit as st
 
 from components.services import get_services
 from components.text import literal
-from studio.output_storage import PRICE_NOTE, set_persistent, storage_value
-from studio.pricing import MAX_ACTIVE_LIMIT, QUALITY_NAMES, SETTINGS_KEY, build, price_key, price_label
-from studio.pricing import reset as reset_pricing
-from studio.pricing import save as save_pricing
+from studio.output_storage import PRICE_NOTE, storage_value
+from studio.pricing import (
+    MAX_ACTIVE_LIMIT,
+    QUALITY_NAMES,
+    SETTINGS_KEY,
+    Pricing,
+    build,
+    price_key,
+    price_label,
+)
 from studio.ratios import RESOLUTIONS
+from studio.usecases import apply_settings, set_output_storage
 
 SAVED_FLASH = "settings_saved"
 
@@ -46,6 +53,7 @@ def prices_and_limits() -> None:
     """The price table (per resolution), when to ask before generating, and tasks at once."""
     st.subheader("Prices and limits")
     pricing = services.pricing
+    defaults = services.pricing_defaults or Pricing()
     if not pricing.from_user:
         st.warning(
             "These prices are placeholders, not HiAPI's: HiAPI publishes prices only on its pricing page. "
@@ -90,8 +98,7 @@ def prices_and_limits() -> None:
             for p in problems:
                 st.error(literal(p.message), icon=":material/error:")
         else:
-            save_pricing(services.store, new)
-            services.intake.set_max_active(new.max_active)
+            apply_settings(services.store, services.intake, new, defaults=defaults)
             # Shown after the rerun below (a message written now would vanish with it).
             st.session_state[SAVED_FLASH] = "Saved prices and limits."
             st.rerun()
@@ -100,8 +107,7 @@ def prices_and_limits() -> None:
         with st.container(key="pricing_saved"):
             st.success(flash, icon=":material/check:")
     if services.store.get_setting(SETTINGS_KEY) and st.button("Reset to defaults", key="pricing_reset"):
-        reset_pricing(services.store)
-        services.intake.set_max_active(services.pricing.max_active)
+        apply_settings(services.store, services.intake, None, defaults=defaults)
         st.rerun()
 
 
@@ -120,7 +126,7 @@ def output_storage() -> None:
     )
     st.caption(PRICE_NOTE)
     if new != on:
-        set_persistent(services.store, new)
+        set_output_storage(services.store, new)
         st.rerun()
 
 

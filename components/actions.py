@@ -2,8 +2,8 @@
 
 `resend` is what a queue card's Retry calls. It builds the request from the
 stored submission (prompt, ratio, resolution, model, quality, background and
-storage as first sent) and hands it
-to the tracker as a new creative, priced like Generate, under the click token
+storage as first sent, in `studio.usecases.send_again`) as a new creative,
+priced like Generate, under the click token
 bound when the button was drawn (`retry_token`): a double click, or a rerun
 that calls the callback twice, records one submission and one spend.
 `make_final` is the same path for a draft's "Make final": its recipe at Final
@@ -18,11 +18,9 @@ import streamlit as st
 
 from components.services import get_services
 from studio.errors import HiAPIError
-from studio.models import TaskRequest
-from studio.pricing import QUALITY_NAMES, to_micros
-from studio.records import SpendRate
-from studio.references import reference_names
+from studio.pricing import QUALITY_NAMES
 from studio.services import Services
+from studio.usecases import send_again as send_recipe_again
 
 RESENT = "queue_resent"  # submission id -> the new submission ids, or an error sentence
 
@@ -75,36 +73,20 @@ def send_again(
 
     `quality` overrides the stored one (Make final); the rest is the recipe as stored.
     """
-    sub = services.store.submission(submission_id)
-    if sub is None:
-        done[submission_id] = "This task is gone (deleted); nothing was sent."
-        return []
-    refs: tuple[str, ...] = ()
-    if sub.references:  # signed URLs expire: the same kept references, signed anew
-        from components.submit import reference_urls
+    from components.submit import reference_urls
 
-        found = reference_urls(reference_names(sub.references))
-        if isinstance(found, str):
-            done[submission_id] = found
-            return []
-        refs = found
-    quality = quality or sub.quality
-    request = TaskRequest(
-        sub.prompt,
-        sub.aspect_ratio,
-        sub.resolution,
-        sub.model,
-        references=refs,
-        quality=quality,
-        background=None if quality else sub.background,  # `ext` takes no background
-        storage=sub.storage,
-    )
-    pricing = services.pricing
-    rate = SpendRate(sub.resolution, to_micros(pricing.unit(sub.resolution, quality)), pricing.currency)
     try:
-        ids = services.intake.submit([request], click_token=token, spend=rate)
+        sent = send_recipe_again(
+            services.store,
+            services.intake,
+            services.pricing,
+            submission_id,
+            click_token=token,
+            sign=lambda names: reference_urls(names, services),
+            quality=quality,
+        )
     except (HiAPIError, ValueError) as exc:
         done[submission_id] = getattr(exc, "message", None) or str(exc)
         return []
-    done[submission_id] = ids
-    return ids
+    done[submission_id] = sent
+    return sent if isinstance(sent, list) else []

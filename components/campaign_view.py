@@ -16,10 +16,9 @@ from components.services import get_services, image_url, show_image
 from components.submit import FOCUS, reference_urls
 from components.text import literal
 from studio import routes
-from studio.campaign_store import Campaign, CampaignStore, resubmit
-from studio.export import campaign_manifest_rows, campaign_zip_name, write_zip
+from studio.campaign_store import Campaign, CampaignStore
 from studio.pricing import format_money
-from studio.references import reference_names
+from studio.usecases import export_campaign, resubmit_campaign
 
 GRID_ROWS = 10
 _STATUS = {
@@ -159,22 +158,15 @@ def _failed_rows(c: Campaign) -> None:
                 # click is replayed by overlapping reruns.
                 failed = ",".join(str(x.submission_id) for x in sorted(cells, key=lambda x: x.submission_id))
                 token = f"resub-{c.id}-" + hashlib.sha256(failed.encode()).hexdigest()[:24]
-                # The campaign's references, signed anew: the links it was first sent with expire.
-                first = services.store.submission(min(x.submission_id for x in cells))
-                refs: tuple[str, ...] = ()
-                if first is not None and first.references:
-                    found = reference_urls(reference_names(first.references))
-                    if isinstance(found, str):
-                        raise ValueError(found)
-                    refs = found
-                ids = resubmit(
+                # The campaign's references are signed anew: the links it was first sent with expire.
+                ids = resubmit_campaign(
                     services.intake,
                     c.id,
                     edits,
                     pricing=services.pricing,
                     model=services.settings.model,
                     click_token=token,
-                    references=refs,
+                    sign=reference_urls,
                 )
             except ValueError as exc:
                 st.error(literal(exc), icon=":material/error:")
@@ -239,10 +231,9 @@ def _zip(c: Campaign) -> None:
         disabled=not kept,
         help="Every kept image, named by row and ratio, with manifest.csv/json mapping each file to its row.",
     ):
-        values = {r.idx: r.values for r in book().rows(c.id)}
-        manifest = campaign_manifest_rows(c.name, c.variables, [(r, it, values.get(r, {})) for r, it in kept])
-        token = write_zip([it for _, it in kept], services.blobs, manifest=manifest)
-        st.session_state[key] = image_url(routes.export(token, campaign_zip_name(c.name)))
+        export = export_campaign(services.store, services.blobs, c.id)
+        if export is not None:
+            st.session_state[key] = image_url(export.route)
     if st.session_state.get(key):
         st.link_button("Download campaign zip", st.session_state[key], icon=":material/download:")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import streamlit as st
 
 from components.services import get_services
+from studio.usecases import delete_images, undo_delete
 
 UNDO = "gallery_undo"  # the token of this session's last deletion
 SELECTED = "gallery_selected"
@@ -33,8 +34,10 @@ def _plural(n: int) -> str:
 
 def delete(output_ids: list[int]) -> None:
     """Hide the images now (undoable for the window), drop them from the selection, show the bar."""
-    services = get_services()
-    deletion = services.trash.delete(output_ids)
+    trash = get_services().trash
+    if trash is None:
+        return
+    deletion = delete_images(trash, output_ids)
     sel = st.session_state.setdefault(SELECTED, set())
     for i in output_ids:
         sel.discard(i)
@@ -44,7 +47,8 @@ def delete(output_ids: list[int]) -> None:
 
 
 def _undo(token: str) -> None:
-    restored = get_services().trash.undo(token)
+    trash = get_services().trash
+    restored = undo_delete(trash, token) if trash is not None else 0
     st.session_state.pop(UNDO, None)
     if restored:
         st.toast(f"Restored {_plural(restored)}.", icon=":material/undo:")

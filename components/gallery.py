@@ -34,14 +34,15 @@ from components.references import use_as_reference
 from components.services import get_services, image_url, show_image
 from components.text import literal
 from studio import routes
-from studio.events import CHANGED, EventBus
-from studio.export import file_name, images_zip_name, write_zip
+from studio.events import EventBus
+from studio.export import file_name
 from studio.fidelity import MISMATCH, PASS
 from studio.images import read_recipe
 from studio.ratios import RATIO_NAMES, RESOLUTIONS
 from studio.records import GalleryItem, GalleryQuery, TextCheck
 from studio.references import reference_names
 from studio.repositories import Repositories as Store
+from studio.usecases import export_images, set_favourite
 
 PAGE_SIZE = 24  # a page of the paged view (the scroll view fetches WINDOW at a time)
 WINDOW = 60  # items the script hands the grid, and a fetched page of the scroll view
@@ -267,8 +268,8 @@ def _on_favourite() -> None:
     ev = _event("favourite")
     if ev and isinstance(ev.get("id"), int):
         services = get_services()
-        services.store.set_favourite(ev["id"], bool(ev.get("on")))
-        services.events.publish(CHANGED)  # other open pages redraw the star
+        # Other open pages redraw the star.
+        set_favourite(services.store, services.events, ev["id"], bool(ev.get("on")))
 
 
 def _on_reference() -> None:
@@ -343,9 +344,8 @@ def bulk_bar() -> None:
         st.write(f"**{len(sel)} selected**")
         c1, c2, c3, c4, c5 = st.columns(5)
         if c1.button("Prepare zip", key="bulk_zip", icon=":material/folder_zip:", width="stretch"):
-            items = services.store.gallery_items(sel)
-            token = write_zip(items, services.blobs)
-            st.session_state["export_url"] = image_url(routes.export(token, images_zip_name(len(items))))
+            export = export_images(services.store, services.blobs, sel)
+            st.session_state["export_url"] = image_url(export.route)
         if st.session_state.get("export_url"):
             c1.link_button("Download zip", st.session_state["export_url"], icon=":material/download:")
         if c2.button(

@@ -13,6 +13,7 @@ from components.fidelity import md
 from components.services import get_services, image_url, show_image
 from studio.kit import DEFAULT_PLACEMENTS, PLACEMENTS, PLACEMENTS_BY_KEY, KitEntry, KitJob, plan_kit
 from studio.ratios import RESOLUTIONS, combination_problem
+from studio.usecases import start_kit
 
 
 def _label(key: str) -> str:
@@ -85,7 +86,9 @@ def kit_panel(creative_id: str, *, key: str) -> None:
         )
     if st.button("Build kit", key=f"{key}_build", icon=":material/package_2:", type="primary"):
         try:
-            job = services.kits.start(items, picks or [])
+            if services.kits is None:
+                raise ValueError("Kits cannot be built here: the kit builder is off.")
+            job = start_kit(services.kits, services.store, creative_id, picks or [])
         except ValueError as exc:
             st.error(str(exc), icon=":material/error:")
         else:

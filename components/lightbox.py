@@ -26,6 +26,7 @@ from studio.export import file_name
 from studio.pricing import QUALITY_NAMES
 from studio.records import GalleryItem
 from studio.references import reference_names
+from studio.usecases import add_to_collection, set_favourite
 
 LIGHTBOX = "gallery_lightbox"  # the output id shown
 SEQUENCE = "gallery_lightbox_seq"  # the ids Previous/Next step through
@@ -196,7 +197,7 @@ def _details(item: GalleryItem) -> None:
             st.error(literal(sent), icon=":material/error:")
     fav = a.toggle("Favourite", value=item.favourite, key=f"lb_fav_{item.output_id}")
     if fav != item.favourite:
-        services.store.set_favourite(item.output_id, fav)
+        set_favourite(services.store, services.events, item.output_id, fav)
     with b.popover("Add to collection", icon=":material/bookmark_add:", width="stretch"):
         collection_picker([item.output_id], key="lb")
     with b.popover("Delete", icon=":material/delete:", width="stretch"):
@@ -228,6 +229,5 @@ def collection_picker(output_ids: list[int], key: str) -> None:
         if not name or not name.strip():
             st.error("Collection name is required: type a name.")
             return
-        cid = services.store.add_collection(name)
-        services.store.add_to_collection(cid, output_ids)
+        add_to_collection(services.store, name, output_ids)
         st.success(f"Added {len(output_ids)} to {literal(name.strip())}.")

@@ -29,7 +29,7 @@ from components.references import use_as_reference
 from components.services import get_services, image_url
 from components.text import literal
 from studio import routes
-from studio.events import CHANGED, EventBus
+from studio.events import EventBus
 from studio.export import file_name
 from studio.fidelity import ERROR, UNAVAILABLE, wanted_strings
 from studio.models import TaskStatus
@@ -47,6 +47,7 @@ from studio.records import (
 )
 from studio.references import reference_names
 from studio.repositories import Repositories as Store
+from studio.usecases import set_favourite
 
 REJECTED, SUBMITTING, TRASHED = TaskState.REJECTED, TaskState.SUBMITTING, OutputState.TRASHED
 
@@ -221,11 +222,6 @@ def _event(name: str) -> Any:
         return None
 
 
-def _tell(services: Any) -> None:
-    """Other open pages hear of a change made here (a favourite)."""
-    services.events.publish(CHANGED)
-
-
 def _on_open() -> None:
     ev = _event("open")
     if isinstance(ev, dict) and isinstance(ev.get("id"), int):
@@ -237,8 +233,7 @@ def _on_favourite() -> None:
     ev = _event("favourite")
     if isinstance(ev, dict) and isinstance(ev.get("id"), int):
         services = get_services()
-        services.store.set_favourite(ev["id"], bool(ev.get("on")))
-        _tell(services)
+        set_favourite(services.store, services.events, ev["id"], bool(ev.get("on")))
 
 
 def _on_retry() -> None:

@@ -8,15 +8,13 @@ named with the reason, and the rest of the draft is untouched.
 
 from __future__ import annotations
 
-import io
-
 import streamlit as st
-from PIL import Image
 
 from components import draft
 from components.services import get_services, show_image
 from components.text import literal
-from studio.references import MAX_BYTES, MAX_REFERENCES, ReferenceRefused
+from studio.references import MAX_BYTES, MAX_REFERENCES
+from studio.usecases import keep_references, output_as_reference
 
 EPOCH = "ref_upload_epoch"  # bumped to empty the uploader once its files are kept
 PROBLEMS = "ref_problems"  # refusals from the last files added
@@ -55,21 +53,9 @@ def _uploader_key() -> str:
 def add_files(files: list[tuple[str, bytes]]) -> list[str]:
     """Keep each (name, bytes) as a reference of the draft; returns the refusals, one sentence each."""
     shelf = get_services().references
-    names = draft.references()
-    problems: list[str] = []
-    for filename, data in files:
-        if len(names) >= MAX_REFERENCES:
-            problems.append(
-                f"“{filename}” was not added: at most {MAX_REFERENCES} references; remove one first."
-            )
-            continue
-        try:
-            ref = shelf.add(data, filename)
-        except ReferenceRefused as exc:
-            problems.append(exc.message)
-            continue
-        if ref.name not in names:
-            names.append(ref.name)
+    if shelf is None:
+        return ["References cannot be kept here: the reference shelf is off."]
+    names, problems = keep_references(shelf, draft.references(), files)
     draft.set_references(names)
     return problems
 
@@ -100,21 +86,10 @@ def _move(i: int, delta: int) -> None:
 def use_output_as_reference(output_id: int) -> str | None:
     """Add a kept result to the draft's references (queue, gallery, lightbox); None or the refusal."""
     services = get_services()
-    found = services.store.gallery_items([output_id])
-    if not found or not found[0].sha256:
-        return "That image is no longer kept."
-    item = found[0]
-    try:
-        with services.keeper.open_original(item.sha256) as f:
-            data = f.read()
-    except (OSError, KeyError):  # KeyError: BlobNotFound, deleted meanwhile
-        return "That image is no longer kept."
-    if len(data) > MAX_BYTES:  # a large 4K PNG: the same picture as a high-quality JPEG
-        with Image.open(io.BytesIO(data)) as im:
-            buf = io.BytesIO()
-            im.convert("RGB").save(buf, "JPEG", quality=92)
-            data = buf.getvalue()
-    problems = add_files([(f"result {item.aspect_ratio} {item.resolution}.png", data)])
+    found = output_as_reference(services.store, services.keeper.open_original, output_id)
+    if isinstance(found, str):
+        return found
+    problems = add_files([found])
     if problems:
         return problems[0]
     st.toast("Added as a reference image in the Studio.", icon=":material/add_photo_alternate:")

@@ -1,4 +1,4 @@
-"""The Generate path: validate with the shared rules, say what it costs, then hand the work to the tracker.
+"""The Generate button: the core plans the draft and prices it, this draws it and calls `generate`.
 
 A prompt without variables sends one task per ratio; a prompt with `{{variables}}`
 sends every row × every ratio as one campaign. Above the threshold in Settings
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from decimal import Decimal
 
 import streamlit as st
@@ -19,15 +19,20 @@ from components import draft
 from components.chrome import spend_suffix
 from components.services import get_services
 from components.text import literal
-from studio.campaign_store import default_name, launch
-from studio.campaigns import CampaignPlan, plan_campaign, variables
+from studio.campaigns import (
+    CampaignPlan,
+    PromptPlan,
+    plan_campaign,
+    plan_generation,
+    ratio_problem,
+    variables,
+)
 from studio.errors import HiAPIError
-from studio.models import TaskRequest
 from studio.output_storage import storage_value
-from studio.pricing import Pricing, to_micros
+from studio.pricing import Pricing
 from studio.ratios import EXT_ROUTE, combination_problem
-from studio.records import SpendRate
-from studio.validation import first_problem_by_field, validate_request
+from studio.services import Services
+from studio.usecases import Quote, generate, quote, sign_references
 
 ERRORS = "submit_errors"
 NOTICE = "submit_notice"
@@ -44,82 +49,10 @@ FIELD_NAMES = {
     "quality": "Quality",
     "background": "Background",
 }
-#: Real HiAPI downloads references from the internet: it needs the studio's public https address.
-PUBLIC_URL_NEEDED = (
-    "HiAPI downloads reference images from the studio, so it needs the studio's public https address: "
-    "set STUDIO_PUBLIC_URL (e.g. https://studio.example.com) and restart, or remove the references."
-)
 
 
-@dataclass
-class Plan:
-    """What one click would send: valid requests, and what is skipped and why."""
-
-    requests: list[TaskRequest] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    errors: dict[str, str] = field(default_factory=dict)
-
-
-def ratio_problem(
-    ratios: list[str], resolution: str, route: str | None = None, *, image_to_image: bool = False
-) -> str | None:
-    """Why no picked ratio can be sent at this resolution on this route (None when one can).
-
-    Known before any click, so Generate is disabled with this reason beside it.
-    """
-    if not ratios:
-        return "Pick at least one aspect ratio."
-    why = [combination_problem(r, resolution, image_to_image=image_to_image, route=route) for r in ratios]
-    if all(why):
-        return f"None of the picked ratios works at {resolution}: " + "; ".join(w for w in why if w)
-    return None
-
-
-def plan(
-    prompt: str,
-    ratios: list[str],
-    resolution: str,
-    model: str,
-    references: tuple[str, ...] = (),
-    *,
-    quality: str | None = None,
-    background: str | None = None,
-    storage: str | None = None,
-) -> Plan:
-    """One request per valid ratio; field errors if nothing can be sent.
-
-    `references` (reference image URLs) make every request image-to-image.
-    `quality` sends on the `ext` route; `background` and `storage` are sent only when set.
-    """
-    p = Plan()
-    i2i = bool(references)
-    route = EXT_ROUTE if quality is not None else None
-    options = {"quality": quality, "background": background, "storage": storage}
-    ratio_why = ratio_problem(ratios, resolution, route, image_to_image=i2i)
-    if ratio_why:
-        p.errors["aspect_ratio"] = ratio_why
-    # Prompt, resolution and option rules do not depend on the ratio: check them once.
-    base = first_problem_by_field(validate_request(prompt, "auto", resolution, route=route, **options))
-    base.pop("aspect_ratio", None)
-    p.errors.update(base)
-    if p.errors:
-        return p
-    for ratio in ratios:
-        why = combination_problem(ratio, resolution, image_to_image=i2i, route=route)
-        if why:
-            p.skipped.append((ratio, why))
-            continue
-        request = TaskRequest(prompt, ratio, resolution, model, references=references, **options)
-        problems = request.problems(allow_loopback_http=True)
-        if problems:
-            p.errors.update(first_problem_by_field(problems))
-            return p
-        p.requests.append(request)
-    return p
-
-
-def current_plan(model: str) -> Plan | CampaignPlan:
-    """The plan for the draft as it stands: a campaign when the prompt has variables.
+def current_plan(model: str) -> PromptPlan | CampaignPlan:
+    """The plan for the draft as it stands (the core's one planner): a campaign when the prompt has variables.
 
     Reference images travel as signed URLs made now (valid for HiAPI's replay
     window); when HiAPI could not reach them, nothing can be sent and the
@@ -130,54 +63,38 @@ def current_plan(model: str) -> Plan | CampaignPlan:
     if draft.references():
         found = reference_urls(draft.references())
         if isinstance(found, str):
-            failed = Plan()
-            failed.errors["references"] = found
+            failed = PromptPlan(draft.resolution())
+            failed.problems["references"] = found
             return failed
         urls = found
-    if variables(text):
-        return plan_campaign(text, draft.rows(), draft.ratios(), draft.resolution(), references=urls)
-    return plan(
+    return plan_generation(
         text,
+        draft.rows(),
         draft.ratios(),
         draft.resolution(),
         model,
-        references=urls,
+        urls,
         quality=draft.quality(),
         background=draft.background(),
         storage=storage_value(get_services().store),
     )
 
 
-def _quality_of(p: Plan | CampaignPlan) -> str | None:
-    """The `ext` quality a plan's images are priced at (campaigns use the default route)."""
-    return None if isinstance(p, CampaignPlan) else draft.quality()
-
-
-def reference_urls(names: list[str]) -> tuple[str, ...] | str:
+def reference_urls(names: Sequence[str], services: Services | None = None) -> tuple[str, ...] | str:
     """The signed URLs HiAPI fetches these references from, or the sentence saying why it cannot."""
-    services = get_services()
-    shelf = services.references
+    services = services or get_services()
     base = services.reference_base(st.config.get_option("server.port"))
-    if shelf is None or base is None:
-        return PUBLIC_URL_NEEDED
-    if not services.settings.simulated and not base.lower().startswith("https://"):
-        return PUBLIC_URL_NEEDED
-    missing = [n for n in names if shelf.get(n) is None]
-    if missing:
-        return f"{len(missing)} reference image{'s are' if len(missing) != 1 else ' is'} no longer kept: remove it and add it again."
-    return tuple(shelf.url(base, n) for n in names)
+    return sign_references(services.references, base, names, simulated=services.settings.simulated)
 
 
-def count_of(p: Plan | CampaignPlan) -> int:
-    return p.images if isinstance(p, CampaignPlan) else len(p.requests)
+def count_of(p: PromptPlan | CampaignPlan) -> int:
+    return p.images
 
 
-def _summary(p: Plan | CampaignPlan, pricing: Pricing) -> dict:
-    """What the confirmation states, frozen at the click."""
-    n = count_of(p)
-    res = p.resolution if isinstance(p, CampaignPlan) else draft.resolution()
-    quality = _quality_of(p)
-    cost = pricing.estimate(n, res, quality)
+def _summary(p: PromptPlan | CampaignPlan, pricing: Pricing) -> dict:
+    """What the confirmation states, frozen at the click (the quote is what is sent and priced)."""
+    q = quote(p, pricing)
+    n = q.images
     shape = (
         f"{len(p.prompts)} row{'s' if len(p.prompts) != 1 else ''} × {len(p.ratios)} ratio"
         f"{'s' if len(p.ratios) != 1 else ''}"
@@ -185,15 +102,14 @@ def _summary(p: Plan | CampaignPlan, pricing: Pricing) -> dict:
         else f"{n} ratio{'s' if n != 1 else ''}"
     )
     return {
+        "quote": q,
         "plan": p,
         "images": n,
-        "resolution": res,
-        "cost": cost,
-        "quality": quality,
-        "unit": pricing.unit(res, quality),
+        "resolution": q.resolution,
+        "cost": q.cost,
         "shape": shape,
-        "money": pricing.money(cost),
-        "unit_money": pricing.money(pricing.unit(res, quality)),
+        "money": pricing.money(q.cost),
+        "unit_money": pricing.money(q.unit),
         "done": False,
     }
 
@@ -235,42 +151,38 @@ def forget_stale() -> None:
 
 
 def _send(summary: dict) -> None:
-    """Hand a confirmed (or below-threshold) plan to the tracker; notes go to session state.
+    """Hand a confirmed (or below-threshold) quote to `generate`; notes go to session state.
 
     The summary carries the click's token: sending it again (a rerun that calls
     the callback twice, a double click on the confirm) records nothing new.
     """
     services = get_services()
-    pricing = services.pricing
-    p = summary["plan"]
+    q: Quote = summary["quote"]
     token = summary["token"]
     try:
-        if isinstance(p, CampaignPlan):
-            name = st.session_state.get(draft.CAMPAIGN_NAME, "").strip() or default_name()
-            cid, ids = launch(
-                services.intake,
-                p,
-                name=name,
-                pricing=pricing,
-                model=services.settings.model,
-                click_token=token,
-            )
-            st.session_state[FOCUS] = cid
-            note = f"Campaign “{name}” started: {len(ids)} image{'s' if len(ids) != 1 else ''}"
-        else:
-            rate = SpendRate(summary["resolution"], to_micros(summary["unit"]), pricing.currency)
-            ids = services.intake.submit(p.requests, click_token=token, spend=rate)
-            note = f"Submitted {len(ids)} image{'s' if len(ids) != 1 else ''}"
+        done = generate(
+            services.intake,
+            q,
+            model=services.settings.model,
+            click_token=token,
+            campaign_name=st.session_state.get(draft.CAMPAIGN_NAME, "") or "",
+        )
     except (HiAPIError, ValueError) as exc:
         _say(errors={"general": getattr(exc, "message", None) or str(exc)})
         return
+    n = len(done.submission_ids)
+    if done.campaign_id is not None:
+        st.session_state[FOCUS] = done.campaign_id
+        note = f"Campaign “{done.campaign_name}” started: {n} image{'s' if n != 1 else ''}"
+    else:
+        note = f"Submitted {n} image{'s' if n != 1 else ''}"
     if st.session_state.get(TOKEN) == token:
         st.session_state[TOKEN] = uuid.uuid4().hex  # the next click is a new creative
     if summary["cost"] > 0:
         note += f" · ≈{summary['money']}{spend_suffix()}"
     note += "."
-    if p.skipped:
-        note += " Skipped " + ", ".join(f"{r} ({why})" for r, why in p.skipped)
+    if q.plan.skipped:
+        note += " Skipped " + ", ".join(f"{r} ({why})" for r, why in q.plan.skipped)
     _say(notice=note)
 
 
@@ -283,15 +195,14 @@ def on_generate(token: str) -> None:
     """
     services = get_services()
     p = current_plan(services.settings.model)
-    errors = dict(p.errors) if isinstance(p, Plan) else dict(p.problems)
+    errors = dict(p.problems)
     _say(errors=errors)
     st.session_state[PENDING] = None
     if errors:
         return
-    pricing = services.pricing
-    summary = _summary(p, pricing)
+    summary = _summary(p, services.pricing)
     summary["token"] = token
-    if pricing.needs_confirmation(summary["images"], summary["resolution"], summary["quality"]):
+    if summary["quote"].needs_confirmation:
         st.session_state[PENDING] = summary  # the page opens the dialog
         return
     _send(summary)

@@ -22,11 +22,8 @@ import datetime as dt
 import time
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
 
-from .campaigns import CampaignPlan, render
 from .models import TaskRequest
-from .pricing import Pricing, to_micros
 from .records import (  # the records live there; re-exported so `from .campaign_store import …` keeps working
     CANCELLED,
     Campaign,
@@ -39,7 +36,6 @@ from .records import (  # the records live there; re-exported so `from .campaign
     SpendLine,
 )
 from .repositories import CampaignBook
-from .validation import first_problem_by_field, validate_request
 
 RUNNING, PAUSED, CANCELLED_STATE = CampaignState.RUNNING, CampaignState.PAUSED, CampaignState.CANCELLED
 CANCELLED_MESSAGE = "Cancelled before it was sent; nothing was created or billed."
@@ -58,8 +54,6 @@ __all__ = [
     "Progress",
     "SpendLine",
     "default_name",
-    "launch",
-    "resubmit",
 ]
 
 
@@ -192,94 +186,6 @@ class CampaignStore:
     def campaign_spend(self, campaign_id: int) -> tuple[Decimal, Decimal]:
         """(spent, planned) for one campaign: planned counts every cell not failed or cancelled."""
         return self.store.campaign_spend(campaign_id)
-
-
-def launch(
-    tracker: Any,
-    plan: CampaignPlan,
-    *,
-    name: str,
-    pricing: Pricing,
-    model: str,
-    click_token: str | None = None,
-) -> tuple[int, list[int]]:
-    """Record a planned campaign and queue all its cells; returns (campaign id, submission ids).
-
-    One click (`click_token`) launches at most one campaign: launching it again
-    returns the first campaign and sends nothing. The plan must have no
-    problems (ValueError otherwise: nothing is written).
-    """
-    if plan.problems or not plan.prompts:
-        raise ValueError(next(iter(plan.problems.values()), "Nothing to generate."))
-    new = NewCampaign(
-        name=name or default_name(),
-        template=plan.template,
-        variables=tuple(plan.names),
-        ratios=tuple(plan.ratios),
-        resolution=plan.resolution,
-        rows=tuple(zip(plan.rows, plan.prompts, strict=True)),
-    )
-    unit = to_micros(pricing.unit(plan.resolution))
-    cells = [(c.row, c.request) for c in plan.cells(model)]
-    return tracker.launch_campaign(
-        new, cells, unit_micros=unit, currency=pricing.currency, click_token=click_token
-    )
-
-
-def resubmit(
-    tracker: Any,
-    campaign_id: int,
-    edits: dict[int, dict[str, str]],
-    *,
-    pricing: Pricing,
-    model: str,
-    click_token: str | None = None,
-    references: Sequence[str] = (),
-) -> list[int]:
-    """Resubmit the failed and cancelled cells of the given rows, with their (edited) values.
-
-    Once per `click_token` (see `Tracker.submit`). `references` are the campaign's
-    reference image URLs, signed anew by the caller (the first ones have expired).
-
-    `edits` maps a row number to its values. Every row is rendered and checked
-    first; a problem raises ValueError naming the row, and nothing is sent.
-    """
-    book = CampaignStore(tracker.store)
-    camp = book.campaign(campaign_id)
-    if camp is None:
-        raise ValueError("This campaign no longer exists.")
-    rows = {r.idx: r for r in book.rows(campaign_id)}
-    redo = [c for c in book.cells(campaign_id) if (c.failed or c.cancelled) and c.row in edits]
-    prompts: dict[int, tuple[dict[str, str], str]] = {}
-    for idx in sorted({c.row for c in redo}):
-        values = {n: str(edits[idx].get(n, "") or "").strip() for n in camp.variables}
-        try:
-            prompt = render(camp.template, values)
-        except KeyError as exc:
-            raise ValueError(f"Row {idx}: {{{{{exc.args[0]}}}}} is empty — fill it in.") from None
-        why = first_problem_by_field(validate_request(prompt, "auto", "1K")).get("prompt")
-        if why:
-            raise ValueError(f"Row {idx}: {why}")
-        prompts[idx] = (values, prompt)
-    for idx, (values, prompt) in prompts.items():
-        if idx in rows:
-            book.update_row(campaign_id, idx, values, prompt)
-    cells = [
-        (
-            c.row,
-            TaskRequest(
-                prompts[c.row][1], c.aspect_ratio, camp.resolution, model, references=tuple(references)
-            ),
-        )
-        for c in redo
-        if c.row in prompts
-    ]
-    if not cells:
-        return []
-    unit = to_micros(pricing.unit(camp.resolution))
-    return tracker.submit_campaign(
-        campaign_id, cells, unit_micros=unit, currency=pricing.currency, click_token=click_token
-    )
 
 
 def default_name(now: float | None = None) -> str:

@@ -19,6 +19,10 @@ Contract:
   sentence saying what to do, never a traceback.
 - Every row × every valid ratio is one task. A campaign holds at most
   `MAX_IMAGES` tasks.
+- One planner for every Generate (`plan_generation`): a prompt with variables
+  plans a campaign (`plan_campaign`), one without plans one task per valid
+  ratio (`plan_prompt`). Either plan says what it would send, what it skips and
+  why, and its problems by field; nothing is sent while it has problems.
 This module never imports streamlit and does no I/O beyond parsing bytes.
 """
 
@@ -34,7 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .models import TaskRequest
-from .ratios import combination_problem
+from .ratios import EXT_ROUTE, combination_problem
 from .validation import MAX_PROMPT_CHARS, Problem, first_problem_by_field, validate_request
 
 MAX_ROWS = 1_000  # rows per campaign (a table or a file)
@@ -466,6 +470,11 @@ class CampaignPlan:
     def images(self) -> int:
         return len(self.prompts) * len(self.ratios) if not self.problems else 0
 
+    @property
+    def quality(self) -> str | None:
+        """Campaigns go on HiAPI's default route: no `ext` quality to price them at."""
+        return None
+
     def cells(self, model: str) -> list[Cell]:
         return [
             Cell(i, TaskRequest(p, r, self.resolution, model, references=self.references))
@@ -566,3 +575,130 @@ def preview(template: str, rows: Sequence[Mapping[str, object]], n: int = PREVIE
         filled = {k: (v if v else f"⟨{k}?⟩") for k, v in values.items()}
         out.append(render(template, filled))
     return out
+
+
+# -- one prompt without variables --------------------------------------------------
+
+
+@dataclass
+class PromptPlan:
+    """What one Generate of a prompt without variables would send: one request per valid ratio.
+
+    `problems` maps a field (prompt, aspect_ratio, resolution, references,
+    quality, background) to the first sentence to show; `requests` is empty
+    while it is not. `quality` is the `ext` tier the images are priced at (None:
+    the default route).
+    """
+
+    resolution: str
+    quality: str | None = None
+    requests: list[TaskRequest] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    problems: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def images(self) -> int:
+        return len(self.requests) if not self.problems else 0
+
+
+def ratio_problem(
+    ratios: Sequence[str], resolution: str, route: str | None = None, *, image_to_image: bool = False
+) -> str | None:
+    """Why no picked ratio can be sent at this resolution on this route (None when one can).
+
+    Known before any click, so Generate is disabled with this reason beside it.
+    """
+    if not ratios:
+        return "Pick at least one aspect ratio."
+    why = [combination_problem(r, resolution, image_to_image=image_to_image, route=route) for r in ratios]
+    if all(why):
+        return f"None of the picked ratios works at {resolution}: " + "; ".join(w for w in why if w)
+    return None
+
+
+def plan_prompt(
+    prompt: str,
+    ratios: Sequence[str],
+    resolution: str,
+    model: str,
+    references: Sequence[str] = (),
+    *,
+    quality: str | None = None,
+    background: str | None = None,
+    storage: str | None = None,
+) -> PromptPlan:
+    """One request per valid ratio; field problems if nothing can be sent.
+
+    `references` (reference image URLs) make every request image-to-image.
+    `quality` sends on the `ext` route; `background` and `storage` are sent only when set.
+    """
+    p = PromptPlan(resolution, quality)
+    refs = tuple(references)
+    i2i = bool(refs)
+    route = EXT_ROUTE if quality is not None else None
+    ratio_why = ratio_problem(ratios, resolution, route, image_to_image=i2i)
+    if ratio_why:
+        p.problems["aspect_ratio"] = ratio_why
+    # Prompt, resolution and option rules do not depend on the ratio: check them once.
+    base = first_problem_by_field(
+        validate_request(
+            prompt, "auto", resolution, route=route, quality=quality, background=background, storage=storage
+        )
+    )
+    base.pop("aspect_ratio", None)
+    p.problems.update(base)
+    if p.problems:
+        return p
+    for ratio in ratios:
+        why = combination_problem(ratio, resolution, image_to_image=i2i, route=route)
+        if why:
+            p.skipped.append((ratio, why))
+            continue
+        request = TaskRequest(
+            prompt,
+            ratio,
+            resolution,
+            model,
+            references=refs,
+            quality=quality,
+            background=background,
+            storage=storage,
+        )
+        problems = request.problems(allow_loopback_http=True)
+        if problems:
+            p.problems.update(first_problem_by_field(problems))
+            p.requests = []
+            return p
+        p.requests.append(request)
+    return p
+
+
+def plan_generation(
+    prompt: str,
+    rows: Iterable[Mapping[str, object]],
+    ratios: Sequence[str],
+    resolution: str,
+    model: str,
+    references: Sequence[str] = (),
+    *,
+    quality: str | None = None,
+    background: str | None = None,
+    storage: str | None = None,
+) -> PromptPlan | CampaignPlan:
+    """What one Generate sends: a campaign when the prompt has `{{variables}}`, else one task per ratio.
+
+    Campaigns go on the default route: `quality`, `background` and `storage`
+    apply to a prompt without variables only, as the studio has always sent them.
+    """
+    if variables(prompt):
+        return plan_campaign(prompt, rows, ratios, resolution, references=references)
+    return plan_prompt(
+        prompt,
+        ratios,
+        resolution,
+        model,
+        references,
+        quality=quality,
+        background=background,
+        storage=storage,
+    )

@@ -424,9 +424,9 @@ def test_callbacks_bring_results_with_zero_polls(sim, tmp_path, endpoint):
 def test_campaign_rows_arrive_by_callback_too(sim, tmp_path, endpoint):
     from decimal import Decimal
 
-    from studio.campaign_store import launch
     from studio.campaigns import plan_campaign
     from studio.pricing import Pricing
+    from studio.usecases import launch_campaign
 
     tracker, store = make_tracker(sim, tmp_path, endpoint)
     tracker.start()
@@ -435,7 +435,7 @@ def test_campaign_rows_arrive_by_callback_too(sim, tmp_path, endpoint):
             'A mug of {{drink}} "HOT"', [{"drink": "tea"}, {"drink": "cocoa"}], ["1:1"], "1K"
         )
         pricing = Pricing(prices={"1K": Decimal("0.03"), "2K": Decimal("0.06"), "4K": Decimal("0.12")})
-        _, ids = launch(tracker, plan, name="cb", pricing=pricing, model="gpt-image-2")
+        _, ids = launch_campaign(tracker, plan, name="cb", pricing=pricing, model="gpt-image-2")
         wait_for(lambda: all(kept(store, i) for i in ids))
         assert all(store.submission(i).callback_url for i in ids)
         gets = sim.stats()["gets_by_task"]

@@ -15,7 +15,7 @@ from decimal import Decimal
 
 import pytest
 
-from studio.campaign_store import CANCELLED, CampaignStore, launch, resubmit
+from studio.campaign_store import CANCELLED, CampaignStore
 from studio.campaigns import plan_campaign
 from studio.client import HiAPIClient
 from studio.errors import RateLimitedError
@@ -26,6 +26,7 @@ from studio.pricing import Pricing
 from studio.simulator import Simulator
 from studio.store import REJECTED, SUBMITTING, Store
 from studio.tracker import Tracker
+from studio.usecases import launch_campaign, resubmit_campaign
 from tests.support import wait_for
 
 KEY = "sk-test-campaigns-0123456789"
@@ -105,7 +106,7 @@ def make(sim, tmp_path, *, max_active: int, max_retries: int = 0):
 def start_campaign(tracker, products, ratios=("1:1",), template="A poster of a {{product}}"):
     plan = plan_campaign(template, [{"product": p} for p in products], list(ratios), "1K")
     assert not plan.problems, plan.problems
-    return launch(tracker, plan, name="Test", pricing=PRICING, model="gpt-image-2")
+    return launch_campaign(tracker, plan, name="Test", pricing=PRICING, model="gpt-image-2")
 
 
 def finished(store, cid):
@@ -238,8 +239,10 @@ def test_failed_rows_keep_their_reason_and_are_resubmitted_after_editing(sim, tm
         assert all(c.error_code == "TASK_FAILED" and "rejected" in c.error_message for c in failed)
 
         with pytest.raises(ValueError, match=r"Row 2: \{\{product\}\} is empty"):
-            resubmit(tracker, cid, {2: {"product": ""}}, pricing=PRICING, model="gpt-image-2")
-        new_ids = resubmit(tracker, cid, {2: {"product": "bowl"}}, pricing=PRICING, model="gpt-image-2")
+            resubmit_campaign(tracker, cid, {2: {"product": ""}}, pricing=PRICING, model="gpt-image-2")
+        new_ids = resubmit_campaign(
+            tracker, cid, {2: {"product": "bowl"}}, pricing=PRICING, model="gpt-image-2"
+        )
         assert len(new_ids) == 2  # only the failed cells of that row
         assert wait_for(finished(store, cid), timeout=60)
         camp = book.campaign(cid)

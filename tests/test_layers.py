@@ -353,3 +353,136 @@ def test_no_import_cycle_among_studio_modules():
     graph = studio_import_graph()
     assert "studio.sqlite.store" in graph and graph["studio.sqlite.store"]  # the graph was read
     assert _cycles(graph) == []
+
+
+# -- widgets and pages change nothing themselves: they call the use cases -------------
+
+#: Receivers (the last name before the call) whose write methods only `studio.usecases` may call.
+WRITES_BY_RECEIVER: dict[str, frozenset[str]] = {
+    "tracker": frozenset(
+        {"submit", "submit_campaign", "launch_campaign", "follow", "set_max_active", "ingest_callback"}
+    ),
+    "intake": frozenset(
+        {"submit", "submit_campaign", "launch_campaign", "set_max_active", "ingest_callback"}
+    ),
+    "trash": frozenset({"delete", "undo", "purge_all"}),
+    "kits": frozenset({"start"}),
+    "references": frozenset({"add"}),  # the reference shelf
+    "shelf": frozenset({"add"}),
+    "keeper": frozenset({"fetch", "keep_bytes", "delete"}),
+    "blobs": frozenset({"put", "delete"}),
+}
+#: Store and campaign-book methods that write, by prefix (add_click, set_setting, record_spend, …).
+STORE_RECEIVERS = frozenset({"store", "book", "campaigns"})
+STORE_WRITE_PREFIXES = (
+    "add_",
+    "set_",
+    "delete_",
+    "record_",
+    "mark_",
+    "trash_",
+    "restore_",
+    "purge_",
+    "update_",
+    "launch_",
+    "insert_",
+    "cancel",
+)
+#: Core functions that write, which a widget or page may not import (the use cases wrap them).
+WRITING_FUNCTIONS = {
+    "studio.pricing": {"save", "reset"},
+    "studio.output_storage": {"set_persistent"},
+    "studio.export": {"write_zip", "write_campaign_zip"},
+    "studio.kit": {"write_kit"},
+    "studio.store": {"insert_submission", "click_keys"},
+    "studio.sqlite.store": {"insert_submission", "click_keys"},
+}
+
+
+def _receiver(node: ast.expr) -> str | None:
+    """The name a method is called on: `services.store.x()` → store, `book().x()` → book."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    if isinstance(node, ast.Call):
+        return _receiver(node.func)
+    return None
+
+
+def direct_writes(source: str, module: str = "components.x") -> list[str]:
+    """Every store/tracker/trash/shelf/kit write a module's source makes itself, as `receiver.method`.
+
+    Reads (`store.gallery_items`, `trash.pending`, `kits.status`) and the
+    tracker's campaign controls (pause, resume, cancel) are not writes here.
+    """
+    tree = ast.parse(source)
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            method, on = node.func.attr, _receiver(node.func.value)
+            if on is None:
+                continue
+            if method in WRITES_BY_RECEIVER.get(on, ()) or (
+                on in STORE_RECEIVERS and method.startswith(STORE_WRITE_PREFIXES)
+            ):
+                found.append(f"{module}:{node.lineno} {on}.{method}")
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            banned = WRITING_FUNCTIONS.get(node.module or "", set())
+            found += [
+                f"{module}:{node.lineno} imports {node.module}.{a.name}"
+                for a in node.names
+                if a.name in banned
+            ]
+    return found
+
+
+def test_the_write_finder_sees_each_kind_of_direct_write():
+    """The finder itself: one that found nothing would pass the contract below."""
+    source = (
+        "from studio.pricing import save as save_pricing\n"
+        "services.tracker.submit(reqs, click_token=t)\n"
+        "services.intake.set_max_active(3)\n"
+        "get_services().store.add_collection('x')\n"
+        "services.store.set_setting('k', 'v')\n"
+        "book().update_row(1, 2, {}, 'p')\n"
+        "services.trash.delete([1])\n"
+        "store.record_spend([1], resolution='1K', unit_micros=1, currency='USD')\n"
+        "services.store.gallery_items([1])\n"  # a read: allowed
+        "sel.add(3)\n"  # not a store: allowed
+    )
+    found = sorted(f.split(" ", 1)[1] for f in direct_writes(source))
+    assert found == sorted(
+        [
+            "imports studio.pricing.save",
+            "tracker.submit",
+            "intake.set_max_active",
+            "store.add_collection",
+            "store.set_setting",
+            "book.update_row",
+            "trash.delete",
+            "store.record_spend",
+        ]
+    )
+
+
+def test_widgets_and_pages_write_only_through_the_use_cases():
+    found = [
+        hit
+        for folder in ("components", "app_pages")
+        for path in sources(folder)
+        for hit in direct_writes(path.read_text(), module_name(path))
+    ]
+    assert found == [], "call a function of studio.usecases instead:\n" + "\n".join(found)
+
+
+def test_the_use_cases_never_import_streamlit_or_a_widget():
+    cases = [p for p in sources("studio") if module_name(p).startswith("studio.usecases")]
+    assert cases, "studio/usecases is missing"
+    bad = [
+        f"{module_name(p)} imports {n}"
+        for p in cases
+        for n in sorted(imports_of(p))
+        if under(n, ("streamlit", "components", "app_pages"))
+    ]
+    assert bad == []

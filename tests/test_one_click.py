@@ -7,16 +7,19 @@ and HiAPI sees one create per image (real HTTP to the simulator, real SQLite).
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+from contextlib import closing
 
 import pytest
 
-from studio.campaign_store import CampaignStore, launch, resubmit
-from studio.campaigns import plan_campaign
+from studio.campaign_store import CampaignStore
+from studio.campaigns import plan_campaign, plan_prompt
 from studio.models import TaskRequest
 from studio.pricing import Pricing
 from studio.simulator import Simulator
 from studio.store import SpendRate, click_keys
+from studio.usecases import generate, launch_campaign, quote, resubmit_campaign
 from tests.support import wait_for
 from tests.test_tracker import KEY, all_terminal, make_tracker
 
@@ -93,10 +96,10 @@ def test_one_click_launches_one_campaign(sim, tmp_path):
     plan = plan_campaign("A poster of a {{product}}", rows, ["1:1", "16:9"], "1K")
     tracker.start()
     try:
-        cid, ids = launch(
+        cid, ids = launch_campaign(
             tracker, plan, name="Spring", pricing=pricing, model="gpt-image-2", click_token="click-camp-0004"
         )
-        cid2, ids2 = launch(
+        cid2, ids2 = launch_campaign(
             tracker, plan, name="Spring", pricing=pricing, model="gpt-image-2", click_token="click-camp-0004"
         )
         assert (cid, ids) == (cid2, ids2) and len(ids) == 4
@@ -106,7 +109,7 @@ def test_one_click_launches_one_campaign(sim, tmp_path):
         assert sim.stats()["tasks_created"] == 4
         # Resubmitting is once per token too (nothing failed here: nothing to resend, nothing sent).
         assert (
-            resubmit(
+            resubmit_campaign(
                 tracker,
                 cid,
                 {1: rows[0]},
@@ -130,3 +133,36 @@ def test_a_bad_click_token_is_refused_before_anything_is_written(sim, tmp_path):
     else:
         raise AssertionError("a malformed token was accepted")
     assert store.recent(10) == []
+
+
+def test_a_spend_that_cannot_be_written_leaves_no_submission_and_the_click_retried_makes_one(sim, tmp_path):
+    """Submissions and their spend are one transaction: a failing spend write records nothing at all."""
+    tracker, store = make_tracker(sim, tmp_path)
+    pricing = Pricing()
+    quoted = quote(plan_prompt('poster "PRICED ONCE"', list(RATIOS), "1K", "gpt-image-2"), pricing)
+    assert quoted.images == 3
+    # A real failure inside the transaction, after the submissions are inserted: the spend table refuses.
+    with closing(sqlite3.connect(store.path)) as db:
+        db.execute(
+            "CREATE TRIGGER refuse_spend BEFORE INSERT ON spend BEGIN SELECT RAISE(ABORT, 'spend refused'); END"
+        )
+        db.commit()
+    tracker.start()
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="spend refused"):
+            generate(tracker, quoted, model="gpt-image-2", click_token="click-spend-0006")
+        assert store.recent(100) == []  # no submission without its price
+        assert CampaignStore(store).spend("all") == []
+        with closing(sqlite3.connect(store.path)) as db:
+            db.execute("DROP TRIGGER refuse_spend")
+            db.commit()
+        first = generate(tracker, quoted, model="gpt-image-2", click_token="click-spend-0006")
+        again = generate(tracker, quoted, model="gpt-image-2", click_token="click-spend-0006")
+        assert first == again and len(first.submission_ids) == 3
+        assert wait_for(all_terminal(store))
+        assert sim.stats()["tasks_created"] == 3
+        assert len({s.creative_id for s in store.recent(100)}) == 1
+        [line] = CampaignStore(store).spend("all")
+        assert line.images == 3
+    finally:
+        tracker.stop()

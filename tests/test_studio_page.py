@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from components.submit import plan
 from components.templates import TEMPLATES
 from studio import services as core
+from studio.campaigns import plan_prompt as plan
 from tests.support import generate_button
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,11 +100,11 @@ def test_plan_skips_invalid_ratios_and_explains():
     p = plan("a poster", ["1:1", "16:9", "auto"], "4K", "gpt-image-2")
     assert [r.aspect_ratio for r in p.requests] == ["16:9"]
     assert {r for r, _ in p.skipped} == {"1:1", "auto"}
-    assert not p.errors
+    assert not p.problems and p.images == 1
     only_bad = plan("a poster", ["1:1"], "4K", "gpt-image-2")
-    assert only_bad.requests == [] and "aspect_ratio" in only_bad.errors
+    assert only_bad.requests == [] and "aspect_ratio" in only_bad.problems
     none = plan("a poster", [], "1K", "gpt-image-2")
-    assert "Pick at least one" in none.errors["aspect_ratio"]
+    assert "Pick at least one" in none.problems["aspect_ratio"]
 
 
 def _caption_texts(at):
