@@ -27,7 +27,7 @@ from studio.simulator import Simulator
 from studio.store import REJECTED, SUBMITTING, Store
 from studio.tracker import Tracker
 from studio.usecases import launch_campaign, resubmit_campaign
-from tests.support import wait_for
+from tests.support import loop_rounds, wait_for
 
 KEY = "sk-test-campaigns-0123456789"
 PRICING = Pricing(prices={"1K": Decimal("0.03"), "2K": Decimal("0.06"), "4K": Decimal("0.12")})
@@ -194,7 +194,7 @@ def test_pause_holds_unsent_rows_across_a_restart_then_resume_and_cancel(sim, tm
     tracker.start()
     book = CampaignStore(store)
     try:
-        time.sleep(1.0)  # several ticks of the loop
+        loop_rounds(tracker)  # the loop looked, several times, and sent nothing
         assert sim.stats()["tasks_created"] == 0
         assert book.campaign(cid).status == "paused" and book.campaign(cid).progress.held == 6
     finally:
@@ -205,7 +205,7 @@ def test_pause_holds_unsent_rows_across_a_restart_then_resume_and_cancel(sim, tm
     book = CampaignStore(store)
     tracker.start()
     try:
-        time.sleep(1.0)
+        loop_rounds(tracker)
         assert sim.stats()["tasks_created"] == 0
         tracker.resume_campaign(cid)
         assert wait_for(lambda: book.campaign(cid).progress.done >= 2, timeout=30)
@@ -219,7 +219,7 @@ def test_pause_holds_unsent_rows_across_a_restart_then_resume_and_cancel(sim, tm
         for cell in book.cells(cid):
             if cell.cancelled:
                 assert cell.task_id is None and cell.state == REJECTED and cell.error_code == CANCELLED
-        time.sleep(0.5)
+        loop_rounds(tracker)
         assert sim.stats()["tasks_created"] == created  # nothing sent after the cancel
     finally:
         tracker.stop()
