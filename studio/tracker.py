@@ -257,6 +257,8 @@ class Tracker(Intake):
         self._thread: threading.Thread | None = None
         self._next_claim_at = 0.0
         self._next_renew_at = 0.0
+        #: Rounds of the loop run so far (with `wake`, how a test on a fake clock sees the loop act).
+        self.rounds = 0
         # The shared create budget as last read or written (health shows it; `_admit` rereads it).
         self._budget = CreateBudget(0.0, float(self._max_active), self._max_active)
 
@@ -295,6 +297,10 @@ class Tracker(Intake):
     @property
     def alive(self) -> bool:
         return bool(self._thread and self._thread.is_alive())
+
+    def wake(self) -> None:
+        """Run the loop's next round now instead of at its next due time (e.g. after its clock moved)."""
+        self._wake.set()
 
     # -- claims and leases ----------------------------------------------------
     def _claim(self, now: float) -> int:
@@ -459,6 +465,7 @@ class Tracker(Intake):
             except Exception as exc:  # the loop must survive anything
                 self._note_error(f"tracker loop: {exc!r}")
                 timeout = 1.0
+            self.rounds += 1
             self._wake.wait(timeout)
             self._wake.clear()
 

@@ -132,17 +132,57 @@ def wait_for(condition: Callable[[], T], timeout: float = 60.0, step: float = 0.
 
 
 class FakeClock:
-    """A clock for `Tracker(clock=...)` and friends that moves only when told to."""
+    """A clock for `Tracker(clock=...)` and friends that moves only when told to.
+
+    `FakeClock.at_now()` starts at the wall clock, for a tracker whose store rows
+    sit beside rows written on real time (a simulator's tasks, a page's clicks).
+    """
 
     def __init__(self, now: float = 1000.0) -> None:
         self.now = now
 
+    @classmethod
+    def at_now(cls) -> FakeClock:
+        return cls(time.time())
+
     def __call__(self) -> float:
         return self.now
 
-    def advance(self, seconds: float) -> float:
+    def advance(self, seconds: float, *woken: Any) -> float:
+        """Move on `seconds`, then wake each of `woken` (trackers) so their loop sees the new time."""
         self.now += seconds
+        for tracker in woken:
+            tracker.wake()
         return self.now
+
+    def run_until(
+        self, condition: Callable[[], T], *woken: Any, step: float = 1.0, timeout: float = 60.0
+    ) -> T:
+        """`wait_for(condition)`, moving the clock on `step` seconds (and waking `woken`) at each look
+        that finds it unmet: a tracker's back-offs and poll intervals go by at once, in their order."""
+
+        def look() -> T:
+            value = condition()
+            if not value:
+                self.advance(step, *woken)
+            return value
+
+        return wait_for(look, timeout=timeout, step=0.01)
+
+
+def loop_rounds(tracker: Any, n: int = 3, timeout: float = 60.0) -> None:
+    """Return once the tracker's loop has run `n` whole rounds begun after this call.
+
+    What a test waits for before asserting that nothing happened (nothing sent
+    while paused, nothing after a cancel): the loop was woken and looked, which
+    a sleep never proves on a busy machine.
+    """
+    target = tracker.rounds + n + 1  # the round running now may have begun before the call
+    while tracker.rounds < target:
+        seen = tracker.rounds
+        tracker.wake()
+        wait_for(lambda seen=seen: tracker.rounds > seen or not tracker.alive, timeout=timeout, step=0.005)
+        assert tracker.alive, "the tracker's loop stopped"
 
 
 @contextmanager

@@ -23,12 +23,13 @@ from studio.client import HiAPIClient
 from studio.config import Settings
 from studio.images import ImageKeeper
 from studio.models import TaskRequest
+from studio.schedule import ERROR_BASE
 from studio.services import _callback_plan
 from studio.simulator import Simulator
 from studio.simulator import sign as sim_sign
 from studio.store import Store
 from studio.tracker import Tracker, _Watch
-from tests.support import FakeClock, simulators, wait_for
+from tests.support import FakeClock, loop_rounds, simulators, wait_for
 
 KEY = "sk-test-callbacks-0123456789"
 SECRET = "whsec-test-0123456789abcdef"
@@ -63,7 +64,9 @@ class Endpoint:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.thread.start()
 
     @property
@@ -94,7 +97,9 @@ def sim(make_sim):
     return make_sim()
 
 
-def make_tracker(sim, tmp_path, endpoint=None, *, secret=SECRET, grace=10.0, slow_poll=30.0, **client_kw):
+def make_tracker(
+    sim, tmp_path, endpoint=None, *, secret=SECRET, grace=10.0, slow_poll=30.0, clock=time.time, **client_kw
+):
     store = Store(tmp_path / "studio.db")
     client_kw.setdefault("backoff_base", 0.05)
     client_kw.setdefault("backoff_cap", 0.2)
@@ -109,6 +114,7 @@ def make_tracker(sim, tmp_path, endpoint=None, *, secret=SECRET, grace=10.0, slo
         callback_url=url,
         reconcile_grace=grace,
         slow_poll=slow_poll,
+        clock=clock,
     )
     if endpoint is not None:
         endpoint.receiver = cb.CallbackReceiver(TOKEN, tracker, secret=secret)
@@ -168,8 +174,9 @@ class World:
 
 
 @pytest.fixture
-def world(sim, tmp_path):
-    return World(sim, tmp_path)
+def world(make_sim, tmp_path):
+    # Tasks done the moment they are made: these tests are about the receiver, not the wait.
+    return World(make_sim(min_duration=0.0, max_duration=0.0), tmp_path)
 
 
 def test_our_signature_is_the_simulators():
@@ -339,7 +346,8 @@ def test_concurrent_duplicate_deliveries_make_one_record(world):
     assert world.tracker.health()["callbacks_duplicate"] == 31
 
 
-def test_callback_for_a_task_not_ours_is_acknowledged_and_not_kept(world, sim):
+def test_callback_for_a_task_not_ours_is_acknowledged_and_not_kept(world):
+    sim = world.sim
     world.deliver()  # our only submission is finished: nothing waits for a task id
     with HiAPIClient(KEY, base_url=sim.base_url) as client:
         other = client.create_task(TaskRequest("someone else's", "1:1", "1K")).task_id
@@ -460,12 +468,17 @@ def test_duplicated_callbacks_from_the_simulator_make_one_record(sim, tmp_path, 
 
 def test_dropped_callback_is_reconciled_by_one_get(sim, tmp_path, endpoint):
     sim.set_faults(callback_drop_rate=1.0)
-    tracker, store = make_tracker(sim, tmp_path, endpoint, grace=0.5)
+    clock = FakeClock.at_now()
+    tracker, store = make_tracker(sim, tmp_path, endpoint, grace=0.5, clock=clock)
     tracker.start()
     try:
         [sid] = tracker.submit([TaskRequest("a lighthouse", "3:2", "1K")])
+        task_id = wait_for(lambda: store.submission(sid).task_id)
+        wait_for(lambda: time.time() >= sim.task_finished_at(task_id))  # done, its callback lost
+        loop_rounds(tracker)
+        assert sim.stats()["gets_by_task"] == {}  # not overdue yet on the tracker's clock: no look
+        clock.advance(tracker._reconcile_after("1K"), tracker)
         wait_for(lambda: kept(store, sid))
-        task_id = store.submission(sid).task_id
         assert sim.stats()["gets_by_task"] == {task_id: 1}
         assert store.events(sid)[-1][0::2] == ("success", "reconcile")
         h = tracker.health()
@@ -475,15 +488,23 @@ def test_dropped_callback_is_reconciled_by_one_get(sim, tmp_path, endpoint):
 
 
 def test_slow_task_with_dropped_callback_is_slow_polled_after_reconciliation(make_sim, tmp_path, endpoint):
-    sim = make_sim(min_duration=2.5, max_duration=2.5)
+    sim = make_sim(min_duration=1.5, max_duration=1.5)
     sim.set_faults(callback_drop_rate=1.0)
-    tracker, store = make_tracker(sim, tmp_path, endpoint, grace=0.2, slow_poll=0.5)
+    clock = FakeClock.at_now()
+    tracker, store = make_tracker(sim, tmp_path, endpoint, grace=0.2, slow_poll=30.0, clock=clock)
     tracker.start()
     try:
         [sid] = tracker.submit([TaskRequest("a slow one", "1:1", "1K")])
+        task_id = wait_for(lambda: store.submission(sid).task_id)
+        clock.advance(tracker._reconcile_after("1K"), tracker)  # its callback is overdue: one look
+        wait_for(lambda: sim.stats()["gets_by_task"].get(task_id) == 1)
+        assert not store.submission(sid).is_terminal  # the first look found it still running
+        wait_for(lambda: time.time() >= sim.task_finished_at(task_id))
+        loop_rounds(tracker)
+        assert sim.stats()["gets_by_task"][task_id] == 1  # then slow polling: no look before 30 s
+        clock.advance(30.0, tracker)
         wait_for(lambda: kept(store, sid))
-        task_id = store.submission(sid).task_id
-        assert sim.stats()["gets_by_task"][task_id] >= 2  # the first look found it still running
+        assert sim.stats()["gets_by_task"][task_id] == 2
         assert tracker.health()["reconciled"] == 1
     finally:
         tracker.stop()
@@ -492,15 +513,18 @@ def test_slow_task_with_dropped_callback_is_slow_polled_after_reconciliation(mak
 def test_callback_outrunning_the_create_answer_is_held_then_applied(make_sim, tmp_path, endpoint):
     sim = make_sim(min_duration=0.0, max_duration=0.0)  # done, and called back, at once
     sim.set_faults(drop_create_answer_rate=1.0)  # ...while the create answer never arrives
-    tracker, store = make_tracker(sim, tmp_path, endpoint, max_retries=0)
+    clock = FakeClock.at_now()
+    tracker, store = make_tracker(sim, tmp_path, endpoint, max_retries=0, clock=clock)
     tracker.start()
     try:
         [sid] = tracker.submit([TaskRequest("a quick one", "1:1", "1K")])
         wait_for(lambda: store.held_callbacks() == 1)
+        wait_for(lambda: store.submission(sid).attempts)  # the lost answer is noted; a resend waits
         sub = store.submission(sid)
         assert sub.task_id is None and sub.state == "submitting"
         assert [v.status for v in endpoint.verdicts] == [202]
         sim.set_faults(drop_create_answer_rate=0.0)  # the resend (same key) is answered: a replay
+        clock.advance(ERROR_BASE, tracker)  # ...once its back-off is over
         wait_for(lambda: kept(store, sid))
         sub = store.submission(sid)
         assert sub.state == "success" and store.held_callbacks() == 0
@@ -610,10 +634,14 @@ def test_late_reconciled_results_do_not_stretch_the_learned_durations(sim, tmp_p
     # All callbacks lost (say, a wrong secret): every result comes by reconciliation, seen
     # well after it existed. Learning that lateness would delay each next round further.
     sim.set_faults(callback_drop_rate=1.0)
-    tracker, store = make_tracker(sim, tmp_path, endpoint, grace=5.0)
+    clock = FakeClock.at_now()
+    tracker, store = make_tracker(sim, tmp_path, endpoint, grace=5.0, clock=clock)
     tracker.start()
     try:
         [sid] = tracker.submit([TaskRequest("short, and noticed late", "1:1", "1K")])
+        task_id = wait_for(lambda: store.submission(sid).task_id)
+        wait_for(lambda: time.time() >= sim.task_finished_at(task_id))
+        clock.advance(tracker._reconcile_after("1K"), tracker)  # over 5 s on the tracker's clock
         wait_for(lambda: kept(store, sid))
         sub = store.submission(sid)
         assert sub.finished_at - sub.submitted_at > 5.0  # seen only by the reconciliation GET

@@ -27,7 +27,7 @@ from studio.simulator import Simulator
 from studio.store import REJECTED, SUBMITTING, Store
 from studio.tracker import Tracker
 from studio.usecases import launch_campaign, resubmit_campaign
-from tests.support import wait_for
+from tests.support import FakeClock, loop_rounds, wait_for
 
 KEY = "sk-test-campaigns-0123456789"
 PRICING = Pricing(prices={"1K": Decimal("0.03"), "2K": Decimal("0.06"), "4K": Decimal("0.12")})
@@ -93,13 +93,15 @@ def sim():
     s.stop()
 
 
-def make(sim, tmp_path, *, max_active: int, max_retries: int = 0):
+def make(sim, tmp_path, *, max_active: int, max_retries: int = 0, clock=time.time):
     store = Store(tmp_path / "studio.db")
     client = RecordingClient(
         HiAPIClient(KEY, base_url=sim.base_url, max_retries=max_retries, backoff_base=0.05, backoff_cap=0.2)
     )
     keeper = ImageKeeper(tmp_path / "images")
-    tracker = Tracker(store, client, keeper, priors={"1K": 0.4, "2K": 0.4, "4K": 0.4}, max_active=max_active)
+    tracker = Tracker(
+        store, client, keeper, priors={"1K": 0.4, "2K": 0.4, "4K": 0.4}, max_active=max_active, clock=clock
+    )
     return tracker, store, client
 
 
@@ -121,12 +123,15 @@ def finished(store, cid):
 
 
 def test_campaign_never_has_more_tasks_in_flight_than_the_limit(sim, tmp_path):
-    tracker, store, client = make(sim, tmp_path, max_active=2)
+    # In flight is measured on the real clock (RecordingClient); the tracker's poll intervals
+    # pass on its own, so each wave is as long as the simulator's tasks, not the first look's wait.
+    clock = FakeClock.at_now()
+    tracker, store, client = make(sim, tmp_path, max_active=2, clock=clock)
     tracker.start()
     try:
         cid, ids = start_campaign(tracker, [f"item {i}" for i in range(4)], ratios=("1:1", "16:9"))
         assert len(ids) == 8
-        assert wait_for(finished(store, cid), timeout=60)
+        assert clock.run_until(finished(store, cid), tracker, step=0.1)
         camp = CampaignStore(store).campaign(cid)
         assert (camp.progress.done, camp.progress.failed, camp.progress.left) == (8, 0, 0)
         assert sim.stats()["tasks_created"] == 8
@@ -136,13 +141,14 @@ def test_campaign_never_has_more_tasks_in_flight_than_the_limit(sim, tmp_path):
 
 
 def test_a_single_prompt_goes_at_once_and_campaign_rows_wait_for_room(sim, tmp_path):
-    tracker, store, client = make(sim, tmp_path, max_active=1)
+    clock = FakeClock.at_now()
+    tracker, store, client = make(sim, tmp_path, max_active=1, clock=clock)
     # Queue both before the loop runs, so the order is the tracker's choice.
     cid, camp_ids = start_campaign(tracker, ["a", "b"])
     singles = tracker.submit([TaskRequest("a single prompt", r, "1K") for r in ("1:1", "16:9", "9:16")])
     tracker.start()
     try:
-        assert wait_for(finished(store, cid), timeout=60)
+        assert clock.run_until(finished(store, cid), tracker, step=0.1)
         single_tasks = {store.submission(i).task_id for i in singles}
         camp_tasks = {store.submission(i).task_id for i in camp_ids}
         by_start = sorted(client.started, key=client.started.get)
@@ -194,23 +200,24 @@ def test_pause_holds_unsent_rows_across_a_restart_then_resume_and_cancel(sim, tm
     tracker.start()
     book = CampaignStore(store)
     try:
-        time.sleep(1.0)  # several ticks of the loop
+        loop_rounds(tracker)  # the loop looked, several times, and sent nothing
         assert sim.stats()["tasks_created"] == 0
         assert book.campaign(cid).status == "paused" and book.campaign(cid).progress.held == 6
     finally:
         tracker.stop()
 
     # A new process on the same database: still paused.
-    tracker, store, client = make(sim, tmp_path, max_active=1)
+    clock = FakeClock.at_now()
+    tracker, store, client = make(sim, tmp_path, max_active=1, clock=clock)
     book = CampaignStore(store)
     tracker.start()
     try:
-        time.sleep(1.0)
+        loop_rounds(tracker)
         assert sim.stats()["tasks_created"] == 0
         tracker.resume_campaign(cid)
-        assert wait_for(lambda: book.campaign(cid).progress.done >= 2, timeout=30)
+        assert clock.run_until(lambda: book.campaign(cid).progress.done >= 2, tracker, step=0.1)
         cancelled = tracker.cancel_campaign(cid)
-        assert wait_for(lambda: book.campaign(cid).progress.finished, timeout=30)
+        assert clock.run_until(lambda: book.campaign(cid).progress.finished, tracker, step=0.1)
         camp = book.campaign(cid)
         created = sim.stats()["tasks_created"]
         assert camp.progress.done == created  # whatever was sent was followed to its end
@@ -219,19 +226,20 @@ def test_pause_holds_unsent_rows_across_a_restart_then_resume_and_cancel(sim, tm
         for cell in book.cells(cid):
             if cell.cancelled:
                 assert cell.task_id is None and cell.state == REJECTED and cell.error_code == CANCELLED
-        time.sleep(0.5)
+        loop_rounds(tracker)
         assert sim.stats()["tasks_created"] == created  # nothing sent after the cancel
     finally:
         tracker.stop()
 
 
 def test_failed_rows_keep_their_reason_and_are_resubmitted_after_editing(sim, tmp_path):
-    tracker, store, _ = make(sim, tmp_path, max_active=4)
+    clock = FakeClock.at_now()
+    tracker, store, _ = make(sim, tmp_path, max_active=4, clock=clock)
     tracker.start()
     book = CampaignStore(store)
     try:
         cid, _ = start_campaign(tracker, ["mug", "bowl [sim:fail]", "vase"], ratios=("1:1", "16:9"))
-        assert wait_for(finished(store, cid), timeout=60)
+        assert clock.run_until(finished(store, cid), tracker, step=0.1)
         camp = book.campaign(cid)
         assert (camp.progress.done, camp.progress.failed) == (4, 2)
         failed = [c for c in book.cells(cid) if c.failed]
@@ -244,7 +252,7 @@ def test_failed_rows_keep_their_reason_and_are_resubmitted_after_editing(sim, tm
             tracker, cid, {2: {"product": "bowl"}}, pricing=PRICING, model="gpt-image-2"
         )
         assert len(new_ids) == 2  # only the failed cells of that row
-        assert wait_for(finished(store, cid), timeout=60)
+        assert clock.run_until(finished(store, cid), tracker, step=0.1)
         camp = book.campaign(cid)
         assert (camp.progress.done, camp.progress.failed, camp.progress.total) == (6, 0, 6)
         assert book.rows(cid)[1].prompt == "A poster of a bowl"

@@ -959,12 +959,12 @@ def silent_server() -> Iterator[int]:
 
 def test_read_timeout_is_a_connection_error(silent_server: int) -> None:
     sleeps = Sleeps()
-    t0 = time.monotonic()
+    # The server accepts and never answers: only the client's read timeout can end this call
+    # (a hang is the test's own timeout), so no clock is read here.
     with HiAPIClient(KEY, base_url=f"http://127.0.0.1:{silent_server}", timeout=0.15, max_retries=1,
                      sleep=sleeps) as client:  # fmt: skip
         with pytest.raises(E.HiAPIConnectionError, match="timed out") as info:
             client.get_task(TASK_ID)
-    assert time.monotonic() - t0 < 2.0
     assert isinstance(info.value.__cause__, httpx.ReadTimeout)
     assert len(sleeps) == 1
     assert_no_key(info.value)

@@ -21,7 +21,7 @@ from studio.models import TaskRequest
 from studio.simulator import Simulator
 from studio.store import Store
 from studio.tracker import Tracker
-from tests.support import wait_for
+from tests.support import FakeClock, wait_for
 
 KEY = "sk-test-lanes-0123456789"
 PRIORS = {"1K": 0.3, "2K": 0.3, "4K": 0.3}
@@ -71,12 +71,15 @@ def test_stuck_downloads_never_delay_a_new_create_or_its_polls(sim, tmp_path):
 def test_a_trickled_status_answer_is_abandoned_at_its_deadline(sim, tmp_path):
     store = Store(tmp_path / "studio.db")
     client = HiAPIClient(KEY, base_url=sim.base_url, max_retries=0, answer_deadline=0.5)
-    tracker = Tracker(store, client, ImageKeeper(tmp_path / "images"), priors=PRIORS)
+    # The deadline is the client's, on real time; the tracker's waits (first look, back-off) are not
+    # what this test is about and pass on its own clock.
+    clock = FakeClock.at_now()
+    tracker = Tracker(store, client, ImageKeeper(tmp_path / "images"), priors=PRIORS, clock=clock)
     sim.set_faults(get_trickle_s=TRICKLE)
     tracker.start()
     try:
         [sid] = tracker.submit([TaskRequest("a fox", "1:1", "1K")])
-        wait_for(lambda: tracker.health()["poll_errors"] >= 1)
+        clock.run_until(lambda: tracker.health()["poll_errors"] >= 1, tracker, step=0.25)
         assert "deadline" in tracker.health()["last_error"]
         # The studio hung up: the simulator saw its trickle cut short, never finished.
         wait_for(lambda: sim.stats()["trickles_cut"] >= 1)
@@ -84,7 +87,7 @@ def test_a_trickled_status_answer_is_abandoned_at_its_deadline(sim, tmp_path):
         assert store.submission(sid).state != "success"
 
         sim.set_faults(get_trickle_s=0)  # the server recovers; the task is followed to its end
-        wait_for(lambda: [o.state for o in outputs(store, [sid])] == ["kept"])
+        clock.run_until(lambda: [o.state for o in outputs(store, [sid])] == ["kept"], tracker, step=0.25)
     finally:
         tracker.stop()
 
@@ -139,17 +142,20 @@ def test_a_download_past_its_deadline_is_a_failed_attempt_retried_while_the_link
     store = Store(tmp_path / "studio.db")
     client = HiAPIClient(KEY, base_url=sim.base_url, backoff_base=0.05, backoff_cap=0.2)
     keeper = ImageKeeper(tmp_path / "images", total_timeout=0.5)
-    tracker = Tracker(store, client, keeper, priors=PRIORS)
+    clock = FakeClock.at_now()  # the keeper's deadline is real time; the tracker's waits are not
+    tracker = Tracker(store, client, keeper, priors=PRIORS, clock=clock)
     tracker.start()
     try:
         [sid] = tracker.submit([TaskRequest("a fox", "1:1", "1K")])
-        [o] = wait_for(lambda: [o for o in outputs(store, [sid]) if o.attempts >= 1])
+        [o] = clock.run_until(
+            lambda: [o for o in outputs(store, [sid]) if o.attempts >= 1], tracker, step=0.25
+        )
         assert o.state == "pending"  # not final: the link still lives
         assert "did not finish within 0.5 s" in o.error
         wait_for(lambda: sim.stats()["trickles_cut"] >= 1)
 
         sim.set_faults(download_trickle_s=0)
-        [o] = wait_for(lambda: [o for o in outputs(store, [sid]) if o.state == "kept"])
+        [o] = clock.run_until(lambda: [o for o in outputs(store, [sid]) if o.state == "kept"], tracker)
         assert o.attempts >= 1
         assert sim.stats()["trickles_finished"] == 0
     finally:

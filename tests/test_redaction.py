@@ -16,7 +16,7 @@ from studio.images import ImageKeeper
 from studio.models import TaskRequest
 from studio.store import Store
 from studio.tracker import Tracker
-from tests.support import sql_rows, wait_for
+from tests.support import FakeClock, sql_rows
 from tests.test_tracker_faults import Answer, HostileHiAPI, _envelope
 
 KEY = "hk_7f3a9c2e5b1d40"  # 17 characters: short enough to be quoted in a refusal reason
@@ -24,11 +24,11 @@ TASK = "tk-echo-01"
 TOKEN = "t" * 32
 
 
-def _tracker(base_url: str, data) -> tuple[Tracker, Store]:
+def _tracker(base_url: str, data, **kw) -> tuple[Tracker, Store]:
     store = Store(data / "studio.db")
     client = HiAPIClient(KEY, base_url=base_url, max_retries=0)
     keeper = ImageKeeper(data / "images", thumb_size=128)
-    return Tracker(store, client, keeper, priors={"1K": 0.2, "2K": 0.2, "4K": 0.2}), store
+    return Tracker(store, client, keeper, priors={"1K": 0.2, "2K": 0.2, "4K": 0.2}, **kw), store
 
 
 def _no_key_in(data, *texts: str) -> None:
@@ -69,12 +69,13 @@ def test_a_polled_task_echoing_the_key_is_stored_redacted(tmp_path, caplog):
 
     hostile.answers["create"] = Answer(200, _envelope({"taskId": TASK}))
     hostile.answers["task"] = Answer(200, task)
-    tracker, store = _tracker(hostile.base_url, tmp_path)
+    clock = FakeClock.at_now()  # the back-off after the 503 and the poll intervals pass at once
+    tracker, store = _tracker(hostile.base_url, tmp_path, clock=clock)
     caplog.set_level(logging.DEBUG)
     tracker.start()
     try:
         [sid] = tracker.submit([TaskRequest("a kite", "1:1", "1K")])
-        sub = wait_for(lambda: (s := store.submission(sid)).is_terminal and s)
+        sub = clock.run_until(lambda: (s := store.submission(sid)).is_terminal and s, tracker)
         health = json.dumps(tracker.health())
         raw = sql_rows(store, "SELECT raw_task FROM submissions WHERE id=?", (sid,))[0][0]
         logging.getLogger("studio.test").warning("a line quoting %s", KEY)  # any log line at all

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 
 import pytest
 from PIL import Image
@@ -16,7 +15,7 @@ from studio.ratios import pixel_size
 from studio.simulator import Simulator
 from studio.store import REJECTED, Store
 from studio.tracker import Tracker
-from tests.support import wait_for
+from tests.support import FakeClock, loop_rounds, wait_for
 
 KEY = "sk-test-tracker-0123456789"
 
@@ -48,11 +47,12 @@ def all_terminal(store):
 
 
 def test_submit_follows_tasks_to_kept_images(sim, tmp_path):
-    tracker, store = make_tracker(sim, tmp_path)
+    clock = FakeClock.at_now()  # the schedule's waits pass at once; the simulator's tasks take real time
+    tracker, store = make_tracker(sim, tmp_path, clock=clock)
     tracker.start()
     try:
         ids = tracker.submit([TaskRequest('poster "SUMMER DROP"', r, "1K") for r in ("16:9", "9:16", "1:1")])
-        assert wait_for(all_terminal(store))
+        assert clock.run_until(all_terminal(store), tracker, step=0.1)
         outs = store.outputs_for(ids)
         for sid in ids:
             sub = store.submission(sid)
@@ -70,12 +70,14 @@ def test_submit_follows_tasks_to_kept_images(sim, tmp_path):
 
 def test_failed_task_keeps_reason_and_is_never_retried(sim, tmp_path):
     sim.set_faults(fail_rate=1.0)
-    tracker, store = make_tracker(sim, tmp_path)
+    clock = FakeClock.at_now()
+    tracker, store = make_tracker(sim, tmp_path, clock=clock)
     tracker.start()
     try:
         [sid] = tracker.submit([TaskRequest("a dragon", "4:3", "1K")])
-        assert wait_for(lambda: store.submission(sid).is_terminal)
-        time.sleep(0.5)
+        assert clock.run_until(lambda: store.submission(sid).is_terminal, tracker, step=0.1)
+        clock.advance(3600.0, tracker)  # an hour on the tracker's clock...
+        loop_rounds(tracker)  # ...and the loop has looked again: nothing is resent
         sub = store.submission(sid)
         assert sub.state == "fail" and sub.error_code and sub.error_message
         assert sim.stats()["tasks_created"] == 1
@@ -109,10 +111,11 @@ def test_resumes_unfinished_work_after_a_restart_without_duplicates(sim, tmp_pat
     assert sim.stats()["tasks_created"] == 1
     sim.set_faults(drop_create_answer_rate=0.0)
     # Second process: a new tracker resumes from the store.
-    tracker, store2 = make_tracker(sim, tmp_path)
+    clock = FakeClock.at_now()
+    tracker, store2 = make_tracker(sim, tmp_path, clock=clock)
     tracker.start()
     try:
-        assert wait_for(all_terminal(store2))
+        assert clock.run_until(all_terminal(store2), tracker, step=0.1)
         assert store2.submission(sid).state == "success"
         stats = sim.stats()
         assert stats["tasks_created"] == 1 and stats["idempotent_replays"] >= 1
@@ -122,11 +125,12 @@ def test_resumes_unfinished_work_after_a_restart_without_duplicates(sim, tmp_pat
 
 def test_rate_limited_polls_still_finish(sim, tmp_path):
     sim.set_faults(get_429_rate=0.5, get_503_rate=0.2, retry_after=0)
-    tracker, store = make_tracker(sim, tmp_path)
+    clock = FakeClock.at_now()  # the back-offs after each refused poll pass at once
+    tracker, store = make_tracker(sim, tmp_path, clock=clock)
     tracker.start()
     try:
         ids = tracker.submit([TaskRequest("a cat", "1:1", "1K"), TaskRequest("a dog", "2:3", "1K")])
-        assert wait_for(all_terminal(store), timeout=40)
+        assert clock.run_until(all_terminal(store), tracker, step=0.1)
         assert all(store.submission(i).state == "success" for i in ids)
     finally:
         tracker.stop()
@@ -136,11 +140,12 @@ def test_crash_between_download_and_rename_is_recovered(sim, tmp_path):
     # First process: the task succeeds but the process dies before the image is kept.
     store = Store(tmp_path / "studio.db")
     client = HiAPIClient(KEY, base_url=sim.base_url)
-    first = Tracker(store, client, None, priors={"1K": 0.4})
+    clock = FakeClock.at_now()
+    first = Tracker(store, client, None, priors={"1K": 0.4}, clock=clock)
     first.start()
     try:
         [sid] = first.submit([TaskRequest('a menu "MORNING BREW"', "3:4", "1K")])
-        assert wait_for(lambda: store.submission(sid).state == "success")
+        assert clock.run_until(lambda: store.submission(sid).state == "success", first, step=0.1)
     finally:
         first.stop()
     [pending] = store.outputs_for([sid])[sid]

@@ -26,10 +26,11 @@ from studio import services as core
 from studio.client import HiAPIClient
 from studio.images import ImageKeeper
 from studio.models import TaskRequest
+from studio.schedule import ERROR_BASE
 from studio.simulator import Simulator
 from studio.store import NO_OUTPUT, REJECTED, SUBMITTING, Store
 from studio.tracker import IDEMPOTENCY_SAFE_S, Tracker
-from tests.support import ROOT, sql_rows, sql_write, wait_for
+from tests.support import ROOT, FakeClock, loop_rounds, sql_rows, sql_write, wait_for
 
 KEY = "sk-hostile-secret-key-0123456789"
 TASK_ID = "tk-hiapi-01HZTQ8BX2N3GM3YFK4Z9D7VQR"
@@ -135,11 +136,11 @@ def hostile():
     h.close()
 
 
-def make_tracker(base_url: str, data: Path) -> tuple[Tracker, Store]:
+def make_tracker(base_url: str, data: Path, **kw) -> tuple[Tracker, Store]:
     store = Store(data / "studio.db")
     client = HiAPIClient(KEY, base_url=base_url, max_retries=0)
     keeper = ImageKeeper(data / "images", thumb_size=128)
-    return Tracker(store, client, keeper, priors={"1K": 0.3, "2K": 0.3, "4K": 0.3}), store
+    return Tracker(store, client, keeper, priors={"1K": 0.3, "2K": 0.3, "4K": 0.3}, **kw), store
 
 
 def render_studio(data: Path, monkeypatch) -> AppTest:
@@ -200,7 +201,8 @@ CREATE_ANSWERS = {
 def test_bad_create_answers_leave_a_clear_sending_state_then_recover(case, hostile, tmp_path):
     answer, words = CREATE_ANSWERS[case]
     hostile.answers["create"] = answer
-    tracker, store = make_tracker(hostile.base_url, tmp_path)
+    clock = FakeClock.at_now()
+    tracker, store = make_tracker(hostile.base_url, tmp_path, clock=clock)
     tracker.start()
     try:
         [sid] = tracker.submit([TaskRequest("a kite", "1:1", "1K")])
@@ -208,10 +210,13 @@ def test_bad_create_answers_leave_a_clear_sending_state_then_recover(case, hosti
         assert sub.state == SUBMITTING and sub.task_id is None  # unknown outcome: kept, resent with its key
         assert words in sub.error_message
         assert tracker.alive
+        loop_rounds(tracker)  # the clock stands still: no resend before the back-off is over
+        assert [m for m, _, _ in hostile.seen].count("POST") == 1
         keys = {h.get("Idempotency-Key") for m, _, h in hostile.seen if m == "POST"}
-        # HiAPI recovers: the same key is sent again and the task is attached.
+        # HiAPI recovers: the same key is sent again, after the back-off, and the task is attached.
         hostile.answers["create"] = Answer(200, _envelope({"taskId": TASK_ID}))
         hostile.answers["task"] = Answer(200, _envelope({"taskId": TASK_ID, "status": "queued"}))
+        clock.advance(ERROR_BASE, tracker)
         sub = wait_for(lambda: (s := store.submission(sid)).task_id and s, timeout=30)
         assert sub.task_id == TASK_ID and sub.state == "queued"
         assert len(keys) == 1 and keys == {
