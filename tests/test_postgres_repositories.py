@@ -67,3 +67,17 @@ def test_two_replicas_saving_one_key_at_once_never_fail(postgres_db: str, pool) 
     assert errors == []
     assert PgSettingRows(pool).get_setting("limit") in ("a-49", "b-49")
     assert PgDraftRows(pool).draft_body("tab") in ('{"by": "a", "i": 49}', '{"by": "b", "i": 49}')
+
+
+def test_the_data_version_moves_when_another_replica_commits_and_not_on_reads(pool) -> None:
+    from studio.postgres.claims import PgWorkClaims
+
+    mine, other = PgWorkClaims(pool), PgSettingRows(pool)
+    before = mine.data_version()
+    other.get_setting("x")
+    assert mine.data_version() == before  # reads write nothing
+    other.set_setting("x", "1")
+    after = mine.data_version()
+    assert after != before
+    mine.forget_claims()  # nobody holds a claim: nothing was written
+    assert mine.data_version() == after
