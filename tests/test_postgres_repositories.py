@@ -12,7 +12,7 @@ import pytest
 from studio.config import DatabaseSettings
 from studio.postgres.pool import open_pool
 from studio.postgres.schema import migrate
-from studio.postgres.settings import PgDraftRepository, PgSettingsRepository
+from studio.postgres.settings import PgDraftRows, PgSettingRows
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def pool(postgres_db: str):
 
 
 def test_settings_round_trip(pool) -> None:
-    repos = PgSettingsRepository(pool)
+    repos = PgSettingRows(pool)
     assert repos.get_setting("pricing") is None
     repos.set_setting("pricing", '{"1K": "0.04"}')
     repos.set_setting("pricing", '{"1K": "0.05"}')
@@ -34,7 +34,7 @@ def test_settings_round_trip(pool) -> None:
 
 
 def test_drafts_are_kept_as_written_and_old_ones_pruned(pool) -> None:
-    repos = PgDraftRepository(pool)
+    repos = PgDraftRows(pool)
     repos.save_draft("old", '{"prompt": "old"}', now=10.0)
     repos.save_draft("mine", '{"prompt": "a"}', now=20.0)
     repos.save_draft("mine", '{"prompt": "b"}', now=30.0)
@@ -51,7 +51,7 @@ def test_two_replicas_saving_one_key_at_once_never_fail(postgres_db: str, pool) 
     def replica(name: str) -> None:
         try:
             with open_pool(DatabaseSettings.parse(postgres_db, Path(".")), max_size=1) as own:
-                settings, drafts = PgSettingsRepository(own), PgDraftRepository(own)
+                settings, drafts = PgSettingRows(own), PgDraftRows(own)
                 barrier.wait()
                 for i in range(50):
                     settings.set_setting("limit", f"{name}-{i}")
@@ -65,5 +65,19 @@ def test_two_replicas_saving_one_key_at_once_never_fail(postgres_db: str, pool) 
     for t in threads:
         t.join(60)
     assert errors == []
-    assert PgSettingsRepository(pool).get_setting("limit") in ("a-49", "b-49")
-    assert PgDraftRepository(pool).draft_body("tab") in ('{"by": "a", "i": 49}', '{"by": "b", "i": 49}')
+    assert PgSettingRows(pool).get_setting("limit") in ("a-49", "b-49")
+    assert PgDraftRows(pool).draft_body("tab") in ('{"by": "a", "i": 49}', '{"by": "b", "i": 49}')
+
+
+def test_the_data_version_moves_when_another_replica_commits_and_not_on_reads(pool) -> None:
+    from studio.postgres.claims import PgWorkClaims
+
+    mine, other = PgWorkClaims(pool), PgSettingRows(pool)
+    before = mine.data_version()
+    other.get_setting("x")
+    assert mine.data_version() == before  # reads write nothing
+    other.set_setting("x", "1")
+    after = mine.data_version()
+    assert after != before
+    mine.forget_claims()  # nobody holds a claim: nothing was written
+    assert mine.data_version() == after

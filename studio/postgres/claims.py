@@ -13,14 +13,18 @@ Contract (beyond the SQLite one):
   one another's update.
 - `now` is passed in (the tracker's clock), never read from the server: leases compare
   with the same clock on every replica's side, and tests move it by hand.
+- `data_version` is the server's current snapshot (`pg_current_snapshot()`, as a number):
+  it changes whenever any write transaction of any replica ends, and not on reads.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 from ..records import TERMINAL_STATES, CreateBudget, OutputRow, Submission, TaskState
+from .db import PgDatabase
 
 _SUB_COLS = ", ".join(Submission.__dataclass_fields__)
 _OUT_COLS = ", ".join(OutputRow.__dataclass_fields__)
@@ -28,17 +32,12 @@ _UNFINISHED = "state <> ALL(%(terminal)s)"
 _TERMINAL = [str(s) for s in TERMINAL_STATES]
 
 
-class PgWorkClaims:
-    """Work claims on a psycopg_pool.ConnectionPool (each method is one short transaction)."""
+class PgWorkClaims(PgDatabase):
+    """`WorkClaimRepository` over PostgreSQL (mixed into `PgStore`; each method is one short transaction)."""
 
-    def __init__(self, pool: Any) -> None:
-        self.pool = pool
-
-    def _rows(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        from psycopg.rows import dict_row
-
-        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(sql, params)
+    def _claim_rows(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        with self._tx() as conn:
+            cur = conn.execute(sql, params)
             return list(cur.fetchall()) if cur.description else []
 
     # -- submissions (create and poll work) ---------------------------------------
@@ -48,7 +47,7 @@ class PgWorkClaims:
         """Claim up to `limit` unfinished submissions nobody holds (or whose lease expired), oldest first."""
         if limit <= 0:
             return []
-        rows = self._rows(
+        rows = self._claim_rows(
             "UPDATE submissions SET claimed_by = %(worker)s, lease_until = %(until)s WHERE id IN ("
             f" SELECT id FROM submissions WHERE {_UNFINISHED}"
             " AND (claimed_by IS NULL OR lease_until <= %(now)s)"
@@ -70,7 +69,7 @@ class PgWorkClaims:
         """Extend this worker's leases on `ids`; returns those still its own and unfinished."""
         if not ids:
             return set()
-        rows = self._rows(
+        rows = self._claim_rows(
             "UPDATE submissions SET lease_until = %(until)s"
             f" WHERE claimed_by = %(worker)s AND {_UNFINISHED} AND id = ANY(%(ids)s) RETURNING id",
             {"until": now + lease_s, "worker": worker_id, "ids": list(ids), "terminal": _TERMINAL},
@@ -79,7 +78,7 @@ class PgWorkClaims:
 
     def release_submissions(self, worker_id: str, ids: Sequence[int] | None = None) -> None:
         """Give up this worker's claims on `ids` (all of them with None)."""
-        self._rows(
+        self._claim_rows(
             "UPDATE submissions SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = %(worker)s"
             + ("" if ids is None else " AND id = ANY(%(ids)s)"),
             {"worker": worker_id, "ids": list(ids or ())},
@@ -87,15 +86,43 @@ class PgWorkClaims:
 
     def begin_create(self, submission_id: int, now: float) -> bool:
         """Mark a create as sent, just before its POST; False when it is no longer `submitting`."""
-        rows = self._rows(
+        rows = self._claim_rows(
             "UPDATE submissions SET sent_at = COALESCE(sent_at, %(now)s)"
             " WHERE id = %(id)s AND state = %(state)s AND task_id IS NULL RETURNING id",
             {"now": now, "id": submission_id, "state": str(TaskState.SUBMITTING)},
         )
         return len(rows) == 1
 
+    def in_flight_count(self) -> int:
+        """Tasks at HiAPI and not finished, whichever replica follows them (the shared campaign budget)."""
+        rows = self._claim_rows(
+            f"SELECT COUNT(*) AS n FROM submissions WHERE task_id IS NOT NULL AND {_UNFINISHED}",
+            {"terminal": _TERMINAL},
+        )
+        return int(rows[0]["n"])
+
+    def forget_claims(self) -> None:
+        """Clear every claim, whoever holds it: only for a process that knows no other worker is
+        alive (a single all-in-one studio), so a restart resumes at once."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE submissions SET claimed_by = NULL, lease_until = NULL WHERE claimed_by IS NOT NULL"
+            )
+            conn.execute(
+                "UPDATE outputs SET claimed_by = NULL, lease_until = NULL WHERE claimed_by IS NOT NULL"
+            )
+
+    def data_version(self) -> int:
+        """A number that changes whenever a write transaction ends anywhere (`events.ChangeWatch`).
+
+        The snapshot's xmax moves when the newest write ends and its list of running writes
+        shrinks when an older one ends, so the snapshot as a whole changes on every commit."""
+        rows = self._claim_rows("SELECT pg_current_snapshot()::text AS snap", {})
+        digest = hashlib.blake2b(str(rows[0]["snap"]).encode(), digest_size=7).digest()
+        return int.from_bytes(digest, "big")
+
     def claimed_by(self, submission_id: int) -> tuple[str | None, float | None]:
-        rows = self._rows(
+        rows = self._claim_rows(
             "SELECT claimed_by, lease_until FROM submissions WHERE id = %(id)s", {"id": submission_id}
         )
         return (rows[0]["claimed_by"], rows[0]["lease_until"]) if rows else (None, None)
@@ -105,7 +132,7 @@ class PgWorkClaims:
         """Claim up to `limit` pending outputs whose next try is due and that nobody holds."""
         if limit <= 0:
             return []
-        rows = self._rows(
+        rows = self._claim_rows(
             "UPDATE outputs SET claimed_by = %(worker)s, lease_until = %(until)s WHERE id IN ("
             " SELECT id FROM outputs WHERE state = 'pending' AND next_try_at <= %(now)s"
             " AND (claimed_by IS NULL OR lease_until <= %(now)s)"
@@ -118,7 +145,7 @@ class PgWorkClaims:
     def renew_output_leases(self, worker_id: str, ids: Sequence[int], lease_s: float, now: float) -> set[int]:
         if not ids:
             return set()
-        rows = self._rows(
+        rows = self._claim_rows(
             "UPDATE outputs SET lease_until = %(until)s WHERE claimed_by = %(worker)s AND id = ANY(%(ids)s)"
             " RETURNING id",
             {"until": now + lease_s, "worker": worker_id, "ids": list(ids)},
@@ -126,7 +153,7 @@ class PgWorkClaims:
         return {int(r["id"]) for r in rows}
 
     def release_outputs(self, worker_id: str, ids: Sequence[int] | None = None) -> None:
-        self._rows(
+        self._claim_rows(
             "UPDATE outputs SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = %(worker)s"
             + ("" if ids is None else " AND id = ANY(%(ids)s)"),
             {"worker": worker_id, "ids": list(ids or ())},
@@ -134,7 +161,7 @@ class PgWorkClaims:
 
     # -- the create budget, one per HiAPI key --------------------------------------------
     def create_budget(self, key_hash: str, default_max_active: int) -> CreateBudget:
-        rows = self._rows(
+        rows = self._claim_rows(
             "SELECT hold_until, pace, max_active FROM create_budget WHERE key_hash = %(k)s", {"k": key_hash}
         )
         if not rows:
@@ -143,7 +170,7 @@ class PgWorkClaims:
 
     def set_create_limit(self, key_hash: str, max_active: int, now: float) -> CreateBudget:
         n = max(1, int(max_active))
-        rows = self._rows(
+        rows = self._claim_rows(
             "INSERT INTO create_budget (key_hash, hold_until, pace, max_active, updated_at)"
             " VALUES (%(k)s, 0, %(pace)s, %(n)s, %(now)s) ON CONFLICT (key_hash) DO UPDATE SET"
             " pace = EXCLUDED.pace, max_active = EXCLUDED.max_active, updated_at = EXCLUDED.updated_at"
@@ -154,7 +181,7 @@ class PgWorkClaims:
 
     def hold_creates(self, key_hash: str, until: float, default_max_active: int, now: float) -> CreateBudget:
         """A 429: no create on this key before `until` (the later hold wins), and half the pace."""
-        rows = self._rows(
+        rows = self._claim_rows(
             "INSERT INTO create_budget (key_hash, hold_until, pace, max_active, updated_at)"
             " VALUES (%(k)s, %(until)s, GREATEST(1.0, %(pace)s / 2.0), %(n)s, %(now)s)"
             " ON CONFLICT (key_hash) DO UPDATE SET"
@@ -172,7 +199,7 @@ class PgWorkClaims:
         return _budget(rows[0])
 
     def note_create_accepted(self, key_hash: str, now: float) -> CreateBudget | None:
-        rows = self._rows(
+        rows = self._claim_rows(
             "UPDATE create_budget SET pace = LEAST(max_active::double precision, pace + 1.0 / GREATEST(1.0, pace)),"
             " updated_at = %(now)s WHERE key_hash = %(k)s AND pace < max_active"
             " RETURNING hold_until, pace, max_active",
@@ -183,7 +210,7 @@ class PgWorkClaims:
     # -- named leases (one-off jobs) -------------------------------------------------------
     def take_lease(self, name: str, holder: str, lease_s: float, now: float) -> bool:
         """Hold the lease `name` until now + lease_s, if nobody else holds it; True when it is ours."""
-        rows = self._rows(
+        rows = self._claim_rows(
             "INSERT INTO leases (name, holder, lease_until) VALUES (%(name)s, %(holder)s, %(until)s)"
             " ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, lease_until = EXCLUDED.lease_until"
             " WHERE leases.holder = EXCLUDED.holder OR leases.lease_until <= %(now)s RETURNING holder",
@@ -192,7 +219,7 @@ class PgWorkClaims:
         return bool(rows)
 
     def release_lease(self, name: str, holder: str) -> None:
-        self._rows(
+        self._claim_rows(
             "DELETE FROM leases WHERE name = %(name)s AND holder = %(holder)s",
             {"name": name, "holder": holder},
         )

@@ -26,8 +26,11 @@ class PgDatabase:
     """A migrated PostgreSQL database behind a psycopg_pool.ConnectionPool."""
 
     def __init__(self, pool: Any) -> None:
+        from psycopg.rows import tuple_row
+
         self._pool = pool
         with pool.connection() as conn:
+            conn.row_factory = tuple_row  # a pooled connection keeps the dict_row an earlier _tx set
             schema.migrate(conn)
 
     @contextmanager
@@ -56,5 +59,8 @@ class PgDatabase:
         self._pool.close()
 
     def schema_version(self) -> int:
+        from psycopg.rows import tuple_row
+
         with self._pool.connection() as conn:
+            conn.row_factory = tuple_row
             return schema.current_version(conn)

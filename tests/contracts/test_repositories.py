@@ -1,9 +1,10 @@
 """The repository contract (studio/repositories.py), run unchanged against every database adapter.
 
 Written against the Protocols only: no SQL, no driver, no adapter internals.
-`repos` is parametrised over the adapters this machine can run; an adapter
-joins by adding a factory to REPO_FACTORIES (given a fresh folder, it returns
-an empty database behind every Protocol).
+`repos` is parametrised over every adapter; an adapter joins by adding a factory to
+REPO_FACTORIES. A factory gets the test's request (to reach engine fixtures such as
+`postgres_db`, a fresh database on the session's PostgreSQL cluster) and a fresh folder,
+and returns an empty database behind every Protocol.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from studio.config import DatabaseSettings
 from studio.models import Task, TaskRequest
 from studio.records import (
     CampaignState,
@@ -46,14 +48,24 @@ from studio.repositories import (
 )
 from studio.sqlite.store import Store
 
-REPO_FACTORIES: dict[str, Callable[[Path], Repositories]] = {
-    "sqlite": lambda tmp: Store(tmp / "studio.db"),
+
+def _postgresql(request: pytest.FixtureRequest, tmp: Path) -> Repositories:
+    """A store on a fresh database of the session's PostgreSQL cluster (dropped after the test)."""
+    from studio.postgres.store import PgStore
+
+    dsn = request.getfixturevalue("postgres_db")
+    return PgStore.open(DatabaseSettings.parse(dsn, tmp), max_size=8)
+
+
+REPO_FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], Repositories]] = {
+    "sqlite": lambda request, tmp: Store(tmp / "studio.db"),
+    "postgresql": _postgresql,
 }
 
 
 @pytest.fixture(params=sorted(REPO_FACTORIES))
 def repos(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repositories]:
-    r = REPO_FACTORIES[request.param](tmp_path)
+    r = REPO_FACTORIES[request.param](request, tmp_path)
     yield r
     r.close()
 
