@@ -288,13 +288,19 @@ def migrate(conn: Any) -> int:
     return found
 
 
-#: The gallery's prompt-search condition on submissions `s`, with `prompt_tsquery(text)` as its
-#: one parameter (the GIN index on submissions.prompt_search answers it).
-PROMPT_MATCH = "s.prompt_search @@ to_tsquery('simple'::regconfig, studio_unaccent(%s))"
+#: The gallery's prompt-search condition on submissions `s`, with `prompt_words(text)` (a text
+#: array) as its one parameter; the GIN index on submissions.prompt_search answers it. Each word
+#: is unaccented on its own and only then quoted as a prefix lexeme, any quote or backslash the
+#: unaccenting produced (U+02BC "ʼ" becomes "'") turned into a space first, so typed text is
+#: never tsquery syntax.
+PROMPT_MATCH = (
+    "s.prompt_search @@ to_tsquery('simple'::regconfig, (SELECT string_agg("
+    "'''' || translate(studio_unaccent(w), '''\\', '  ') || ''':*', ' & ')"
+    " FROM unnest(%s::text[]) AS w))"
+)
 
 
-def prompt_tsquery(text: str) -> str | None:
-    """What a user typed as a safe tsquery: every word, as a prefix, all required (as the
-    SQLite version's FTS5 query); None when there is no word to look for."""
-    words = re.findall(r"\w+", text, flags=re.UNICODE)
-    return " & ".join(f"'{w}':*" for w in words) or None
+def prompt_words(text: str) -> list[str]:
+    """The words of what a user typed, as the SQLite version's FTS5 query takes them (runs of
+    `\\w`): each looked for as a prefix, all required. Empty when there is no word to look for."""
+    return re.findall(r"\w+", text, flags=re.UNICODE)
