@@ -20,11 +20,12 @@ import pytest
 
 from studio.config import DatabaseSettings
 from studio.models import TaskRequest
-from studio.postgres.campaigns import CLICK_LOCK, PgCampaignRows
+from studio.postgres.campaigns import PgCampaignRows
 from studio.postgres.db import PgDatabase
 from studio.postgres.gallery import PgGalleryRows
 from studio.postgres.library import PgTemplateRows
 from studio.postgres.pool import open_pool
+from studio.postgres.submissions import CLICK_LOCK
 from studio.postgres.text_checks import PgTextCheckRows
 from studio.records import (
     CampaignState,

@@ -52,13 +52,10 @@ from ..records import (
 )
 from .db import PgDatabase
 from .gallery import GALLERY_FROM, GALLERY_SELECT, gallery_item
+from .submissions import insert_submission, lock_click  # one click is one recording, however it arrives
 
 SUBMITTING = TaskState.SUBMITTING
 REJECTED = TaskState.REJECTED
-#: First key of pg_advisory_xact_lock(int, int) while one click is recorded (by its first
-#: idempotency key): the same key recording a plain click takes, so one click is one recording
-#: however it arrives.
-CLICK_LOCK = 0x636C6B  # "clk"
 
 _CELLS_SQL = (
     "SELECT ct.row_idx, ct.aspect_ratio, s.id AS submission_id, s.state, s.error_code, s.error_message,"
@@ -71,44 +68,6 @@ _CELLS_SQL = (
 )
 
 Cell = tuple[int, TaskRequest, str]  # (row, request, idempotency key)
-
-
-def lock_click(c: Any, first_key: str) -> None:
-    """Serialise recordings of one click (by its first idempotency key) until this transaction ends."""
-    c.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (CLICK_LOCK, first_key))
-
-
-def _insert_submission(
-    c: Any, request: TaskRequest, *, idempotency_key: str, creative_id: str, now: float
-) -> int:
-    """One `submitting` row and its first event, inside the caller's transaction (the columns
-    `studio/sqlite/submissions.insert_submission` writes)."""
-    row = c.execute(
-        "INSERT INTO submissions (creative_id, prompt, aspect_ratio, resolution, model,"
-        " idempotency_key, state, created_at, callback_url, input_urls, quality, background, storage)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-        (
-            creative_id,
-            request.prompt,
-            request.aspect_ratio,
-            request.resolution,
-            request.model,
-            idempotency_key,
-            SUBMITTING,
-            now,
-            request.callback.url if request.callback else None,  # resends must carry the same body
-            json.dumps(list(request.references)) if request.references else None,
-            request.quality,
-            request.background,
-            request.storage,
-        ),
-    ).fetchone()
-    sid = int(row["id"])
-    c.execute(
-        "INSERT INTO task_events (submission_id, status, at, source) VALUES (%s, %s, %s, %s)",
-        (sid, SUBMITTING, now, "studio"),
-    )
-    return sid
 
 
 def _insert_campaign(c: Any, new: NewCampaign, *, unit_micros: int, currency: str, now: float) -> int:
@@ -141,7 +100,7 @@ def _insert_cells(
 ) -> list[int]:
     ids = []
     for row, request, key in cells:
-        sid = _insert_submission(
+        sid = insert_submission(
             c, request, idempotency_key=key, creative_id=f"cmp{campaign_id}-r{row}", now=now
         )
         c.execute(
