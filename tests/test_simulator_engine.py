@@ -3,6 +3,7 @@ and the engine runs without HTTP. Over real HTTP where HiAPI's answers are what 
 
 from __future__ import annotations
 
+import ast
 import json
 
 import httpx
@@ -10,7 +11,7 @@ import pytest
 
 from studio.simulator import Engine, Simulator
 from studio.simulator.engine import FAIL_MARKER
-from tests.support import wait_for
+from tests.support import ROOT, wait_for
 from tests.test_simulator import Receiver
 
 KEY = "sk-test-engine-0001"
@@ -103,3 +104,26 @@ def test_the_engine_runs_without_http():
     engine.advance(2 * HOUR)
     assert engine.task_snapshot(failing.task_id)["error"]["code"] == "TASK_FAILED"
     assert engine.stats()["tasks_created"] == 2
+
+
+def _engine_attributes(path) -> list[str]:
+    """Every `<...>.sim.<name>` / `sim.<name>` attribute a module reads, as names."""
+    tree = ast.parse(path.read_text(), str(path))
+    return [
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and (getattr(node.value, "attr", None) == "sim" or getattr(node.value, "id", None) == "sim")
+    ]
+
+
+def test_the_http_layer_reaches_the_engine_only_through_its_public_api():
+    used = _engine_attributes(ROOT / "studio" / "simulator" / "http.py")
+    assert "create_task" in used and "view" in used  # the reader finds the calls
+    assert [name for name in used if name.startswith("_")] == []
+    engine_imports = {
+        node.module
+        for node in ast.walk(ast.parse((ROOT / "studio" / "simulator" / "engine.py").read_text()))
+        if isinstance(node, ast.ImportFrom)
+    }
+    assert not engine_imports & {"http", "server"}  # the engine knows nothing of being served
