@@ -3,7 +3,9 @@
 HiAPI POSTs the task-detail object to the `callback.url` of a task when it
 reaches a terminal state, at least once, possibly concurrently, and redelivers
 on any non-2xx answer. This module decides what each delivery gets; `server.py`
-only moves bytes in and out (`POST /hiapi/callback/{token}`).
+only moves bytes in and out (`POST /hiapi/callback/{token}`). HiAPI's side of
+the contract (signature, body cap, what a terminal task body is) is
+`studio.hiapi.webhooks`, re-exported here under its old names.
 
 The contract, in the order the checks run (each refusal is counted):
 - the token in the path must match (constant-time), else 404 — the URL is the
@@ -35,34 +37,35 @@ once and kept in the data folder, mode 0600) and the callback URL
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import hmac
-import json
 import logging
 import os
 import re
 import secrets
 import time
-from collections.abc import AsyncIterable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
 from . import routes
-from .errors import redact
-from .models import Task, TaskStatus
+from .hiapi.errors import redact
+from .hiapi.models import Task
+from .hiapi.webhooks import MAX_BODY_BYTES as MAX_BODY_BYTES
+from .hiapi.webhooks import MAX_SKEW_S as MAX_SKEW_S
+from .hiapi.webhooks import SIGNATURE_HEADER as SIGNATURE_HEADER
+from .hiapi.webhooks import TIMESTAMP_HEADER as TIMESTAMP_HEADER
+from .hiapi.webhooks import BodyTooLarge as BodyTooLarge
+from .hiapi.webhooks import declared_too_large, parse_terminal_task, signature_problem
+from .hiapi.webhooks import read_capped as read_capped
+from .hiapi.webhooks import sign as sign
 from .validation import is_loopback_host
 
 log = logging.getLogger("studio.callbacks")
 
 CALLBACK_PATH = routes.CALLBACK_PREFIX  # where the token starts in the callback route
-MAX_BODY_BYTES = 1 << 20  # 1 MiB; a task object is a few hundred bytes
-MAX_SKEW_S = 300.0
-TIMESTAMP_HEADER = "x-hiapi-timestamp"
-SIGNATURE_HEADER = "x-hiapi-signature"
 TOKEN_FILE = "callback-token"
-MAX_TASK_ID_CHARS = 256
 
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 
@@ -100,111 +103,6 @@ class CallbackSink(Protocol):
         ...
 
     def note_callback_rejected(self, status: int, reason: str) -> None: ...
-
-
-# -- the signature --------------------------------------------------------------
-
-
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    """HiAPI's signature: lowercase hex HMAC-SHA256(secret, timestamp + "." + raw body)."""
-    return hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-
-
-def signature_problem(
-    secret: str, headers: Mapping[str, str], body: bytes, *, now: float | None = None
-) -> str | None:
-    """Why a delivery's signature is not acceptable, or None when it is.
-
-    `headers` are looked up lower-case (pass a case-insensitive mapping or
-    lower-cased keys). The comparison is constant-time over the raw bytes.
-    """
-    timestamp = _header(headers, TIMESTAMP_HEADER)
-    signature = _header(headers, SIGNATURE_HEADER)
-    if not timestamp or not signature:
-        missing = [
-            name
-            for name, value in (("X-HiAPI-Timestamp", timestamp), ("X-HiAPI-Signature", signature))
-            if not value
-        ]
-        return f"missing {' and '.join(missing)} header{'s' if len(missing) > 1 else ''}"
-    timestamp = timestamp.strip()
-    if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
-        return "X-HiAPI-Timestamp is not Unix seconds"
-    now = time.time() if now is None else now
-    if abs(now - int(timestamp)) > MAX_SKEW_S:
-        return f"timestamp more than {int(MAX_SKEW_S)} s from now"
-    expected = sign(secret, timestamp, body).encode()
-    given = signature.strip().lower().encode("utf-8", "replace")
-    if not hmac.compare_digest(expected, given):
-        return "signature does not match"
-    return None
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:  # a plain dict: look the name up case-insensitively
-        value = next((v for k, v in headers.items() if isinstance(k, str) and k.lower() == name), None)
-    return value if isinstance(value, str) else None
-
-
-# -- the body -------------------------------------------------------------------
-
-
-def parse_terminal_task(body: bytes) -> Task | str:
-    """The terminal task a callback body describes, or a short reason why not."""
-    if not body:
-        return "empty body"
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        return "body is not JSON"
-    if isinstance(data, dict) and "taskId" not in data and isinstance(data.get("data"), dict):
-        data = data["data"]  # tolerate the {code, message, data} envelope of the GET answer
-    if not isinstance(data, dict):
-        return "body is not a task object"
-    task_id = data.get("taskId")
-    if not isinstance(task_id, str) or not task_id:
-        return "taskId is missing"
-    if len(task_id) > MAX_TASK_ID_CHARS or any(ch.isspace() or not ch.isprintable() for ch in task_id):
-        return "taskId is not a task id"
-    status = data.get("status")
-    if not isinstance(status, str) or status not in TaskStatus.TERMINAL:
-        shown = status if isinstance(status, str) and len(status) <= 20 else type(status).__name__
-        return f"status {shown!r} is not terminal (success or fail)"
-    try:
-        task = Task.parse(data)
-    except Exception:  # the parser is tolerant; this is belt and braces
-        task = None
-    if task is None:
-        return "body is not a task object"
-    if task.status == TaskStatus.SUCCESS and not task.outputs:
-        return "success without any output URL"
-    return task
-
-
-# -- reading the body -----------------------------------------------------------
-
-
-class BodyTooLarge(Exception):
-    """The body went past the cap while it was being read."""
-
-
-async def read_capped(chunks: AsyncIterable[bytes], cap: int = MAX_BODY_BYTES) -> bytes:
-    """Read a streamed body, stopping (BodyTooLarge) as soon as it passes `cap` bytes."""
-    buf = bytearray()
-    async for chunk in chunks:
-        buf += chunk
-        if len(buf) > cap:
-            raise BodyTooLarge
-    return bytes(buf)
-
-
-def declared_too_large(content_length: str | None, cap: int = MAX_BODY_BYTES) -> bool:
-    """True when a Content-Length header announces more than `cap` bytes."""
-    if content_length is None:
-        return False
-    value = content_length.strip()
-    return value.isdigit() and int(value) > cap
 
 
 # -- the receiver ---------------------------------------------------------------

@@ -9,9 +9,11 @@ contract protects:
 - the core (`studio/`) never imports streamlit or anything above it, so it runs
   and is tested without a page (the tracker, the soak, the simulator);
 - widgets (`components/`) never import a page, so a page is only composition;
-- the HiAPI client (client, transport, errors, models, and the callback
-  receiver's signing) reaches nothing studio-specific, even indirectly, so it
-  could be lifted into a package of its own;
+- the HiAPI SDK (`studio.hiapi`: client, transport, errors, models, webhooks,
+  and the old-path shims re-exporting them) reaches nothing of the studio but
+  its request validation, even indirectly, so it could be lifted into a
+  package of its own; the callback receiver (`studio.callbacks`) reaches no
+  store, tracker or page;
 - the route check (`access.routes`) never imports the page gate or widgets.
 """
 
@@ -26,8 +28,12 @@ import pytest
 
 from tests.support import ROOT
 
-#: The HiAPI client: HiAPI's vocabulary and transport, knowing nothing of the studio.
-HIAPI_CLIENT = ("studio.client", "studio.transport", "studio.errors", "studio.models", "studio.callbacks")
+#: The HiAPI SDK: HiAPI's vocabulary, transport and webhooks, knowing nothing of the studio.
+HIAPI_PACKAGE = "studio.hiapi"
+#: Old import paths of the SDK's modules, kept as re-exports: they count as the package.
+HIAPI_SHIMS = ("studio.client", "studio.transport", "studio.errors", "studio.models")
+#: The only studio modules the SDK may use: the one request-validation function and its ratio table.
+HIAPI_SHARED = ("studio.validation", "studio.ratios")
 #: What the client may not reach, directly or through another studio module.
 STUDIO_SPECIFIC = (
     "studio.store",
@@ -100,11 +106,11 @@ def breaches(folder: str, forbidden: tuple[str, ...]) -> list[str]:
 
 def test_the_import_reader_resolves_relative_and_lazy_imports():
     """The reader itself: a reader that found nothing would pass every contract."""
-    pkg = ROOT / "studio"
+    pkg = ROOT / "studio" / "hiapi"
     names = imports_of(pkg / "client.py")
-    assert "studio.errors" in names and "studio.transport" in names and "httpx" in names
+    assert "studio.hiapi.errors" in names and "studio.hiapi.transport" in names and "httpx" in names
     models = imports_of(pkg / "models.py")
-    assert "studio.validation" in models  # imported inside a method
+    assert "studio.validation" in models  # imported inside a method, two levels up
     node = ast.parse("from . import store").body[0]
     assert _resolve("studio.simulator", node, True) == ["studio.simulator.store"]
     assert _resolve("studio.simulator.server", ast.parse("from ..x import y").body[0], False) == ["studio.x"]
@@ -143,11 +149,34 @@ def _studio_closure(start: str) -> dict[str, str]:
     return seen
 
 
-@pytest.mark.parametrize("module", HIAPI_CLIENT)
+def hiapi_modules() -> list[str]:
+    """The SDK's modules and the shims at their old paths."""
+    found = [module_name(p) for p in sources("studio/hiapi")]
+    assert HIAPI_PACKAGE in found and f"{HIAPI_PACKAGE}.webhooks" in found  # the package was read
+    return sorted(found) + list(HIAPI_SHIMS)
+
+
+@pytest.mark.parametrize("module", [*hiapi_modules(), "studio.callbacks"])
 def test_the_hiapi_client_reaches_nothing_studio_specific(module):
     reached = _studio_closure(module)
     bad = {name: via for name, via in reached.items() if under(name, STUDIO_SPECIFIC)}
     assert bad == {}, f"{module} reaches studio-specific modules (module: imported by): {bad}"
+
+
+@pytest.mark.parametrize("module", hiapi_modules())
+def test_the_hiapi_sdk_reaches_only_itself_and_the_request_validation(module):
+    reached = _studio_closure(module)
+    allowed = (HIAPI_PACKAGE, *HIAPI_SHIMS, *HIAPI_SHARED)
+    bad = {
+        name: via for name, via in reached.items() if under(name, ("studio",)) and not under(name, allowed)
+    }
+    assert bad == {}, f"{module} reaches studio modules outside the SDK (module: imported by): {bad}"
+
+
+@pytest.mark.parametrize("shim", HIAPI_SHIMS)
+def test_the_old_hiapi_paths_only_re_export_the_package(shim):
+    names = imports_of(ROOT / "studio" / f"{shim.rsplit('.', 1)[1]}.py")
+    assert names and all(under(n, (HIAPI_PACKAGE, "__future__")) for n in names), sorted(names)
 
 
 #: What every route of the studio's own server starts with (`studio/routes.py`).

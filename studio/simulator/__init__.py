@@ -32,7 +32,14 @@ Python use::
     with Simulator(min_duration=0.05, max_duration=0.2, seed=1) as sim:
         sim.base_url                 # "http://127.0.0.1:PORT"
         sim.set_faults(fail_rate=0.5)
+        sim.advance(1.0)             # every task is a second older; due callbacks go
         sim.stats()
+
+The parts: `engine.py` (`Engine`: the task model, faults, stats and callbacks,
+with the public API its docstring lists), `validation.py` (what a request may
+say, through the studio's one validation function), `http.py` (the routes),
+`signing.py` (the callback signature) and `server.py` (`Simulator`: the engine
+served on a port).
 
 Prompt markers: `[sim:fail]` makes a task fail with TASK_FAILED, and
 `[sim:misspell]` (or the `misspell_rate` fault) draws the quoted headline misspelled. This package never
@@ -43,6 +50,7 @@ from .render import MISSPELL_MARKER, misspell, quoted_parts, render_image, rende
 from .server import (
     DEFAULT_MODELS,
     FAIL_MARKER,
+    Engine,
     Faults,
     Simulator,
     new_task_id,
@@ -52,6 +60,7 @@ from .server import (
 
 __all__ = [
     "DEFAULT_MODELS",
+    "Engine",
     "FAIL_MARKER",
     "MISSPELL_MARKER",
     "Faults",
