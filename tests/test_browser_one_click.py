@@ -107,7 +107,7 @@ def test_every_click_makes_one_creative_under_load_in_a_long_session(browser, tm
         set_prompt(page, f'A card {marker} with the headline "ONCE MORE"')
         generate(page).click()
         wait_for(lambda: _creatives(server, marker), timeout=ARRIVAL_MS / 1000)
-        another = page.locator(".st-key-another_variant_box button")
+        another = page.locator(".st-key-another_variant_box").get_by_role("button", name="Another variant")
         expect(another).to_be_visible()  # drawn by the rerun that shows the result
         generate(page).click()
         another.click()
