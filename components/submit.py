@@ -4,6 +4,16 @@ A prompt without variables sends one task per ratio; a prompt with `{{variables}
 sends every row × every ratio as one campaign. Above the threshold in Settings
 (images or cost) a dialog states the count and the estimated cost and waits for
 a confirmation; what is confirmed is exactly what is sent.
+
+One creative per draft, by construction: a click on Generate, Ctrl/⌘+Enter or
+a confirm sends the draft as it stands under a click token, and while the draft
+(prompt, ratios, resolution, rows, campaign name, quality, background,
+references) is the one last sent, every further click carries that creative's
+token again and records nothing new — whichever button it lands on, the one
+the first click was drawn with or the one its rerun redrew, however late the
+second click of a double click or a mashed Enter arrives. A new creative needs
+a changed draft, or "Another variant" (`ANOTHER`) first: it sends nothing
+itself, it only lets the next Generate of the same draft make a new creative.
 """
 
 from __future__ import annotations
@@ -39,6 +49,9 @@ NOTICE = "submit_notice"
 PENDING = "submit_pending"  # what the confirmation dialog is asking about
 FOCUS = "campaign_focus"  # the campaign the Gallery's campaign view opens on
 TOKEN = "generate_token"  # the click token the Generate button carries now
+LAST = "generate_last"  # the last creative sent: its token, its draft, the button press that made it
+ANOTHER = "another_variant"  # the key of the button that lets the same draft make a new creative
+ARMED = "another_variant_for"  # the draft "Another variant" was pressed for
 SAID_FOR = "submit_said_for"  # the draft the notice and errors were written for
 FIELD_NAMES = {
     "prompt": "Prompt",
@@ -130,10 +143,49 @@ def _draft_signature() -> str:
             st.session_state.get(draft.CAMPAIGN_NAME),
             draft.quality(),
             draft.background(),
+            draft.references(),
         ],
         sort_keys=True,
         default=str,
     )
+
+
+def click_token(bound: str) -> str:
+    """The token a press of the Generate button drawn with `bound` sends under.
+
+    While the draft is the one the last creative was sent from — or this is
+    the very press that sent it, replayed — the answer is that creative's
+    token: a double click, a mashed Ctrl/⌘+Enter or a replayed callback
+    records nothing new, even when the second press lands on the button the
+    first one's rerun redrew (which carries a fresh `bound`). Otherwise this
+    press starts a new creative under its own `bound` token. The choice is
+    noted before anything is sent, so a press interrupted mid-send is
+    answered the same way next time.
+    """
+    ss = st.session_state
+    signature = _draft_signature()
+    last = ss.get(LAST)
+    if last and (last["draft"] == signature or last["bound"] == bound):
+        return last["token"]
+    ss[LAST] = {"token": bound, "draft": signature, "bound": bound, "sent": False}
+    return bound
+
+
+def _sent_already(token: str) -> bool:
+    """Whether `token` is the last creative's and it was recorded (so asking to confirm it is moot)."""
+    last = st.session_state.get(LAST)
+    return bool(last and last["token"] == token and last["sent"])
+
+
+def another_variant() -> None:
+    """Let the next Generate of the unchanged draft make a new creative; sends nothing itself.
+
+    A click of its own, apart from Generate, so that no double click, mashed
+    Enter or rerun can reach it by accident; pressing it twice is harmless.
+    """
+    st.session_state.pop(LAST, None)
+    st.session_state[NOTICE] = None
+    st.session_state[ARMED] = _draft_signature()
 
 
 def _say(*, errors: dict[str, str] | None = None, notice: str | None = None) -> None:
@@ -153,12 +205,14 @@ def forget_stale() -> None:
 def _send(summary: dict) -> None:
     """Hand a confirmed (or below-threshold) quote to `generate`; notes go to session state.
 
-    The summary carries the click's token: sending it again (a rerun that calls
-    the callback twice, a double click on the confirm) records nothing new.
+    The summary carries the click's token (`click_token`): sending it again (a
+    rerun that calls the callback twice, a double click on the confirm or on
+    Generate) records nothing new.
     """
     services = get_services()
     q: Quote = summary["quote"]
     token = summary["token"]
+    bound = summary.get("bound", token)
     try:
         done = generate(
             services.intake,
@@ -176,8 +230,12 @@ def _send(summary: dict) -> None:
         note = f"Campaign “{done.campaign_name}” started: {n} image{'s' if n != 1 else ''}"
     else:
         note = f"Submitted {n} image{'s' if n != 1 else ''}"
-    if st.session_state.get(TOKEN) == token:
-        st.session_state[TOKEN] = uuid.uuid4().hex  # the next click is a new creative
+    last = st.session_state.get(LAST)
+    if last and last["token"] == token:
+        last["sent"] = True
+    if st.session_state.get(TOKEN) == bound:
+        # The redrawn button gets a fresh token, used only once the draft changes (`click_token`).
+        st.session_state[TOKEN] = uuid.uuid4().hex
     if summary["cost"] > 0:
         note += f" · ≈{summary['money']}{spend_suffix()}"
     note += "."
@@ -191,7 +249,9 @@ def on_generate(token: str) -> None:
 
     `token` is bound when the button is drawn, so every call for one click —
     Streamlit may run a click's callback again when reruns overlap — carries
-    the same token and sends at most once.
+    the same token; `click_token` turns it into the creative's token, so a
+    press on the unchanged draft sends at most once in all. A press on a
+    creative already recorded shows its notice again, with no dialog to confirm.
     """
     services = get_services()
     p = current_plan(services.settings.model)
@@ -201,8 +261,9 @@ def on_generate(token: str) -> None:
     if errors:
         return
     summary = _summary(p, services.pricing)
-    summary["token"] = token
-    if summary["quote"].needs_confirmation:
+    summary["bound"] = token
+    summary["token"] = click_token(token)
+    if summary["quote"].needs_confirmation and not _sent_already(summary["token"]):
         st.session_state[PENDING] = summary  # the page opens the dialog
         return
     _send(summary)
@@ -306,3 +367,20 @@ def generate_button() -> None:
                 st.error(
                     f"{FIELD_NAMES.get(name, name.title())}: {literal(message)}", icon=":material/error:"
                 )
+    last = st.session_state.get(LAST)
+    signature = _draft_signature()
+    # Outside the Generate box: no click meant for Generate (or Ctrl/⌘+Enter) lands here.
+    if last and last["sent"] and last["draft"] == signature:
+        with st.container(key="another_variant_box"):
+            st.button(
+                "Another variant",
+                key=ANOTHER,
+                icon=":material/add:",
+                type="tertiary",
+                on_click=another_variant,
+                help="Generate again sends nothing new while the draft is the one just sent. "
+                "Press this first to make another creative of the same prompt and settings.",
+            )
+    elif not last and st.session_state.get(ARMED) == signature:
+        with st.container(key="another_variant_box"):
+            st.caption(":material/add: The next Generate makes another creative of this draft.")

@@ -3,8 +3,11 @@
 The double spend was seen with a data folder of ~100 images, a ratio toggled as
 Generate was clicked, and the machine loaded. This test builds that: it keeps
 100 images first, spins CPU-bound processes beside the server, then clicks
-Generate (and Ctrl+Enter, and a confirmation clicked twice) repeatedly while
-toggling ratios, and counts at the simulator what each click created.
+Generate (and Ctrl+Enter mashed, and a confirmation clicked twice) repeatedly
+while toggling ratios, and counts at the simulator what each click created. A
+press on Generate once its rerun has shown the result (the second click of a
+double click that came late) sends nothing new; "Another variant" lets the same
+draft make one more creative.
 """
 
 from __future__ import annotations
@@ -88,6 +91,7 @@ def test_every_click_makes_one_creative_under_load_in_a_long_session(browser, tm
             how = ("toggle+click", "ctrl+enter", "toggle+click", "double-click")[i % 4]
             if how == "ctrl+enter":
                 page.locator(EDITOR).press("Control+Enter")
+                page.locator(EDITOR).press("Control+Enter")  # mashed
             elif how == "double-click":
                 generate(page).dblclick()
             else:
@@ -98,6 +102,20 @@ def test_every_click_makes_one_creative_under_load_in_a_long_session(browser, tm
             clicks.append((marker, how))
             wait_for(lambda m=marker: _creatives(server, m), timeout=ARRIVAL_MS / 1000)
             expect(page.locator(".st-key-generate_box")).to_contain_text("Submitted")
+        # A late second press, on the button the first press's rerun drew, then a variant on purpose.
+        marker = f"again-{uuid.uuid4().hex[:6]}"
+        set_prompt(page, f'A card {marker} with the headline "ONCE MORE"')
+        generate(page).click()
+        wait_for(lambda: _creatives(server, marker), timeout=ARRIVAL_MS / 1000)
+        another = page.locator(".st-key-another_variant_box").get_by_role("button", name="Another variant")
+        expect(another).to_be_visible()  # drawn by the rerun that shows the result
+        generate(page).click()
+        another.click()
+        expect(page.locator(".st-key-another_variant_box")).to_contain_text("next Generate")
+        generate(page).click()
+        wait_for(lambda: len(_creatives(server, marker)) >= 2, timeout=ARRIVAL_MS / 1000)
+        expect(another).to_be_visible()
+        variants = marker
         # A click that asks first: the confirmation double-clicked sends once.
         marker = f"confirm-{uuid.uuid4().hex[:6]}"
         set_prompt(page, f'A banner {marker} with the headline "ASK FIRST"')
@@ -112,11 +130,13 @@ def test_every_click_makes_one_creative_under_load_in_a_long_session(browser, tm
         screenshot(page, "one-click-under-load")
 
         wait_for(lambda: _all_sent(server), timeout=ARRIVAL_MS / 1000)
+        assert len(_creatives(server, variants)) == 2, _creatives(server, variants)
         per_click = {m: _creatives(server, m) for m, _ in clicks}
         for (m, how), creatives in zip(clicks, per_click.values(), strict=True):
             assert len(creatives) == 1, f"{how} click {m} made {len(creatives)} creatives: {creatives}"
         assert per_click[marker] == {next(iter(per_click[marker])): 6}
         submissions = sum(n for c in per_click.values() for n in c.values())
+        submissions += sum(_creatives(server, variants).values())
         assert _tasks_at_simulator(server) == submissions  # one create per image, none resent as new
     finally:
         page.close()

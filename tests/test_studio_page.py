@@ -169,3 +169,86 @@ def test_the_same_click_replayed_by_a_rerun_sends_once(app):
     subs = core.current().store.recent()
     assert sorted(s.aspect_ratio for s in subs) == ["16:9", "1:1"]
     assert "Submitted 2 images" in at.markdown[0].value
+
+
+def _creatives() -> dict[str, int]:
+    """Submissions per creative, as recorded (one creative per click that sent)."""
+    counts: dict[str, int] = {}
+    for s in core.current().store.recent():
+        counts[s.creative_id] = counts.get(s.creative_id, 0) + 1
+    return counts
+
+
+def _press_on_the_redrawn_button():
+    """A double click where the second press lands on the button the first one's rerun redrew."""
+    import streamlit as st
+
+    from components import draft, submit
+
+    draft.init()
+    if "pressed" not in st.session_state:
+        st.session_state.pressed = True
+        st.session_state[draft.PROMPT] = "a kite over dunes"
+        st.session_state[draft.RATIOS] = ["1:1", "16:9"]
+        first = submit._token()
+        submit.on_generate(first)
+        redrawn = submit._token()  # what the Generate button carries once the first press's rerun drew it
+        st.session_state.fresh = redrawn != first
+        submit.on_generate(redrawn)
+    st.write(st.session_state.get(submit.NOTICE) or "")
+
+
+def test_a_second_press_on_the_redrawn_button_records_nothing_new(app):
+    at = AppTest.from_function(_press_on_the_redrawn_button, default_timeout=30)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state.fresh  # the redrawn button carries a new token, and still:
+    assert list(_creatives().values()) == [2]
+    assert "Submitted 2 images" in at.markdown[0].value
+
+
+def test_pressing_generate_again_on_the_same_draft_sends_nothing_until_another_variant(app):
+    app.text_area(key="prompt_editor").input('A kite "ONCE"').run()
+    for _ in range(3):  # a double click and a mashed Ctrl+Enter: each lands on the button drawn last
+        generate_button(app).click().run()
+        assert not app.exception, app.exception
+    assert len(_creatives()) == 1
+    assert "Submitted 1 image" in _texts(app)
+
+    another = app.button(key="another_variant")
+    another.click().run()
+    assert not [b for b in app.button if b.key == "another_variant"]
+    generate_button(app).click().run()
+    generate_button(app).click().run()
+    assert len(_creatives()) == 2  # another variant, deliberately: one more, however often pressed
+
+
+def test_each_changed_draft_is_a_new_creative_even_back_to_an_earlier_one(app):
+    for text in ('A kite "A"', 'A kite "B"', 'A kite "A"'):
+        app.text_area(key="prompt_editor").input(text).run()
+        generate_button(app).click().run()
+    assert list(_creatives().values()) == [1, 1, 1]
+    _checkbox(app, "16:9").check().run()  # a changed ratio is a changed draft too
+    generate_button(app).click().run()
+    generate_button(app).click().run()
+    assert sorted(_creatives().values()) == [1, 1, 1, 2]
+
+
+def test_a_press_on_generate_after_a_confirmed_send_asks_nothing_and_sends_nothing(app):
+    from decimal import Decimal
+
+    from studio.pricing import Pricing, save
+
+    save(core.current().store, Pricing(confirm_images=1, confirm_cost=Decimal("5")))
+    app.text_area(key="prompt_editor").input('A banner "ASK FIRST"').run()
+    _checkbox(app, "16:9").check().run()
+    generate_button(app).click().run()
+    generate_button(app).click().run()  # a double click on Generate: one dialog, nothing sent yet
+    assert core.current().store.recent() == []
+    app.button(key="confirm_generate").click().run()
+    assert list(_creatives().values()) == [2]
+    # The confirm's second click lands on Generate once the dialog has closed.
+    generate_button(app).click().run()
+    assert "confirm_generate" not in [b.key for b in app.button]
+    assert list(_creatives().values()) == [2]
+    assert "Submitted 2 images" in _texts(app)
