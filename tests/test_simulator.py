@@ -517,7 +517,9 @@ def test_idempotency_key_mismatch_is_422(sim, client):
 
 
 def test_idempotency_key_in_flight_is_409_with_retry_after(sim):
-    sim.set_faults(create_delay_s=0.4)
+    # The first create is held long enough that the second surely arrives while it is in flight,
+    # on a machine however busy; the second starts once the key is seen taken (not after a sleep).
+    sim.set_faults(create_delay_s=3.0)
     results: list[httpx.Response] = []
 
     def send():
@@ -526,7 +528,7 @@ def test_idempotency_key_in_flight_is_409_with_retry_after(sim):
 
     first = threading.Thread(target=send)
     first.start()
-    time.sleep(0.15)
+    wait_for(lambda: any(key == "slow" for _owner, key in list(sim._idem)), timeout=30)
     second = threading.Thread(target=send)
     second.start()
     first.join()
