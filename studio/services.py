@@ -394,12 +394,9 @@ def _start(
 
 def _shared_bus(settings: Settings) -> Any:
     """Team mode's event bus: LISTEN/NOTIFY on the studio's database, listening before it returns."""
-    import psycopg
+    from .postgres.events import bus_for
 
-    from .postgres.events import PgEventBus
-
-    url = settings.database.url
-    return PgEventBus(connect=lambda: psycopg.connect(url, connect_timeout=10)).start()
+    return bus_for(settings.database)
 
 
 def _open_store(settings: Settings) -> Repositories:

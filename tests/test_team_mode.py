@@ -14,10 +14,12 @@ import httpx
 import psycopg
 import pytest
 
-from tests.support import ARRIVAL_MS, StudioServer, wait_for
+from studio import services as core
+from studio.config import Settings
+from studio.postgres.store import PgStore
+from studio.startup import StartupError
+from tests.support import ARRIVAL_MS, StudioServer, free_port, wait_for
 from tests.test_browser_studio import generate, open_studio, set_prompt
-
-pytestmark = pytest.mark.browser
 
 KEY = "sk-team-" + uuid.uuid4().hex
 
@@ -31,6 +33,54 @@ def _gallery(server: StudioServer) -> dict:
     return httpx.get(server.url + "/api/view/gallery?offset=0&limit=50", timeout=30).json()
 
 
+def _team_settings(tmp_path, dsn: str, **env: str) -> Settings:
+    return Settings.load(env={"STUDIO_DATA_DIR": str(tmp_path), "DATABASE_URL": dsn, **env}, secrets={})
+
+
+def test_replicas_starting_on_one_database_agree_on_the_callback_token_and_signing_key(tmp_path, postgres_db):
+    settings = _team_settings(tmp_path, postgres_db, HIAPI_CALLBACK_URL="https://studio.example.com")
+    first, second = PgStore.open(settings.database), PgStore.open(settings.database)
+    try:
+        keys = {core._signing_key(settings, store) for store in (first, second)}
+        plans = {core._callback_plan(settings, store)[:2] for store in (second, first)}
+        assert len(keys) == 1 and len(next(iter(keys))) == 32
+        [(url, token)] = plans
+        assert token and url.endswith("/" + token)
+        configured = _team_settings(tmp_path, postgres_db, STUDIO_SIGNING_KEY="k" * 40)
+        assert core._signing_key(configured, first) == b"k" * 40
+    finally:
+        first.close()
+        second.close()
+    assert not any(tmp_path.iterdir())  # nothing shared was written to the data folder
+
+
+def test_a_database_that_refuses_the_login_stops_the_start_with_the_password_masked(tmp_path, postgres_db):
+    wrong = postgres_db.replace("//studio:", "//studio:not-the-", 1)
+    core.shutdown()
+    with pytest.raises(StartupError, match="cannot be used.*check DATABASE_URL") as refused:
+        core.boot(_team_settings(tmp_path, wrong))
+    password = wrong.split("@")[0].rsplit(":", 1)[1]
+    assert password not in str(refused.value) and "***" in str(refused.value)
+    assert core.current() is None
+
+
+def test_an_object_store_that_is_down_stops_the_start_naming_the_variables(tmp_path, postgres_db):
+    settings = _team_settings(
+        tmp_path,
+        postgres_db,
+        STORAGE_URL="s3://studio/team",
+        S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}",
+        AWS_ACCESS_KEY_ID="AKIDTEAM",
+        AWS_SECRET_ACCESS_KEY="secret-team-key-never-shown",
+    )
+    core.shutdown()
+    with pytest.raises(StartupError, match="object store.*S3_ENDPOINT_URL") as refused:
+        core.boot(settings)
+    assert "secret-team-key-never-shown" not in str(refused.value)
+    assert core.current() is None
+
+
+@pytest.mark.browser
 def test_a_click_on_one_replica_is_kept_once_and_shows_on_the_other(
     browser, tmp_path, postgres_db, s3_server, make_simulator
 ):
@@ -65,7 +115,9 @@ def test_a_click_on_one_replica_is_kept_once_and_shows_on_the_other(
 
         view = wait_for(lambda: (v := _gallery(b))["total"] >= 1 and v, timeout=ARRIVAL_MS / 1000)
         [item] = view["items"]
-        submissions = _rows(postgres_db, "SELECT task_id FROM submissions WHERE prompt LIKE %s", (f"%{marker}%",))
+        submissions = _rows(
+            postgres_db, "SELECT task_id FROM submissions WHERE prompt LIKE %s", (f"%{marker}%",)
+        )
         assert len(submissions) == 1 and submissions[0][0]
         kept = _rows(postgres_db, "SELECT COUNT(*) FROM outputs WHERE state = 'kept'")[0][0]
         assert kept == 1
