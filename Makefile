@@ -7,7 +7,7 @@ ADDRESS ?= 127.0.0.1
 STUDIO_DATA_DIR ?= data
 export STUDIO_DATA_DIR
 
-.PHONY: run test test-fast install install-test browser ocr team-deps lint bench soak clean
+.PHONY: run team test test-fast install install-test browser ocr team-deps lint bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,12 @@ team-deps:
 # a data folder another studio holds) come before the port is bound.
 run: install ocr
 	$(BIN)/python -m launch --server.port $(PORT) --server.address $(ADDRESS)
+
+# Team mode on this machine: a throwaway PostgreSQL cluster in $(STUDIO_DATA_DIR)/team/pg, SeaweedFS
+# (`weed mini` on 127.0.0.1), one simulator, and two replicas on ports 8501 and 8502 sharing them.
+# Ctrl+C stops all (tools/team.py).
+team: install-test team-deps
+	$(BIN)/python -m tools.team --ports 8501 8502
 
 # The checks that keep the layout honest run before the tests: lint, formatting, the core's types
 # (the layer contracts are tests/test_layers.py).

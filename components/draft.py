@@ -213,12 +213,14 @@ def load(
 
 # -- kept per browser -----------------------------------------------------------
 def _drafts() -> Drafts:
-    store = get_services().store
-    return _drafts_for(str(store.path))
+    services = get_services()
+    # Keyed by the database: SQLite's file, or (team mode, no file) the masked PostgreSQL URL.
+    path = getattr(services.store, "path", None)
+    return _drafts_for(str(path) if path is not None else services.settings.database.safe_url)
 
 
 @st.cache_resource(show_spinner=False)
-def _drafts_for(path: str) -> Drafts:  # keyed by the database file
+def _drafts_for(path: str) -> Drafts:  # keyed by the database
     return Drafts(get_services().store)
 
 

@@ -322,6 +322,9 @@ class Settings:
     sim_fail_rate: float = 0.0
     callback_url: str | None = None
     callback_token: str | None = field(default=None, repr=False)
+    # STUDIO_SIGNING_KEY: the reference-URL signing key replicas share (else the data folder's
+    # file on SQLite, or one generated once into the PostgreSQL database).
+    signing_key: str | None = field(default=None, repr=False)
     webhook_secret: str | None = field(default=None, repr=False)
     # Price table and pacing defaults (see pricing.py); Settings can override them.
     pricing_env: dict[str, str | None] = field(default_factory=dict, compare=False)
@@ -359,6 +362,11 @@ class Settings:
         )
 
     @property
+    def team(self) -> bool:
+        """True on PostgreSQL: replicas may share the database, so nothing shared lives in the data folder."""
+        return self.database.kind is DatabaseKind.POSTGRESQL
+
+    @property
     def mode(self) -> str:
         return "Simulator" if self.simulated else "HiAPI"
 
@@ -378,6 +386,7 @@ class Settings:
             sim_fail_rate=_float(_pick("STUDIO_SIM_FAIL_RATE", env, secrets), 0.0),
             callback_url=_pick("HIAPI_CALLBACK_URL", env, secrets),
             callback_token=_pick("HIAPI_CALLBACK_TOKEN", env, secrets),
+            signing_key=_pick("STUDIO_SIGNING_KEY", env, secrets),
             webhook_secret=_pick("HIAPI_WEBHOOK_SECRET", env, secrets),
             pricing_env={name: _pick(name, env, secrets) for name in PRICING_KEYS},
             min_free_mb=_float(_pick("STUDIO_MIN_FREE_MB", env, secrets), DEFAULT_MIN_FREE_MB),

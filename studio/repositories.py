@@ -301,6 +301,11 @@ class SettingsRepository(Protocol):
 
     def delete_setting(self, key: str) -> None: ...
 
+    def setting_once(self, key: str, value: str) -> str:
+        """The value stored under `key`; when there is none, `value` is stored first, in one
+        atomic insert-if-absent, so processes starting together all get the first writer's."""
+        ...
+
 
 @runtime_checkable
 class DraftRepository(Protocol):

@@ -23,12 +23,23 @@ this process's event bus (`events.ChangeWatch`). `worker` runs the tracker and
 the text-check backfill and serves nothing (`python -m studio.worker`). Web
 and worker processes share the folder's lock; an all-in-one studio excludes
 them.
+
+Team mode (`DATABASE_URL=postgresql://…`): the store is `postgres.store.PgStore` and
+replicas share nothing but the database and, with `STORAGE_URL=s3://…`, the bucket
+(`blobstores.blob_store_for`). So the data folder is neither locked nor probed, an
+all-in-one replica does not take over claims at start (other replicas hold live leases;
+expired ones pass on by their lease), the callback token (HIAPI_CALLBACK_TOKEN) and the
+reference signing key (STUDIO_SIGNING_KEY) come from configuration or, when unset, are
+generated once into the database's settings (insert-if-absent, so replicas starting
+together agree), and the event bus is `postgres.events.PgEventBus`: pages on every replica
+hear what any replica's tracker did through LISTEN/NOTIFY.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import shutil
 import threading
 from dataclasses import dataclass, field
@@ -40,8 +51,9 @@ from . import callbacks as cb
 from . import errors as E
 from . import events as ev
 from .blobs import BlobStore, LocalBlobStore
+from .blobstores import blob_store_for
 from .client import HiAPIClient
-from .config import Settings
+from .config import Settings, StorageKind
 from .export import sweep_exports
 from .fidelity import FidelityChecker, FidelityReport
 from .images import ImageKeeper
@@ -52,7 +64,7 @@ from .pricing import Pricing
 from .pricing import defaults_from as pricing_defaults
 from .pricing import load as load_pricing
 from .references import ReferenceShelf, load_or_create_key
-from .repositories import DatabaseUnusable, SchemaTooNew
+from .repositories import DatabaseUnusable, Repositories, SchemaTooNew
 from .sqlite.store import Store
 from .startup import (
     StartupError,
@@ -70,6 +82,11 @@ log = logging.getLogger("studio.services")
 
 #: The blob store's folder inside the data folder.
 BLOB_FOLDER = "images"
+#: Team mode keeps these generated secrets in the database's settings (see `_shared_secret`).
+CALLBACK_TOKEN_SETTING = "callback_token"
+SIGNING_KEY_SETTING = "reference_signing_key"
+#: The shortest STUDIO_SIGNING_KEY accepted (characters).
+MIN_SIGNING_KEY = 32
 
 SIMULATOR_KEY = "sk-simulator-local"
 # The tracker schedules its own retries (honouring Retry-After), so one client
@@ -80,7 +97,7 @@ _TRACKER_RETRIES: dict[str, Any] = {"max_retries": 1, "retry_after_cap": 10.0}
 @dataclass
 class Services:
     settings: Settings
-    store: Store
+    store: Repositories  # `sqlite.store.Store`, or `postgres.store.PgStore` in team mode
     client: HiAPIClient
     keeper: ImageKeeper
     tracker: Tracker | None  # None in the web role: a worker process follows the tasks
@@ -96,6 +113,7 @@ class Services:
     kits: KitBuilder | None = None  # delivery kits, built off the page thread
     web_intake: Intake | None = None  # the web role's intake (no tracker); see `intake`
     change_watch: ev.ChangeWatch | None = None  # web role: other processes' commits reach the bus
+    shared_bus: Any | None = None  # team mode: the PgEventBus every replica's pages hear
 
     @property
     def intake(self) -> Intake:
@@ -151,6 +169,8 @@ class Services:
             return None
         if self.settings.callback_token:
             return "HIAPI_CALLBACK_TOKEN"
+        if self.settings.team:
+            return "the database's settings"
         return str(self.settings.data_dir / cb.TOKEN_FILE)
 
     def close(self) -> None:
@@ -162,12 +182,16 @@ class Services:
             self.change_watch.stop()
         if self.tracker is not None:
             self.tracker.stop()
+        if self.shared_bus is not None:
+            self.shared_bus.stop()
         if self.fidelity:
             self.fidelity.close()
         self.client.close()
         self.keeper.close()
         if self.simulator:
             self.simulator.stop()
+        if self.settings.team:
+            self.store.close()  # the connection pool (SQLite's store closes with the process, as before)
 
 
 _lock = threading.Lock()
@@ -178,7 +202,29 @@ def current() -> Services | None:
     return _current
 
 
-def _callback_plan(settings: Settings) -> tuple[str | None, str | None, list[str]]:
+def _shared_secret(settings: Settings, store: Repositories, key: str, make: str) -> str:
+    """Team mode's generated secret under `key`: the one already in the database, else `make`
+    stored now (the first replica's insert wins, every other replica reads it)."""
+    assert settings.team
+    return store.setting_once(key, make)
+
+
+def _signing_key(settings: Settings, store: Repositories) -> bytes:
+    """The reference signing key: STUDIO_SIGNING_KEY, the database's (team mode), or the data folder's file."""
+    if settings.signing_key:
+        if len(settings.signing_key) < MIN_SIGNING_KEY:
+            raise StartupError(
+                f"STUDIO_SIGNING_KEY is {len(settings.signing_key)} characters; use at least "
+                f"{MIN_SIGNING_KEY} random ones (e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`) "
+                "or unset it."
+            )
+        return settings.signing_key.encode()
+    if settings.team:
+        return bytes.fromhex(_shared_secret(settings, store, SIGNING_KEY_SETTING, secrets.token_hex(32)))
+    return load_or_create_key(settings.data_dir)
+
+
+def _callback_plan(settings: Settings, store: Repositories) -> tuple[str | None, str | None, list[str]]:
     """(callback URL, token, problems) for the settings; no URL means polling."""
     problems: list[str] = []
     secret = settings.webhook_secret
@@ -196,7 +242,10 @@ def _callback_plan(settings: Settings) -> tuple[str | None, str | None, list[str
     why = cb.base_url_problem(base, allow_loopback_http=local)
     if why is None:
         try:
-            token = cb.load_or_create_token(settings.data_dir, settings.callback_token)
+            if settings.team and not settings.callback_token:
+                token = _shared_secret(settings, store, CALLBACK_TOKEN_SETTING, secrets.token_urlsafe(32))
+            else:
+                token = cb.load_or_create_token(settings.data_dir, settings.callback_token)
         except (ValueError, OSError) as exc:
             why = str(exc)
         else:
@@ -224,119 +273,149 @@ def boot(settings: Settings) -> Services:
         E.remember_secret(settings.api_key)
         E.remember_secret(settings.webhook_secret)
         store, keeper = _open_data(settings)
-        if settings.role == "all":
-            # This process holds the folder's exclusive lock: no other worker is alive, so the
-            # claims its previous run left (a crash) are taken over now, not after their lease.
-            store.forget_claims()
-        simulator = None
-        priors = None
-        callback_url, token, callback_problems = _callback_plan(settings)
-        for problem in callback_problems:
-            log.warning("%s", problem)
-        key = settings.api_key or SIMULATOR_KEY
-        if settings.simulated and works:
-            from .simulator import Simulator
-
-            secret = settings.webhook_secret
-            simulator = Simulator(
-                host="127.0.0.1",
-                port=0,
-                min_duration=settings.sim_min_duration,
-                max_duration=settings.sim_max_duration,
-                signing_key=secret if secret and 16 <= len(secret) <= 256 else None,
-            ).start()
-            if settings.sim_fail_rate:
-                simulator.set_faults(fail_rate=settings.sim_fail_rate)
-            mid = (settings.sim_min_duration + settings.sim_max_duration) / 2
-            priors = {"1K": mid, "2K": mid, "4K": mid}
-            base_url = simulator.base_url
-        else:
-            base_url = settings.base_url
-        client = HiAPIClient(key, base_url=base_url, model=settings.model, **_TRACKER_RETRIES)
-        # One create budget per HiAPI key (and endpoint), by hash: the database never holds the key.
-        pacing = budget_key(key, settings.base_url if not settings.simulated else "simulator")
-        Library(store).seed_starters()
-        defaults, problems = pricing_defaults(settings.pricing_env)
-        max_active = load_pricing(store, defaults).max_active
-        # Every kept image with quoted text gets its text read back, off the page thread.
-        fidelity = FidelityChecker(store, open_image=keeper.open_original)
-
-        def check_text(output_id: int) -> None:
-            fidelity.submit(output_id)  # False means already queued: nothing to do either way
-
-        tracker: Tracker | None = None
-        web_intake: Intake | None = None
-        intake: Intake
-        if works:
-            intake = tracker = Tracker(
-                store,
-                client,
-                keeper,
-                priors=priors,
-                max_active=max_active,
-                callback_url=callback_url,
-                on_kept=check_text,
-                pacing_key=pacing,
-            ).start()
-        else:
-            intake = web_intake = Intake(
-                store, callback_url=callback_url, pacing_key=pacing, max_active=max_active
-            )
-
-        # A recorded text check is news to the pages too (the queue shows ✓ / ✗).
-        def news_of_check(output_id: int, _report: FidelityReport) -> None:
-            intake.events.publish("checked", output_id=output_id)
-
-        fidelity.on_checked = news_of_check
-        if works:
-            fidelity.backfill()  # images kept before a crash (or before this check existed); claimed
-        shelf = ReferenceShelf(keeper.blobs, load_or_create_key(settings.data_dir))
         try:
-            _adopt_legacy_files(settings.data_dir, shelf)
-        except OSError as exc:  # the references stay where they were; try again next start
-            log.warning("could not move the old reference folder into the blob store: %s", exc)
-        trash = None
-        if pages:
-            trash = Trash(store, keeper)
-            trash.purge_all()  # deletions whose undo window a crash cut short
-        receiver = None
-        if callback_url and token and pages:
-            receiver = cb.CallbackReceiver(token, intake, secret=settings.webhook_secret)
-        watch = None
-        if not works:  # the workers are other processes: their commits must reach this bus
-            watch = ev.ChangeWatch(intake.events, store.data_version).start()
-        _current = Services(
-            settings,
+            return _start(settings, store, keeper, works=works, pages=pages)
+        except BaseException:
+            keeper.close()
+            store.close()
+            raise
+
+
+def _start(
+    settings: Settings, store: Repositories, keeper: ImageKeeper, *, works: bool, pages: bool
+) -> Services:
+    """`boot` after the data is open (called under `_lock`)."""
+    global _current
+    if settings.role == "all" and not settings.team:
+        # This process holds the folder's exclusive lock: no other worker is alive, so the
+        # claims its previous run left (a crash) are taken over now, not after their lease.
+        store.forget_claims()
+    simulator = None
+    priors = None
+    callback_url, token, callback_problems = _callback_plan(settings, store)
+    for problem in callback_problems:
+        log.warning("%s", problem)
+    key = settings.api_key or SIMULATOR_KEY
+    if settings.simulated and works:
+        from .simulator import Simulator
+
+        secret = settings.webhook_secret
+        simulator = Simulator(
+            host="127.0.0.1",
+            port=0,
+            min_duration=settings.sim_min_duration,
+            max_duration=settings.sim_max_duration,
+            signing_key=secret if secret and 16 <= len(secret) <= 256 else None,
+        ).start()
+        if settings.sim_fail_rate:
+            simulator.set_faults(fail_rate=settings.sim_fail_rate)
+        mid = (settings.sim_min_duration + settings.sim_max_duration) / 2
+        priors = {"1K": mid, "2K": mid, "4K": mid}
+        base_url = simulator.base_url
+    else:
+        base_url = settings.base_url
+    client = HiAPIClient(key, base_url=base_url, model=settings.model, **_TRACKER_RETRIES)
+    # One create budget per HiAPI key (and endpoint), by hash: the database never holds the key.
+    pacing = budget_key(key, settings.base_url if not settings.simulated else "simulator")
+    Library(store).seed_starters()
+    defaults, problems = pricing_defaults(settings.pricing_env)
+    max_active = load_pricing(store, defaults).max_active
+    # Every kept image with quoted text gets its text read back, off the page thread.
+    fidelity = FidelityChecker(store, open_image=keeper.open_original)
+
+    def check_text(output_id: int) -> None:
+        fidelity.submit(output_id)  # False means already queued: nothing to do either way
+
+    shared_bus = _shared_bus(settings) if settings.team else None
+    tracker: Tracker | None = None
+    web_intake: Intake | None = None
+    intake: Intake
+    if works:
+        intake = tracker = Tracker(
             store,
             client,
             keeper,
-            tracker,
-            simulator,
-            pricing_defaults=defaults,
-            pricing_problems=problems,
-            fidelity=fidelity,
-            callbacks=receiver,
-            callback_problems=tuple(callback_problems),
-            trash=trash,
-            kits=KitBuilder(keeper.blobs) if pages else None,
-            references=shelf,
-            web_intake=web_intake,
-            change_watch=watch,
+            priors=priors,
+            max_active=max_active,
+            callback_url=callback_url,
+            on_kept=check_text,
+            pacing_key=pacing,
+            events=shared_bus,
+        ).start()
+    else:
+        intake = web_intake = Intake(
+            store, callback_url=callback_url, pacing_key=pacing, max_active=max_active, events=shared_bus
         )
-        log.info("studio services started in %s mode, role %s, %s", settings.mode, settings.role, intake.mode)
-        return _current
+
+    # A recorded text check is news to the pages too (the queue shows ✓ / ✗).
+    def news_of_check(output_id: int, _report: FidelityReport) -> None:
+        intake.events.publish("checked", output_id=output_id)
+
+    fidelity.on_checked = news_of_check
+    if works:
+        fidelity.backfill()  # images kept before a crash (or before this check existed); claimed
+    shelf = ReferenceShelf(keeper.blobs, _signing_key(settings, store))
+    try:
+        _adopt_legacy_files(settings.data_dir, shelf)
+    except OSError as exc:  # the references stay where they were; try again next start
+        log.warning("could not move the old reference folder into the blob store: %s", exc)
+    trash = None
+    if pages:
+        trash = Trash(store, keeper)
+        trash.purge_all()  # deletions whose undo window a crash cut short
+    receiver = None
+    if callback_url and token and pages:
+        receiver = cb.CallbackReceiver(token, intake, secret=settings.webhook_secret)
+    watch = None
+    if not works and shared_bus is None:  # the workers are other processes: their commits must reach this bus
+        watch = ev.ChangeWatch(intake.events, store.data_version).start()
+    _current = Services(
+        settings,
+        store,
+        client,
+        keeper,
+        tracker,
+        simulator,
+        pricing_defaults=defaults,
+        pricing_problems=problems,
+        fidelity=fidelity,
+        callbacks=receiver,
+        callback_problems=tuple(callback_problems),
+        trash=trash,
+        kits=KitBuilder(keeper.blobs) if pages else None,
+        references=shelf,
+        web_intake=web_intake,
+        change_watch=watch,
+        shared_bus=shared_bus,
+    )
+    log.info("studio services started in %s mode, role %s, %s", settings.mode, settings.role, intake.mode)
+    return _current
 
 
-def _open_data(settings: Settings) -> tuple[Store, ImageKeeper]:
-    """The store and image keeper, after the start-up checks; StartupError otherwise."""
+def _shared_bus(settings: Settings) -> Any:
+    """Team mode's event bus: LISTEN/NOTIFY on the studio's database, listening before it returns."""
+    from .postgres.events import bus_for
+
+    return bus_for(settings.database)
+
+
+def _open_store(settings: Settings) -> Repositories:
+    """The database `settings.database` names, opened and migrated; StartupError otherwise."""
     data = settings.data_dir
-    protect_data_dir(data)  # first: the folder and files made below are owner-only
-    check_data_dir(data, min_free_mb=settings.min_free_mb)
+    if settings.team:
+        from .postgres.schema import SchemaTooNew as PgSchemaTooNew
+        from .postgres.store import PgStore
+
+        try:
+            # DatabaseUnavailable (a StartupError) says what to fix, the password masked.
+            return PgStore.open(settings.database)
+        except PgSchemaTooNew as exc:
+            raise StartupError(str(exc)) from None
     # One all-in-one studio per data folder, or any number of web and worker processes.
     hold_data_lock(data, shared=settings.role != "all")
     check_database(data / "studio.db")
     try:
-        store = Store(data / "studio.db")
+        return Store(data / "studio.db")
     except SchemaTooNew as exc:  # written by a newer studio
         raise StartupError(str(exc)) from None
     except DatabaseUnusable as exc:
@@ -344,10 +423,19 @@ def _open_data(settings: Settings) -> tuple[Store, ImageKeeper]:
             f"The database {data / 'studio.db'} cannot be used ({exc}). "
             "Stop the studio, move it aside (your images are kept) and restart."
         ) from None
+
+
+def _open_data(settings: Settings) -> tuple[Repositories, ImageKeeper]:
+    """The store and image keeper, after the start-up checks; StartupError otherwise."""
+    data = settings.data_dir
+    protect_data_dir(data)  # first: the folder and files made below are owner-only
+    check_data_dir(data, min_free_mb=settings.min_free_mb)
+    store = _open_store(settings)
+    s3 = settings.storage.kind is StorageKind.S3
     try:
-        # Rooted at `images/`, where originals and thumbnails have always been, so an
+        # Local: rooted at `images/`, where originals and thumbnails have always been, so an
         # existing data folder keeps every image where it is (`blob_keys`).
-        blobs = LocalBlobStore(data / BLOB_FOLDER)
+        blobs = blob_store_for(settings.storage) if s3 else LocalBlobStore(data / BLOB_FOLDER)
         keeper = ImageKeeper(blobs, thumb_size=512)
         keeper.sweep_temp()  # a crash between download and rename leaves only a temp file
         sweep_exports(blobs)  # one-off downloads whose links have expired
@@ -358,7 +446,24 @@ def _open_data(settings: Settings) -> tuple[Store, ImageKeeper]:
             f"The image folder {data / 'images'} cannot be used ({exc.strerror or exc}). "
             "Fix its permissions and restart."
         ) from None
+    except Exception as exc:  # S3BlobError (names the bucket and S3's code, never a key) or botocore's
+        store.close()
+        if not s3:
+            raise
+        raise StartupError(
+            f"The object store for {settings.storage.url!r} cannot be used ({_s3_reason(exc)}); check "
+            "STORAGE_URL, S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and that the store is running."
+        ) from None
     return store, keeper
+
+
+def _s3_reason(exc: Exception) -> str:
+    """A short reason for an object store failure, without anything botocore may quote."""
+    from .blobstores.s3 import S3BlobError
+
+    if isinstance(exc, S3BlobError):
+        return str(exc)
+    return type(exc).__name__
 
 
 def _adopt_legacy_files(data: Path, shelf: ReferenceShelf) -> None:
@@ -382,5 +487,6 @@ def shutdown() -> None:
     with _lock:
         if _current is not None:
             _current.close()
-            release_data_lock(_current.settings.data_dir)
+            if not _current.settings.team:
+                release_data_lock(_current.settings.data_dir)
             _current = None

@@ -147,3 +147,12 @@ class PgEventBus(EventBus):
             sid if isinstance(sid, int) else None,
             oid if isinstance(oid, int) else None,
         )
+
+
+def bus_for(database: Any) -> PgEventBus:
+    """A started `PgEventBus` on `database` (config.DatabaseSettings, PostgreSQL): its own
+    listening connection, listening before this returns (or after its 10 s wait)."""
+    import psycopg
+
+    url = database.url
+    return PgEventBus(connect=lambda: psycopg.connect(url, connect_timeout=10)).start()

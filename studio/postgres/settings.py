@@ -30,6 +30,17 @@ class PgSettingRows(PgDatabase):
     def delete_setting(self, key: str) -> None:
         self._write("DELETE FROM app_settings WHERE key = %s", (key,))
 
+    def setting_once(self, key: str, value: str) -> str:
+        """Insert-if-absent, then read: two replicas inserting at once both read the one row
+        whose insert committed first (ON CONFLICT DO NOTHING waits for the other's commit)."""
+        self._write(
+            "INSERT INTO app_settings (key, value) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
+            (key, value),
+        )
+        stored = self.get_setting(key)
+        assert stored is not None  # inserted above, and only delete_setting removes it
+        return stored
+
 
 class PgDraftRows(PgDatabase):
     """`DraftRepository` over PostgreSQL (`drafts`)."""

@@ -21,3 +21,11 @@ class SettingRows(Database):
 
     def delete_setting(self, key: str) -> None:
         self._write("DELETE FROM app_settings WHERE key = ?", (key,))
+
+    def setting_once(self, key: str, value: str) -> str:
+        self._write(
+            "INSERT INTO app_settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING", (key, value)
+        )
+        stored = self.get_setting(key)
+        assert stored is not None  # inserted above, and only delete_setting removes it
+        return stored

@@ -509,6 +509,12 @@ def test_settings_round_trip(repos: Repositories) -> None:
     assert repos.get_setting("pricing") is None
 
 
+def test_a_setting_stored_once_keeps_the_first_value(repos: Repositories) -> None:
+    assert repos.setting_once("signing_key", "first") == "first"
+    assert repos.setting_once("signing_key", "second") == "first"
+    assert repos.get_setting("signing_key") == "first"
+
+
 def test_drafts_are_kept_as_written_and_old_ones_pruned(repos: Repositories) -> None:
     repos.save_draft("old", '{"prompt": "old"}', now=10.0)
     repos.save_draft("mine", '{"prompt": "a"}', now=20.0)

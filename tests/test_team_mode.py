@@ -1,0 +1,142 @@
+"""Team mode end to end: two studio replicas, each with its own data folder, sharing nothing
+but one PostgreSQL database, one S3 bucket (SeaweedFS) and one HiAPI (the simulator).
+
+A Generate click in a browser on replica A is created once at HiAPI, kept once, and shows in
+replica B's gallery with the same bytes, served by B from the bucket.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import httpx
+import psycopg
+import pytest
+
+from studio import services as core
+from studio.config import Settings
+from studio.postgres.store import PgStore
+from studio.startup import StartupError
+from tests.support import ARRIVAL_MS, StudioServer, free_port, wait_for
+from tests.test_browser_studio import generate, open_studio, set_prompt
+
+KEY = "sk-team-" + uuid.uuid4().hex
+
+
+def _rows(dsn: str, sql: str, params: tuple = ()) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return list(conn.execute(sql, params).fetchall())
+
+
+def _gallery(server: StudioServer) -> dict:
+    return httpx.get(server.url + "/api/view/gallery?offset=0&limit=50", timeout=30).json()
+
+
+def _team_settings(tmp_path, dsn: str, **env: str) -> Settings:
+    return Settings.load(env={"STUDIO_DATA_DIR": str(tmp_path), "DATABASE_URL": dsn, **env}, secrets={})
+
+
+def test_replicas_starting_on_one_database_agree_on_the_callback_token_and_signing_key(tmp_path, postgres_db):
+    settings = _team_settings(tmp_path, postgres_db, HIAPI_CALLBACK_URL="https://studio.example.com")
+    first, second = PgStore.open(settings.database), PgStore.open(settings.database)
+    try:
+        keys = {core._signing_key(settings, store) for store in (first, second)}
+        plans = {core._callback_plan(settings, store)[:2] for store in (second, first)}
+        assert len(keys) == 1 and len(next(iter(keys))) == 32
+        [(url, token)] = plans
+        assert token and url.endswith("/" + token)
+        configured = _team_settings(tmp_path, postgres_db, STUDIO_SIGNING_KEY="k" * 40)
+        assert core._signing_key(configured, first) == b"k" * 40
+    finally:
+        first.close()
+        second.close()
+    assert not any(tmp_path.iterdir())  # nothing shared was written to the data folder
+
+
+def test_a_database_that_refuses_the_login_stops_the_start_with_the_password_masked(tmp_path, postgres_db):
+    wrong = postgres_db.replace("//studio:", "//studio:not-the-", 1)
+    core.shutdown()
+    with pytest.raises(StartupError, match="cannot be used.*check DATABASE_URL") as refused:
+        core.boot(_team_settings(tmp_path, wrong))
+    password = wrong.split("@")[0].rsplit(":", 1)[1]
+    assert password not in str(refused.value) and "***" in str(refused.value)
+    assert core.current() is None
+
+
+def test_an_object_store_that_is_down_stops_the_start_naming_the_variables(tmp_path, postgres_db):
+    settings = _team_settings(
+        tmp_path,
+        postgres_db,
+        STORAGE_URL="s3://studio/team",
+        S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}",
+        AWS_ACCESS_KEY_ID="AKIDTEAM",
+        AWS_SECRET_ACCESS_KEY="secret-team-key-never-shown",
+    )
+    core.shutdown()
+    with pytest.raises(StartupError, match="object store.*S3_ENDPOINT_URL") as refused:
+        core.boot(settings)
+    assert "secret-team-key-never-shown" not in str(refused.value)
+    assert core.current() is None
+
+
+@pytest.mark.browser
+def test_a_click_on_one_replica_is_kept_once_and_shows_on_the_other(
+    browser, tmp_path, postgres_db, s3_server, make_simulator
+):
+    sim = make_simulator(api_keys=[KEY], min_duration=0.5, max_duration=1.0)
+    prefix = "team-" + uuid.uuid4().hex[:8]
+    env = {
+        "HIAPI_API_KEY": KEY,
+        "HIAPI_BASE_URL": sim.base_url,
+        "STUDIO_ROLE": "all",
+        "DATABASE_URL": postgres_db,
+        "STORAGE_URL": f"s3://{s3_server.bucket}/{prefix}",
+        "S3_ENDPOINT_URL": s3_server.endpoint_url,
+        "AWS_ACCESS_KEY_ID": s3_server.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+        "AWS_REGION": s3_server.REGION,
+    }
+    a = StudioServer(tmp_path / "a", env=env).start()
+    b = StudioServer(tmp_path / "b", env=env).start()
+    page = browser.new_page(viewport={"width": 1440, "height": 1200})
+    page.set_default_timeout(ARRIVAL_MS)
+    try:
+        # Neither replica wrote its database or a shared secret into its data folder.
+        for server in (a, b):
+            assert not (server.data_dir / "studio.db").exists()
+            assert not (server.data_dir / "reference-signing-key").exists()
+        assert _gallery(b)["total"] == 0
+
+        marker = uuid.uuid4().hex[:8]
+        open_studio(page, a)
+        set_prompt(page, f'team poster {marker} "TEAM {marker}"')
+        generate(page).click()
+
+        view = wait_for(lambda: (v := _gallery(b))["total"] >= 1 and v, timeout=ARRIVAL_MS / 1000)
+        [item] = view["items"]
+        submissions = _rows(
+            postgres_db, "SELECT task_id FROM submissions WHERE prompt LIKE %s", (f"%{marker}%",)
+        )
+        assert len(submissions) == 1 and submissions[0][0]
+        kept = _rows(postgres_db, "SELECT COUNT(*) FROM outputs WHERE state = 'kept'")[0][0]
+        assert kept == 1
+        stats = httpx.get(sim.base_url + "/_sim/stats", timeout=10).json()
+        assert stats["tasks_created"] == 1
+
+        # B serves the original A kept: from the bucket, with the bytes HiAPI made.
+        served_b = httpx.get(b.url + item["download"], timeout=30, follow_redirects=True)
+        served_a = httpx.get(a.url + item["download"], timeout=30, follow_redirects=True)
+        assert served_b.status_code == 200 and served_b.content[:8] == b"\x89PNG\r\n\x1a\n"
+        assert hashlib.sha256(served_b.content).hexdigest() == item["sha"]
+        assert served_b.content == served_a.content
+        stored = s3_server.client().list_objects_v2(Bucket=s3_server.bucket, Prefix=prefix + "/")
+        assert any(item["sha"] in o["Key"] for o in stored.get("Contents", []))
+        assert not any((server.data_dir / "images").exists() for server in (a, b))
+    finally:
+        page.close()
+        a.stop()
+        b.stop()
+    for server in (a, b):
+        log = server.log()
+        assert s3_server.secret_key not in log and postgres_db.split("@")[0].split(":")[-1] not in log
