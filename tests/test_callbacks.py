@@ -711,22 +711,25 @@ def test_base_url_rules(base, loopback_ok, problem):
 
 
 def test_callback_plan_from_settings(tmp_path):
+    store = Store(tmp_path / "studio.db")  # one person's studio: the token lives in the data folder
+
+    def plan(settings: Settings) -> tuple[str | None, str | None, list[str]]:
+        return _callback_plan(settings, store)
+
     env = {"STUDIO_DATA_DIR": str(tmp_path), "HIAPI_CALLBACK_URL": "http://127.0.0.1:8501"}
-    url, token, problems = _callback_plan(Settings.load(env=env))
+    url, token, problems = plan(Settings.load(env=env))
     assert url == f"http://127.0.0.1:8501/hiapi/callback/{token}" and problems == []
     assert (tmp_path / cb.TOKEN_FILE).read_text().strip() == token
     # With a real key, plain http is refused: the studio keeps polling and says why.
-    url, token, problems = _callback_plan(Settings.load(env=env | {"HIAPI_API_KEY": "sk-x"}))
+    url, token, problems = plan(Settings.load(env=env | {"HIAPI_API_KEY": "sk-x"}))
     assert url is None and token is None and "https://" in problems[0] and "polls" in problems[0]
     # ...unless HiAPI itself is a simulator on loopback, which may call plain http back.
     local = {"HIAPI_API_KEY": "sk-x", "HIAPI_BASE_URL": "http://127.0.0.1:9000"}
-    assert _callback_plan(Settings.load(env=env | local))[0].startswith(
-        "http://127.0.0.1:8501/hiapi/callback/"
-    )
-    url, _, problems = _callback_plan(
+    assert plan(Settings.load(env=env | local))[0].startswith("http://127.0.0.1:8501/hiapi/callback/")
+    url, _, problems = plan(
         Settings.load(env=env | {"HIAPI_CALLBACK_TOKEN": "weak", "HIAPI_WEBHOOK_SECRET": "short"})
     )
     assert url is None
     assert any("HIAPI_CALLBACK_TOKEN" in p for p in problems)
     assert any("HIAPI_WEBHOOK_SECRET" in p and "16-256" in p for p in problems)
-    assert _callback_plan(Settings.load(env={"STUDIO_DATA_DIR": str(tmp_path)})) == (None, None, [])
+    assert plan(Settings.load(env={"STUDIO_DATA_DIR": str(tmp_path)})) == (None, None, [])
