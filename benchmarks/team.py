@@ -41,7 +41,9 @@ from benchmarks.common import Row, pct
 SECTION = "team"
 KEY = "sk-bench-team-000000000000"
 TASK_S = (2.0, 6.0)  # simulated task seconds
-GETS_TARGET = 0.10  # two replicas' GETs per task within 10 % of one replica's
+# Two replicas' GETs per task at most 10 % above one replica's (fewer is not a fault: each
+# follows its own tasks by the same schedule, so the figure varies by the run's noise).
+GETS_TARGET = 0.10
 TAKEOVER_TARGET_S = 30.0
 KILL_AT = 0.3  # share of terminal submissions when a replica is stopped
 MAX_ACTIVE = 200  # no queueing behind the create budget: both runs send at once
@@ -389,7 +391,7 @@ def rows_from(got: dict[str, Any], tasks: int) -> list[Row]:
         Row(
             SECTION, f"GETs per task, 2 replicas × {tasks} tasks", two["gets_per_task"], "",
             baseline=one["gets_per_task"], baseline_name="1 replica, same simulator",
-            target="within 10 %", met=abs(ratio - 1) <= GETS_TARGET,
+            target="≤ 1.1× (at most 10 % more)", met=ratio <= 1 + GETS_TARGET,
             note=(f"simulated tasks {TASK_S[0]:g}-{TASK_S[1]:g} s; all terminal in {two['run_s']:.1f} s "
                   f"(1 replica {one['run_s']:.1f} s); states {two['states']}; {load}, "
                   f"{got['load_runs']} after both runs"),
