@@ -11,7 +11,7 @@ from pathlib import Path
 
 from benchmarks.common import Row, machine, table
 
-SECTIONS = ("detection", "gallery", "load", "startup", "fidelity", "interaction")
+SECTIONS = ("detection", "gallery", "load", "startup", "fidelity", "interaction", "team")
 # Sections kept small inside `make bench` to stay under ten minutes; each has a
 # fuller run of its own (`python -m benchmarks.fidelity` reads 96×2 samples).
 ALWAYS_QUICK = {"fidelity"}
@@ -64,6 +64,13 @@ def main(argv: list[str] | None = None) -> int:
             + (RESULTS_COMMENTARY.read_text() if RESULTS_COMMENTARY.exists() else "")
         )
         print(f"wrote {RESULTS}")
+    if not args.quick and "team" in args.sections and "team" not in failed:
+        from benchmarks.team import SECTION as TEAM
+        from benchmarks.team import write_results
+
+        write_results(
+            [r for r in rows if r.section == TEAM], "python -m benchmarks " + " ".join(args.sections)
+        )
     return 1 if failed else 0
 
 

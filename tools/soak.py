@@ -1,6 +1,7 @@
 """Soak: many submissions through the tracker under faults, with a SIGKILL in the middle.
 
     python -m tools.soak --submissions 300        # what `make soak` runs
+    python -m tools.soak --team --submissions 300 # two replicas on PostgreSQL + SeaweedFS
 
 Three processes, all on this machine's loopback:
 
@@ -20,6 +21,13 @@ every submission terminal, no task created twice (and none created that the
 store does not know), every success with its image on disk matching its
 sha256, every failure with HiAPI's reason. The figures are printed; the exit
 status is 0 only when every check passes. Nothing here imports streamlit.
+
+`--team`: a throwaway PostgreSQL cluster and SeaweedFS's `weed mini` (tools/engines.py,
+as `make team` starts them) and two tracker processes in team mode (DATABASE_URL,
+STORAGE_URL=s3://…), each with its own data folder, each submitting half; the second is
+killed with SIGKILL at both points and restarted, so its leases must run out and the
+work pass on (to the other or to its restart) with nothing created twice and nothing
+lost. The checks read PostgreSQL and the bucket.
 """
 
 from __future__ import annotations
@@ -42,6 +50,8 @@ from typing import Any
 import httpx
 
 from studio.blob_keys import original_key, thumb_key
+
+_TEAM_ENV = ("DATABASE_URL", "STORAGE_URL", "S3_ENDPOINT_URL", "AWS_")
 
 #: The checkout this file is in: its processes run from here (`-m tools.soak`), wherever the soak began.
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,6 +136,7 @@ class SoakResult:
     elapsed_s: float
     temp_files_left: int
     problems: list[str] = field(default_factory=list)
+    trackers: str = "the tracker"
 
     @property
     def ok(self) -> bool:
@@ -138,7 +149,7 @@ class SoakResult:
         def count(prefix: str) -> int:
             return sum(n for name, n in req.items() if name.startswith(prefix))
 
-        lines = [f"Soak: {self.submissions} submissions through the tracker, faults on"]
+        lines = [f"Soak: {self.submissions} submissions through {self.trackers}, faults on"]
         for i, k in enumerate(self.kill_snapshots, 1):
             lines.append(
                 f"  SIGKILL {i}, then restart: {k.get('terminal', 0)} terminal / {k.get('in_flight', 0)} in flight"
@@ -182,9 +193,16 @@ def _start_simulator(args: argparse.Namespace, log: Path) -> tuple[subprocess.Po
 
 
 def _start_worker(
-    data: Path, base_url: str, submit: int, args: argparse.Namespace, log: Path
+    data: Path,
+    base_url: str,
+    submit: int,
+    args: argparse.Namespace,
+    log: Path,
+    team: dict[str, str] | None = None,
+    seed: int | None = None,
 ) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HIAPI_", "STUDIO_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HIAPI_", "STUDIO_", *_TEAM_ENV))}
+    env.update(team or {})
     env.update(
         HIAPI_BASE_URL=base_url,
         HIAPI_API_KEY=SOAK_KEY,
@@ -193,7 +211,8 @@ def _start_worker(
         PYTHONUNBUFFERED="1",
     )
     cmd = [
-        sys.executable, "-m", "tools.soak", "worker", "--submit", str(submit), "--seed", str(args.seed),
+        sys.executable, "-m", "tools.soak", "worker", "--submit", str(submit),
+        "--seed", str(args.seed if seed is None else seed),
         "--wait", str(args.timeout),
     ]  # fmt: skip
     return subprocess.Popen(
@@ -201,18 +220,32 @@ def _start_worker(
     )
 
 
-def _snapshot(db: Path) -> dict[str, Any]:
+def _fetch(db: Path | str, sql: str) -> list[dict[str, Any]]:
+    """Rows of `sql` from the store: a SQLite file read-only, or a PostgreSQL DSN."""
+    if isinstance(db, Path):
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        conn.row_factory = sqlite3.Row
+        try:
+            return [dict(r) for r in conn.execute(sql)]
+        finally:
+            conn.close()
+    import psycopg
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(db, row_factory=dict_row, connect_timeout=5) as pg:
+        return list(pg.execute(sql).fetchall())
+
+
+def _snapshot(db: Path | str) -> dict[str, Any]:
     """Where the work stands, read from the store by a separate read-only connection."""
-    if not db.exists():
+    if isinstance(db, Path) and not db.exists():
         return {}
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     try:
-        states = dict(conn.execute("SELECT state, COUNT(*) FROM submissions GROUP BY state").fetchall())
-        pending = conn.execute("SELECT COUNT(*) FROM outputs WHERE state='pending'").fetchone()[0]
-    except sqlite3.Error:
+        rows = _fetch(db, "SELECT state, COUNT(*) AS n FROM submissions GROUP BY state")
+        states = {r["state"]: r["n"] for r in rows}
+        pending = _fetch(db, "SELECT COUNT(*) AS n FROM outputs WHERE state='pending'")[0]["n"]
+    except Exception:  # not made yet (sqlite3.Error, psycopg.Error): nothing to read
         return {}
-    finally:
-        conn.close()
     terminal = sum(n for s, n in states.items() if s in ("success", "fail", "rejected"))
     return {
         "total": sum(states.values()),
@@ -251,16 +284,28 @@ def _all_sim_tasks(http: httpx.Client) -> dict[str, dict[str, Any]]:
         page += 1
 
 
-def verify(data: Path, base_url: str, submissions: int) -> tuple[SoakResult, list[str]]:
-    """Every check of the soak, from the store, the files and the simulator (faults off)."""
+def verify(
+    data: Path,
+    base_url: str,
+    submissions: int,
+    *,
+    db: Path | str | None = None,
+    blobs: Any = None,
+    temp_dirs: list[Path] | None = None,
+) -> tuple[SoakResult, list[str]]:
+    """Every check of the soak, from the store, the blob store and the simulator (faults off).
+
+    Defaults: the data folder's SQLite file and its `images/` folder; team mode passes the
+    PostgreSQL DSN, the bucket's blob store and each replica's temp folder."""
+    from studio.blobs import LocalBlobStore
+
     problems: list[str] = []
-    conn = sqlite3.connect(f"file:{data / 'studio.db'}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
-    subs = conn.execute("SELECT * FROM submissions ORDER BY id").fetchall()
-    outs: dict[int, list[sqlite3.Row]] = {}
-    for o in conn.execute("SELECT * FROM outputs ORDER BY id"):
+    db = data / "studio.db" if db is None else db
+    blobs = LocalBlobStore(data / "images") if blobs is None else blobs
+    subs = _fetch(db, "SELECT * FROM submissions ORDER BY id")
+    outs: dict[int, list[dict[str, Any]]] = {}
+    for o in _fetch(db, "SELECT * FROM outputs ORDER BY id"):
         outs.setdefault(o["submission_id"], []).append(o)
-    conn.close()
 
     admin = httpx.Client(base_url=base_url, timeout=30, trust_env=False)
     admin.post("/_sim/faults", json={k: 0 for k in DEFAULT_FAULTS}).raise_for_status()
@@ -287,7 +332,6 @@ def verify(data: Path, base_url: str, submissions: int) -> tuple[SoakResult, lis
 
     lost: list[int] = []
     verified = 0
-    images = data / "images"
     for s in subs:
         if s["state"] != "success":
             continue
@@ -296,13 +340,13 @@ def verify(data: Path, base_url: str, submissions: int) -> tuple[SoakResult, lis
         for o in rows:
             if o["state"] != "kept" or not o["sha256"]:
                 continue
-            # The database keeps the hash; the blob store's keys say where the files are.
-            path = images / original_key(o["sha256"])
-            if not path.is_file():
+            # The database keeps the hash; the blob store's keys say where the bytes are.
+            if not blobs.exists(original_key(o["sha256"])):
                 continue
-            if hashlib.sha256(path.read_bytes()).hexdigest() != o["sha256"]:
-                continue
-            if not (images / thumb_key(o["sha256"])).is_file():
+            with blobs.open(original_key(o["sha256"])) as f:
+                if hashlib.sha256(f.read()).hexdigest() != o["sha256"]:
+                    continue
+            if not blobs.exists(thumb_key(o["sha256"])):
                 continue
             good += 1
         if rows and good == len(rows):
@@ -325,7 +369,8 @@ def verify(data: Path, base_url: str, submissions: int) -> tuple[SoakResult, lis
     if rejected:
         problems.append(f"{rejected} submissions rejected (none of the soak's requests is invalid)")
 
-    temp_left = sum(1 for _ in (images / "tmp").glob("*.part")) if (images / "tmp").exists() else 0
+    temp_dirs = [data / "images" / "tmp"] if temp_dirs is None else temp_dirs
+    temp_left = sum(1 for t in temp_dirs if t.exists() for _ in t.glob("*.part"))
     admin.close()
     api.close()
     result = SoakResult(
@@ -419,6 +464,92 @@ def run(args: argparse.Namespace) -> SoakResult:
             shutil.rmtree(data, ignore_errors=True)
 
 
+def run_team(args: argparse.Namespace) -> SoakResult:
+    """The soak in team mode: PostgreSQL + SeaweedFS, two tracker processes, faults on.
+
+    Replica A and replica B each submit half. B is killed with SIGKILL at both points
+    (`run`'s) and restarted on its own data folder; its claims pass on only when their
+    leases run out. Both processes run to the end (each stops when the database has
+    nothing left to do), and the checks read PostgreSQL and the bucket."""
+    from tools.engines import PostgresServer, S3Server, end_process_group
+
+    started = time.monotonic()
+    own_dir = args.data is None
+    data = Path(args.data or tempfile.mkdtemp(prefix="studio-soak-team-"))
+    data.mkdir(parents=True, exist_ok=True)
+    log = data / "soak.log"
+    pg, s3 = PostgresServer(), S3Server()
+    sim = None
+    workers: dict[str, list[subprocess.Popen]] = {"a": [], "b": []}
+    try:
+        pg.start()
+        s3.start()
+        team = {
+            "DATABASE_URL": pg.dsn,
+            "STORAGE_URL": f"s3://{s3.bucket}/soak",
+            "S3_ENDPOINT_URL": s3.endpoint_url,
+            "AWS_ACCESS_KEY_ID": s3.access_key,
+            "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+            "AWS_REGION": s3.REGION,
+            "STUDIO_ROLE": "all",
+        }
+        sim, base_url = _start_simulator(args, log)
+        faults = dict(DEFAULT_FAULTS, create_delay_s=args.create_delay)
+        httpx.post(base_url + "/_sim/faults", json=faults, timeout=10).raise_for_status()
+        n = args.submissions
+        half = n // 2
+        kill_at = max(1, int(n * args.kill_at))
+        folders = {name: data / f"replica-{name}" for name in workers}
+        for name, submit, seed in (("a", half, args.seed), ("b", n - half, args.seed + 1)):
+            workers[name].append(_start_worker(folders[name], base_url, submit, args, log, team, seed))
+        snapshots: list[dict[str, Any]] = []
+        for point in (_mid_creates, _mid_results):
+            deadline = time.monotonic() + args.timeout
+            while time.monotonic() < deadline:
+                snap = _snapshot(pg.dsn)
+                if point(snap, n, kill_at) or (snap.get("total") == n and snap.get("terminal", 0) >= kill_at):
+                    break
+                for name, procs in workers.items():
+                    if procs[-1].poll() is not None:
+                        raise RuntimeError(f"replica {name} ended before the kill (see {log})")
+                time.sleep(0.05)
+            else:
+                raise RuntimeError(f"no progress to the kill point within {args.timeout:.0f} s (see {log})")
+            _kill_group(workers["b"][-1], signal.SIGKILL)
+            snapshots.append(_snapshot(pg.dsn))  # what the crash left
+            workers["b"].append(_start_worker(folders["b"], base_url, 0, args, log, team, args.seed + 1))
+        codes = {}
+        for name, procs in workers.items():
+            try:
+                codes[name] = procs[-1].wait(args.timeout)
+            except subprocess.TimeoutExpired:
+                codes[name] = None
+        from studio.blobstores.s3 import S3BlobStore
+
+        result, _ = verify(
+            data, base_url, n, db=pg.dsn, blobs=S3BlobStore(s3.bucket, "soak", s3.client()), temp_dirs=[]
+        )
+        for name, code in codes.items():
+            if code != 0:
+                result.problems.append(f"replica {name} did not finish (exit {code}; see {log})")
+        result.kill_snapshots = snapshots
+        result.trackers = "two replicas on PostgreSQL + SeaweedFS (replica B SIGKILLed twice and restarted)"
+        result.elapsed_s = time.monotonic() - started
+        return result
+    finally:
+        for procs in workers.values():
+            for proc in procs:
+                _kill_group(proc, signal.SIGTERM)
+        if sim is not None:
+            end_process_group(sim)
+        s3.stop()
+        pg.stop()
+        if own_dir and not args.keep:
+            import shutil
+
+            shutil.rmtree(data, ignore_errors=True)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m tools.soak", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command")
@@ -427,6 +558,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     w.add_argument("--seed", type=int, default=7)
     w.add_argument("--wait", type=float, default=900.0)
     ap.add_argument("--submissions", type=int, default=300)
+    ap.add_argument(
+        "--team", action="store_true", help="two replicas on PostgreSQL + SeaweedFS (tools/engines.py)"
+    )
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--min-duration", type=float, default=1.0, help="simulated task seconds (default 1)")
     ap.add_argument("--max-duration", type=float, default=4.0, help="simulated task seconds (default 4)")
@@ -448,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "worker":
         return worker(args.submit, args.seed, args.wait)
-    result = run(args)
+    result = run_team(args) if args.team else run(args)
     print(result.report(), flush=True)
     if args.json:
         print(json.dumps({k: v for k, v in result.__dict__.items() if k != "sim_stats"}, default=str))
