@@ -357,9 +357,6 @@ def generate_button() -> None:
         if blocked:
             with st.container(key="generate_blocked"):
                 st.caption(f":material/block: {literal(blocked)}")
-        notice = st.session_state.get(NOTICE)
-        if notice:
-            st.success(literal(notice), icon=":material/send:")
         for name, message in errors().items():
             if name == "general":
                 st.error(literal(message), icon=":material/error:")
@@ -369,18 +366,27 @@ def generate_button() -> None:
                 )
     last = st.session_state.get(LAST)
     signature = _draft_signature()
-    # Outside the Generate box: no click meant for Generate (or Ctrl/⌘+Enter) lands here.
-    if last and last["sent"] and last["draft"] == signature:
-        with st.container(key="another_variant_box"):
-            st.button(
-                "Another variant",
-                key=ANOTHER,
-                icon=":material/add:",
-                type="tertiary",
-                on_click=another_variant,
-                help="Generate again sends nothing new while the draft is the one just sent. "
-                "Press this first to make another creative of the same prompt and settings.",
-            )
-    elif not last and st.session_state.get(ARMED) == signature:
-        with st.container(key="another_variant_box"):
-            st.caption(":material/add: The next Generate makes another creative of this draft.")
+    notice = st.session_state.get(NOTICE)
+    offer = bool(last and last["sent"] and last["draft"] == signature)
+    armed = not last and st.session_state.get(ARMED) == signature
+    if not (notice or offer or armed):
+        return
+    # One row under the button, so the results stay in the first screen on a phone. Outside the
+    # Generate box: no click meant for Generate (or Ctrl/⌘+Enter) lands on "Another variant".
+    with st.container(key="sent_row", horizontal=True, vertical_alignment="center", wrap=False):
+        if notice:
+            st.success(literal(notice), icon=":material/send:")
+        if offer:
+            with st.container(key="another_variant_box", width="content"):
+                st.button(
+                    "Another variant",
+                    key=ANOTHER,
+                    icon=":material/add:",
+                    type="tertiary",
+                    on_click=another_variant,
+                    help="Generate again sends nothing new while the draft is the one just sent. "
+                    "Press this first to make another creative of the same prompt and settings.",
+                )
+        elif armed:
+            with st.container(key="another_variant_box"):
+                st.caption(":material/add: The next Generate makes another creative of this draft.")

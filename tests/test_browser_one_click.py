@@ -101,7 +101,7 @@ def test_every_click_makes_one_creative_under_load_in_a_long_session(browser, tm
                 generate(page).click()
             clicks.append((marker, how))
             wait_for(lambda m=marker: _creatives(server, m), timeout=ARRIVAL_MS / 1000)
-            expect(page.locator(".st-key-generate_box")).to_contain_text("Submitted")
+            expect(page.locator(".st-key-sent_row")).to_contain_text("Submitted")
         # A late second press, on the button the first press's rerun drew, then a variant on purpose.
         marker = f"again-{uuid.uuid4().hex[:6]}"
         set_prompt(page, f'A card {marker} with the headline "ONCE MORE"')
