@@ -169,7 +169,9 @@ class PgGalleryRows(PgDatabase):
     def authors(self) -> list[str]:
         """Everyone who has made a submission, in name order (the gallery's person picker)."""
         with self._read() as c:
-            rows = c.execute('SELECT DISTINCT author FROM submissions ORDER BY author COLLATE "C"').fetchall()
+            rows = c.execute(
+                'SELECT author FROM submissions GROUP BY author ORDER BY author COLLATE "C"'
+            ).fetchall()
         return [str(r["author"]) for r in rows]
 
     def add_to_collection(self, collection_id: int, output_ids: Sequence[int]) -> None:
