@@ -188,7 +188,8 @@ class CampaignStore:
 
     # -- spend ------------------------------------------------------------------
     def spend(self, by: str = "all", *, limit: int = 60) -> list[SpendLine]:
-        """Estimated spend grouped `by` "all", "day" (local days, newest first) or "campaign"."""
+        """Estimated spend grouped `by` "all", "day" (local days, newest first), "campaign" or
+        "author" (spend per person)."""
         return self.store.spend_lines(by, limit=limit)
 
     def campaign_spend(self, campaign_id: int) -> tuple[Decimal, Decimal]:
