@@ -16,6 +16,7 @@ import uuid
 
 import streamlit as st
 
+from access.page import current_author
 from components.services import get_services
 from studio.errors import HiAPIError
 from studio.pricing import QUALITY_NAMES
@@ -84,6 +85,7 @@ def send_again(
             click_token=token,
             sign=lambda names: reference_urls(names, services),
             quality=quality,
+            author=current_author(),
         )
     except (HiAPIError, ValueError) as exc:
         done[submission_id] = getattr(exc, "message", None) or str(exc)

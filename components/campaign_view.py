@@ -9,6 +9,7 @@ import time
 import pandas as pd
 import streamlit as st
 
+from access.page import current_author, team_login_on
 from components.chrome import spend_suffix
 from components.pickers import shape_svg
 from components.queue import status_badge
@@ -167,6 +168,7 @@ def _failed_rows(c: Campaign) -> None:
                     model=services.settings.model,
                     click_token=token,
                     sign=reference_urls,
+                    author=current_author(),
                 )
             except ValueError as exc:
                 st.error(literal(exc), icon=":material/error:")
@@ -299,7 +301,8 @@ def campaign_gallery() -> None:
 
 
 def spend_summary() -> None:
-    """Estimated spend: overall, per day and per campaign (successful images only)."""
+    """Estimated spend: overall, per day and per campaign (successful images only), and per
+    person when the team login is on."""
     b = book()
     overall = b.spend("all")
     if not overall:
@@ -320,13 +323,18 @@ def spend_summary() -> None:
                 else "HiAPI's billing is the final word."
             )
         )
-        a, b_ = st.columns(2)
+        per_person = team_login_on()
+        a, b_, *c_ = st.columns(3 if per_person else 2)
         with a:
             st.markdown("**Per day**")
             st.dataframe(_spend_frame(b.spend("day")), hide_index=True, width="stretch")
         with b_:
             st.markdown("**Per campaign**")
             st.dataframe(_spend_frame(b.spend("campaign")), hide_index=True, width="stretch")
+        if per_person:
+            with c_[0]:
+                st.markdown("**Per person**")
+                st.dataframe(_spend_frame(b.spend("author")), hide_index=True, width="stretch")
 
 
 def _spend_frame(lines) -> pd.DataFrame:

@@ -28,6 +28,7 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
+from access.page import current_author, team_login_on
 from components import deletion, draft
 from components.lightbox import collection_picker, open_item
 from components.references import use_as_reference
@@ -55,7 +56,10 @@ SOURCE = routes.gallery_view()
 FILTER_DEFAULTS = {
     "g_text": "", "g_ratios": [], "g_res": [], "g_collection": None, "g_dates": (),
     "g_sort": "Newest", "g_status": "kept", "g_fav": False, "g_text_mismatch": False,
+    "g_scope": "Everyone", "g_person": None,
 }  # fmt: skip
+#: Whose generations the gallery shows, with the team login on.
+MINE, EVERYONE = "Mine", "Everyone"
 
 _FRONTEND = Path(__file__).parent / "frontend"
 
@@ -78,6 +82,38 @@ def toggle_pages() -> None:
     else:
         st.query_params["pages"] = "1"
         st.session_state.pop("g_page", None)
+
+
+def author_filter(scope: str | None, person: str | None, me: str, *, login_on: bool) -> str | None:
+    """The gallery's author filter from its controls (None: everyone's).
+
+    Without a login there are no people to tell apart: everyone's. With it,
+    "Mine" is the signed-in person's (`me`), and "Everyone" is everyone's or,
+    when one is picked, that person's.
+    """
+    if not login_on:
+        return None
+    if scope == MINE:
+        return me
+    return person or None
+
+
+def _author_controls(store: Store) -> str | None:
+    """Mine / Everyone and a person picker, drawn only when the team login is on."""
+    if not team_login_on():
+        return None
+    p1, p2, _ = st.columns([2, 3, 7], vertical_alignment="bottom")
+    scope = p1.segmented_control("Made by", [MINE, EVERYONE], default=EVERYONE, key="g_scope")
+    person = None
+    if scope != MINE:
+        people = store.authors()
+        if st.session_state.get("g_person") not in (None, *people):
+            st.session_state["g_person"] = None  # someone who made nothing (any more)
+        person = p2.selectbox(
+            "Person", [None, *people], format_func=lambda a: "Everyone" if a is None else str(a),
+            key="g_person",
+        )  # fmt: skip
+    return author_filter(scope, person, current_author(), login_on=True)
 
 
 def filters() -> GalleryQuery:
@@ -126,6 +162,7 @@ def filters() -> GalleryQuery:
         newest_first=newest,
         status=status,
         text_mismatch=text_mismatch,
+        author=_author_controls(services.store),
     )
 
 
@@ -156,6 +193,8 @@ def query_string(q: GalleryQuery) -> str:
         params.append(("status", q.status))
     if q.text_mismatch:
         params.append(("mismatch", "1"))
+    if q.author is not None:
+        params.append(("by", q.author))
     return urlencode(params)
 
 
@@ -180,6 +219,7 @@ def parse_query(params: Mapping[str, str], lists: Callable[[str], list[str]]) ->
         newest_first=params.get("order") != "oldest",
         status=status if status in ("kept", "failed", "all") else "kept",
         text_mismatch=params.get("mismatch") == "1",
+        author=(params.get("by") or "")[:320] or None,
     )
 
 

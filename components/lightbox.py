@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import streamlit as st
 
+from access.page import current_author
 from components import actions, deletion, draft
 from components.fidelity import text_check
 from components.kit import kit_panel
@@ -229,5 +230,5 @@ def collection_picker(output_ids: list[int], key: str) -> None:
         if not name or not name.strip():
             st.error("Collection name is required: type a name.")
             return
-        add_to_collection(services.store, name, output_ids)
+        add_to_collection(services.store, name, output_ids, author=current_author())
         st.success(f"Added {len(output_ids)} to {literal(name.strip())}.")

@@ -25,6 +25,7 @@ from decimal import Decimal
 
 import streamlit as st
 
+from access.page import current_author
 from components import draft
 from components.chrome import spend_suffix
 from components.services import get_services
@@ -220,6 +221,7 @@ def _send(summary: dict) -> None:
             model=services.settings.model,
             click_token=token,
             campaign_name=st.session_state.get(draft.CAMPAIGN_NAME, "") or "",
+            author=current_author(),
         )
     except (HiAPIError, ValueError) as exc:
         _say(errors={"general": getattr(exc, "message", None) or str(exc)})

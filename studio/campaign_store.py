@@ -26,6 +26,7 @@ from decimal import Decimal
 from .models import TaskRequest
 from .records import (  # the records live there; re-exported so `from .campaign_store import …` keeps working
     CANCELLED,
+    LOCAL_AUTHOR,
     Campaign,
     CampaignRow,
     CampaignState,
@@ -101,14 +102,15 @@ class CampaignStore:
         unit_micros: int,
         currency: str,
         now: float | None = None,
+        author: str = LOCAL_AUTHOR,
     ) -> tuple[list[int], bool]:
-        """`add_cells`, at most once per click: returns (submission ids, created).
+        """`add_cells` (as `author`'s), at most once per click: returns (submission ids, created).
 
         When the first cell's key is stored already, nothing is written and the
         submissions recorded under these keys are returned with `False`.
         """
         return self.store.add_campaign_cells_once(
-            campaign_id, cells, unit_micros=unit_micros, currency=currency, now=now
+            campaign_id, cells, unit_micros=unit_micros, currency=currency, now=now, author=author
         )
 
     def launch_once(
@@ -131,11 +133,17 @@ class CampaignStore:
         )
 
     def record_spend(
-        self, submission_ids: Sequence[int], *, resolution: str, unit_micros: int, currency: str
+        self,
+        submission_ids: Sequence[int],
+        *,
+        resolution: str,
+        unit_micros: int,
+        currency: str,
+        author: str = LOCAL_AUTHOR,
     ) -> None:
-        """Price submissions made outside a campaign (a plain Generate)."""
+        """Price submissions made outside a campaign (a plain Generate) as `author`'s spend."""
         self.store.record_spend(
-            submission_ids, resolution=resolution, unit_micros=unit_micros, currency=currency
+            submission_ids, resolution=resolution, unit_micros=unit_micros, currency=currency, author=author
         )
 
     def update_row(self, campaign_id: int, idx: int, values: dict[str, str], prompt: str) -> None:
@@ -180,7 +188,8 @@ class CampaignStore:
 
     # -- spend ------------------------------------------------------------------
     def spend(self, by: str = "all", *, limit: int = 60) -> list[SpendLine]:
-        """Estimated spend grouped `by` "all", "day" (local days, newest first) or "campaign"."""
+        """Estimated spend grouped `by` "all", "day" (local days, newest first), "campaign" or
+        "author" (spend per person)."""
         return self.store.spend_lines(by, limit=limit)
 
     def campaign_spend(self, campaign_id: int) -> tuple[Decimal, Decimal]:

@@ -32,7 +32,7 @@ from . import events as ev
 from .callbacks import CallbackOutcome
 from .campaign_store import PAUSED, RUNNING, CampaignStore, NewCampaign
 from .models import Callback, Task, TaskRequest, TaskStatus
-from .records import SpendRate, click_keys
+from .records import LOCAL_AUTHOR, SpendRate, click_keys
 from .repositories import Repositories
 
 DEFAULT_MAX_ACTIVE = 8
@@ -122,8 +122,9 @@ class Intake:
         creative_id: str | None = None,
         click_token: str | None = None,
         spend: SpendRate | None = None,
+        author: str = LOCAL_AUTHOR,
     ) -> list[int]:
-        """Record one click's requests (and their spend) once, and queue their creates.
+        """Record one click's requests (and their spend) once, as `author`'s, and queue their creates.
 
         `click_token` names the click (a button press, a shortcut, a confirm):
         the same token always yields the same submissions, however often it is
@@ -150,7 +151,9 @@ class Intake:
             requests = [replace(r, callback=Callback(self.callback_url)) for r in requests]
         now = self.clock()
         keyed = list(zip(requests, click_keys(token, len(requests)), strict=True))
-        ids, created = self.store.add_click(keyed, creative_id=creative_id, spend=spend, now=now)
+        ids, created = self.store.add_click(
+            keyed, creative_id=creative_id, spend=spend, now=now, author=author
+        )
         if created:
             self.follow(ids)
         return ids
@@ -168,15 +171,16 @@ class Intake:
         unit_micros: int,
         currency: str,
         click_token: str | None = None,
+        author: str = LOCAL_AUTHOR,
     ) -> list[int]:
         """Record (row, request) cells of an existing campaign in one transaction and queue their creates.
 
-        Once per `click_token`, like `submit`. Requests must already be valid
+        Once per `click_token`, like `submit`; the cells and their spend are `author`'s. Requests must already be valid
         (RequestValidationError otherwise, nothing written).
         """
         keyed = self._keyed_cells(cells, click_token)
         ids, created = self._campaigns.add_cells_once(
-            campaign_id, keyed, unit_micros=unit_micros, currency=currency, now=self.clock()
+            campaign_id, keyed, unit_micros=unit_micros, currency=currency, now=self.clock(), author=author
         )
         if created:
             self.follow(ids)
@@ -191,7 +195,9 @@ class Intake:
         currency: str,
         click_token: str | None = None,
     ) -> tuple[int, list[int]]:
-        """Record a new campaign with all its cells in one transaction, once per click; queue the creates."""
+        """Record a new campaign with all its cells in one transaction, once per click; queue the creates.
+
+        The campaign, its cells and their spend are `new.author`'s."""
         keyed = self._keyed_cells(cells, click_token)
         cid, ids, created = self._campaigns.launch_once(
             new, keyed, unit_micros=unit_micros, currency=currency, now=self.clock()

@@ -41,6 +41,9 @@ class TaskState(enum.StrEnum):
 
 TERMINAL_STATES = (TaskState.SUCCESS, TaskState.FAIL, TaskState.REJECTED)
 
+#: Who made a submission, campaign, collection or spend entry when there is no team login.
+LOCAL_AUTHOR = "local"
+
 
 class OutputState(enum.StrEnum):
     """One output file's state: waiting for its download, on disk, given up on, or deleted (undoable)."""
@@ -117,6 +120,7 @@ class Submission:
     quality: str | None = None  # the `ext` route's quality; None = the default route
     background: str | None = None
     storage: str | None = None
+    author: str = LOCAL_AUTHOR  # who asked for it: the signed-in person, or "local" without a login
 
     @property
     def is_terminal(self) -> bool:
@@ -195,6 +199,7 @@ class GalleryItem:
     background: str | None = None
     error: str | None = None
     input_urls: str | None = None  # JSON list: the reference URLs it was made from
+    author: str = LOCAL_AUTHOR  # who made it
 
     @property
     def kept(self) -> bool:
@@ -219,6 +224,7 @@ class GalleryQuery:
     newest_first: bool = True
     status: str = "kept"  # kept | failed | all (in-flight work is in the Studio queue)
     text_mismatch: bool = False  # only images whose text check found a wanted string missing or misspelled
+    author: str | None = None  # only this person's generations; None = everyone's
 
 
 def click_keys(token: str, n: int) -> list[str]:
@@ -334,6 +340,7 @@ class Campaign:
     currency: str
     created_at: float
     progress: Progress
+    author: str = LOCAL_AUTHOR
 
     @property
     def unit_price(self) -> Decimal:
@@ -358,6 +365,7 @@ class NewCampaign:
     ratios: tuple[str, ...]
     resolution: str
     rows: tuple[tuple[dict[str, str], str], ...]
+    author: str = LOCAL_AUTHOR  # who launches it; its cells and spend are recorded as theirs
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from typing import Protocol, runtime_checkable
 
 from .models import Task, TaskRequest
 from .records import (
+    LOCAL_AUTHOR,
     Campaign,
     CampaignRow,
     CellView,
@@ -73,10 +74,18 @@ class SubmissionRepository(Protocol):
       report never moves a task back.
     - A callback for a task id not attached yet is held (`HELD`) while any
       submission waits for its create answer, and applied by `mark_created`.
+    - Every submission (and its spend entry) records its `author`: the signed-in
+      person with the team login on, `LOCAL_AUTHOR` ("local") without one.
     """
 
     def add_submission(
-        self, request: TaskRequest, *, idempotency_key: str, creative_id: str, now: float | None = None
+        self,
+        request: TaskRequest,
+        *,
+        idempotency_key: str,
+        creative_id: str,
+        now: float | None = None,
+        author: str = LOCAL_AUTHOR,
     ) -> int: ...
 
     def add_click(
@@ -86,6 +95,7 @@ class SubmissionRepository(Protocol):
         creative_id: str,
         spend: SpendRate | None = None,
         now: float | None = None,
+        author: str = LOCAL_AUTHOR,
     ) -> tuple[list[int], bool]: ...
 
     def mark_created(self, submission_id: int, task_id: str, *, now: float | None = None) -> bool: ...
@@ -237,7 +247,8 @@ class TrashRepository(Protocol):
 
 @runtime_checkable
 class GalleryRepository(Protocol):
-    """Gallery pages, counts and prompt search (every word a prefix, accents ignored)."""
+    """Gallery pages, counts and prompt search (every word a prefix, accents ignored);
+    `GalleryQuery.author` narrows to one person's generations (None: everyone's)."""
 
     def gallery_count(self, q: GalleryQuery) -> int: ...
 
@@ -249,16 +260,21 @@ class GalleryRepository(Protocol):
 
     def creative_items(self, creative_id: str) -> list[GalleryItem]: ...
 
+    def authors(self) -> list[str]: ...
+
 
 @runtime_checkable
 class CollectionRepository(Protocol):
-    """Favourites and named collections of outputs (names unique, adding twice is a no-op)."""
+    """Favourites and named collections of outputs (names unique, adding twice is a no-op).
+    Collections are shared by everyone; each records who made it first."""
 
     def set_favourite(self, output_id: int, on: bool) -> None: ...
 
     def collections(self) -> list[tuple[int, str, int]]: ...
 
-    def add_collection(self, name: str) -> int: ...
+    def add_collection(self, name: str, *, author: str = LOCAL_AUTHOR) -> int: ...
+
+    def collection_author(self, collection_id: int) -> str | None: ...
 
     def add_to_collection(self, collection_id: int, output_ids: Sequence[int]) -> None: ...
 
@@ -340,6 +356,7 @@ class CampaignRepository(Protocol):
         unit_micros: int,
         currency: str,
         now: float | None = None,
+        author: str = LOCAL_AUTHOR,
     ) -> tuple[list[int], bool]: ...
 
     def launch_campaign_once(
@@ -381,7 +398,8 @@ class CampaignRepository(Protocol):
 
 @runtime_checkable
 class SpendRepository(Protocol):
-    """The spend ledger: one entry per priced submission, outliving deleted images."""
+    """The spend ledger: one entry per priced submission, outliving deleted images, each with
+    its author; `spend_lines(by="author")` is the spend per person."""
 
     def record_spend(
         self,
@@ -391,6 +409,7 @@ class SpendRepository(Protocol):
         unit_micros: int,
         currency: str,
         now: float | None = None,
+        author: str = LOCAL_AUTHOR,
     ) -> None: ...
 
     def spend_lines(self, by: str = "all", *, limit: int = 60) -> list[SpendLine]: ...

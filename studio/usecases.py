@@ -15,6 +15,11 @@ Money (one click = at most one creative):
   the same click tried again records it once.
 - Every create's idempotency key is derived from the token (`click_keys`), so a
   resend is replayed by HiAPI, never billed twice.
+
+Who made what: the use cases that record work or spend (`generate`,
+`launch_campaign`, `send_again`, `resubmit_campaign`, `add_to_collection`) take
+an `author`, the signed-in person the page layer names (`LOCAL_AUTHOR`, "local",
+without a team login), and record it on every row they write.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from .pricing import Pricing, to_micros
 from .pricing import load as load_pricing
 from .pricing import reset as reset_pricing
 from .pricing import save as save_pricing
-from .records import SpendRate
+from .records import LOCAL_AUTHOR, SpendRate
 from .references import MAX_BYTES, MAX_REFERENCES, ReferenceRefused, ReferenceShelf, reference_names
 from .repositories import Repositories as Store
 from .trash import Deletion, Trash
@@ -190,7 +195,13 @@ class Generated:
 
 
 def generate(
-    intake: Intake, quote: Quote, *, model: str, click_token: str, campaign_name: str = ""
+    intake: Intake,
+    quote: Quote,
+    *,
+    model: str,
+    click_token: str,
+    campaign_name: str = "",
+    author: str = LOCAL_AUTHOR,
 ) -> Generated:
     """Send one click's quoted plan: submissions and spend in ONE transaction, at most once per token.
 
@@ -206,12 +217,12 @@ def generate(
     unit = to_micros(quote.unit)
     if isinstance(plan, CampaignPlan):
         name = campaign_name.strip() or default_name()
-        cid, ids = _launch(intake, plan, name, unit, quote.currency, model, click_token)
+        cid, ids = _launch(intake, plan, name, unit, quote.currency, model, click_token, author)
         return Generated(tuple(ids), cid, name)
     if not plan.requests:
         raise ValueError("Nothing to generate.")
     rate = SpendRate(quote.resolution, unit, quote.currency)
-    ids = intake.submit(plan.requests, click_token=click_token, spend=rate)
+    ids = intake.submit(plan.requests, click_token=click_token, spend=rate, author=author)
     return Generated(tuple(ids))
 
 
@@ -223,6 +234,7 @@ def _launch(
     currency: str,
     model: str,
     click_token: str | None,
+    author: str,
 ) -> tuple[int, list[int]]:
     if plan.problems or not plan.prompts:
         raise ValueError(next(iter(plan.problems.values()), "Nothing to generate."))
@@ -233,6 +245,7 @@ def _launch(
         ratios=tuple(plan.ratios),
         resolution=plan.resolution,
         rows=tuple(zip(plan.rows, plan.prompts, strict=True)),
+        author=author,
     )
     cells = [(c.row, c.request) for c in plan.cells(model)]
     return intake.launch_campaign(
@@ -248,15 +261,16 @@ def launch_campaign(
     pricing: Pricing,
     model: str,
     click_token: str | None = None,
+    author: str = LOCAL_AUTHOR,
 ) -> tuple[int, list[int]]:
-    """Record a planned campaign (rows, cells, spend) in one transaction and queue its cells.
+    """Record a planned campaign (rows, cells, spend), as `author`'s, in one transaction and queue its cells.
 
     Returns (campaign id, submission ids). One click (`click_token`) launches
     at most one campaign: launching it again returns the first campaign and
     sends nothing. A plan with problems raises ValueError (nothing written).
     """
     unit = to_micros(pricing.unit(plan.resolution))
-    return _launch(intake, plan, name, unit, pricing.currency, model, click_token)
+    return _launch(intake, plan, name, unit, pricing.currency, model, click_token, author)
 
 
 # -- sending again ----------------------------------------------------------------
@@ -271,6 +285,7 @@ def send_again(
     click_token: str,
     sign: SignReferences,
     quality: str | None = None,
+    author: str = LOCAL_AUTHOR,
 ) -> list[int] | str:
     """Send a stored submission's recipe again as a new creative; its new ids, or why nothing was sent.
 
@@ -278,7 +293,8 @@ def send_again(
     quality, background, storage); `quality` overrides it (Make final, which
     drops the background: `ext` takes none). References are signed anew by
     `sign` (the first links expire). Priced like Generate, once per
-    `click_token`, in the same transaction as the submission.
+    `click_token`, in the same transaction as the submission; the new
+    creative and its spend are `author`'s (who sends it again, not who first did).
     """
     sub = store.submission(submission_id)
     if sub is None:
@@ -301,7 +317,7 @@ def send_again(
         storage=sub.storage,
     )
     rate = SpendRate(sub.resolution, to_micros(pricing.unit(sub.resolution, quality)), pricing.currency)
-    return intake.submit([request], click_token=click_token, spend=rate)
+    return intake.submit([request], click_token=click_token, spend=rate, author=author)
 
 
 def resubmit_campaign(
@@ -313,13 +329,14 @@ def resubmit_campaign(
     model: str,
     click_token: str | None = None,
     sign: SignReferences | None = None,
+    author: str = LOCAL_AUTHOR,
 ) -> list[int]:
     """Resubmit the failed and cancelled cells of the given rows, with their (edited) values.
 
     `edits` maps a row number to its values. Every row is rendered and checked
     first; a problem raises ValueError naming the row, and nothing is sent or
     saved. The rows' new values are saved, then the cells and their spend are
-    recorded in one transaction, once per `click_token`. The campaign's
+    recorded in one transaction, once per `click_token`, as `author`'s. The campaign's
     references are signed anew by `sign` (ValueError with its sentence when
     they cannot be).
     """
@@ -359,7 +376,12 @@ def resubmit_campaign(
         return []
     unit = to_micros(pricing.unit(camp.resolution))
     return intake.submit_campaign(
-        campaign_id, cells, unit_micros=unit, currency=pricing.currency, click_token=click_token
+        campaign_id,
+        cells,
+        unit_micros=unit,
+        currency=pricing.currency,
+        click_token=click_token,
+        author=author,
     )
 
 
@@ -390,12 +412,15 @@ def set_favourite(store: Store, events: EventBus | None, output_id: int, on: boo
         events.publish(CHANGED)
 
 
-def add_to_collection(store: Store, name: str, output_ids: Sequence[int]) -> int:
-    """Add images to the collection of that name (made when new); returns its id.
+def add_to_collection(
+    store: Store, name: str, output_ids: Sequence[int], *, author: str = LOCAL_AUTHOR
+) -> int:
+    """Add images to the collection of that name (made when new, by `author`); returns its id.
 
     A blank name raises ValueError. Adding an image twice keeps it once.
+    Collections are shared: anyone may add to one, and it keeps its first author.
     """
-    cid = store.add_collection(name)
+    cid = store.add_collection(name, author=author)
     store.add_to_collection(cid, list(output_ids))
     return cid
 

@@ -370,3 +370,110 @@ def test_queue_cards_of_kept_images_open_download_and_favourite(gallery_app):
     assert fav["fav"] is True  # the card's ★
     assert clicks.session_state["gallery_lightbox"] == ids[0]
     assert tuple(clicks.session_state["gallery_lightbox_seq"]) == tuple(ids)
+
+
+# -- who made what ------------------------------------------------------------------
+
+ANA, BO = "ana@example.com", "bo@example.com"
+AUTH = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "a-test-cookie-secret",
+        "client_id": "studio", "client_secret": "s", "server_metadata_url": "http://127.0.0.1:9/.well-known/openid-configuration"}  # fmt: skip
+
+
+def test_the_author_filter_is_mine_everyone_or_one_person():
+    from components.gallery import EVERYONE, MINE, author_filter
+
+    assert author_filter(MINE, None, ANA, login_on=True) == ANA
+    assert author_filter(MINE, BO, ANA, login_on=True) == ANA  # "Mine" wins over a stale pick
+    assert author_filter(EVERYONE, None, ANA, login_on=True) is None
+    assert author_filter(EVERYONE, BO, ANA, login_on=True) == BO
+    assert author_filter(MINE, BO, "local", login_on=False) is None  # no login: no people to tell apart
+
+
+def test_the_author_is_the_signed_in_person_and_local_without_a_login():
+    from access.page import author_of
+
+    assert author_of({"is_logged_in": True, "email": ANA, "name": "Ana"}, login_on=True) == ANA
+    assert author_of({"is_logged_in": True, "name": "Bo"}, login_on=True) == "Bo"
+    assert author_of({"is_logged_in": True, "email": ANA}, login_on=False) == "local"
+    assert author_of({"is_logged_in": False}, login_on=True) == "local"
+    assert author_of(None, login_on=True) == "local"
+
+
+def test_the_author_filter_travels_to_the_view_route_and_back():
+    from urllib.parse import parse_qs
+
+    from components.gallery import parse_query, query_string
+
+    q = GalleryQuery(text="mug", author=ANA)
+    params = parse_qs(query_string(q))
+    assert parse_query({k: v[0] for k, v in params.items()}, lambda k: params.get(k, [])) == q
+
+
+def test_without_a_login_the_gallery_has_no_person_controls(gallery_app):
+    at = gallery_app
+    groups = {w.key for w in at.get("button_group")}
+    assert "g_sort" in groups and "g_scope" not in groups  # the reader sees segmented controls
+    selects = {w.key for w in at.selectbox}
+    assert "g_collection" in selects and "g_person" not in selects
+    store = core.current().store
+    assert {i.author for i in store.gallery(GalleryQuery())[0]} == {"local"}
+    store.record_spend([i.submission_id for i in store.gallery(GalleryQuery())[0]], resolution="1K",
+                       unit_micros=40_000, currency="USD")  # fmt: skip
+    at.run()
+    shown = [m.value for m in at.markdown]
+    assert "**Per day**" in shown and "**Per person**" not in shown
+
+
+def _by(store: Store, keeper: ImageKeeper, author: str, n: int, prompt: str) -> None:
+    sid = store.add_submission(
+        TaskRequest(prompt), idempotency_key=f"by-{n}", creative_id=f"by{n}", author=author
+    )
+    store.mark_created(sid, f"tk-by-{n}")
+    store.record_task(Task.parse({"taskId": f"tk-by-{n}", "status": "success",
+                                  "output": [{"url": f"https://files.example/by{n}.png", "type": "image"}]}))  # fmt: skip
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32 + n), (200, 30 * n, 90)).save(buf, "PNG")
+    kept = keeper.keep_bytes(buf.getvalue(), {"prompt": prompt})
+    [o] = store.outputs_for([sid])[sid]
+    store.output_kept(o.id, sha256=kept.sha256, width=kept.width, height=kept.height, nbytes=kept.bytes)
+    store.record_spend([sid], resolution="1K", unit_micros=40_000 * n, currency="USD", author=author)
+
+
+def test_with_the_login_on_the_gallery_shows_mine_everyone_or_one_person(tmp_path, monkeypatch):
+    for k in ("HIAPI_API_KEY", "HIAPI_BASE_URL"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path / "data"))
+    core.shutdown()
+    import streamlit as st
+
+    st.cache_resource.clear()
+    try:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30)
+        at.secrets["auth"] = AUTH
+        at.user = {"is_logged_in": True, "email": ANA, "name": "Ana"}
+        at.run()
+        assert not at.exception, at.exception
+        services = core.current()
+        _by(services.store, services.keeper, ANA, 1, "Ana's sage mug")
+        _by(services.store, services.keeper, BO, 2, "Bo's neon poster")
+        _by(services.store, services.keeper, BO, 3, "Bo's lake at dawn")
+        at.switch_page("app_pages/gallery.py").run()
+        assert not at.exception, at.exception
+        assert "3 images" in [c.value for c in at.caption]  # everyone's by default: one shared gallery
+        assert "**Per person**" in [m.value for m in at.markdown]
+        per_person = next(d.value for d in at.dataframe if set(d.value[""]) == {ANA, BO})
+        assert list(per_person[""]) == [BO, ANA]  # the biggest spender first: 0.20 against 0.04
+        person = at.selectbox(key="g_person")
+        assert person.options == ["Everyone", ANA, BO]
+        person.set_value(BO).run()
+        assert "2 images" in [c.value for c in at.caption]
+        assert sorted(_card_prompts(at)) == ["Bo's lake at dawn", "Bo's neon poster"]
+        at.button_group(key="g_scope").set_value("Mine").run()
+        assert "1 image" in [c.value for c in at.caption]
+        assert _card_prompts(at) == ["Ana's sage mug"]
+        assert not [w for w in at.selectbox if w.key == "g_person"]  # "Mine" needs no picker
+        at.button(key="g_clear").click().run()
+        assert "3 images" in [c.value for c in at.caption]
+    finally:
+        core.shutdown()
+        st.cache_resource.clear()

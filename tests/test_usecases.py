@@ -22,6 +22,8 @@ from studio.usecases import (
     apply_settings,
     delete_images,
     export_images,
+    generate,
+    launch_campaign,
     quote,
     send_again,
     set_output_storage,
@@ -121,3 +123,53 @@ def test_sending_again_a_deleted_task_says_so_and_sends_nothing(tmp_path):
         and again.creative_id != store.submission(sid).creative_id
     )
     assert send_again(store, tracker, Pricing(), sid, click_token="click-again-0003", sign=never) == ids
+
+
+def test_the_use_cases_record_who_made_what_and_local_without_a_login(tmp_path):
+    store = Store(tmp_path / "studio.db")
+    intake = Intake(store)
+    pricing = Pricing()
+    ana, bo = "ana@example.com", "bo@example.com"
+
+    def never(names):
+        raise AssertionError("nothing to sign")
+
+    single = quote(plan_generation("a kite", [], ["1:1"], "1K", "gpt-image-2"), pricing)
+    rows = [{"item": "kite"}, {"item": "boat"}]
+    camp = plan_generation("a {{item}}", rows, ["1:1"], "1K", "gpt-image-2")
+    assert isinstance(camp, CampaignPlan)
+    local = generate(intake, single, model="gpt-image-2", click_token="click-local-0001")
+    by_ana = generate(intake, single, model="gpt-image-2", click_token="click-ana-0002", author=ana)
+    launched = generate(
+        intake, quote(camp, pricing), model="gpt-image-2", click_token="click-camp-0003", author=bo
+    )
+    cid, cells = launch_campaign(
+        intake,
+        camp,
+        name="Second",
+        pricing=pricing,
+        model="gpt-image-2",
+        click_token="click-camp-0004",
+        author=ana,
+    )
+    again = send_again(store, intake, pricing, by_ana.submission_ids[0], click_token="click-again-0005",
+                       sign=never, author=bo)  # fmt: skip
+    assert isinstance(again, list)
+
+    def author(sid: int) -> str:
+        sub = store.submission(sid)
+        assert sub is not None
+        return sub.author
+
+    assert [author(s) for s in local.submission_ids] == ["local"]  # no login: everything is "local"
+    assert [author(s) for s in by_ana.submission_ids] == [ana]
+    assert {author(s) for s in launched.submission_ids} == {bo} and len(launched.submission_ids) == 2
+    assert launched.campaign_id is not None and store.campaign(launched.campaign_id).author == bo
+    assert store.campaign(cid).author == ana and {author(s) for s in cells} == {ana}
+    assert [author(s) for s in again] == [bo]  # who sends it again, not who first did
+    pending = {line.key: line.pending_images for line in store.spend_lines("author")}
+    assert pending == {"local": 1, ana: 3, bo: 3}
+    shared = add_to_collection(store, "Team picks", [], author=ana)
+    assert add_to_collection(store, "Team picks", [], author=bo) == shared
+    assert store.collection_author(shared) == ana
+    assert store.collection_author(add_to_collection(store, "Mine", [])) == "local"

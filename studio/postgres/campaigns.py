@@ -40,6 +40,7 @@ from ..models import TaskRequest
 from ..pricing import from_micros
 from ..records import (
     CANCELLED,
+    LOCAL_AUTHOR,
     Campaign,
     CampaignRow,
     CampaignState,
@@ -73,7 +74,7 @@ Cell = tuple[int, TaskRequest, str]  # (row, request, idempotency key)
 def _insert_campaign(c: Any, new: NewCampaign, *, unit_micros: int, currency: str, now: float) -> int:
     row = c.execute(
         "INSERT INTO campaigns (name, template, variables, ratios, resolution, state, unit_micros,"
-        " currency, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        " currency, created_at, author) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
         (
             new.name.strip() or "Campaign",
             new.template,
@@ -84,6 +85,7 @@ def _insert_campaign(c: Any, new: NewCampaign, *, unit_micros: int, currency: st
             int(unit_micros),
             currency,
             now,
+            new.author,
         ),
     ).fetchone()
     cid = int(row["id"])
@@ -96,12 +98,19 @@ def _insert_campaign(c: Any, new: NewCampaign, *, unit_micros: int, currency: st
 
 
 def _insert_cells(
-    c: Any, campaign_id: int, cells: Sequence[Cell], *, unit_micros: int, currency: str, now: float
+    c: Any,
+    campaign_id: int,
+    cells: Sequence[Cell],
+    *,
+    unit_micros: int,
+    currency: str,
+    now: float,
+    author: str,
 ) -> list[int]:
     ids = []
     for row, request, key in cells:
         sid = insert_submission(
-            c, request, idempotency_key=key, creative_id=f"cmp{campaign_id}-r{row}", now=now
+            c, request, idempotency_key=key, creative_id=f"cmp{campaign_id}-r{row}", now=now, author=author
         )
         c.execute(
             "INSERT INTO campaign_tasks (submission_id, campaign_id, row_idx, aspect_ratio)"
@@ -109,9 +118,9 @@ def _insert_cells(
             (sid, campaign_id, row, request.aspect_ratio),
         )
         c.execute(
-            "INSERT INTO spend (submission_id, campaign_id, resolution, unit_micros, currency, at)"
-            " VALUES (%s, %s, %s, %s, %s, %s)",
-            (sid, campaign_id, request.resolution, int(unit_micros), currency, now),
+            "INSERT INTO spend (submission_id, campaign_id, resolution, unit_micros, currency, at, author)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (sid, campaign_id, request.resolution, int(unit_micros), currency, now, author),
         )
         ids.append(sid)
     if ids:
@@ -156,8 +165,10 @@ class PgCampaignRows(PgDatabase):
         unit_micros: int,
         currency: str,
         now: float | None = None,
+        author: str = LOCAL_AUTHOR,
     ) -> tuple[list[int], bool]:
-        """Record cells as submissions of the campaign, with spend entries, at most once per click.
+        """Record cells as submissions of the campaign, with spend entries, made by `author`,
+        at most once per click.
 
         When the first cell's key is stored already, nothing is written and the submissions
         recorded under these keys are returned with `False` (racing replicas: the click lock).
@@ -174,7 +185,9 @@ class PgCampaignRows(PgDatabase):
                         ([key for _, _, key in cells],),
                     ).fetchall()
                     return [int(r["id"]) for r in rows], False
-            ids = _insert_cells(c, campaign_id, cells, unit_micros=unit_micros, currency=currency, now=now)
+            ids = _insert_cells(
+                c, campaign_id, cells, unit_micros=unit_micros, currency=currency, now=now, author=author
+            )
             return ids, True
 
     def launch_campaign_once(
@@ -210,7 +223,9 @@ class PgCampaignRows(PgDatabase):
                 ).fetchall()
                 return cid, [int(r["submission_id"]) for r in rows], False
             cid = _insert_campaign(c, new, unit_micros=unit_micros, currency=currency, now=now)
-            ids = _insert_cells(c, cid, cells, unit_micros=unit_micros, currency=currency, now=now)
+            ids = _insert_cells(
+                c, cid, cells, unit_micros=unit_micros, currency=currency, now=now, author=new.author
+            )
             return cid, ids, True
 
     def record_spend(
@@ -221,16 +236,18 @@ class PgCampaignRows(PgDatabase):
         unit_micros: int,
         currency: str,
         now: float | None = None,
+        author: str = LOCAL_AUTHOR,
     ) -> None:
-        """Price submissions made outside a campaign (a plain Generate); a priced one stays as it was."""
+        """Price submissions made outside a campaign (a plain Generate) as `author`'s spend;
+        a priced one stays as it was."""
         if not submission_ids:
             return
         now = time.time() if now is None else now
         with self._tx() as c, c.cursor() as cur:
             cur.executemany(
-                "INSERT INTO spend (submission_id, campaign_id, resolution, unit_micros, currency, at)"
-                " VALUES (%s, NULL, %s, %s, %s, %s) ON CONFLICT (submission_id) DO NOTHING",
-                [(sid, resolution, int(unit_micros), currency, now) for sid in submission_ids],
+                "INSERT INTO spend (submission_id, campaign_id, resolution, unit_micros, currency, at, author)"
+                " VALUES (%s, NULL, %s, %s, %s, %s, %s) ON CONFLICT (submission_id) DO NOTHING",
+                [(sid, resolution, int(unit_micros), currency, now, author) for sid in submission_ids],
             )
 
     def update_campaign_row(self, campaign_id: int, idx: int, values: dict[str, str], prompt: str) -> None:
@@ -331,6 +348,7 @@ class PgCampaignRows(PgDatabase):
             currency=r["currency"],
             created_at=r["created_at"],
             progress=Progress.of(self.campaign_cells(int(r["id"]))),
+            author=r["author"],
         )
 
     def campaign(self, campaign_id: int) -> Campaign | None:
@@ -372,7 +390,8 @@ class PgCampaignRows(PgDatabase):
 
     # -- spend ------------------------------------------------------------------
     def spend_lines(self, by: str = "all", *, limit: int = 60) -> list[SpendLine]:
-        """Estimated spend grouped `by` "all", "day" (the studio's local days, newest first) or "campaign"."""
+        """Estimated spend grouped `by` "all", "day" (the studio's local days, newest first), "campaign"
+        or "author" (who made it: spend per person, the biggest spender first)."""
         state = "COALESCE(s.state, sp.final_state)"
         params: list[Any] = []
         if by == "day":
@@ -382,6 +401,9 @@ class PgCampaignRows(PgDatabase):
         elif by == "campaign":
             key = "COALESCE(c.name || ' (#' || c.id || ')', 'Single prompts')"
             order = "MAX(sp.at) DESC"
+        elif by == "author":
+            key = "sp.author"
+            order = f"SUM(CASE WHEN {state} = 'success' THEN sp.unit_micros ELSE 0 END) DESC, sp.author COLLATE \"C\""
         else:
             key = "'all'::text"
             order = "key"

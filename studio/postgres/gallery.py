@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..records import GalleryItem, GalleryQuery
+from ..records import LOCAL_AUTHOR, GalleryItem, GalleryQuery
 from .db import PgDatabase
 from .schema import PROMPT_MATCH, prompt_words
 
@@ -39,7 +39,7 @@ GALLERY_SELECT = (
     " ELSE s.state END AS state,"
     " CASE WHEN o.state = 'failed' THEN o.error"
     " WHEN s.error_code IS NOT NULL THEN s.error_code || ': ' || COALESCE(s.error_message, '') END AS error,"
-    " s.input_urls"
+    " s.input_urls, s.author"
 )
 
 
@@ -64,6 +64,9 @@ def gallery_where(q: GalleryQuery) -> tuple[str, list[Any]]:
         params.append(list(q.resolutions))
     if q.favourites_only:
         where.append("f.output_id IS NOT NULL")
+    if q.author is not None:
+        where.append("s.author = %s")
+        params.append(q.author)
     if q.collection_id is not None:
         where.append("o.id IN (SELECT output_id FROM collection_items WHERE collection_id = %s)")
         params.append(q.collection_id)
@@ -142,19 +145,34 @@ class PgGalleryRows(PgDatabase):
             ).fetchall()
         return [(int(r["id"]), str(r["name"]), int(r["n"])) for r in rows]
 
-    def add_collection(self, name: str) -> int:
-        """The id of the collection named `name` (trimmed), created when missing; two replicas
-        creating one name at once get the same id (the unique name decides, no error)."""
+    def add_collection(self, name: str, *, author: str = LOCAL_AUTHOR) -> int:
+        """The id of the collection named `name` (trimmed), created by `author` when missing; two
+        replicas creating one name at once get the same id (the unique name decides, no error).
+        Collections are shared: an existing one keeps its first author."""
         name = name.strip()
         if not name:
             raise ValueError("Collection name is required.")
         with self._tx() as c:
             c.execute(
-                "INSERT INTO collections (name, created_at) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
-                (name, time.time()),
+                "INSERT INTO collections (name, created_at, author) VALUES (%s, %s, %s)"
+                " ON CONFLICT (name) DO NOTHING",
+                (name, time.time(), author),
             )
             # Read in the same transaction: after ON CONFLICT the other replica's row is committed.
             return int(c.execute("SELECT id FROM collections WHERE name = %s", (name,)).fetchone()["id"])
+
+    def collection_author(self, collection_id: int) -> str | None:
+        with self._read() as c:
+            r = c.execute("SELECT author FROM collections WHERE id = %s", (collection_id,)).fetchone()
+        return None if r is None else str(r["author"])
+
+    def authors(self) -> list[str]:
+        """Everyone who has made a submission, in name order (the gallery's person picker)."""
+        with self._read() as c:
+            rows = c.execute(
+                'SELECT author FROM submissions GROUP BY author ORDER BY author COLLATE "C"'
+            ).fetchall()
+        return [str(r["author"]) for r in rows]
 
     def add_to_collection(self, collection_id: int, output_ids: Sequence[int]) -> None:
         if not output_ids:

@@ -27,7 +27,15 @@ from typing import Any
 
 from ..callbacks import CallbackOutcome
 from ..models import MAX_OUTPUTS, Output, Task, TaskRequest, TaskStatus
-from ..records import NO_OUTPUT, OUTPUTS_REFUSED, TERMINAL_STATES, SpendRate, Submission, TaskState
+from ..records import (
+    LOCAL_AUTHOR,
+    NO_OUTPUT,
+    OUTPUTS_REFUSED,
+    TERMINAL_STATES,
+    SpendRate,
+    Submission,
+    TaskState,
+)
 from ..sqlite.submissions import clean, raw_json, scrubbed
 from .db import PgDatabase
 
@@ -57,13 +65,19 @@ class PgSubmissionRows(PgDatabase):
     """`SubmissionRepository` over PostgreSQL."""
 
     def add_submission(
-        self, request: TaskRequest, *, idempotency_key: str, creative_id: str, now: float | None = None
+        self,
+        request: TaskRequest,
+        *,
+        idempotency_key: str,
+        creative_id: str,
+        now: float | None = None,
+        author: str = LOCAL_AUTHOR,
     ) -> int:
-        """Record a request before it is sent. Returns the submission id."""
+        """Record a request (made by `author`) before it is sent. Returns the submission id."""
         now = time.time() if now is None else now
         with self._tx() as c:
             return insert_submission(
-                c, request, idempotency_key=idempotency_key, creative_id=creative_id, now=now
+                c, request, idempotency_key=idempotency_key, creative_id=creative_id, now=now, author=author
             )
 
     def add_click(
@@ -73,8 +87,10 @@ class PgSubmissionRows(PgDatabase):
         creative_id: str,
         spend: SpendRate | None = None,
         now: float | None = None,
+        author: str = LOCAL_AUTHOR,
     ) -> tuple[list[int], bool]:
-        """Record one click's submissions (and their spend) in ONE transaction, at most once.
+        """Record one click's submissions (and their spend), made by `author`, in ONE transaction,
+        at most once.
 
         When the click's first key is stored already, nothing is written and the submissions
         of that first recording are returned with False. Recordings of one click on any
@@ -94,15 +110,18 @@ class PgSubmissionRows(PgDatabase):
                 ).fetchall()
                 return [int(r["id"]) for r in rows], False
             ids = [
-                insert_submission(c, r, idempotency_key=key, creative_id=creative_id, now=now)
+                insert_submission(c, r, idempotency_key=key, creative_id=creative_id, now=now, author=author)
                 for r, key in keyed
             ]
             if spend is not None:
                 with c.cursor() as cur:
                     cur.executemany(
-                        "INSERT INTO spend (submission_id, campaign_id, resolution, unit_micros, currency, at)"
-                        " VALUES (%s, NULL, %s, %s, %s, %s) ON CONFLICT (submission_id) DO NOTHING",
-                        [(sid, spend.resolution, int(spend.unit_micros), spend.currency, now) for sid in ids],
+                        "INSERT INTO spend (submission_id, campaign_id, resolution, unit_micros, currency,"
+                        " at, author) VALUES (%s, NULL, %s, %s, %s, %s, %s) ON CONFLICT (submission_id) DO NOTHING",
+                        [
+                            (sid, spend.resolution, int(spend.unit_micros), spend.currency, now, author)
+                            for sid in ids
+                        ],
                     )
             return ids, True
 
@@ -320,13 +339,19 @@ class PgSubmissionRows(PgDatabase):
 
 
 def insert_submission(
-    c: Any, request: TaskRequest, *, idempotency_key: str, creative_id: str, now: float
+    c: Any,
+    request: TaskRequest,
+    *,
+    idempotency_key: str,
+    creative_id: str,
+    now: float,
+    author: str = LOCAL_AUTHOR,
 ) -> int:
-    """Insert one `submitting` row and its first event inside the caller's transaction."""
+    """Insert one `submitting` row (made by `author`) and its first event inside the caller's transaction."""
     row = c.execute(
         "INSERT INTO submissions (creative_id, prompt, aspect_ratio, resolution, model,"
-        " idempotency_key, state, created_at, callback_url, input_urls, quality, background, storage)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        " idempotency_key, state, created_at, callback_url, input_urls, quality, background, storage,"
+        " author) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
         (
             creative_id,
             request.prompt,
@@ -341,6 +366,7 @@ def insert_submission(
             request.quality,
             request.background,
             request.storage,
+            author,
         ),
     ).fetchone()
     sid = int(row["id"])

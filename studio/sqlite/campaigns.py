@@ -28,6 +28,7 @@ from ..models import TaskRequest
 from ..pricing import from_micros
 from ..records import (
     CANCELLED,
+    LOCAL_AUTHOR,
     Campaign,
     CampaignRow,
     CampaignState,
@@ -58,7 +59,7 @@ def _insert_campaign(
 ) -> int:
     cur = c.execute(
         "INSERT INTO campaigns (name, template, variables, ratios, resolution, state, unit_micros,"
-        " currency, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+        " currency, created_at, author) VALUES (?,?,?,?,?,?,?,?,?,?)",
         (
             new.name.strip() or "Campaign",
             new.template,
@@ -69,6 +70,7 @@ def _insert_campaign(
             int(unit_micros),
             currency,
             now,
+            new.author,
         ),
     )
     cid = cur.lastrowid
@@ -88,20 +90,21 @@ def _insert_cells(
     unit_micros: int,
     currency: str,
     now: float,
+    author: str,
 ) -> list[int]:
     ids = []
     for row, request, key in cells:
         sid = insert_submission(
-            c, request, idempotency_key=key, creative_id=f"cmp{campaign_id}-r{row}", now=now
+            c, request, idempotency_key=key, creative_id=f"cmp{campaign_id}-r{row}", now=now, author=author
         )
         c.execute(
             "INSERT INTO campaign_tasks (submission_id, campaign_id, row_idx, aspect_ratio) VALUES (?,?,?,?)",
             (sid, campaign_id, row, request.aspect_ratio),
         )
         c.execute(
-            "INSERT INTO spend (submission_id, campaign_id, resolution, unit_micros, currency, at)"
-            " VALUES (?,?,?,?,?,?)",
-            (sid, campaign_id, request.resolution, int(unit_micros), currency, now),
+            "INSERT INTO spend (submission_id, campaign_id, resolution, unit_micros, currency, at, author)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (sid, campaign_id, request.resolution, int(unit_micros), currency, now, author),
         )
         ids.append(sid)
     if ids:
@@ -129,8 +132,10 @@ class CampaignRows(Database):
         unit_micros: int,
         currency: str,
         now: float | None = None,
+        author: str = LOCAL_AUTHOR,
     ) -> tuple[list[int], bool]:
-        """Record cells as submissions of the campaign, with spend entries, at most once per click.
+        """Record cells as submissions of the campaign, with spend entries, made by `author`,
+        at most once per click.
 
         When the first cell's key is stored already, nothing is written and the
         submissions recorded under these keys are returned with `False`.
@@ -149,7 +154,9 @@ class CampaignRows(Database):
                     [key for _, _, key in cells],
                 )
                 return [int(r[0]) for r in rows], False
-            ids = _insert_cells(c, campaign_id, cells, unit_micros=unit_micros, currency=currency, now=now)
+            ids = _insert_cells(
+                c, campaign_id, cells, unit_micros=unit_micros, currency=currency, now=now, author=author
+            )
             return ids, True
 
     def launch_campaign_once(
@@ -184,7 +191,9 @@ class CampaignRows(Database):
                 )
                 return cid, [int(r[0]) for r in rows], False
             cid = _insert_campaign(c, new, unit_micros=unit_micros, currency=currency, now=now)
-            ids = _insert_cells(c, cid, cells, unit_micros=unit_micros, currency=currency, now=now)
+            ids = _insert_cells(
+                c, cid, cells, unit_micros=unit_micros, currency=currency, now=now, author=new.author
+            )
             return cid, ids, True
 
     def record_spend(
@@ -195,14 +204,16 @@ class CampaignRows(Database):
         unit_micros: int,
         currency: str,
         now: float | None = None,
+        author: str = LOCAL_AUTHOR,
     ) -> None:
-        """Price submissions made outside a campaign (a plain Generate); a priced one stays as it was."""
+        """Price submissions made outside a campaign (a plain Generate) as `author`'s spend;
+        a priced one stays as it was."""
         now = time.time() if now is None else now
         with self._tx() as c:
             c.executemany(
-                "INSERT OR IGNORE INTO spend (submission_id, campaign_id, resolution, unit_micros, currency, at)"
-                " VALUES (?, NULL, ?, ?, ?, ?)",
-                [(sid, resolution, int(unit_micros), currency, now) for sid in submission_ids],
+                "INSERT OR IGNORE INTO spend (submission_id, campaign_id, resolution, unit_micros, currency,"
+                " at, author) VALUES (?, NULL, ?, ?, ?, ?, ?)",
+                [(sid, resolution, int(unit_micros), currency, now, author) for sid in submission_ids],
             )
 
     def update_campaign_row(self, campaign_id: int, idx: int, values: dict[str, str], prompt: str) -> None:
@@ -287,6 +298,7 @@ class CampaignRows(Database):
             currency=r["currency"],
             created_at=r["created_at"],
             progress=Progress.of(self.campaign_cells(r["id"])),
+            author=r["author"],
         )
 
     def campaign(self, campaign_id: int) -> Campaign | None:
@@ -324,7 +336,8 @@ class CampaignRows(Database):
 
     # -- spend ------------------------------------------------------------------
     def spend_lines(self, by: str = "all", *, limit: int = 60) -> list[SpendLine]:
-        """Estimated spend grouped `by` "all", "day" (local days, newest first) or "campaign"."""
+        """Estimated spend grouped `by` "all", "day" (local days, newest first), "campaign" or
+        "author" (who made it: spend per person, the biggest spender first)."""
         state = "COALESCE(s.state, sp.final_state)"
         if by == "day":
             key = "date(sp.at, 'unixepoch', 'localtime')"
@@ -332,6 +345,9 @@ class CampaignRows(Database):
         elif by == "campaign":
             key = "COALESCE(c.name || ' (#' || c.id || ')', 'Single prompts')"
             order = "MAX(sp.at) DESC"
+        elif by == "author":
+            key = "sp.author"
+            order = f"SUM(CASE WHEN {state} = 'success' THEN sp.unit_micros ELSE 0 END) DESC, key"
         else:
             key = "'all'"
             order = "key"

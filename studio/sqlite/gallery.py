@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..records import GalleryItem, GalleryQuery
+from ..records import LOCAL_AUTHOR, GalleryItem, GalleryQuery
 from .db import Database
 
 
@@ -47,7 +47,7 @@ GALLERY_SELECT = (
     " AS state,"
     " CASE WHEN o.state = 'failed' THEN o.error"
     " WHEN s.error_code IS NOT NULL THEN s.error_code || ': ' || COALESCE(s.error_message, '') END AS error,"
-    " s.input_urls"
+    " s.input_urls, s.author"
 )
 
 
@@ -72,6 +72,9 @@ def gallery_where(q: GalleryQuery) -> tuple[str, list[Any]]:
         params.extend(q.resolutions)
     if q.favourites_only:
         where.append("f.output_id IS NOT NULL")
+    if q.author is not None:
+        where.append("s.author = ?")
+        params.append(q.author)
     if q.collection_id is not None:
         where.append("o.id IN (SELECT output_id FROM collection_items WHERE collection_id = ?)")
         params.append(q.collection_id)
@@ -144,15 +147,27 @@ class GalleryRows(Database):
         )
         return [(r[0], r[1], r[2]) for r in rows]
 
-    def add_collection(self, name: str) -> int:
+    def add_collection(self, name: str, *, author: str = LOCAL_AUTHOR) -> int:
+        """The id of the collection named `name` (trimmed), created by `author` when missing;
+        collections are shared: an existing one keeps its first author."""
         name = name.strip()
         if not name:
             raise ValueError("Collection name is required.")
         with self._tx() as c:
             c.execute(
-                "INSERT OR IGNORE INTO collections (name, created_at) VALUES (?, ?)", (name, time.time())
+                "INSERT OR IGNORE INTO collections (name, created_at, author) VALUES (?, ?, ?)",
+                (name, time.time(), author),
             )
             return int(c.execute("SELECT id FROM collections WHERE name = ?", (name,)).fetchone()[0])
+
+    def collection_author(self, collection_id: int) -> str | None:
+        r = self._conn().execute("SELECT author FROM collections WHERE id = ?", (collection_id,)).fetchone()
+        return None if r is None else str(r[0])
+
+    def authors(self) -> list[str]:
+        """Everyone who has made a submission, in name order (the gallery's person picker)."""
+        rows = self._conn().execute("SELECT DISTINCT author FROM submissions ORDER BY author")
+        return [str(r[0]) for r in rows]
 
     def add_to_collection(self, collection_id: int, output_ids: Sequence[int]) -> None:
         with self._tx() as c:

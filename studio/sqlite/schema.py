@@ -256,6 +256,15 @@ MIGRATIONS: tuple[str, ...] = (
         lease_until REAL NOT NULL
     );
     """,
+    # 12: who made what. With the team login on, the signed-in person (email, else name);
+    # without one, "local". Spend keeps its own copy: the ledger outlives deleted submissions.
+    """
+    ALTER TABLE submissions ADD COLUMN author TEXT NOT NULL DEFAULT 'local';
+    ALTER TABLE campaigns ADD COLUMN author TEXT NOT NULL DEFAULT 'local';
+    ALTER TABLE collections ADD COLUMN author TEXT NOT NULL DEFAULT 'local';
+    ALTER TABLE spend ADD COLUMN author TEXT NOT NULL DEFAULT 'local';
+    CREATE INDEX submissions_author ON submissions(author);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 #: Slot number -> the table whose absence means a database skipped that (idempotent) slot.

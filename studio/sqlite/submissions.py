@@ -31,6 +31,7 @@ from ..callbacks import CallbackOutcome
 from ..errors import redact, redact_deep
 from ..models import MAX_OUTPUTS, Output, Task, TaskRequest, TaskStatus, capped_output_items
 from ..records import (  # click_keys re-exported
+    LOCAL_AUTHOR,
     NO_OUTPUT,
     OUTPUTS_REFUSED,
     TERMINAL_STATES,
@@ -53,13 +54,19 @@ class SubmissionRows(Database):
     """`SubmissionRepository` over SQLite."""
 
     def add_submission(
-        self, request: TaskRequest, *, idempotency_key: str, creative_id: str, now: float | None = None
+        self,
+        request: TaskRequest,
+        *,
+        idempotency_key: str,
+        creative_id: str,
+        now: float | None = None,
+        author: str = LOCAL_AUTHOR,
     ) -> int:
-        """Record a request before it is sent. Returns the submission id."""
+        """Record a request (made by `author`) before it is sent. Returns the submission id."""
         now = time.time() if now is None else now
         with self._tx() as c:
             return insert_submission(
-                c, request, idempotency_key=idempotency_key, creative_id=creative_id, now=now
+                c, request, idempotency_key=idempotency_key, creative_id=creative_id, now=now, author=author
             )
 
     def add_click(
@@ -69,8 +76,9 @@ class SubmissionRows(Database):
         creative_id: str,
         spend: SpendRate | None = None,
         now: float | None = None,
+        author: str = LOCAL_AUTHOR,
     ) -> tuple[list[int], bool]:
-        """Record one click's submissions (and their spend) in ONE transaction, at most once.
+        """Record one click's submissions (and their spend), made by `author`, in ONE transaction, at most once.
 
         `keyed` pairs each request with its idempotency key, derived from the
         click's token (`click_keys`). When the click's first key is stored
@@ -90,14 +98,17 @@ class SubmissionRows(Database):
                 rows = c.execute("SELECT id FROM submissions WHERE creative_id = ? ORDER BY id", (seen[0],))
                 return [int(r[0]) for r in rows], False
             ids = [
-                insert_submission(c, r, idempotency_key=key, creative_id=creative_id, now=now)
+                insert_submission(c, r, idempotency_key=key, creative_id=creative_id, now=now, author=author)
                 for r, key in keyed
             ]
             if spend is not None:
                 c.executemany(
                     "INSERT OR IGNORE INTO spend (submission_id, campaign_id, resolution, unit_micros,"
-                    " currency, at) VALUES (?, NULL, ?, ?, ?, ?)",
-                    [(sid, spend.resolution, int(spend.unit_micros), spend.currency, now) for sid in ids],
+                    " currency, at, author) VALUES (?, NULL, ?, ?, ?, ?, ?)",
+                    [
+                        (sid, spend.resolution, int(spend.unit_micros), spend.currency, now, author)
+                        for sid in ids
+                    ],
                 )
             return ids, True
 
@@ -338,13 +349,19 @@ class SubmissionRows(Database):
 
 
 def insert_submission(
-    c: sqlite3.Connection, request: TaskRequest, *, idempotency_key: str, creative_id: str, now: float
+    c: sqlite3.Connection,
+    request: TaskRequest,
+    *,
+    idempotency_key: str,
+    creative_id: str,
+    now: float,
+    author: str = LOCAL_AUTHOR,
 ) -> int:
-    """Insert one `submitting` row and its first event inside the caller's transaction."""
+    """Insert one `submitting` row (made by `author`) and its first event inside the caller's transaction."""
     cur = c.execute(
         "INSERT INTO submissions (creative_id, prompt, aspect_ratio, resolution, model,"
-        " idempotency_key, state, created_at, callback_url, input_urls, quality, background, storage)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " idempotency_key, state, created_at, callback_url, input_urls, quality, background, storage,"
+        " author) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             creative_id,
             request.prompt,
@@ -359,6 +376,7 @@ def insert_submission(
             request.quality,
             request.background,
             request.storage,
+            author,
         ),
     )
     sid = cur.lastrowid

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pytest
 from studio.config import DatabaseSettings
 from studio.models import Task, TaskRequest
 from studio.records import (
+    LOCAL_AUTHOR,
     CampaignState,
     FidelityReport,
     GalleryQuery,
@@ -463,6 +465,104 @@ def test_spend_counts_successes_outlives_deleted_images_and_groups(repos: Reposi
     by_campaign = {line.key: line.spent for line in repos.spend_lines("campaign")}
     assert by_campaign == {f"Launch (#{cid})": Decimal("0.08"), "Single prompts": Decimal("0.09")}
     assert repos.campaign_spend(cid) == (Decimal("0.08"), Decimal("0.12"))  # planned leaves the failure out
+
+
+# ---------------------------------------------------------------------- who made what
+
+
+def test_without_an_author_everything_is_local(repos: Repositories) -> None:
+    [out] = kept(repos, "a lighthouse", key="a")
+    sid = repos.gallery_items([out])[0].submission_id
+    repos.record_spend([sid], resolution="1K", unit_micros=90_000, currency="USD")
+    cid, ids, _ = repos.launch_campaign_once(new_campaign(), cells("t"), unit_micros=40_000, currency="USD")
+    coll = repos.add_collection("Launch")
+    sub = repos.submission(sid)
+    camp = repos.campaign(cid)
+    assert sub is not None and sub.author == LOCAL_AUTHOR == "local"
+    assert camp is not None and camp.author == LOCAL_AUTHOR
+    assert {s.author for s in repos.unfinished()} == {LOCAL_AUTHOR} and len(ids) == 4
+    assert repos.collection_author(coll) == LOCAL_AUTHOR
+    assert repos.gallery_items([out])[0].author == LOCAL_AUTHOR
+    assert [line.key for line in repos.spend_lines("author")] == [LOCAL_AUTHOR]
+    assert repos.authors() == [LOCAL_AUTHOR]
+
+
+def test_every_row_records_its_author_and_the_gallery_filters_by_person(repos: Repositories) -> None:
+    ana, bo = "ana@example.com", "bo@example.com"
+    rate = SpendRate("1K", 40_000, "USD")
+    [a_sid], _ = repos.add_click(
+        [(TaskRequest("ana's mug", "1:1", "1K"), "ana-0")], creative_id="ca", spend=rate, author=ana
+    )
+    [b_sid], _ = repos.add_click(
+        [(TaskRequest("bo's cup", "1:1", "1K"), "bo-0")], creative_id="cb", spend=rate, author=bo
+    )
+    # A recording repeated by someone else stays the first author's (one click, one creative).
+    assert repos.add_click([(TaskRequest("x"), "ana-0")], creative_id="cx", author=bo) == ([a_sid], False)
+    for sid, key in ((a_sid, "ana"), (b_sid, "bo")):
+        repos.mark_created(sid, f"task-{key}")
+        repos.record_task(report(f"task-{key}", "success", output=[image(0)]))
+        [o] = repos.outputs_for([sid])[sid]
+        repos.output_kept(o.id, sha256=key.ljust(64, "0"), width=8, height=8, nbytes=1)
+    lone = repos.add_submission(TaskRequest("bo alone"), idempotency_key="bo-1", creative_id="b1", author=bo)
+    assert repos.submission(a_sid).author == ana  # type: ignore[union-attr]
+    assert repos.submission(lone).author == bo  # type: ignore[union-attr]
+
+    cid, ids, _ = repos.launch_campaign_once(
+        replace(new_campaign(), author=bo), cells("t"), unit_micros=40_000, currency="USD"
+    )
+    assert repos.campaign(cid).author == bo  # type: ignore[union-attr]
+    assert {repos.submission(i).author for i in ids} == {bo}  # type: ignore[union-attr]
+    redo = [(2, TaskRequest("A cup, again", "1:1", "1K"), "redo-0")]
+    [redo_id], _ = repos.add_campaign_cells_once(cid, redo, unit_micros=40_000, currency="USD", author=ana)
+    assert repos.submission(redo_id).author == ana  # type: ignore[union-attr]
+
+    mine = repos.gallery(GalleryQuery(author=ana))[0]
+    assert [i.author for i in mine] == [ana] and mine[0].prompt == "ana's mug"
+    assert repos.gallery_count(GalleryQuery(author=bo)) == 1
+    assert repos.gallery_count(GalleryQuery()) == 2  # None: everyone's
+    assert repos.gallery_count(GalleryQuery(author="cy@example.com")) == 0
+    assert repos.gallery_count(GalleryQuery(author=bo, status="all", text="cup")) == 1
+    assert repos.authors() == [ana, bo]
+
+    # Collections are shared: anyone adds to one, and it keeps its first author.
+    coll = repos.add_collection("Shared", author=ana)
+    assert repos.add_collection("Shared", author=bo) == coll
+    assert repos.collection_author(coll) == ana
+    assert repos.collection_author(coll + 1000) is None
+
+
+def test_spend_is_totalled_per_author(repos: Repositories) -> None:
+    ana, bo = "ana@example.com", "bo@example.com"
+    _, ids, _ = repos.launch_campaign_once(
+        replace(new_campaign(), author=bo), cells("t"), unit_micros=40_000, currency="USD"
+    )
+    for n, sid in enumerate(ids[:3]):
+        repos.mark_created(sid, f"c{n}")
+        repos.record_task(report(f"c{n}", "success", output=[image(n)]))
+    [a_sid], _ = repos.add_click(
+        [(TaskRequest("ana's mug"), "ana-0")],
+        creative_id="ca",
+        spend=SpendRate("1K", 90_000, "USD"),
+        author=ana,
+    )
+    repos.mark_created(a_sid, "ta")
+    repos.record_task(report("ta", "success", output=[image(9)]))
+    [single] = kept(repos, "a plain one", key="s")
+    sub_id = repos.gallery_items([single])[0].submission_id
+    repos.record_spend([sub_id], resolution="1K", unit_micros=10_000, currency="USD", author=ana)
+    repos.delete_outputs([single])  # the ledger outlives the image, and keeps its author
+
+    lines = repos.spend_lines("author")
+    assert [line.key for line in lines] == [bo, ana]  # the biggest spender first
+    by = {line.key: line for line in lines}
+    assert (by[bo].spent, by[bo].images, by[bo].pending, by[bo].pending_images) == (
+        Decimal("0.12"),
+        3,
+        Decimal("0.04"),
+        1,
+    )
+    assert (by[ana].spent, by[ana].images) == (Decimal("0.10"), 2)
+    assert sum(line.spent for line in lines) == repos.spend_lines("all")[0].spent
 
 
 # ---------------------------------------------------------------------- library
