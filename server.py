@@ -47,6 +47,7 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from access.routes import login_configured, protect, secrets_dict
+from studio import events as ev
 from studio import routes
 from studio import services as core
 from studio.blob_keys import export_key, is_kit_file, is_token, kit_key, original_key, thumb_key
@@ -311,9 +312,18 @@ async def events(request: Request) -> Response:
     def now() -> dict:
         return {"boot": bus.boot, "seq": bus.seq}
 
+    def news(since: int) -> dict:
+        # (boot, seq) and what happened since the last message, so a listener that cares
+        # about a few tasks or one kit can tell whether this one concerns it.
+        msg = now()
+        msg["events"] = ev.described(bus.since(since))
+        return msg
+
     async def stream():
         try:
-            yield "retry: 1000\n" + _sse("hello", now())
+            hello = now()
+            sent = hello["seq"]
+            yield "retry: 1000\n" + _sse("hello", hello)
             idle = 0.0
             while not getattr(_exiting, "should_exit", False):
                 try:
@@ -327,7 +337,9 @@ async def events(request: Request) -> Response:
                 await asyncio.sleep(_COALESCE_S)
                 wake.clear()
                 idle = 0.0
-                yield _sse("change", now())
+                msg = news(sent)
+                sent = msg["seq"]
+                yield _sse("change", msg)
         finally:
             unsubscribe()
 
