@@ -347,6 +347,21 @@ async def events(request: Request) -> Response:
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
 
+_view_cache: ev.ViewCache | None = None
+
+
+def _views(s: core.Services) -> ev.ViewCache:
+    """The view models' cache on this process's bus: pages told of one change share one build."""
+    global _view_cache
+    if _view_cache is None or _view_cache.bus is not s.events:
+        _view_cache = ev.ViewCache(s.events)
+    return _view_cache
+
+
+def _json(view: dict) -> bytes:
+    return json.dumps(view, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 async def queue_view(request: Request) -> Response:
     from components.queue import LIMIT
     from components.queue import queue_view as build
@@ -356,8 +371,10 @@ async def queue_view(request: Request) -> Response:
     except ValueError:
         limit = LIMIT
     s = _services()
-    view = await run_in_threadpool(build, s.store, s.events, limit)
-    return JSONResponse(view, headers={"Cache-Control": "no-store"})
+    body = await run_in_threadpool(
+        _views(s).get, ("queue", limit), lambda: _json(build(s.store, s.events, limit))
+    )
+    return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
 async def gallery_view(request: Request) -> Response:
@@ -374,10 +391,13 @@ async def gallery_view(request: Request) -> Response:
 
     query = parse_query(q, q.getlist)
     s = _services()
-    view = await run_in_threadpool(
-        build, s.store, s.events, query, number("offset", 0), number("limit", WINDOW)
+    offset, limit = number("offset", 0), number("limit", WINDOW)
+    body = await run_in_threadpool(
+        _views(s).get,
+        ("gallery", str(request.url.query), offset, limit),
+        lambda: _json(build(s.store, s.events, query, offset, limit)),
     )
-    return JSONResponse(view, headers={"Cache-Control": "no-store"})
+    return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
 @asynccontextmanager

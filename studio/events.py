@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -123,6 +124,62 @@ def described(events: list[Event] | None, cap: int = 64) -> list[dict[str, Any]]
     if events is None or len(events) > cap:
         return None
     return [{k: v for k, v in e.to_dict().items() if k != "seq" and v is not None} for e in events]
+
+
+class ViewCache:
+    """One view per (bus position, request), built once however many pages ask at once.
+
+    Every open page fetches its view model when told of a change, so twenty
+    pages told of the same change ask for the same view within milliseconds.
+    `get(key, build)` keys the answer by `key` and the bus's (boot, seq) *read
+    before building*: a page never gets a view older than the change it was
+    told of, and while one thread builds, the others asking for the same key
+    wait for its answer (single flight). Answers are kept `ttl` seconds (the
+    views' elapsed-time counters are that stale at most) and at most `size` of
+    them. A build that raises is not kept: each waiter then builds its own.
+    """
+
+    def __init__(
+        self, bus: EventBus, *, ttl: float = 1.0, size: int = 64, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.bus = bus
+        self.ttl = ttl
+        self.size = size
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._done: dict[tuple[Any, ...], tuple[float, Any]] = {}
+        self._building: dict[tuple[Any, ...], threading.Event] = {}
+        self.builds = 0
+
+    def get(self, key: Any, build: Callable[[], Any]) -> Any:
+        full = (self.bus.boot, self.bus.seq, key)
+        while True:
+            with self._lock:
+                hit = self._done.get(full)
+                if hit is not None and self.clock() - hit[0] <= self.ttl:
+                    return hit[1]
+                waiting = self._building.get(full)
+                if waiting is None:
+                    waiting = self._building[full] = threading.Event()
+                    break
+            waiting.wait(30)
+            with self._lock:
+                hit = self._done.get(full)
+                if hit is not None:
+                    return hit[1]
+            return build()  # the other build failed: this caller's own answer, not kept
+        try:
+            value = build()
+            with self._lock:
+                self.builds += 1
+                self._done[full] = (self.clock(), value)
+                while len(self._done) > self.size:
+                    self._done.pop(next(iter(self._done)))
+            return value
+        finally:
+            with self._lock:
+                self._building.pop(full, None)
+            waiting.set()
 
 
 class ChangeWatch:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from components.watch import concerns
 from studio import events as ev
 from studio.events import EventBus, described
@@ -78,3 +80,53 @@ def test_no_widget_reruns_on_a_timer():
         if re.search(r"\brun_every\s*=", line)
     ]
     assert found == []
+
+
+def test_pages_told_of_one_change_share_one_view_build():
+    import threading
+
+    from studio.events import ViewCache
+    from tests.support import FakeClock
+
+    bus, clock = EventBus(), FakeClock()
+    cache = ViewCache(bus, ttl=1.0, clock=clock)
+    started, release = threading.Event(), threading.Event()
+    built: list[int] = []
+
+    def build():
+        built.append(bus.seq)
+        started.set()
+        assert release.wait(10)
+        return {"seq": bus.seq}
+
+    answers: list[dict] = []
+    first = threading.Thread(target=lambda: answers.append(cache.get("queue", build)))
+    first.start()
+    assert started.wait(10)
+    others = [threading.Thread(target=lambda: answers.append(cache.get("queue", build))) for _ in range(5)]
+    for t in others:
+        t.start()
+    wait_for(lambda: len(cache._building) == 1 and all(t.is_alive() for t in others), step=0.01)
+    release.set()
+    for t in [first, *others]:
+        t.join(10)
+    assert answers == [{"seq": 0}] * 6 and built == [0]  # six pages, one build
+    assert cache.get("gallery?text=x", lambda: {"other": True}) == {"other": True}  # another request
+    bus.publish(ev.KEPT, 1, 10)
+    assert cache.get("queue", lambda: {"seq": bus.seq}) == {"seq": 1}  # a newer change: built again
+    clock.advance(1.5)
+    assert cache.get("queue", lambda: {"fresh": True}) == {"fresh": True}  # older than ttl
+    assert cache.builds == 4
+
+
+def test_a_failed_view_build_is_not_kept():
+    from studio.events import ViewCache
+
+    cache = ViewCache(EventBus())
+
+    def broken():
+        raise OSError("database is locked")
+
+    with pytest.raises(OSError, match="locked"):  # the build's error reaches its caller
+        cache.get("queue", broken)
+    assert cache.get("queue", lambda: {"ok": True}) == {"ok": True}
