@@ -26,7 +26,8 @@ _BAR_CSS = """
   width: auto; max-width: calc(100vw - 2rem); padding: 0.4rem 0.6rem 0.4rem 1rem;
   background: #262730; color: #fafafa; border-radius: 0.6rem; box-shadow: 0 6px 24px rgba(0,0,0,.35);
 }
-.st-key-undo_bar p { color: #fafafa; margin: 0; }
+.st-key-undo_bar [data-testid="stMarkdown"] p { color: #fafafa; margin: 0; }
+.st-key-undo_bar .studio-watch { color: #fafafa; }
 </style>
 """
 
