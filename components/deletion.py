@@ -28,6 +28,7 @@ _BAR_CSS = """
 }
 .st-key-undo_bar [data-testid="stMarkdown"] p { color: #fafafa; margin: 0; }
 .st-key-undo_bar .studio-watch { color: #fafafa; }
+.st-key-undo_bar button, .st-key-undo_bar button p { color: #262730; }
 </style>
 """
 
