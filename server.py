@@ -47,6 +47,7 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from access.routes import login_configured, protect, secrets_dict
+from studio import events as ev
 from studio import routes
 from studio import services as core
 from studio.blob_keys import export_key, is_kit_file, is_token, kit_key, original_key, thumb_key
@@ -311,9 +312,18 @@ async def events(request: Request) -> Response:
     def now() -> dict:
         return {"boot": bus.boot, "seq": bus.seq}
 
+    def news(since: int) -> dict:
+        # (boot, seq) and what happened since the last message, so a listener that cares
+        # about a few tasks or one kit can tell whether this one concerns it.
+        msg = now()
+        msg["events"] = ev.described(bus.since(since))
+        return msg
+
     async def stream():
         try:
-            yield "retry: 1000\n" + _sse("hello", now())
+            hello = now()
+            sent = hello["seq"]
+            yield "retry: 1000\n" + _sse("hello", hello)
             idle = 0.0
             while not getattr(_exiting, "should_exit", False):
                 try:
@@ -327,12 +337,29 @@ async def events(request: Request) -> Response:
                 await asyncio.sleep(_COALESCE_S)
                 wake.clear()
                 idle = 0.0
-                yield _sse("change", now())
+                msg = news(sent)
+                sent = msg["seq"]
+                yield _sse("change", msg)
         finally:
             unsubscribe()
 
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+_view_cache: ev.ViewCache | None = None
+
+
+def _views(s: core.Services) -> ev.ViewCache:
+    """The view models' cache on this process's bus: pages told of one change share one build."""
+    global _view_cache
+    if _view_cache is None or _view_cache.bus is not s.events:
+        _view_cache = ev.ViewCache(s.events)
+    return _view_cache
+
+
+def _json(view: dict) -> bytes:
+    return json.dumps(view, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 async def queue_view(request: Request) -> Response:
@@ -344,8 +371,10 @@ async def queue_view(request: Request) -> Response:
     except ValueError:
         limit = LIMIT
     s = _services()
-    view = await run_in_threadpool(build, s.store, s.events, limit)
-    return JSONResponse(view, headers={"Cache-Control": "no-store"})
+    body = await run_in_threadpool(
+        _views(s).get, ("queue", limit), lambda: _json(build(s.store, s.events, limit))
+    )
+    return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
 async def gallery_view(request: Request) -> Response:
@@ -362,10 +391,13 @@ async def gallery_view(request: Request) -> Response:
 
     query = parse_query(q, q.getlist)
     s = _services()
-    view = await run_in_threadpool(
-        build, s.store, s.events, query, number("offset", 0), number("limit", WINDOW)
+    offset, limit = number("offset", 0), number("limit", WINDOW)
+    body = await run_in_threadpool(
+        _views(s).get,
+        ("gallery", str(request.url.query), offset, limit),
+        lambda: _json(build(s.store, s.events, query, offset, limit)),
     )
-    return JSONResponse(view, headers={"Cache-Control": "no-store"})
+    return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
 @asynccontextmanager

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from benchmarks.common import Row, machine, table
 
-SECTIONS = ("detection", "gallery", "load", "startup", "fidelity", "interaction", "team")
+SECTIONS = ("detection", "gallery", "load", "sessions", "startup", "fidelity", "interaction", "team")
 # Sections kept small inside `make bench` to stay under ten minutes; each has a
 # fuller run of its own (`python -m benchmarks.fidelity` reads 96×2 samples).
 ALWAYS_QUICK = {"fidelity"}

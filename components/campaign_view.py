@@ -1,5 +1,9 @@
 """Campaigns in the UI: live progress with pause/resume/cancel, failed rows to fix and resubmit,
-the rows × ratios grid, the campaign zip, and the estimated spend."""
+the rows × ratios grid, the campaign zip, and the estimated spend.
+
+The live parts are fragments rerun by a watch (`components.watch`) when the push
+channel tells of a change to one of the campaign's tasks, a new submission, or
+a commit by another process; not on a timer."""
 
 from __future__ import annotations
 
@@ -16,8 +20,10 @@ from components.queue import status_badge
 from components.services import get_services, image_url, show_image
 from components.submit import FOCUS, reference_urls
 from components.text import literal
+from components.watch import version, watch
 from studio import routes
 from studio.campaign_store import Campaign, CampaignStore
+from studio.events import NEW
 from studio.pricing import format_money
 from studio.usecases import export_campaign, resubmit_campaign
 
@@ -90,17 +96,33 @@ def _card(c: Campaign, key: str) -> None:
         controls(c, key)
 
 
-@st.fragment(run_every=2.0)
+RECENT_S = 600  # a finished campaign stays on the Studio page this long after it was made
+
+
+@st.fragment
 def active_campaigns() -> None:
     """Campaigns with work left (or finished in the last ten minutes), for the Studio page."""
+    since = version(get_services().events)
+    now = time.time()
     recent = [
-        c for c in book().campaigns(limit=10) if not c.progress.finished or time.time() - c.created_at < 600
+        c for c in book().campaigns(limit=10) if not c.progress.finished or now - c.created_at < RECENT_S
     ]
+    shown = recent[:6]
+    finished = [c.created_at + RECENT_S - now for c in shown if c.progress.finished]
+    # A campaign launched elsewhere is a NEW event; one shown changes through its tasks' events.
+    watch(
+        "studio_campaigns_watch",
+        since,
+        submissions=[x.submission_id for c in shown for x in book().cells(c.id)],
+        kinds=[NEW],
+        unknown=True,
+        due_in=min(finished) if finished else None,
+    )
     if not recent:
         return
     st.subheader("Campaigns")
     cols = st.columns(min(3, len(recent)))
-    for i, c in enumerate(recent[:6]):
+    for i, c in enumerate(shown):
         with cols[i % len(cols)]:
             _card(c, "studio_campaign")
     if st.button("Open in Gallery", key="studio_campaigns_open", icon=":material/grid_view:"):
@@ -240,12 +262,21 @@ def _zip(c: Campaign) -> None:
         st.link_button("Download campaign zip", st.session_state[key], icon=":material/download:")
 
 
-@st.fragment(run_every=2.0)
+@st.fragment
 def _live(campaign_id: int) -> None:
+    since = version(get_services().events)
     c = book().campaign(campaign_id)
     if c is None:
         st.info("This campaign no longer exists.")
         return
+    # Its tasks' events; NEW for its cells sent again (from another tab: new submission ids).
+    watch(
+        f"campaign_watch_{c.id}",
+        since,
+        submissions=[x.submission_id for x in book().cells(c.id)],
+        kinds=[NEW],
+        unknown=True,
+    )
     spent, planned = book().campaign_spend(c.id)
     top = st.columns([3, 1, 1, 1, 1], vertical_alignment="center")
     with top[0]:

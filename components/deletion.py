@@ -1,9 +1,11 @@
 """Delete with Undo: a bar pinned to the bottom of the page, like a toast with a button.
 
 `st.toast` cannot hold a button, so the "Deleted 3 images · Undo" notice is a
-small fixed-position bar redrawn once a second by a fragment while the undo
-window lasts (`studio.trash`: rows and files are kept until it passes), and
-gone after. Undo restores the images as they were.
+small fixed-position bar, a fragment, shown while the undo window lasts
+(`studio.trash`: rows and files are kept until it passes). The seconds left
+count down in the browser (`components.watch`); when the window ends the
+watch reruns the fragment once and the bar goes. Undo restores the images as
+they were.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import streamlit as st
 
 from components.services import get_services
+from components.watch import version, watch
 from studio.usecases import delete_images, undo_delete
 
 UNDO = "gallery_undo"  # the token of this session's last deletion
@@ -23,7 +26,9 @@ _BAR_CSS = """
   width: auto; max-width: calc(100vw - 2rem); padding: 0.4rem 0.6rem 0.4rem 1rem;
   background: #262730; color: #fafafa; border-radius: 0.6rem; box-shadow: 0 6px 24px rgba(0,0,0,.35);
 }
-.st-key-undo_bar p { color: #fafafa; margin: 0; }
+.st-key-undo_bar [data-testid="stMarkdown"] p { color: #fafafa; margin: 0; }
+.st-key-undo_bar .studio-watch { color: #fafafa; }
+.st-key-undo_bar button, .st-key-undo_bar button p { color: #262730; }
 </style>
 """
 
@@ -68,8 +73,9 @@ def undo_bar() -> None:
     _bar(token)
 
 
-@st.fragment(run_every=1.0)
+@st.fragment
 def _bar(token: str) -> None:
+    since = version(get_services().events)
     deletion = get_services().trash.pending(token)
     if deletion is None or deletion.left() <= 0 or st.session_state.get(UNDO) != token:
         if st.session_state.get(UNDO) == token:
@@ -77,7 +83,6 @@ def _bar(token: str) -> None:
         st.rerun()  # the window is over (or a newer deletion took over): one full run redraws
     st.html(_BAR_CSS)
     with st.container(key="undo_bar", horizontal=True, vertical_alignment="center", gap="small"):
-        st.markdown(
-            f"Deleted **{_plural(len(deletion.output_ids))}** · :gray[{deletion.left():.0f} s to undo]"
-        )
+        st.markdown(f"Deleted **{_plural(len(deletion.output_ids))}** ·")
+        watch("undo_watch", since, due_in=deletion.left(), countdown="{s} s to undo")
         st.button("Undo", key="undo_delete", icon=":material/undo:", on_click=_undo, args=(token,))

@@ -22,14 +22,13 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import streamlit as st
 
 from access.page import current_author, team_login_on
-from components import deletion, draft
+from components import deletion, draft, scripts
 from components.lightbox import collection_picker, open_item
 from components.references import use_as_reference
 from components.services import get_services, image_url, show_image
@@ -60,8 +59,6 @@ FILTER_DEFAULTS = {
 }  # fmt: skip
 #: Whose generations the gallery shows, with the team login on.
 MINE, EVERYONE = "Mine", "Everyone"
-
-_FRONTEND = Path(__file__).parent / "frontend"
 
 
 def selected() -> set[int]:
@@ -276,8 +273,8 @@ def gallery_view(
 
 _component = st.components.v2.component(
     "studio_gallery",
-    js=(_FRONTEND / "gallery.js").read_text(encoding="utf-8"),
-    css=(_FRONTEND / "gallery.css").read_text(encoding="utf-8"),
+    js=scripts.script("gallery.js"),
+    css=scripts.style("gallery.css"),
     isolate_styles=False,  # the page's fonts and theme; every rule is scoped to .studio-gallery
 )
 

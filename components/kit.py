@@ -1,8 +1,10 @@
 """The delivery-kit panel: pick placements, see where each comes from, build, download.
 
 Building runs on the core's `KitBuilder` thread, never on the page thread: Build
-queues a job and a small fragment redraws its progress until the kit is written,
-then one full run shows the download (the page stays usable meanwhile).
+queues a job and a small fragment shows its progress, rerun by a watch
+(`components.watch`) each time the builder tells the bus it wrote a file; when
+the kit is written one full run shows the download (the page stays usable
+meanwhile).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import streamlit as st
 
 from components.fidelity import md
 from components.services import get_services, image_url, show_image
+from components.watch import version, watch
 from studio.kit import DEFAULT_PLACEMENTS, PLACEMENTS, PLACEMENTS_BY_KEY, KitEntry, KitJob, plan_kit
 from studio.ratios import RESOLUTIONS, combination_problem
 from studio.usecases import start_kit
@@ -105,12 +108,14 @@ def kit_panel(creative_id: str, *, key: str) -> None:
         _result(job)
 
 
-@st.fragment(run_every=0.5)
+@st.fragment
 def _progress(job_id: str) -> None:
+    since = version(get_services().events)
     job = get_services().kits.status(job_id)
     if job is None or job.state != "running":
         st.rerun()  # finished: one full run swaps the bar for the download
     st.progress(job.fraction, text=f"Writing the kit… {job.done} of {job.total} files")
+    watch(f"kit_watch_{job_id}", since, job=job_id, gap=0.2)
 
 
 def _result(job: KitJob) -> None:

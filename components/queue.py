@@ -17,12 +17,11 @@ in a dialog). Download is a plain link to the original.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-from components import actions, draft
+from components import actions, draft, scripts
 from components.kit import kit_panel
 from components.lightbox import open_item, open_lightbox
 from components.references import use_as_reference
@@ -65,8 +64,6 @@ PROMPT_CHARS = 160
 FEED = routes.events()
 SOURCE = routes.queue_view()
 KIT = "queue_kit"  # the creative whose delivery kit dialog is open
-
-_FRONTEND = Path(__file__).parent / "frontend"
 
 
 def status_badge(state: str, error_code: str | None = None) -> None:
@@ -208,8 +205,8 @@ def queue_view(
 
 _component = st.components.v2.component(
     "studio_queue",
-    js=(_FRONTEND / "queue.js").read_text(encoding="utf-8"),
-    css=(_FRONTEND / "queue.css").read_text(encoding="utf-8"),
+    js=scripts.script("queue.js"),
+    css=scripts.style("queue.css"),
     isolate_styles=False,  # the page's fonts and theme; every rule is scoped to .studio-queue
 )
 

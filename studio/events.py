@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ KEPT = "kept"  # an image is on disk with its thumbnail
 FAILED = "failed"  # a task failed or was refused, or an image could not be kept
 CHECKED = "checked"  # a text check was recorded
 CHANGED = "changed"  # anything else a page shows (favourite, deletion)
-KINDS = frozenset({NEW, PROGRESS, KEPT, FAILED, CHECKED, CHANGED})
+KIT = "kit"  # a delivery kit wrote a file or finished (`job` is its id)
+KINDS = frozenset({NEW, PROGRESS, KEPT, FAILED, CHECKED, CHANGED, KIT})
 
 
 @dataclass(frozen=True)
@@ -39,9 +41,12 @@ class Event:
     kind: str
     submission_id: int | None = None
     output_id: int | None = None
+    job: str | None = None  # a background job's id (a delivery kit being built)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"seq": self.seq, "kind": self.kind, "sid": self.submission_id, "oid": self.output_id}
+        return {
+            "seq": self.seq, "kind": self.kind, "sid": self.submission_id, "oid": self.output_id, "job": self.job,
+        }  # fmt: skip
 
 
 @dataclass
@@ -66,9 +71,17 @@ class EventBus:
     def publish(self, kind: str, submission_id: int | None = None, output_id: int | None = None) -> Event:
         if kind not in KINDS:
             raise ValueError(f"event kind {kind!r} is not one of {sorted(KINDS)}")
+        return self._tell(Event(0, kind, submission_id, output_id))
+
+    def publish_kit(self, job: str) -> Event:
+        """A delivery kit moved (a file written, or done): told to this process's listeners only,
+        as the kit is built and served by this process (a team bus does not send it on)."""
+        return self._tell(Event(0, KIT, job=job))
+
+    def _tell(self, draft: Event) -> Event:
         with self._lock:
             self._seq += 1
-            event = Event(self._seq, kind, submission_id, output_id)
+            event = replace(draft, seq=self._seq)
             self._recent.append(event)
             listeners = list(self._listeners)
         for listener in listeners:
@@ -103,6 +116,70 @@ class EventBus:
     def listeners(self) -> int:
         with self._lock:
             return len(self._listeners)
+
+
+def described(events: list[Event] | None, cap: int = 64) -> list[dict[str, Any]] | None:
+    """What a push message says happened: the events as dicts, or None when they are unknown
+    (forgotten by the bus) or more than `cap` (a listener then assumes everything changed)."""
+    if events is None or len(events) > cap:
+        return None
+    return [{k: v for k, v in e.to_dict().items() if k != "seq" and v is not None} for e in events]
+
+
+class ViewCache:
+    """One view per (bus position, request), built once however many pages ask at once.
+
+    Every open page fetches its view model when told of a change, so twenty
+    pages told of the same change ask for the same view within milliseconds.
+    `get(key, build)` keys the answer by `key` and the bus's (boot, seq) *read
+    before building*: a page never gets a view older than the change it was
+    told of, and while one thread builds, the others asking for the same key
+    wait for its answer (single flight). Answers are kept `ttl` seconds (the
+    views' elapsed-time counters are that stale at most) and at most `size` of
+    them. A build that raises is not kept: each waiter then builds its own.
+    """
+
+    def __init__(
+        self, bus: EventBus, *, ttl: float = 1.0, size: int = 64, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.bus = bus
+        self.ttl = ttl
+        self.size = size
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._done: dict[tuple[Any, ...], tuple[float, Any]] = {}
+        self._building: dict[tuple[Any, ...], threading.Event] = {}
+        self.builds = 0
+
+    def get(self, key: Any, build: Callable[[], Any]) -> Any:
+        full = (self.bus.boot, self.bus.seq, key)
+        while True:
+            with self._lock:
+                hit = self._done.get(full)
+                if hit is not None and self.clock() - hit[0] <= self.ttl:
+                    return hit[1]
+                waiting = self._building.get(full)
+                if waiting is None:
+                    waiting = self._building[full] = threading.Event()
+                    break
+            waiting.wait(30)
+            with self._lock:
+                hit = self._done.get(full)
+                if hit is not None:
+                    return hit[1]
+            return build()  # the other build failed: this caller's own answer, not kept
+        try:
+            value = build()
+            with self._lock:
+                self.builds += 1
+                self._done[full] = (self.clock(), value)
+                while len(self._done) > self.size:
+                    self._done.pop(next(iter(self._done)))
+            return value
+        finally:
+            with self._lock:
+                self._building.pop(full, None)
+            waiting.set()
 
 
 class ChangeWatch:

@@ -52,6 +52,7 @@ from . import routes
 from .blob_keys import KITS, kit_key, new_token, original_key, token_expired, token_of
 from .blobs import BlobNotFound, BlobStore, move_into, scratch_dir
 from .errors import redact
+from .events import EventBus
 from .export import EXPORT_LIFETIME_S, csv_safe, slug
 from .images import RECIPE_CHUNK, read_recipe
 from .records import GalleryItem
@@ -364,16 +365,18 @@ class KitJob:
 
 
 class KitBuilder:
-    """Builds kits one at a time on a worker thread; pages poll `status(job_id)`.
+    """Builds kits one at a time on a worker thread; pages read `status(job_id)` when the bus
+    (if given) says the job moved.
 
     One worker: a kit is CPU-bound resampling, and on a small machine two at
     once only make both slower. Jobs are kept (newest `keep`) so a page that
     comes back finds its finished kit.
     """
 
-    def __init__(self, blobs: BlobStore, *, keep: int = 64) -> None:
+    def __init__(self, blobs: BlobStore, *, keep: int = 64, events: EventBus | None = None) -> None:
         self.blobs = blobs
         self.keep = keep
+        self.events = events  # told of every file written and of the end (`KIT`, with the job id)
         self._jobs: dict[str, KitJob] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kit")
@@ -397,6 +400,8 @@ class KitBuilder:
         with self._lock:
             if job_id in self._jobs:
                 self._jobs[job_id] = replace(self._jobs[job_id], **changes)
+        if self.events is not None:
+            self.events.publish_kit(job_id)
 
     def _build(self, job_id: str, items: list[GalleryItem], keys: list[str]) -> None:
         try:

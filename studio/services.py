@@ -382,7 +382,7 @@ def _start(
         callbacks=receiver,
         callback_problems=tuple(callback_problems),
         trash=trash,
-        kits=KitBuilder(keeper.blobs) if pages else None,
+        kits=KitBuilder(keeper.blobs, events=intake.events) if pages else None,
         references=shelf,
         web_intake=web_intake,
         change_watch=watch,

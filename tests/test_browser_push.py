@@ -9,6 +9,7 @@ each card drawn once.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import uuid
 
@@ -16,7 +17,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.conftest import ARRIVAL_MS, StudioServer
-from tests.test_browser_studio import generate, open_studio, set_prompt
+from tests.test_browser_studio import EDITOR, generate, open_studio, set_prompt
 
 pytestmark = pytest.mark.browser
 
@@ -145,3 +146,50 @@ def test_a_tab_that_slept_catches_up_once_awake(browser, server):
     expect(thumbs(creative(sleeper, marker))).to_have_count(1, timeout=ARRIVAL_MS)
     no_duplicates(sleeper)
     context.close()
+
+
+CSV = b"product,headline\nMug,HOT DEAL\nBowl,FRESH BOWL\n"
+
+
+def launch_campaign(page, server, marker: str) -> None:
+    """Two rows × one ratio from a CSV (as tests/test_browser_campaigns.py does; two images are
+    below the confirmation threshold)."""
+    open_studio(page, server)
+    area = page.locator(EDITOR)
+    area.fill(f'A {marker} poster of a {{{{product}}}} with the headline "{{{{headline}}}}"')
+    area.evaluate("e => e.blur()")
+    rows_panel = page.locator(".st-key-campaign_rows")
+    rows_panel.locator("input[type=file]").set_input_files(
+        files=[{"name": "products.csv", "mimeType": "text/csv", "buffer": CSV}]
+    )
+    rows_panel.get_by_role("button", name="Use these 2 rows").click()
+    page.get_by_label("Campaign name").fill(f"Push {marker}")
+    page.get_by_label("Campaign name").press("Enter")
+    expect(generate(page)).to_have_text(re.compile(r"Generate 2 images"))
+    generate(page).click()
+    expect(page.get_by_text(f"Campaign “Push {marker}” started", exact=False)).to_be_visible()
+
+
+def test_a_campaign_started_in_another_tab_appears_and_finishes_here_by_push(browser, server):
+    """The watcher only looks: its campaign cards come and fill in because the push channel
+    told its watch (components/watch.py), which reran the fragment; no timer reruns it."""
+    marker = f"push{uuid.uuid4().hex[:6]}"
+    watcher = browser.new_page(viewport={"width": 1440, "height": 1600})
+    starter = browser.new_page(viewport={"width": 1440, "height": 1600})
+    try:
+        open_studio(watcher, server)
+        watch = watcher.locator(".studio-watch")
+        expect(watch).to_have_count(1)  # the Studio's campaign cards' watch, hidden while idle
+        expect(watch).to_have_attribute("data-connected", "1", timeout=ARRIVAL_MS)
+        expect(watch).to_be_hidden()  # an idle watch takes no room on the page
+        launch_campaign(starter, server, marker)
+        card = watcher.locator("[class*='st-key-studio_campaign_']").filter(has_text=f"Push {marker}")
+        expect(card).to_be_visible(timeout=ARRIVAL_MS)
+        expect(card).to_contain_text("2 done · 0 failed · 0 left", timeout=ARRIVAL_MS)
+        assert int(watch.get_attribute("data-reruns") or 0) >= 2  # it appeared, then it finished
+        # Both tabs' live components share one push channel per page.
+        assert watcher.evaluate("() => window.__studioFeeds.size") == 1
+        assert watcher.evaluate("() => [...window.__studioFeeds.values()][0].subs.size") == 2
+    finally:
+        watcher.close()
+        starter.close()

@@ -6,7 +6,8 @@
 //   the DOM (a spacer as tall as all rows keeps the scrollbar true); items not yet loaded
 //   are fetched a page (`size`) at a time from `source` (&offset=&limit=).
 // - Paged view: the items of one page, nothing fetched beyond it.
-// Either way the page listens to the push channel (`feed`, an EventSource) and, when told
+// Either way the page listens to the push channel (`feed`, an EventSource; the feed*
+// functions are components/frontend/feed.js, put in front of this file) and, when told
 // something changed, refetches what it shows; the answers of an older generation are
 // dropped. Cards are keyed by output id, so an image is never drawn twice and a card that
 // did not change is kept as it is (its thumbnail is not reloaded).
@@ -29,12 +30,7 @@ function el(tag, cls, text) {
   return node;
 }
 
-function newer(a, b) {
-  // Is (boot, seq) `a` newer than `b`? A different boot means the server restarted: take it.
-  if (!b) return true;
-  if (a.boot !== b.boot) return true;
-  return a.seq > b.seq;
-}
+const newer = feedNewer;
 
 function button(label, cls, onClick, opts = {}) {
   const b = el("button", `g-btn ${cls || ""}`.trim(), label);
@@ -286,61 +282,32 @@ async function load(state, page) {
   }
 }
 
-async function refresh(state) {
+function refresh(state) {
   // What is shown, fetched again in one answer; events meanwhile ask for one more afterwards.
-  if (state.fetching) {
-    state.again = true;
-    return;
-  }
-  state.fetching = true;
-  try {
-    do {
-      state.again = false;
-      state.gen += 1;
-      state.loading = new Set();
-      const gen = state.gen;
-      let offset, limit;
-      if (state.paged) {
-        [offset, limit] = [state.offset, state.size];
-      } else {
-        const [from, to] = range(state);
-        offset = Math.floor(from / state.size) * state.size;
-        limit = Math.min(200, Math.max(state.size, to - offset));
-      }
-      const view = await get(state, offset, limit);
-      if (view && gen === state.gen && !state.closed) {
-        take(state, view, true); // offsets moved (a new image is first): drop what is not refetched
-        render(state);
-      }
-    } while (state.again && !state.closed);
-  } catch (_) {
-    // The server is away: the feed's reconnect brings a fresh fetch.
-  } finally {
-    state.fetching = false;
-  }
+  return feedSerial(state, async () => {
+    state.gen += 1;
+    state.loading = new Set();
+    const gen = state.gen;
+    let offset, limit;
+    if (state.paged) {
+      [offset, limit] = [state.offset, state.size];
+    } else {
+      const [from, to] = range(state);
+      offset = Math.floor(from / state.size) * state.size;
+      limit = Math.min(200, Math.max(state.size, to - offset));
+    }
+    const view = await get(state, offset, limit);
+    if (view && gen === state.gen && !state.closed) {
+      take(state, view, true); // offsets moved (a new image is first): drop what is not refetched
+      render(state);
+    }
+  });
 }
 
-function connect(state) {
-  if (state.closed) return;
-  const es = new EventSource(state.feed, { withCredentials: true });
-  state.es = es;
-  const onNews = (e) => {
-    state.root.dataset.connected = "1";
-    try {
-      const msg = JSON.parse(e.data);
-      if (state.v && !newer(msg, state.v)) return;
-    } catch (_) {}
-    refresh(state);
-  };
-  es.addEventListener("hello", onNews);
-  es.addEventListener("change", onNews);
-  es.onerror = () => {
-    state.root.dataset.connected = "0";
-    // Closed for good when the answer was not an event stream (a 401 or 503): reopen later.
-    if (es.readyState === EventSource.CLOSED && !state.closed) {
-      state.retryTimer = setTimeout(() => connect(state), 2000);
-    }
-  };
+function onNews(state, msg) {
+  if (feedOnlyKits(msg)) return;
+  if (msg && state.v && !newer(msg, state.v)) return;
+  refresh(state);
 }
 
 // -- keyboard ---------------------------------------------------------------------------
@@ -416,10 +383,7 @@ export default function (component) {
     window.addEventListener("resize", state.onScroll);
     state.resize = new ResizeObserver(state.onScroll);
     state.resize.observe(root);
-    state.onVisible = () => {
-      if (document.visibilityState === "visible") refresh(state);
-    };
-    document.addEventListener("visibilitychange", state.onVisible);
+    feedOnVisible(state, () => refresh(state));
   }
   state.trigger = setTriggerValue;
   state.base = data.base || "";
@@ -449,21 +413,13 @@ export default function (component) {
   state.list.classList.toggle("g-paged", paged);
   render(state);
   const feed = state.base + data.feed;
-  if (!state.es || state.feedUrl !== feed) {
-    if (state.es) state.es.close();
-    state.feedUrl = feed;
-    state.feed = feed;
-    connect(state);
-  }
+  feedUse(state, feed, (msg) => onNews(state, msg));
   return () => {
-    state.closed = true;
-    if (state.es) state.es.close();
-    clearTimeout(state.retryTimer);
+    feedClose(state);
     cancelAnimationFrame(state.frame);
     document.removeEventListener("scroll", state.onScroll, { capture: true });
     window.removeEventListener("resize", state.onScroll);
     state.resize.disconnect();
-    document.removeEventListener("visibilitychange", state.onVisible);
     STATES.delete(parentElement);
     state.root.remove();
   };

@@ -1,6 +1,7 @@
 // The live queue, drawn in the browser from a JSON view model (components/queue.py).
 //
-// Data in: { view, resent, feed, source }. `view` is the queue as the script saw it;
+// Data in: { view, resent, feed, source }. The push channel's functions (feed*) are
+// components/frontend/feed.js, put in front of this file by components/scripts.py. `view` is the queue as the script saw it;
 // afterwards the page listens to the push channel (`feed`, an EventSource) and, when
 // told something changed, fetches a fresh view model from `source`. It also fetches on
 // (re)connect (the server may have restarted, the tab may have slept) and when the tab
@@ -219,49 +220,21 @@ function accept(state, view) {
   render(state);
 }
 
-async function refresh(state) {
-  // One fetch at a time; events that arrive meanwhile ask for one more afterwards.
-  if (state.fetching) {
-    state.again = true;
-    return;
-  }
-  state.fetching = true;
-  try {
-    do {
-      state.again = false;
+function refresh(state) {
+  return feedSerial(state, async () => {
+    try {
       const res = await fetch(state.source, { credentials: "same-origin", cache: "no-store" });
       if (res.ok) accept(state, await res.json());
-    } while (state.again && !state.closed);
-  } catch (_) {
-    // The server is away: the feed's reconnect brings a fresh fetch.
-  } finally {
-    state.fetching = false;
-  }
-  state.root.dataset.fetches = String((Number(state.root.dataset.fetches) || 0) + 1);
+    } finally {
+      state.root.dataset.fetches = String((Number(state.root.dataset.fetches) || 0) + 1);
+    }
+  });
 }
 
-function connect(state) {
-  if (state.closed) return;
-  const es = new EventSource(state.feed, { withCredentials: true });
-  state.es = es;
-  const onNews = (e) => {
-    state.root.dataset.connected = "1";
-    try {
-      const msg = JSON.parse(e.data);
-      if (state.view && msg.boot === state.view.v.boot && msg.seq <= state.view.v.seq) return;
-    } catch (_) {}
-    refresh(state);
-  };
-  es.addEventListener("hello", onNews);
-  es.addEventListener("change", onNews);
-  es.onerror = () => {
-    state.root.dataset.connected = "0";
-    // The browser retries by itself unless the answer was not an event stream
-    // (a 401 or 503): then the feed is closed for good and we reopen it later.
-    if (es.readyState === EventSource.CLOSED && !state.closed) {
-      state.retryTimer = setTimeout(() => connect(state), 2000);
-    }
-  };
+function onNews(state, msg) {
+  if (feedOnlyKits(msg)) return;
+  if (msg && state.view && msg.boot === state.view.v.boot && msg.seq <= state.view.v.seq) return;
+  refresh(state);
 }
 
 function tick(state) {
@@ -296,10 +269,7 @@ export default function (component) {
     state = { root, list, nodes: new Map(), view: null, resent: {}, closed: false };
     STATES.set(parentElement, state);
     root.addEventListener("keydown", (e) => onKey(state, e));
-    state.onVisible = () => {
-      if (document.visibilityState === "visible") refresh(state);
-    };
-    document.addEventListener("visibilitychange", state.onVisible);
+    feedOnVisible(state, () => refresh(state));
     state.ticker = setInterval(() => tick(state), 1000);
   }
   state.trigger = setTriggerValue;
@@ -309,18 +279,10 @@ export default function (component) {
   state.resent = data.resent || {};
   if (newer(data.view, state.view)) state.view = data.view;
   render(state); // also when only `resent` changed; unchanged creatives are kept as they are
-  if (!state.es || state.feedUrl !== feed) {
-    if (state.es) state.es.close();
-    state.feedUrl = feed;
-    state.feed = feed;
-    connect(state);
-  }
+  feedUse(state, feed, (msg) => onNews(state, msg));
   return () => {
-    state.closed = true;
-    if (state.es) state.es.close();
-    clearTimeout(state.retryTimer);
+    feedClose(state);
     clearInterval(state.ticker);
-    document.removeEventListener("visibilitychange", state.onVisible);
     STATES.delete(parentElement);
     state.root.remove();
   };
