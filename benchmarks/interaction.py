@@ -97,7 +97,7 @@ def _studio_round(page: Any) -> tuple[float, float, float]:
     page.wait_for_selector("[role=dialog]", state="detached")
     to_studio = _timed(
         lambda: page.get_by_role("link", name="Studio").click(),
-        lambda: page.wait_for_selector(".st-key-generate button:visible"),
+        lambda: page.wait_for_selector(".st-key-generate_box button:visible"),
     )
     return to_gallery, to_studio, dialog
 
@@ -144,7 +144,7 @@ def run(quick: bool = False) -> list[Row]:
                     for p in (studio, bare):
                         p.set_default_timeout(60_000)
                     studio.goto(server.url + "/")
-                    studio.wait_for_selector(".st-key-generate button:visible")
+                    studio.wait_for_selector(".st-key-generate_box button:visible")
                     bare.goto(bare_url + "/")
                     bare.wait_for_selector("h1:has-text('Page one')")
                     _studio_round(studio)  # warm both (first imports, caches) before measuring
