@@ -345,39 +345,35 @@ def generate_button() -> None:
     # blur, so a click right after typing must still reach the callback.
     blocked = ratio_problem(draft.ratios(), res, route, image_to_image=i2i)
     token = _token()
-    with st.container(key="generate_box"):
-        st.button(
-            button_label(n, pricing.estimate(n, res, quality), pricing),
-            key=f"generate_{token}",
-            type="primary",
-            on_click=on_generate,
-            args=(token,),
-            disabled=blocked is not None,
-            width="stretch",
-            help="Ctrl/⌘+Enter in the prompt does the same. The cost is an estimate from the price table in Settings.",
-        )
-        if blocked:
-            with st.container(key="generate_blocked"):
-                st.caption(f":material/block: {literal(blocked)}")
-        for name, message in errors().items():
-            if name == "general":
-                st.error(literal(message), icon=":material/error:")
-            elif not (blocked and name == "aspect_ratio"):
-                st.error(
-                    f"{FIELD_NAMES.get(name, name.title())}: {literal(message)}", icon=":material/error:"
-                )
     last = st.session_state.get(LAST)
     signature = _draft_signature()
     notice = st.session_state.get(NOTICE)
     offer = bool(last and last["sent"] and last["draft"] == signature)
     armed = not last and st.session_state.get(ARMED) == signature
-    if not (notice or offer or armed):
-        return
-    # One row under the button, so the results stay in the first screen on a phone. Outside the
-    # Generate box: no click meant for Generate (or Ctrl/⌘+Enter) lands on "Another variant".
-    with st.container(key="sent_row", horizontal=True, vertical_alignment="center", wrap=False):
-        if notice:
-            st.success(literal(notice), icon=":material/send:")
+    # "Another variant" sits beside Generate (one row, so the results stay in a phone's first
+    # screen) but outside the Generate box: no click or Ctrl/⌘+Enter meant for Generate lands on it.
+    with st.container(key="generate_row", horizontal=True, vertical_alignment="center", wrap=False):
+        with st.container(key="generate_box"):
+            st.button(
+                button_label(n, pricing.estimate(n, res, quality), pricing),
+                key=f"generate_{token}",
+                type="primary",
+                on_click=on_generate,
+                args=(token,),
+                disabled=blocked is not None,
+                width="stretch",
+                help="Ctrl/⌘+Enter in the prompt does the same. The cost is an estimate from the price table in Settings.",
+            )
+            if blocked:
+                with st.container(key="generate_blocked"):
+                    st.caption(f":material/block: {literal(blocked)}")
+            for name, message in errors().items():
+                if name == "general":
+                    st.error(literal(message), icon=":material/error:")
+                elif not (blocked and name == "aspect_ratio"):
+                    st.error(
+                        f"{FIELD_NAMES.get(name, name.title())}: {literal(message)}", icon=":material/error:"
+                    )
         if offer:
             with st.container(key="another_variant_box", width="content"):
                 st.button(
@@ -389,6 +385,10 @@ def generate_button() -> None:
                     help="Generate again sends nothing new while the draft is the one just sent. "
                     "Press this first to make another creative of the same prompt and settings.",
                 )
-        elif armed:
-            with st.container(key="another_variant_box"):
-                st.caption(":material/add: The next Generate makes another creative of this draft.")
+    if notice or armed:
+        with st.container(key="sent_row"):
+            if notice:
+                st.success(literal(notice), icon=":material/send:")
+            if armed:
+                with st.container(key="another_variant_box"):
+                    st.caption(":material/add: The next Generate makes another creative of this draft.")

@@ -52,11 +52,27 @@ def browser():
         b.close()
 
 
+#: How long a browser action or an `expect` waits for its condition by default: generous, since a
+#: condition wait costs nothing when it holds and a busy 2-core machine can take seconds per rerun.
+ACTION_MS = 60_000
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _patient_expectations():
+    try:
+        from playwright.sync_api import expect
+    except ImportError:  # no browser tests in this environment
+        yield
+        return
+    expect.set_options(timeout=30_000)
+    yield
+
+
 @pytest.fixture
 def page(browser):
     context = browser.new_context(viewport={"width": 1440, "height": 2000})
     p = context.new_page()
-    p.set_default_timeout(20_000)
+    p.set_default_timeout(ACTION_MS)
     yield p
     context.close()
 

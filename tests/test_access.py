@@ -131,7 +131,7 @@ def test_a_signed_in_team_member_gets_every_route(team_server):
 def test_pages_show_only_a_sign_in_until_signed_in(browser, team_server):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
-    page.set_default_timeout(20_000)
+    page.set_default_timeout(60_000)
     try:
         for path in ("/", "/gallery", "/settings"):
             page.goto(team_server.url + path)

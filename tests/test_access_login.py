@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from playwright.sync_api import expect
 
-from tests.support import StudioServer, screenshot
+from tests.support import StudioServer, screenshot, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -198,7 +198,7 @@ def _sign_in(page, server, provider, email):
 def test_team_member_signs_in_through_oidc_and_gets_pages_and_images(browser, team_studio, provider):
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
     page = context.new_page()
-    page.set_default_timeout(30_000)
+    page.set_default_timeout(60_000)
     try:
         _sign_in(page, team_studio, provider, "ana@example.com")
         expect(page.locator(".st-key-prompt_editor textarea")).to_be_visible()
@@ -225,6 +225,8 @@ def test_team_member_signs_in_through_oidc_and_gets_pages_and_images(browser, te
 
         page.get_by_role("button", name="Sign out").click()
         expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+        # Signing out ends with Streamlit's logout route clearing the identity cookie; then the image is refused.
+        wait_for(lambda: "_streamlit_user" not in {c["name"] for c in context.cookies()}, timeout=60)
         assert page.request.get(src).status == 401
     finally:
         context.close()
@@ -233,7 +235,7 @@ def test_team_member_signs_in_through_oidc_and_gets_pages_and_images(browser, te
 def test_an_account_off_the_allow_list_signs_in_but_gets_nothing(browser, team_studio, provider):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
-    page.set_default_timeout(30_000)
+    page.set_default_timeout(60_000)
     try:
         _sign_in(page, team_studio, provider, "mallory@elsewhere.org")
         expect(page.get_by_text("not on the studio's allow-list")).to_be_visible()

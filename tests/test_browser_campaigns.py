@@ -28,7 +28,7 @@ def test_csv_campaign_confirm_grid_zip_and_template_after_restart(browser, tmp_p
     server = StudioServer(tmp_path / "data").start()
     try:
         page = browser.new_page(viewport={"width": 1440, "height": 2200})
-        page.set_default_timeout(20_000)
+        page.set_default_timeout(60_000)
         open_studio(page, server)
 
         # Variables are detected while typing, before the text area commits.
@@ -109,7 +109,7 @@ def test_csv_campaign_confirm_grid_zip_and_template_after_restart(browser, tmp_p
     server = StudioServer(tmp_path / "data").start()
     try:
         page = browser.new_page(viewport={"width": 1440, "height": 2000})
-        page.set_default_timeout(20_000)
+        page.set_default_timeout(60_000)
         page.goto(server.url + "/library")
         page.get_by_label("Search templates").fill(marker)
         card = page.locator("[class*='st-key-lib_card_']").filter(has_text=f"Poster {marker}")

@@ -55,7 +55,7 @@ def test_text_check_and_delivery_kit_from_studio_to_gallery(browser, tmp_path):
     server = StudioServer(tmp_path / "data").start()
     try:
         page = browser.new_page(viewport={"width": 1440, "height": 2200})
-        page.set_default_timeout(20_000)
+        page.set_default_timeout(60_000)
         open_studio(page, server)
 
         # A poster with a quoted headline in three ratios: ✓ on each image.

@@ -24,7 +24,7 @@ def test_generate_keep_restart_reuse_and_export(browser, tmp_path):
     server = StudioServer(tmp_path / "data").start()
     try:
         page = browser.new_page(viewport={"width": 1440, "height": 2000})
-        page.set_default_timeout(20_000)
+        page.set_default_timeout(60_000)
         open_studio(page, server)
         marker = f"gallery{uuid.uuid4().hex[:6]}"
         prompt = f'A neon sign {marker} that reads "OPEN LATE"'
@@ -51,7 +51,7 @@ def test_generate_keep_restart_reuse_and_export(browser, tmp_path):
     server = StudioServer(tmp_path / "data").start()
     try:
         page = browser.new_page(viewport={"width": 1440, "height": 2000})
-        page.set_default_timeout(20_000)
+        page.set_default_timeout(60_000)
         page.goto(server.url + "/gallery")
         card = page.locator("[class*='st-key-card_']").filter(has_text=marker)
         expect(card).to_have_count(1)
@@ -164,7 +164,7 @@ SCROLLED = """() => Math.max(window.scrollY, ...[...document.querySelectorAll("[
 
 def test_pages_selection_delete_undo_zip_name_and_clear_filters(browser, seeded_server):
     page = browser.new_page(viewport={"width": 1440, "height": 900})
-    page.set_default_timeout(30_000)
+    page.set_default_timeout(60_000)
     try:
         page.goto(seeded_server.url + "/gallery")
         page.get_by_role("button", name="Show in pages").click()  # the paged view, 24 a page
@@ -234,7 +234,7 @@ def _box(locator) -> dict:
 def test_lightbox_fits_the_window_steps_with_arrows_and_closes_on_escape(browser, seeded_server, viewport):
     w, h = viewport
     page = browser.new_page(viewport={"width": w, "height": h})
-    page.set_default_timeout(30_000)
+    page.set_default_timeout(60_000)
     try:
         page.goto(seeded_server.url + "/gallery")
         cards = page.locator(CARDS)
@@ -289,7 +289,7 @@ def test_the_grid_scrolls_through_every_item_drawing_only_rows_in_view_and_steps
     browser, seeded_server
 ):
     page = browser.new_page(viewport={"width": 1440, "height": 900})
-    page.set_default_timeout(30_000)
+    page.set_default_timeout(60_000)
     try:
         page.goto(seeded_server.url + "/gallery")
         cards = page.locator(CARDS)
@@ -325,7 +325,7 @@ def test_card_clicks_come_back_as_events(browser, tmp_path):
     seed_folder(data, 6)
     server = StudioServer(data).start()
     page = browser.new_page(viewport={"width": 1440, "height": 1200})
-    page.set_default_timeout(30_000)
+    page.set_default_timeout(60_000)
     try:
         page.goto(server.url + "/gallery")
         card = page.locator(CARDS).filter(has_text="#03")
@@ -403,7 +403,7 @@ def test_queue_cards_open_download_favourite_and_retry(browser, tmp_path):
 
     server = StudioServer(tmp_path / "data").start()
     page = browser.new_page(viewport={"width": 1440, "height": 1400})
-    page.set_default_timeout(30_000)
+    page.set_default_timeout(60_000)
     try:
         open_studio(page, server)
         marker = f"acts{uuid.uuid4().hex[:6]}"
