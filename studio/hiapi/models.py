@@ -68,6 +68,13 @@ def is_terminal(status: str | None) -> bool:
     return status in TaskStatus.TERMINAL
 
 
+def _millis(value: Any) -> int:
+    """A timestamp in milliseconds, or 0 when absent or beyond any real date (a 64-bit
+    database column must be able to keep whatever this returns)."""
+    n = _int(value)
+    return n if 0 <= n < 10**15 else 0
+
+
 def _int(value: Any, default: int = 0) -> int:
     if isinstance(value, bool):
         return default
@@ -318,8 +325,8 @@ class Task:
             task_id=task_id,
             status=(_str(data.get("status"), "unknown") or "unknown")[:MAX_STATUS_CHARS],
             model=_str(data.get("model")),
-            created=_int(data.get("created")),
-            completed=_int(data.get("completed")),
+            created=_millis(data.get("created")),
+            completed=_millis(data.get("completed")),
             outputs=outputs,
             error=TaskFailure.parse(data.get("error")),
             raw=data,
