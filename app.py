@@ -5,7 +5,7 @@ import gc
 import streamlit as st
 
 from access.page import require_login
-from components import submit
+from components import outage, submit
 from components.chrome import mode_badge
 from components.services import get_services
 from studio.startup import StartupError
@@ -15,7 +15,7 @@ st.set_page_config(page_title="GPT Image 2 Studio", page_icon="🎨", layout="wi
 require_login()  # stops here until signed in, when a login is configured
 
 try:
-    get_services()
+    services = get_services()
 except StartupError as exc:
     # A clear sentence instead of a traceback; a reload tries again once it is fixed.
     st.title("GPT Image 2 Studio")
@@ -44,5 +44,7 @@ page = st.navigation(pages)
 if page.title != "Studio":
     st.session_state.pop(submit.NOTICE, None)  # a "Submitted" note belongs to the visit that sent it
 mode_badge()
-page.run()
+if not outage.banner(services, drawn_without_database=page.title == "Studio"):
+    st.stop()  # the database is away: its sentence only, every widget's value kept for its return
+outage.run(page, services)
 _freeze_startup_heap()

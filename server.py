@@ -55,6 +55,7 @@ from studio.blobs import LocalBlobStore
 from studio.callbacks import MAX_BODY_BYTES, BodyTooLarge, Verdict, read_capped
 from studio.config import ConfigError, Settings
 from studio.export import EXPORT_LIFETIME_S, link_expired
+from studio.health import SENTENCES, dependency_of
 from studio.kit import KIT_LIFETIME_S
 from studio.references import EXT_MEDIA
 from studio.startup import DataFolderInUse, StartupError, bind_problem, hold_data_lock, protect_data_dir
@@ -141,10 +142,20 @@ def _needs_services(handler):
 
     async def run(request: Request) -> Response:
         try:
-            _services()
+            s = _services()
         except StartupError as exc:
             return _unavailable(exc)
-        return await handler(request)
+        try:
+            return await handler(request)
+        except Exception as exc:
+            # The database or the bucket went away meanwhile: the same one sentence as the pages,
+            # and a 503 HiAPI retries a callback after (nothing it sent is lost).
+            dep = dependency_of(exc)
+            if dep is None:
+                raise
+            s.health.noticed(dep)
+            body = {"status": "unavailable", "problem": SENTENCES[dep]}
+            return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
     run.__name__ = handler.__name__
     return run
@@ -154,8 +165,9 @@ async def health(request: Request) -> Response:
     s = _services()
     h = await run_in_threadpool(s.intake.health)
     # A web process follows no task (its workers are other processes): its health is its own.
-    ok = h["alive"] or s.tracker is None
+    ok = (h["alive"] or s.tracker is None) and not s.health.down()
     body = {"status": "ok" if ok else "degraded", "mode": s.settings.mode, "role": s.role, "tracker": h}
+    body["outage"] = s.health.state()  # "database", "storage" or both while they do not answer
     if s.simulator is not None:  # where tests and demos find /_sim/stats; the key is never shown
         body["simulator"] = s.simulator.base_url
     return JSONResponse(body)
@@ -304,13 +316,21 @@ async def events(request: Request) -> Response:
     they differ, so a reconnect after a restart or a sleep catches up. The
     browser's EventSource reconnects by itself (`retry`).
     """
-    bus = _services().events
+    s = _services()
+    bus = s.events
     loop = asyncio.get_running_loop()
     wake = asyncio.Event()
     unsubscribe = bus.subscribe(lambda _e: loop.call_soon_threadsafe(wake.set))
+    unhear = s.health.subscribe(lambda _down: loop.call_soon_threadsafe(wake.set))
 
     def now() -> dict:
-        return {"boot": bus.boot, "seq": bus.seq}
+        # `outage`: what is down now ("" for nothing), so a page drawn with another state reruns.
+        return {
+            "boot": bus.boot,
+            "seq": bus.seq,
+            "outage": s.health.state(),
+            "problem": s.health.problem() or "",
+        }
 
     def news(since: int) -> dict:
         # (boot, seq) and what happened since the last message, so a listener that cares
@@ -342,6 +362,7 @@ async def events(request: Request) -> Response:
                 yield _sse("change", msg)
         finally:
             unsubscribe()
+            unhear()
 
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)

@@ -4,6 +4,7 @@ import time
 
 import streamlit as st
 
+from components import outage
 from components.services import get_services
 from components.text import literal
 from studio.output_storage import PRICE_NOTE, storage_value
@@ -138,6 +139,7 @@ def _clock(at: float | None) -> str:
 
 
 @st.fragment(run_every=2.0)
+@outage.guarded
 def task_updates() -> None:
     h = services.intake.health()
     st.subheader("Task updates")
@@ -193,6 +195,7 @@ def task_updates() -> None:
 
 
 @st.fragment(run_every=2.0)
+@outage.guarded
 def tracker_health() -> None:
     h = services.intake.health()
     st.subheader("Task tracker")

@@ -7,11 +7,14 @@ Layout: the prompt and its controls on the left, the live results on the right,
 so prompt, Generate and results share the first screen; on a phone the columns
 stack and the results come right under Generate. The draft is saved per
 browser at the end of the run (`draft.persist`).
+
+While the database is away the page is still drawn, so the prompt can still be
+written: the parts that read it are `outage.tolerant` and Generate says why it waits.
 """
 
 import streamlit as st
 
-from components import draft, submit
+from components import draft, outage, submit
 from components.campaign_editor import variables_panel
 from components.campaign_view import active_campaigns
 from components.editor import prompt_editor, template_row
@@ -34,22 +37,29 @@ errs = submit.errors()
 with st.container(horizontal=True, vertical_alignment="center", gap="small", key="studio_head"):
     st.html(_PHONE_CSS)
     st.header("Studio", anchor=False)
-    template_row()
-    save_to_library()
+    with outage.tolerant():
+        template_row()
+    with outage.tolerant():
+        save_to_library()
 compose, results = st.columns([1, 1], gap="medium")
 with compose, st.container(gap="small", key="compose"):
     prompt_editor(errs.get("prompt"))
-    variables_panel(errs.get("rows"))
+    with outage.tolerant():
+        variables_panel(errs.get("rows"))
     resolution_picker(errs.get("resolution"))
     with st.container(horizontal=True, gap="small", key="folds"):  # folded choices, side by side
-        references_fold()
+        with outage.tolerant():
+            references_fold()
         options_panel()
-    references_strip(errs.get("references"))
+    with outage.tolerant():
+        references_strip(errs.get("references"))
     ratio_picker(errs.get("aspect_ratio"))
     submit.generate_button()
 submit.confirm_if_pending()
 with results:
-    active_campaigns()
+    with outage.tolerant():
+        active_campaigns()
     st.subheader("Results", anchor=False)
-    live_queue()
+    with outage.tolerant():
+        live_queue()
 draft.persist()

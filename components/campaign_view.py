@@ -14,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from access.page import current_author, team_login_on
+from components import outage
 from components.chrome import spend_suffix
 from components.pickers import shape_svg
 from components.queue import status_badge
@@ -100,6 +101,7 @@ RECENT_S = 600  # a finished campaign stays on the Studio page this long after i
 
 
 @st.fragment
+@outage.guarded
 def active_campaigns() -> None:
     """Campaigns with work left (or finished in the last ten minutes), for the Studio page."""
     since = version(get_services().events)
@@ -263,6 +265,7 @@ def _zip(c: Campaign) -> None:
 
 
 @st.fragment
+@outage.guarded
 def _live(campaign_id: int) -> None:
     since = version(get_services().events)
     c = book().campaign(campaign_id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from components import outage
 from components.services import get_services
 from components.watch import version, watch
 from studio.usecases import delete_images, undo_delete
@@ -74,6 +75,7 @@ def undo_bar() -> None:
 
 
 @st.fragment
+@outage.guarded
 def _bar(token: str) -> None:
     since = version(get_services().events)
     deletion = get_services().trash.pending(token)

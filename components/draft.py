@@ -23,6 +23,7 @@ from typing import Any
 
 import streamlit as st
 
+from components import outage
 from components.services import get_services
 from studio.drafts import COOKIE, MAX_AGE_DAYS, Drafts, new_id, valid_id
 from studio.ratios import DEFAULT_RESOLUTION, EXT_ROUTE, RATIO_NAMES, RESOLUTIONS, combination_problem
@@ -262,7 +263,11 @@ def _restore() -> None:
     """Once per session: find the browser's draft id and put its stored draft in the editor."""
     ss = st.session_state
     ss[DRAFT_ID] = _cookie() or new_id()
-    body = _drafts().load(_store_key(ss[DRAFT_ID]))
+    body = None
+    # A session begun while the database is away starts empty (what is typed in it is kept
+    # and saved once it is back); the stored draft is still there for the next reload.
+    with outage.tolerant():
+        body = _drafts().load(_store_key(ss[DRAFT_ID]))
     if not body:
         return
     text = body.get("prompt")
@@ -306,7 +311,8 @@ def persist() -> None:
     """Save the draft if it changed, and make sure the browser keeps its id (call at the end of a page)."""
     ss = st.session_state
     init()
-    _drafts().save(_store_key(ss[DRAFT_ID]), snapshot())
+    with outage.tolerant():  # saved by the first run after the database is back
+        _drafts().save(_store_key(ss[DRAFT_ID]), snapshot())
     if _cookie() != ss[DRAFT_ID]:
         script = (
             _COOKIE_JS.replace("__NAME__", COOKIE)

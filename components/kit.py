@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from components import outage
 from components.fidelity import md
 from components.services import get_services, image_url, show_image
 from components.watch import version, watch
@@ -109,6 +110,7 @@ def kit_panel(creative_id: str, *, key: str) -> None:
 
 
 @st.fragment
+@outage.guarded
 def _progress(job_id: str) -> None:
     since = version(get_services().events)
     job = get_services().kits.status(job_id)

@@ -26,7 +26,7 @@ from decimal import Decimal
 import streamlit as st
 
 from access.page import current_author
-from components import draft
+from components import draft, outage
 from components.chrome import spend_suffix
 from components.services import get_services
 from components.text import literal
@@ -39,6 +39,7 @@ from studio.campaigns import (
     variables,
 )
 from studio.errors import HiAPIError
+from studio.health import SENTENCES, Dependency, dependency_of
 from studio.output_storage import storage_value
 from studio.pricing import Pricing
 from studio.ratios import EXT_ROUTE, combination_problem
@@ -226,6 +227,13 @@ def _send(summary: dict) -> None:
     except (HiAPIError, ValueError) as exc:
         _say(errors={"general": getattr(exc, "message", None) or str(exc)})
         return
+    except Exception as exc:
+        # The database went away: the click's one transaction was not written, so nothing is
+        # sent; the same click (its token) after it is back still makes one creative.
+        if dependency_of(exc) is None:
+            raise
+        _outage_said(exc)
+        return
     n = len(done.submission_ids)
     if done.campaign_id is not None:
         st.session_state[FOCUS] = done.campaign_id
@@ -262,13 +270,26 @@ def on_generate(token: str) -> None:
     st.session_state[PENDING] = None
     if errors:
         return
-    summary = _summary(p, services.pricing)
-    summary["bound"] = token
-    summary["token"] = click_token(token)
-    if summary["quote"].needs_confirmation and not _sent_already(summary["token"]):
-        st.session_state[PENDING] = summary  # the page opens the dialog
+    try:
+        summary = _summary(p, services.pricing)
+        summary["bound"] = token
+        summary["token"] = click_token(token)
+        if summary["quote"].needs_confirmation and not _sent_already(summary["token"]):
+            st.session_state[PENDING] = summary  # the page opens the dialog
+            return
+    except Exception as exc:  # the price table and the click's record are in the database
+        if dependency_of(exc) is None:
+            raise
+        _outage_said(exc)
         return
     _send(summary)
+
+
+def _outage_said(exc: Exception) -> None:
+    """An outage met by a click: noticed, and said beside Generate (nothing was sent)."""
+    dep = dependency_of(exc) or Dependency.DATABASE
+    get_services().health.noticed(dep)
+    _say(errors={"general": SENTENCES[dep]})
 
 
 @st.dialog("Confirm generation", on_dismiss=lambda: st.session_state.pop(PENDING, None))
@@ -323,7 +344,8 @@ def button_label(n: int, cost: Decimal, pricing: Pricing) -> str:
 def generate_button() -> None:
     """Generate, its cost, and every message about sending, in one place beside the prompt."""
     services = get_services()
-    pricing = services.pricing
+    pricing = services.pricing  # the last prices read, while the database is away
+    away = outage.database_down()
     forget_stale()
     text = draft.prompt()
     res = draft.resolution()
@@ -344,6 +366,8 @@ def generate_button() -> None:
     # Only what the pickers decide disables the button: the prompt commits on
     # blur, so a click right after typing must still reach the callback.
     blocked = ratio_problem(draft.ratios(), res, route, image_to_image=i2i)
+    if away:  # a click could not be recorded, so it is not offered (the banner says why)
+        blocked = "Generate waits for the studio's database to be back; what you typed is kept."
     token = _token()
     last = st.session_state.get(LAST)
     signature = _draft_signature()

@@ -6,7 +6,9 @@ channel (/api/events) and reruns the fragment only when a change concerns what
 it draws (one of its tasks, images, kinds of event, or its kit job), at most
 once per `gap`; or once, when a moment it waits for comes (`due_in`: an undo
 window ending), counting the seconds down in the browser meanwhile if given a
-`countdown` text. Nothing reruns while nothing it shows changes.
+`countdown` text. Nothing reruns while nothing it shows changes. A watch given the
+`outage` the page was drawn with ("" for none) reruns when the push channel reports
+another (the database or storage going away or coming back: `studio.health`).
 
 `version(bus)` must be read *before* the fragment reads what it draws: a change
 after it reruns the fragment, one before it is already drawn.
@@ -81,6 +83,7 @@ def watch(
     gap: float = 1.0,
     due_in: float | None = None,
     countdown: str | None = None,
+    outage: str | None = None,
 ) -> None:
     """Rerun the enclosing fragment when a change after `since` concerns it (see `concerns`),
     or `due_in` seconds from now. `countdown` ("{s} s to undo") is shown, ticking, until then."""
@@ -100,6 +103,7 @@ def watch(
             "gap": int(gap * 1000),
             "due": None if due_in is None else max(0, int(due_in * 1000)),
             "text": countdown,
+            "outage": outage,
         },
         on_changed_change=lambda: None,  # the trigger itself is the point: it reruns the fragment
     )

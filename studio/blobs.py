@@ -12,6 +12,8 @@ Contract, enforced by `tests/contracts/test_blob_store.py` for every implementat
 - `exists`, `size` and `delete` (True if something was deleted) never raise for a
   missing key.
 - `keys(prefix)` lists the keys under a prefix (for sweeps of exports and kits).
+- An object store that stops answering (down, unreachable, 5xx) makes any method raise
+  `BlobStoreUnavailable`; the same call works again once it is back.
 - `url(key, expires_s=...)` is a URL a browser or HiAPI may fetch directly (a presigned
   URL on S3), or None when the studio must stream the blob through its own route
   (local files). It never embeds a credential that outlives `expires_s`.
@@ -36,6 +38,10 @@ MAX_KEY = 512
 
 class BlobNotFound(KeyError):
     """No blob under this key."""
+
+
+class BlobStoreUnavailable(Exception):
+    """The object store cannot be reached right now: try again later (never a missing key)."""
 
 
 def check_key(key: str) -> str:
@@ -67,6 +73,10 @@ class BlobStore(Protocol):
     def keys(self, prefix: str = "") -> Iterator[str]: ...
 
     def url(self, key: str, *, expires_s: int = 3600) -> str | None: ...
+
+    def ping(self) -> None:
+        """Return when the store answers now; `BlobStoreUnavailable` (within seconds) when not."""
+        ...
 
 
 class LocalBlobStore:
@@ -167,6 +177,11 @@ class LocalBlobStore:
     def url(self, key: str, *, expires_s: int = 3600) -> str | None:
         check_key(key)
         return None
+
+    def ping(self) -> None:
+        """`BlobStore.ping`: the folder is there (a local disk does not go away between calls)."""
+        if not self.root.is_dir():
+            raise BlobStoreUnavailable(f"the image folder {self.root} is missing")
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -64,12 +64,22 @@ class Drafts:
         """Store the draft; True when something was written (it differed from the last write)."""
         body = json.dumps(draft, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
         with self._lock:
-            if self._last.get(draft_id) == body:
+            before = self._last.get(draft_id)
+            if before == body:
                 return False
             first = draft_id not in self._last
             self._last[draft_id] = body
         at = time.time() if now is None else now
-        self._store.save_draft(
-            draft_id, body, now=at, prune_before=at - MAX_AGE_DAYS * 86_400 if first else None
-        )
+        try:
+            self._store.save_draft(
+                draft_id, body, now=at, prune_before=at - MAX_AGE_DAYS * 86_400 if first else None
+            )
+        except BaseException:
+            with self._lock:  # not written (the database away): the next save writes it
+                if self._last.get(draft_id) == body:
+                    if before is None:
+                        self._last.pop(draft_id, None)
+                    else:
+                        self._last[draft_id] = before
+            raise
         return True

@@ -9,7 +9,10 @@ Contract:
 - A write that must be atomic is one method: recording a click, a campaign
   launch, a create answer with the callback it outran.
 - Driver errors stay inside the adapter: opening a database that cannot be
-  used raises `DatabaseUnusable` (`SchemaTooNew` when a newer studio wrote it).
+  used raises `DatabaseUnusable` (`SchemaTooNew` when a newer studio wrote it);
+  a database server that stops answering while the studio runs (down, restarting,
+  unreachable) makes any method raise `StoreUnavailable`, and the same call works
+  again once it is back: nothing it was asked to write is half written.
 """
 
 from __future__ import annotations
@@ -45,6 +48,12 @@ class DatabaseUnusable(Exception):
 
 class SchemaTooNew(DatabaseUnusable, RuntimeError):
     """The database was written by a newer studio; it is refused, never touched."""
+
+
+class StoreUnavailable(Exception):
+    """The database server cannot be reached right now (it was at start): try again later.
+
+    The message names no URL or credential; `studio.health` turns it into the pages' one sentence."""
 
 
 class NameTaken(ValueError):
@@ -473,5 +482,9 @@ class Repositories(
     """Every aggregate at once: what a database adapter's facade (`studio.sqlite.Store`) provides."""
 
     def schema_version(self) -> int: ...
+
+    def ping(self) -> None:
+        """Return when the database answers now; `StoreUnavailable` (within a few seconds) when not."""
+        ...
 
     def close(self) -> None: ...

@@ -56,6 +56,7 @@ from .client import HiAPIClient
 from .config import Settings, StorageKind
 from .export import sweep_exports
 from .fidelity import FidelityChecker, FidelityReport
+from .health import Dependency, Health
 from .images import ImageKeeper
 from .intake import Intake, budget_key
 from .kit import KitBuilder, sweep_kits
@@ -64,7 +65,7 @@ from .pricing import Pricing
 from .pricing import defaults_from as pricing_defaults
 from .pricing import load as load_pricing
 from .references import ReferenceShelf, load_or_create_key
-from .repositories import DatabaseUnusable, Repositories, SchemaTooNew
+from .repositories import DatabaseUnusable, Repositories, SchemaTooNew, StoreUnavailable
 from .sqlite.store import Store
 from .startup import (
     StartupError,
@@ -114,6 +115,8 @@ class Services:
     web_intake: Intake | None = None  # the web role's intake (no tracker); see `intake`
     change_watch: ev.ChangeWatch | None = None  # web role: other processes' commits reach the bus
     shared_bus: Any | None = None  # team mode: the PgEventBus every replica's pages hear
+    health: Health = field(default_factory=lambda: Health({}))  # team mode: the database and bucket checked
+    _pricing_seen: Pricing | None = field(default=None, repr=False)
 
     @property
     def intake(self) -> Intake:
@@ -140,8 +143,16 @@ class Services:
 
     @property
     def pricing(self) -> Pricing:
-        """Prices, confirmation rule and concurrency: Settings' saved values over env/secrets defaults."""
-        return load_pricing(self.store, self.pricing_defaults or Pricing())
+        """Prices, confirmation rule and concurrency: Settings' saved values over env/secrets defaults.
+
+        While the database is away the last prices read are shown (the defaults if none were):
+        a page can still say what an image costs, and no click is recorded meanwhile anyway."""
+        try:
+            self._pricing_seen = load_pricing(self.store, self.pricing_defaults or Pricing())
+        except StoreUnavailable:
+            self.health.noticed(Dependency.DATABASE)
+            return self._pricing_seen or self.pricing_defaults or Pricing()
+        return self._pricing_seen
 
     def reference_base(self, studio_port: int | None) -> str | None:
         """Where HiAPI fetches reference images from: STUDIO_PUBLIC_URL, or (simulator
@@ -174,6 +185,7 @@ class Services:
         return str(self.settings.data_dir / cb.TOKEN_FILE)
 
     def close(self) -> None:
+        self.health.stop()
         if self.kits:
             self.kits.close()
         if self.trash:
@@ -366,6 +378,15 @@ def _start(
     receiver = None
     if callback_url and token and pages:
         receiver = cb.CallbackReceiver(token, intake, secret=settings.webhook_secret)
+    health = _health(settings, store, keeper.blobs)
+
+    def outage_changed(down: tuple[Dependency, ...]) -> None:
+        if tracker is not None:  # back (or newly down): the tracker's next round is now, not at its retry
+            tracker.wake()
+        if not down:  # pages reload what they show: they may have missed changes meanwhile
+            intake.events.publish(ev.CHANGED)
+
+    health.subscribe(outage_changed)
     watch = None
     if not works and shared_bus is None:  # the workers are other processes: their commits must reach this bus
         watch = ev.ChangeWatch(intake.events, store.data_version).start()
@@ -387,9 +408,21 @@ def _start(
         web_intake=web_intake,
         change_watch=watch,
         shared_bus=shared_bus,
+        health=health.start(),
     )
     log.info("studio services started in %s mode, role %s, %s", settings.mode, settings.role, intake.mode)
     return _current
+
+
+def _health(settings: Settings, store: Repositories, blobs: BlobStore) -> Health:
+    """Team mode checks its database and bucket every 2 s (they are other machines); a local
+    studio's SQLite file and image folder do not go away while it runs, so nothing is checked."""
+    probes = {}
+    if settings.team:
+        probes[Dependency.DATABASE] = store.ping
+    if settings.storage.kind is StorageKind.S3:
+        probes[Dependency.STORAGE] = blobs.ping
+    return Health(probes)
 
 
 def _shared_bus(settings: Settings) -> Any:

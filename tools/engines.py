@@ -142,11 +142,22 @@ class PostgresServer:
         )  # fmt: skip
         pwfile.unlink()
         self.port = self.port or free_port()
+        self._launch(timeout, first=True)
+        self.dsn = f"postgresql://studio:{self.password}@127.0.0.1:{self.port}/studio"
+        return self
+
+    def _launch(self, timeout: float, *, first: bool) -> None:
+        """Run the server on the cluster in `root` and wait until it answers (creating the
+        `studio` database the first time)."""
+        import psycopg
+
+        assert self.root is not None and self.bin is not None
+        prefix, uid, gid = _unprivileged(self.user)
         log = open(self.root / "postgres.log", "ab")
         if uid is not None:
             os.chown(self.root / "postgres.log", uid, gid or -1)
         self.proc = subprocess.Popen(
-            [*prefix, str(self.bin / "postgres"), "-D", str(data), "-k", str(self.root),
+            [*prefix, str(self.bin / "postgres"), "-D", str(self.root / "data"), "-k", str(self.root),
              "-h", "127.0.0.1", "-p", str(self.port),
              "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
              "-c", "max_connections=60"],
@@ -154,21 +165,26 @@ class PostgresServer:
         )  # fmt: skip
         admin = f"postgresql://studio:{self.password}@127.0.0.1:{self.port}/postgres"
         deadline = time.monotonic() + timeout
-        import psycopg
-
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"postgres exited early:\n{self.log()}")
             try:
                 with psycopg.connect(admin, autocommit=True, connect_timeout=2) as conn:
-                    conn.execute("CREATE DATABASE studio")
-                break
+                    conn.execute("CREATE DATABASE studio" if first else "SELECT 1")
+                return
             except psycopg.OperationalError:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"postgres did not accept connections:\n{self.log()}") from None
                 time.sleep(0.1)
-        self.dsn = f"postgresql://studio:{self.password}@127.0.0.1:{self.port}/studio"
-        return self
+
+    def halt(self) -> None:
+        """Stop the server as an outage would (its connections cut), keeping the cluster."""
+        if self.proc and self.proc.poll() is None:
+            end_process_group(self.proc, signal.SIGINT)  # fast shutdown: sessions are ended
+
+    def resume(self, timeout: float = 60.0) -> None:
+        """Start the halted server again on the same port with the same data."""
+        self._launch(timeout, first=False)
 
     def create_database(self, name: str | None = None) -> str:
         """A new empty database on this cluster; its DSN."""
@@ -213,6 +229,7 @@ class S3Server:
         self.endpoint_url = ""
         self.access_key = ""
         self.secret_key = ""
+        self._args: list[str] = []
 
     def log(self) -> str:
         p = self.root / "weed.log" if self.root else None
@@ -255,11 +272,25 @@ class S3Server:
             f"-s3.config={config}", f"-bucket={self.bucket}",
         ]  # fmt: skip
         (self.root / "data").mkdir()
+        self._args = args
+        self.endpoint_url = f"http://127.0.0.1:{s3_port}"
+        return self._launch(timeout)
+
+    def halt(self) -> None:
+        """Stop the store as an outage would, keeping its data and ports."""
+        if self.proc and self.proc.poll() is None:
+            end_process_group(self.proc, signal.SIGTERM)
+
+    def resume(self, timeout: float = 90.0) -> S3Server:
+        """Start the halted store again on the same ports with the same data."""
+        return self._launch(timeout)
+
+    def _launch(self, timeout: float) -> S3Server:
+        assert self.root is not None
         log = open(self.root / "weed.log", "ab")
         self.proc = subprocess.Popen(
-            args, cwd=self.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            self._args, cwd=self.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-        self.endpoint_url = f"http://127.0.0.1:{s3_port}"
         client = self.client()
         deadline = time.monotonic() + timeout
         while True:

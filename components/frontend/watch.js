@@ -13,6 +13,9 @@
 // - Reruns are at least `gap` ms apart: the ones asked for meanwhile become one.
 // - `due` ms from now the fragment reruns once (an undo window ending).
 // - `text`, if given, is shown with {s} replaced by the seconds left until `due`.
+// - `outage`, if not null, is the outage the page was drawn with ("" for none): a message
+//   saying another one shows its `problem` sentence at once if one went away (the page is
+//   left as it is, so typing goes on), and reruns it when it is back.
 // The push channel's functions (feed*) are components/frontend/feed.js, put in front.
 
 const STATES = new WeakMap();
@@ -45,8 +48,29 @@ function rerun(state, why) {
 
 function onNews(state, msg, name) {
   if (!msg || !state.v) return;
+  if (state.outage !== null && typeof msg.outage === "string") {
+    if (msg.outage === state.outage) {
+      showProblem(state, "");
+    } else if (msg.outage === "" || state.outage !== "") {
+      rerun(state, "outage"); // back (or another outage): the page is drawn again
+      return;
+    } else {
+      // Newly away: said here at once, and the page is left as it is, so nothing being
+      // typed is interrupted; the next run draws the page's own banner.
+      showProblem(state, msg.problem || "");
+    }
+  }
+  if (!state.news) return; // an outage watch only: other news is not its business
   if (!feedNewer(msg, state.v)) return; // already drawn
   if (name === "hello" || msg.boot !== state.v.boot || concerns(state, msg)) rerun(state, msg.seq);
+}
+
+function showProblem(state, text) {
+  state.problem = text;
+  state.root.classList.toggle("w-outage", Boolean(text));
+  state.root.classList.toggle("w-hidden", !text && !state.text);
+  if (text && state.root.textContent !== text) state.root.textContent = text;
+  if (!text && !state.text) state.root.textContent = "";
 }
 
 function showLeft(state) {
@@ -75,7 +99,9 @@ export default function (component) {
   state.unknown = Boolean(data.unknown);
   state.gap = Number(data.gap) || 0;
   state.text = data.text || "";
-  state.root.classList.toggle("w-hidden", !state.text);
+  state.outage = typeof data.outage === "string" ? data.outage : null;
+  if (state.outage !== null) showProblem(state, ""); // drawn again: the page's own banner says it now
+  state.root.classList.toggle("w-hidden", !state.text && !state.problem);
   state.root.dataset.seq = String(data.v ? data.v.seq : 0);
   if (data.due !== state.due) {
     // A new deadline from the script (each run sends the time left as it sees it).
@@ -90,7 +116,8 @@ export default function (component) {
     }
   }
   showLeft(state);
-  const listens = state.sids.size || state.oids.size || state.kinds.size || state.job || state.unknown;
+  state.news = Boolean(state.sids.size || state.oids.size || state.kinds.size || state.job || state.unknown);
+  const listens = state.news || state.outage !== null;
   if (listens && data.feed) feedUse(state, data.feed, (msg, name) => onNews(state, msg, name));
   return () => {
     feedClose(state);

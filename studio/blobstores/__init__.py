@@ -18,11 +18,14 @@ def blob_store_for(storage: StorageSettings) -> BlobStore:
         return LocalBlobStore(storage.root)
     from .s3 import S3BlobStore, s3_client
 
-    client = s3_client(
-        endpoint_url=storage.endpoint_url,
-        region=storage.region,
-        access_key=storage.access_key,
-        secret_key=storage.secret_key,
-        session_token=storage.session_token,
-    )
-    return S3BlobStore(storage.bucket, storage.prefix, client)
+    def client(quick: bool = False) -> object:
+        return s3_client(
+            endpoint_url=storage.endpoint_url,
+            region=storage.region,
+            access_key=storage.access_key,
+            secret_key=storage.secret_key,
+            session_token=storage.session_token,
+            quick=quick,
+        )
+
+    return S3BlobStore(storage.bucket, storage.prefix, client(), probe=client(quick=True))

@@ -9,7 +9,10 @@ Contract (`studio.blobs.BlobStore`, tested by tests/contracts/test_blob_store.py
 - `keys(prefix)` lists under the store's own prefix and gives keys without it.
 - Credentials live only inside the boto3 client: they are never in `repr`, a log line or an
   error. An S3 failure is an `S3BlobError` naming the operation, the key and S3's error code,
-  raised without its cause (botocore's messages may quote request details).
+  raised without its cause (botocore's messages may quote request details); when the
+  endpoint cannot be reached or answers that it is unavailable (5xx, SlowDown) it is an
+  `S3Unavailable`, a `blobs.BlobStoreUnavailable` too, so callers wait for it to come back.
+- `ping()` is one HeadBucket on a client that gives up within a few seconds.
 
 boto3 rather than obstore: it is the reference client every S3-compatible store tests
 against, its presigned URLs and path-style addressing work the same on AWS, R2, MinIO and
@@ -22,15 +25,37 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from ..blobs import BlobNotFound, check_key
+from ..blobs import BlobNotFound, BlobStoreUnavailable, check_key
 
 #: SigV4 presigned URLs live at most 7 days.
 MAX_URL_EXPIRY_S = 7 * 24 * 3600
 _MISSING = {"404", "NoSuchKey", "NotFound"}
+#: S3 error codes that say the store is unavailable for now, not that the request was wrong.
+_UNAVAILABLE = {
+    "ServiceUnavailable",
+    "SlowDown",
+    "InternalError",
+    "RequestTimeout",
+    "500",
+    "502",
+    "503",
+    "504",
+}
 
 
 class S3BlobError(RuntimeError):
     """An S3 request failed for another reason than a missing key (down, refused, denied)."""
+
+
+class S3Unavailable(S3BlobError, BlobStoreUnavailable):
+    """The bucket's endpoint cannot be reached, or says it is unavailable for now."""
+
+
+def _unreachable(exc: Exception) -> bool:
+    from botocore.exceptions import ConnectionError as EndpointDown
+    from botocore.exceptions import HTTPClientError
+
+    return isinstance(exc, EndpointDown | HTTPClientError) or _code(exc) in _UNAVAILABLE
 
 
 def s3_client(
@@ -40,10 +65,12 @@ def s3_client(
     access_key: str | None = None,
     secret_key: str | None = None,
     session_token: str | None = None,
+    quick: bool = False,
 ) -> Any:
     """A boto3 S3 client: SigV4, path-style addressing when an endpoint is given (most
     S3-compatible stores want it), a short retry budget. Credentials left None come from
-    boto3's usual chain (AWS_* variables, profile, instance role)."""
+    boto3's usual chain (AWS_* variables, profile, instance role). `quick`: one attempt
+    with short timeouts, for asking whether the store answers."""
     import boto3
     from botocore.config import Config
 
@@ -57,9 +84,9 @@ def s3_client(
         config=Config(
             signature_version="s3v4",
             s3={"addressing_style": "path" if endpoint_url else "auto"},
-            retries={"max_attempts": 3, "mode": "standard"},
-            connect_timeout=5,
-            read_timeout=60,
+            retries={"max_attempts": 1 if quick else 3, "mode": "standard"},
+            connect_timeout=1 if quick else 5,
+            read_timeout=3 if quick else 60,
         ),
     )
 
@@ -74,13 +101,14 @@ def _code(exc: Exception) -> str:
 class S3BlobStore:
     """`studio.blobs.BlobStore` on a bucket: every key is stored as `prefix/key`."""
 
-    def __init__(self, bucket: str, prefix: str, client: Any) -> None:
+    def __init__(self, bucket: str, prefix: str, client: Any, *, probe: Any = None) -> None:
         if not bucket:
             raise ValueError("an S3 blob store needs a bucket name")
         prefix = prefix.strip("/")
         self.bucket = bucket
         self.prefix = check_key(prefix) + "/" if prefix else ""
         self._client = client
+        self._probe = probe or client  # `ping`'s client: one quick attempt
 
     def __repr__(self) -> str:
         endpoint = getattr(getattr(self._client, "meta", None), "endpoint_url", None)
@@ -91,7 +119,15 @@ class S3BlobStore:
 
     def _fail(self, operation: str, key: str, exc: Exception) -> S3BlobError:
         code = _code(exc) or type(exc).__name__
-        return S3BlobError(f"S3 {operation} of {key!r} in bucket {self.bucket!r} failed ({code})")
+        kind = S3Unavailable if _unreachable(exc) else S3BlobError
+        return kind(f"S3 {operation} of {key!r} in bucket {self.bucket!r} failed ({code})")
+
+    def ping(self) -> None:
+        """`BlobStore.ping`: the bucket answers now, or S3Unavailable / S3BlobError within seconds."""
+        try:
+            self._probe.head_bucket(Bucket=self.bucket)
+        except Exception as exc:
+            raise self._fail("head", "/", exc) from None
 
     def _is_missing(self, exc: Exception) -> bool:
         return _code(exc) in _MISSING
@@ -110,9 +146,10 @@ class S3BlobStore:
             counted = _Counting(data)
             self._client.upload_fileobj(counted, self.bucket, name)
             return counted.count
-        except (OSError, ValueError):
-            raise
         except Exception as exc:
+            # A local file that cannot be read is the caller's; botocore's connection errors are OSErrors too.
+            if isinstance(exc, OSError | ValueError) and not _unreachable(exc):
+                raise
             raise self._fail("put", key, exc) from None
 
     def open(self, key: str) -> BinaryIO:

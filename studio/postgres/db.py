@@ -11,33 +11,82 @@ Contract:
 - Placeholders are psycopg's `%s` / `%(name)s`; races the SQLite adapter avoided by
   its single writer are closed here by row locks (`SELECT … FOR UPDATE`,
   `FOR UPDATE SKIP LOCKED`) or `pg_advisory_xact_lock`, each stated where it is used.
+- The server going away (refused, restarting, a connection cut mid-statement) surfaces
+  as `repositories.StoreUnavailable`, never as a driver error: the transaction it cut
+  was rolled back by the server, so the caller may simply try again later. While an
+  outage lasts a call gives up after `QUICK_S` instead of the pool's full wait, so a
+  page or a worker loop learns of it at once; the pool reconnects by itself, and the
+  first call that gets a connection ends the outage.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from ..repositories import StoreUnavailable
 from . import schema
+
+#: Seconds a call waits for a connection while the server is known to be down.
+QUICK_S = 1.0
+#: SQLSTATE classes and codes that mean the server is gone, not that the statement was wrong:
+#: connection exceptions (08…), and the server shutting down or still starting (57P01-57P03).
+_GONE = ("08", "57P01", "57P02", "57P03")
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Does this driver error mean the server cannot be reached (rather than a bad statement)?"""
+    import psycopg
+    from psycopg_pool import PoolTimeout
+
+    if isinstance(exc, PoolTimeout):
+        return True
+    if isinstance(exc, psycopg.InterfaceError):
+        return "closed" in str(exc)  # the connection went away under us
+    if isinstance(exc, psycopg.OperationalError):
+        state = exc.sqlstate
+        return state is None or state.startswith(_GONE)  # None: the socket itself failed
+    return False
 
 
 class PgDatabase:
     """A migrated PostgreSQL database behind a psycopg_pool.ConnectionPool."""
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, *, reopen: Callable[[], Any] | None = None) -> None:
         from psycopg.rows import tuple_row
 
         self._pool = pool
+        self._reopen = reopen  # a fresh pool on the same database (`ping` after an outage)
+        self._down = False  # an outage was seen and no call has got a connection since
         with pool.connection() as conn:
             conn.row_factory = tuple_row  # a pooled connection keeps the dict_row an earlier _tx set
             schema.migrate(conn)
+
+    @property
+    def unavailable(self) -> bool:
+        """True from an outage seen until a call gets a connection again."""
+        return self._down
+
+    @contextmanager
+    def _conn(self, *, quick: bool = False) -> Iterator[Any]:
+        """A pooled connection; an outage (at checkout or during the block) is StoreUnavailable."""
+        try:
+            with self._pool.connection(timeout=QUICK_S if quick or self._down else None) as conn:
+                self._down = False
+                yield conn
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            self._down = True
+            raise StoreUnavailable("the database server is not answering") from None
 
     @contextmanager
     def _tx(self) -> Iterator[Any]:
         from psycopg.rows import dict_row
 
-        with self._pool.connection() as conn:
+        with self._conn() as conn:
             conn.row_factory = dict_row
             with conn.transaction():
                 yield conn
@@ -46,9 +95,34 @@ class PgDatabase:
     def _read(self) -> Iterator[Any]:
         from psycopg.rows import dict_row
 
-        with self._pool.connection() as conn:
+        with self._conn() as conn:
             conn.row_factory = dict_row
             yield conn
+
+    def ping(self) -> None:
+        """`Repositories.ping`: one `SELECT 1`, giving up after `QUICK_S` without a connection.
+
+        After a long outage the pool's own reconnects back off (up to a minute apart), so
+        when the pool has none to lend, a fresh pool is tried: the first ping after the
+        server is back ends the outage, and the old pool is closed behind it."""
+        try:
+            with self._conn(quick=True) as conn:
+                conn.execute("SELECT 1")
+        except StoreUnavailable:
+            if self._reopen is None:
+                raise
+            self._revive()
+
+    def _revive(self) -> None:
+        try:
+            fresh = self._reopen() if self._reopen is not None else None
+        except Exception:  # DatabaseUnavailable: still away (its text is for the start, not here)
+            raise StoreUnavailable("the database server is not answering") from None
+        if fresh is None:
+            raise StoreUnavailable("the database server is not answering")
+        old, self._pool = self._pool, fresh
+        self._down = False
+        threading.Thread(target=old.close, name="pg-old-pool", daemon=True).start()
 
     def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
         """One statement in its own transaction; the number of rows it touched."""
@@ -61,6 +135,6 @@ class PgDatabase:
     def schema_version(self) -> int:
         from psycopg.rows import tuple_row
 
-        with self._pool.connection() as conn:
+        with self._conn() as conn:
             conn.row_factory = tuple_row
             return schema.current_version(conn)

@@ -59,8 +59,12 @@ class PgStore(
     def open(cls, database: DatabaseSettings, **pool_options: Any) -> PgStore:
         """A store on a new pool for `database` (`pool.open_pool`'s options and errors)."""
         pool = open_pool(database, **pool_options)
+
+        def reopen() -> Any:  # after an outage: a fresh pool, or DatabaseUnavailable within seconds
+            return open_pool(database, **{**pool_options, "timeout": 2.0})
+
         try:
-            return cls(pool)
+            return cls(pool, reopen=reopen)
         except BaseException:
             pool.close()
             raise

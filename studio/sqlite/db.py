@@ -74,3 +74,7 @@ class Database:
 
     def schema_version(self) -> int:
         return schema.version_of(self._conn())
+
+    def ping(self) -> None:
+        """`Repositories.ping`: a file on this machine answers while the studio runs."""
+        self._conn().execute("SELECT 1")
