@@ -400,25 +400,23 @@ def _shared_bus(settings: Settings) -> Any:
 
 
 def _open_store(settings: Settings) -> Repositories:
-    """The database `settings.database` names, opened and migrated; StartupError otherwise."""
+    """The database `settings.database` names, opened and migrated; StartupError otherwise
+    (one sentence saying what to fix; a database written by a newer studio is refused on
+    either adapter with the adapter's own `SchemaTooNew` sentence)."""
     data = settings.data_dir
-    if settings.team:
-        from .postgres.schema import SchemaTooNew as PgSchemaTooNew
-        from .postgres.store import PgStore
+    try:
+        if settings.team:
+            from .postgres.store import PgStore
 
-        try:
             # DatabaseUnavailable (a StartupError) says what to fix, the password masked.
             return PgStore.open(settings.database)
-        except PgSchemaTooNew as exc:
-            raise StartupError(str(exc)) from None
-    # One all-in-one studio per data folder, or any number of web and worker processes.
-    hold_data_lock(data, shared=settings.role != "all")
-    check_database(data / "studio.db")
-    try:
+        # One all-in-one studio per data folder, or any number of web and worker processes.
+        hold_data_lock(data, shared=settings.role != "all")
+        check_database(data / "studio.db")
         return Store(data / "studio.db")
     except SchemaTooNew as exc:  # written by a newer studio
         raise StartupError(str(exc)) from None
-    except DatabaseUnusable as exc:
+    except DatabaseUnusable as exc:  # the SQLite file: damaged, locked, not a database
         raise StartupError(
             f"The database {data / 'studio.db'} cannot be used ({exc}). "
             "Stop the studio, move it aside (your images are kept) and restart."

@@ -16,6 +16,7 @@ import pytest
 
 from studio import services as core
 from studio.config import Settings
+from studio.postgres.schema import SCHEMA_VERSION
 from studio.postgres.store import PgStore
 from studio.startup import StartupError
 from tests.support import ARRIVAL_MS, StudioServer, free_port, wait_for
@@ -62,6 +63,22 @@ def test_a_database_that_refuses_the_login_stops_the_start_with_the_password_mas
     password = wrong.split("@")[0].rsplit(":", 1)[1]
     assert password not in str(refused.value) and "***" in str(refused.value)
     assert core.current() is None
+
+
+def test_a_database_from_a_newer_studio_is_refused_at_start_in_one_sentence(tmp_path, postgres_db):
+    PgStore.open(_team_settings(tmp_path, postgres_db).database).close()  # migrated to this studio's version
+    with psycopg.connect(postgres_db) as conn:
+        conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (SCHEMA_VERSION + 1,))
+    before = _rows(postgres_db, "SELECT version FROM schema_migrations ORDER BY version")
+    core.shutdown()
+    with pytest.raises(StartupError) as refused:
+        core.boot(_team_settings(tmp_path, postgres_db))
+    sentence = str(refused.value)
+    assert f"schema version {SCHEMA_VERSION + 1}, newer than this studio's {SCHEMA_VERSION}" in sentence
+    assert "DATABASE_URL" in sentence and "\n" not in sentence and sentence.count(". ") == 0
+    assert refused.value.__cause__ is None and refused.value.__suppress_context__
+    assert core.current() is None
+    assert _rows(postgres_db, "SELECT version FROM schema_migrations ORDER BY version") == before  # untouched
 
 
 def test_an_object_store_that_is_down_stops_the_start_naming_the_variables(tmp_path, postgres_db):
