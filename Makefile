@@ -7,7 +7,7 @@ ADDRESS ?= 127.0.0.1
 STUDIO_DATA_DIR ?= data
 export STUDIO_DATA_DIR
 
-.PHONY: run team test test-fast install install-test browser ocr team-deps lint bench soak clean
+.PHONY: run team test test-fast install install-test browser ocr team-deps lint bench soak soak-team clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -78,9 +78,18 @@ test-fast: install-test ocr team-deps
 
 # 300 submissions under faults, the tracker killed with SIGKILL twice mid-way and restarted;
 # prints the figures and fails unless all are terminal, none duplicated, none lost.
-# (`make test` runs a 30-submission version.)
-soak: install
-	$(BIN)/python -m tools.soak --submissions 300
+# (`make test` runs a 30-submission version.) `make` cannot pass `--team` on its command line,
+# so team mode is `make soak TEAM=1` (or `make soak-team`): two replicas on a throwaway PostgreSQL
+# + SeaweedFS, one SIGKILLed twice and restarted; it installs the team extra and engines first.
+# SUBMISSIONS sets the count either way: `make soak TEAM=1 SUBMISSIONS=60`.
+SUBMISSIONS ?= 300
+TEAM ?=
+SOAK_TEAM := $(filter-out 0 no false,$(strip $(TEAM)))
+soak: $(if $(SOAK_TEAM),install-test team-deps,install)
+	$(BIN)/python -m tools.soak $(if $(SOAK_TEAM),--team )--submissions $(SUBMISSIONS)
+
+soak-team:
+	$(MAKE) soak TEAM=1 SUBMISSIONS=$(SUBMISSIONS)
 
 lint: install-test
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

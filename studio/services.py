@@ -50,6 +50,7 @@ from urllib.parse import urlsplit
 from . import callbacks as cb
 from . import errors as E
 from . import events as ev
+from .blob_keys import EXPORTS, KITS
 from .blobs import BlobStore, LocalBlobStore
 from .blobstores import blob_store_for
 from .client import HiAPIClient
@@ -433,25 +434,23 @@ def _shared_bus(settings: Settings) -> Any:
 
 
 def _open_store(settings: Settings) -> Repositories:
-    """The database `settings.database` names, opened and migrated; StartupError otherwise."""
+    """The database `settings.database` names, opened and migrated; StartupError otherwise
+    (one sentence saying what to fix; a database written by a newer studio is refused on
+    either adapter with the adapter's own `SchemaTooNew` sentence)."""
     data = settings.data_dir
-    if settings.team:
-        from .postgres.schema import SchemaTooNew as PgSchemaTooNew
-        from .postgres.store import PgStore
+    try:
+        if settings.team:
+            from .postgres.store import PgStore
 
-        try:
             # DatabaseUnavailable (a StartupError) says what to fix, the password masked.
             return PgStore.open(settings.database)
-        except PgSchemaTooNew as exc:
-            raise StartupError(str(exc)) from None
-    # One all-in-one studio per data folder, or any number of web and worker processes.
-    hold_data_lock(data, shared=settings.role != "all")
-    check_database(data / "studio.db")
-    try:
+        # One all-in-one studio per data folder, or any number of web and worker processes.
+        hold_data_lock(data, shared=settings.role != "all")
+        check_database(data / "studio.db")
         return Store(data / "studio.db")
     except SchemaTooNew as exc:  # written by a newer studio
         raise StartupError(str(exc)) from None
-    except DatabaseUnusable as exc:
+    except DatabaseUnusable as exc:  # the SQLite file: damaged, locked, not a database
         raise StartupError(
             f"The database {data / 'studio.db'} cannot be used ({exc}). "
             "Stop the studio, move it aside (your images are kept) and restart."
@@ -473,6 +472,8 @@ def _open_data(settings: Settings) -> tuple[Repositories, ImageKeeper]:
         keeper.sweep_temp()  # a crash between download and rename leaves only a temp file
         sweep_exports(blobs)  # one-off downloads whose links have expired
         sweep_kits(blobs)
+        if s3:
+            _expire_downloads(blobs)
     except OSError as exc:
         store.close()
         raise StartupError(
@@ -488,6 +489,35 @@ def _open_data(settings: Settings) -> tuple[Repositories, ImageKeeper]:
             "STORAGE_URL, S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and that the store is running."
         ) from None
     return store, keeper
+
+
+#: Days after which the bucket itself deletes exports and kits, a backstop for the sweeps
+#: (S3's lifecycle counts whole days; a link lives `EXPORT_LIFETIME_S`, an hour).
+DOWNLOAD_EXPIRY_DAYS = 1
+
+
+def _expire_downloads(blobs: BlobStore) -> None:
+    """Ask the bucket to expire `exports/` and `kits/` after `DOWNLOAD_EXPIRY_DAYS` (a lifecycle
+    rule), so one-off downloads go even while no studio runs. Never stops the start: a bucket
+    that refuses (NotImplemented, AccessDenied) gets one log line, and the sweeps at start and
+    at each new export or kit remove them as before."""
+    from .blobstores.s3 import S3BlobStore
+
+    if not isinstance(blobs, S3BlobStore):
+        return
+    try:
+        wrote = blobs.expire_after((EXPORTS, KITS), days=DOWNLOAD_EXPIRY_DAYS)
+    except Exception as exc:  # S3BlobError names S3's code; anything else only by its type
+        log.warning(
+            "The bucket %r keeps no expiry rule for exports and kits (%s); the studio's sweeps remove them.",
+            blobs.bucket,
+            _s3_reason(exc),
+        )
+        return
+    if wrote:
+        log.info(
+            "The bucket %r now expires exports and kits after %d day(s).", blobs.bucket, DOWNLOAD_EXPIRY_DAYS
+        )
 
 
 def _s3_reason(exc: Exception) -> str:

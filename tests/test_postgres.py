@@ -26,6 +26,8 @@ from studio.postgres.schema import (
     migrate,
     prompt_words,
 )
+from studio.repositories import DatabaseUnusable
+from studio.repositories import SchemaTooNew as RepositoriesSchemaTooNew
 from studio.sqlite.store import SCHEMA_VERSION as SQLITE_VERSION
 from studio.sqlite.store import Store
 from tests.support import wait_for
@@ -121,8 +123,10 @@ def test_a_database_from_a_newer_studio_is_refused(pg: str) -> None:
     with psycopg.connect(pg) as conn:
         conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (SCHEMA_VERSION + 1,))
         conn.commit()
-        with pytest.raises(SchemaTooNew, match="newer than this studio"):
+        with pytest.raises(SchemaTooNew, match="newer than this studio") as refused:
             migrate(conn)
+    # The adapter-neutral refusal, as on SQLite: the start-up catches one class for both.
+    assert isinstance(refused.value, DatabaseUnusable) and type(refused.value) is RepositoriesSchemaTooNew
 
 
 def test_spend_outlives_its_submission_and_library_names_ignore_case(pg: str) -> None:

@@ -4,6 +4,7 @@ credentials that never leak into a repr, an error or a log line (on SeaweedFS)."
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 import uuid
 
@@ -114,3 +115,107 @@ def test_storage_url_builds_the_store_it_names(s3_server, tmp_path) -> None:
     assert s3_server.secret_key not in repr(store) + repr(settings)
     local = blob_store_for(Settings.load(env={"STUDIO_DATA_DIR": str(tmp_path)}).storage)
     assert isinstance(local, LocalBlobStore) and local.root == tmp_path
+
+
+def _kept_item(keeper, prompt: str):
+    from studio.records import GalleryItem
+    from studio.simulator import render_png
+
+    kept = keeper.keep_bytes(render_png(prompt, "1:1", "1K"), {"prompt": prompt})
+    return GalleryItem(
+        output_id=1, submission_id=1, creative_id="c0ffee12", prompt=prompt, aspect_ratio="1:1",
+        resolution="1K", model="gpt-image-2", task_id=None, created_at=0.0, sha256=kept.sha256,
+        width=kept.width, height=kept.height, bytes=1, url="", expire_at=0, favourite=False,
+    )  # fmt: skip
+
+
+def test_expired_exports_and_kits_leave_the_bucket_in_the_sweep_and_fresh_ones_stay(s3_server) -> None:
+    from studio.blob_keys import EXPORTS, KITS, export_key
+    from studio.export import EXPORT_LIFETIME_S, sweep_exports, write_zip
+    from studio.images import ImageKeeper
+    from studio.kit import KIT_LIFETIME_S, sweep_kits, write_kit
+
+    store = _store(s3_server)
+    keeper = ImageKeeper(store)
+    items = [_kept_item(keeper, "a kite over the dunes")]
+    now = time.time()  # the sweep's clock, injected: no waiting for an hour to pass
+    fresh_export = export_key(write_zip(items, store, now=now - 60))
+    fresh_kit = write_kit(items, ["square"], store, now=now - 60)
+    # Written after the fresh ones (each write sweeps by its own clock, which is earlier).
+    old_export = export_key(write_zip(items, store, now=now - EXPORT_LIFETIME_S - 60))
+    old_kit = write_kit(items, ["square"], store, now=now - KIT_LIFETIME_S - 60)
+
+    def in_bucket(under: str) -> set[str]:
+        raw = s3_server.client().list_objects_v2(Bucket=s3_server.bucket, Prefix=store.prefix + under)
+        return {o["Key"][len(store.prefix) :] for o in raw.get("Contents", [])}
+
+    assert {old_export, fresh_export} <= in_bucket(EXPORTS)
+    assert {old_kit.zip_key, old_kit.contact_key, fresh_kit.zip_key} <= in_bucket(KITS)
+    assert sweep_exports(store, now=now) == 1
+    assert sweep_kits(store, now=now) == 1
+    assert in_bucket(EXPORTS) == {fresh_export}
+    assert in_bucket(KITS) == {fresh_kit.zip_key, fresh_kit.contact_key}
+    assert any(k.startswith("originals/") for k in store.keys())  # the images themselves stay
+    assert sweep_exports(store, now=now) == 0 and sweep_kits(store, now=now) == 0
+
+
+def _lifecycle(s3_server) -> list[dict]:
+    try:
+        return s3_server.client().get_bucket_lifecycle_configuration(Bucket=s3_server.bucket)["Rules"]
+    except Exception as exc:  # no rules yet
+        assert "NoSuchLifecycleConfiguration" in str(exc)
+        return []
+
+
+def test_the_bucket_expires_exports_and_kits_under_the_stores_prefix_keeping_other_rules(s3_server) -> None:
+    other = {
+        "ID": "team-logs-" + uuid.uuid4().hex[:6],
+        "Filter": {"Prefix": "logs/"},
+        "Status": "Enabled",
+        "Expiration": {"Days": 30},
+    }
+    client = s3_server.client()
+    client.put_bucket_lifecycle_configuration(
+        Bucket=s3_server.bucket, LifecycleConfiguration={"Rules": [*_lifecycle(s3_server), other]}
+    )
+    a, b = _store(s3_server), _store(s3_server)
+    assert a.expire_after(("exports/", "kits/"), days=1) is True
+    assert a.expire_after(("exports/", "kits/"), days=1) is False  # already there: nothing written
+    assert b.expire_after(("exports/", "kits/"), days=1) is True  # a second studio in the bucket
+    rules = {r["Filter"]["Prefix"]: r for r in _lifecycle(s3_server)}
+    for store in (a, b):
+        for under in ("exports/", "kits/"):
+            rule = rules[store.prefix + under]
+            assert rule["Status"] == "Enabled" and rule["Expiration"] == {"Days": 1}
+    assert rules["logs/"] == other  # the team's own rule is kept as it was
+    assert not any(p.startswith(a.prefix + "originals") for p in rules)  # images never expire
+    with pytest.raises(ValueError, match="at least 1 day"):
+        a.expire_after(("exports/",), days=0)
+
+
+def test_a_bucket_that_refuses_lifecycle_rules_is_one_log_line_and_the_start_goes_on(caplog) -> None:
+    # SeaweedFS takes the rules (the test above); a store that answers NotImplemented is a
+    # wire answer it cannot give, so botocore's Stubber gives it here.
+    from botocore.stub import Stubber
+
+    from studio import services as core
+
+    client = s3_client(endpoint_url="http://127.0.0.1:9", access_key="k", secret_key="refused-secret")
+    store = S3BlobStore("studio", "p", client)
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "get_bucket_lifecycle_configuration", "NoSuchLifecycleConfiguration", http_status_code=404
+        )
+        stub.add_client_error("put_bucket_lifecycle_configuration", "NotImplemented", http_status_code=501)
+        with pytest.raises(S3BlobError, match=r"lifecycle write .* failed \(NotImplemented\)"):
+            store.expire_after(("exports/", "kits/"))
+        stub.add_client_error(
+            "get_bucket_lifecycle_configuration", "NoSuchLifecycleConfiguration", http_status_code=404
+        )
+        stub.add_client_error("put_bucket_lifecycle_configuration", "NotImplemented", http_status_code=501)
+        caplog.set_level(logging.INFO, logger="studio.services")
+        core._expire_downloads(store)  # returns: never stops the start
+        stub.assert_no_pending_responses()
+    [line] = [r.getMessage() for r in caplog.records if r.name == "studio.services"]
+    assert "NotImplemented" in line and "sweeps remove them" in line and "\n" not in line
+    assert "refused-secret" not in caplog.text

@@ -36,3 +36,32 @@ def test_short_soak_loses_nothing_and_creates_nothing_twice(tmp_path):
     assert result.failures_with_reason == result.failures_matching == result.failures
     assert result.sim_stats["create_answers_dropped"] + result.sim_stats["idempotent_replays"] > 0
     assert result.ok, result.problems
+
+
+def _soak_recipe(*variables: str) -> tuple[str, str]:
+    """What `make soak` would run with `variables` (make's dry run): its prerequisites' commands
+    and the soak's own command line."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        ["make", "-n", "-s", "-C", str(root), "--no-print-directory", *variables],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    lines = out.strip().splitlines()
+    return "\n".join(lines[:-1]), lines[-1]
+
+
+def test_make_soak_passes_team_and_the_count_and_installs_the_team_engines_first():
+    before, single = _soak_recipe("soak")
+    assert single.endswith("-m tools.soak --submissions 300") and "--team" not in single
+    assert "postgresql" not in before
+    before, team = _soak_recipe("soak", "TEAM=1", "SUBMISSIONS=60")
+    assert team.endswith("-m tools.soak --team --submissions 60")
+    assert "apt-get install -y -qq postgresql" in before or "initdb" in before  # team-deps ran first
+    assert _soak_recipe("soak-team", "SUBMISSIONS=20")[1].endswith("-m tools.soak --team --submissions 20")
+    assert "--team" not in _soak_recipe("soak", "TEAM=0")[1]

@@ -8,6 +8,7 @@ replica B's gallery with the same bytes, served by B from the bucket.
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 
 import httpx
@@ -15,7 +16,11 @@ import psycopg
 import pytest
 
 from studio import services as core
+from studio.blob_keys import export_key, kit_key, new_token
+from studio.blobstores.s3 import S3BlobStore
 from studio.config import Settings
+from studio.export import EXPORT_LIFETIME_S
+from studio.postgres.schema import SCHEMA_VERSION
 from studio.postgres.store import PgStore
 from studio.startup import StartupError
 from tests.support import ARRIVAL_MS, StudioServer, free_port, wait_for
@@ -64,6 +69,22 @@ def test_a_database_that_refuses_the_login_stops_the_start_with_the_password_mas
     assert core.current() is None
 
 
+def test_a_database_from_a_newer_studio_is_refused_at_start_in_one_sentence(tmp_path, postgres_db):
+    PgStore.open(_team_settings(tmp_path, postgres_db).database).close()  # migrated to this studio's version
+    with psycopg.connect(postgres_db) as conn:
+        conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (SCHEMA_VERSION + 1,))
+    before = _rows(postgres_db, "SELECT version FROM schema_migrations ORDER BY version")
+    core.shutdown()
+    with pytest.raises(StartupError) as refused:
+        core.boot(_team_settings(tmp_path, postgres_db))
+    sentence = str(refused.value)
+    assert f"schema version {SCHEMA_VERSION + 1}, newer than this studio's {SCHEMA_VERSION}" in sentence
+    assert "DATABASE_URL" in sentence and "\n" not in sentence and sentence.count(". ") == 0
+    assert refused.value.__cause__ is None and refused.value.__suppress_context__
+    assert core.current() is None
+    assert _rows(postgres_db, "SELECT version FROM schema_migrations ORDER BY version") == before  # untouched
+
+
 def test_an_object_store_that_is_down_stops_the_start_naming_the_variables(tmp_path, postgres_db):
     settings = _team_settings(
         tmp_path,
@@ -78,6 +99,36 @@ def test_an_object_store_that_is_down_stops_the_start_naming_the_variables(tmp_p
         core.boot(settings)
     assert "secret-team-key-never-shown" not in str(refused.value)
     assert core.current() is None
+
+
+def test_a_team_start_sweeps_old_downloads_from_the_bucket_and_asks_it_to_expire_the_rest(
+    tmp_path, postgres_db, s3_server
+):
+    prefix = "boot-" + uuid.uuid4().hex[:8]
+    store = S3BlobStore(s3_server.bucket, prefix, s3_server.client())
+    long_ago = time.time() - EXPORT_LIFETIME_S - 60
+    stale = [export_key(new_token(long_ago)), kit_key(new_token(long_ago), "kit.zip")]
+    fresh = [export_key(new_token()), kit_key(new_token(), "kit.zip")]
+    for key in stale + fresh:
+        store.put(key, b"PK")
+    settings = _team_settings(
+        tmp_path,
+        postgres_db,
+        STORAGE_URL=f"s3://{s3_server.bucket}/{prefix}",
+        S3_ENDPOINT_URL=s3_server.endpoint_url,
+        AWS_ACCESS_KEY_ID=s3_server.access_key,
+        AWS_SECRET_ACCESS_KEY=s3_server.secret_key,
+    )
+    core.shutdown()
+    core.boot(settings)
+    try:
+        assert not any(store.exists(k) for k in stale) and all(store.exists(k) for k in fresh)
+        rules = s3_server.client().get_bucket_lifecycle_configuration(Bucket=s3_server.bucket)["Rules"]
+        expiring = {r["Filter"]["Prefix"]: r["Expiration"] for r in rules if r["Status"] == "Enabled"}
+        assert expiring[f"{prefix}/exports/"] == expiring[f"{prefix}/kits/"] == {"Days": 1}
+        assert not any(p.startswith(f"{prefix}/originals") for p in expiring)
+    finally:
+        core.shutdown()
 
 
 @pytest.mark.browser

@@ -7,6 +7,9 @@ Contract (`studio.blobs.BlobStore`, tested by tests/contracts/test_blob_store.py
 - `url` is a presigned GET valid for `expires_s` seconds (SigV4 allows 1 s to 7 days): the
   browser and HiAPI fetch the bytes straight from the bucket.
 - `keys(prefix)` lists under the store's own prefix and gives keys without it.
+- `expire_after(prefixes, days=...)` sets one bucket lifecycle rule per prefix (expiry `days`
+  after an object was written), keeping every rule the bucket already has; a bucket that
+  refuses (NotImplemented, AccessDenied) is an `S3BlobError` with S3's code.
 - Credentials live only inside the boto3 client: they are never in `repr`, a log line or an
   error. An S3 failure is an `S3BlobError` naming the operation, the key and S3's error code,
   raised without its cause (botocore's messages may quote request details); when the
@@ -21,7 +24,7 @@ SeaweedFS, and it needs no async runtime in the studio's threads.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -41,6 +44,10 @@ _UNAVAILABLE = {
     "503",
     "504",
 }
+#: What GetBucketLifecycleConfiguration answers for a bucket that has no rules yet.
+_NO_LIFECYCLE = {"NoSuchLifecycleConfiguration"}
+#: S3 caps a lifecycle rule's ID at 255 characters.
+_RULE_ID_MAX = 255
 
 
 class S3BlobError(RuntimeError):
@@ -211,6 +218,59 @@ class S3BlobStore:
             )
         except Exception as exc:
             raise self._fail("presign", key, exc) from None
+
+    def _rule_id(self, prefix: str) -> str:
+        """The ID of the studio's expiry rule for `prefix`: one per store prefix, so several
+        studios in one bucket (each under its own prefix) never replace each other's rules."""
+        name = f"studio-expire {self.prefix}{prefix}"
+        if len(name) <= _RULE_ID_MAX:
+            return name
+        import hashlib
+
+        return "studio-expire " + hashlib.sha256(name.encode()).hexdigest()
+
+    def expire_after(self, prefixes: Sequence[str], *, days: int = 1) -> bool:
+        """Make the bucket delete the objects under each of `prefixes` (inside the store's own
+        prefix) `days` after they were written: one lifecycle rule per prefix, every other rule
+        of the bucket kept as it is (S3 replaces a bucket's lifecycle configuration whole).
+        Returns False when the bucket already had exactly these rules (nothing was written).
+        S3BlobError naming S3's code when the bucket refuses to say or to take them."""
+        if days < 1:
+            raise ValueError(f"an S3 lifecycle expiry is at least 1 day, not {days}")
+        wanted = [
+            {
+                "ID": self._rule_id(prefix),
+                "Filter": {"Prefix": self.prefix + check_key(prefix.rstrip("/")) + "/"},
+                "Status": "Enabled",
+                "Expiration": {"Days": days},
+            }
+            for prefix in prefixes
+        ]
+        where = ", ".join(prefixes)
+        try:
+            answer = self._client.get_bucket_lifecycle_configuration(Bucket=self.bucket)
+            rules = list(answer.get("Rules", ()))
+        except Exception as exc:
+            if _code(exc) not in _NO_LIFECYCLE:
+                raise self._fail("lifecycle read", where, exc) from None
+            rules = []
+        ours = {rule["ID"] for rule in wanted}
+        others = [rule for rule in rules if rule.get("ID") not in ours]
+        if sorted((r for r in rules if r.get("ID") in ours), key=_rule_order) == sorted(
+            wanted, key=_rule_order
+        ):
+            return False  # every replica's start asks; only the first writes
+        try:
+            self._client.put_bucket_lifecycle_configuration(
+                Bucket=self.bucket, LifecycleConfiguration={"Rules": others + wanted}
+            )
+        except Exception as exc:
+            raise self._fail("lifecycle write", where, exc) from None
+        return True
+
+
+def _rule_order(rule: dict[str, Any]) -> str:
+    return str(rule.get("ID"))
 
 
 class _Counting:

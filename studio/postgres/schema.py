@@ -6,8 +6,8 @@ Contract:
   It holds a transaction-level advisory lock while it works, so replicas starting together
   migrate once; each migration commits with its row in `schema_migrations`, so a crash
   leaves the database at a whole version.
-- A database newer than this code (a later version) is refused with `SchemaTooNew`,
-  never half-used.
+- A database newer than this code (a later version) is refused with `SchemaTooNew`
+  (the adapter-neutral one from `studio/repositories.py`, as on SQLite), never half-used.
 - Translation rules: SQLite's INTEGER PRIMARY KEY is an identity BIGINT (BY DEFAULT, so
   ids copied from a SQLite file keep their values); REAL seconds are DOUBLE PRECISION;
   JSON bodies stay TEXT, read and written by the same code as on SQLite; COLLATE NOCASE
@@ -21,6 +21,18 @@ from __future__ import annotations
 
 import re
 from typing import Any
+
+from ..repositories import SchemaTooNew
+
+__all__ = [
+    "MIGRATIONS",
+    "PROMPT_MATCH",
+    "SCHEMA_VERSION",
+    "SchemaTooNew",
+    "current_version",
+    "migrate",
+    "prompt_words",
+]
 
 #: pg_advisory_xact_lock key held while migrating ("studio" in ASCII).
 MIGRATION_LOCK = 0x73747564696F
@@ -254,10 +266,6 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-class SchemaTooNew(RuntimeError):
-    """The database was migrated by a newer studio than this one."""
 
 
 def current_version(conn: Any) -> int:

@@ -268,17 +268,21 @@ def test_gallery_filters_search_counts_and_order(repos: Repositories) -> None:
     assert [i.output_id for i in repos.gallery(GalleryQuery(text="CAFE"))[0]] == neon  # case and accents
     assert repos.gallery(GalleryQuery(text="neon lake"))[1] == 0  # every word must match
     assert repos.gallery(GalleryQuery(text='"); DROP'))[1] == 0  # typed text is never syntax
+    assert repos.gallery(GalleryQuery(text="ʼzq ŉq \\ '"))[1] == 0  # nor once unaccented to quotes
     assert repos.gallery_count(GalleryQuery(ratios=("16:9",))) == 1
     assert repos.gallery_count(GalleryQuery(resolutions=("1K",))) == 2
     assert repos.gallery_count(GalleryQuery(since=150.0)) == 2
     assert repos.gallery_count(GalleryQuery(until=150.0)) == 1
     failed, n = repos.gallery(GalleryQuery(status="failed"))
-    assert n == 1 and failed[0].state == TaskState.FAIL and "TASK_FAILED" in (failed[0].error or "")
-    assert repos.gallery_count(GalleryQuery(status="all")) == 4
+    assert n == 1 and failed[0].state == TaskState.FAIL and failed[0].error == "TASK_FAILED: x"
+    assert failed[0].output_id is None and not failed[0].favourite
+    everything, n = repos.gallery(GalleryQuery(status="all", newest_first=False))
+    assert n == 4 and everything[-1].output_id is None  # the failure has no output
     assert repos.gallery_count(GalleryQuery(status="all", text="neon")) == 2
 
     [item] = repos.gallery_items([neon[0]])
     assert item.prompt.startswith("A neon") and item.aspect_ratio == "16:9" and item.width == 1024
+    assert item.sha256 == "a0".ljust(64, "0") and item.state == "kept"
     assert [i.output_id for i in repos.creative_items("c-b")] == lake
     assert repos.gallery_items([]) == []
 
@@ -296,13 +300,14 @@ def test_favourites_and_collections(repos: Repositories) -> None:
     assert repos.add_collection("Launch") == cid  # names are unique
     with pytest.raises(ValueError):
         repos.add_collection("   ")
+    other = repos.add_collection("Autumn")
     repos.add_to_collection(cid, [a, b])
     repos.add_to_collection(cid, [a])
-    assert repos.collections() == [(cid, "Launch", 2)]
+    assert repos.collections() == [(other, "Autumn", 0), (cid, "Launch", 2)]  # by name, empty ones too
     assert repos.output_collections(a) == ["Launch"]
     assert repos.gallery_count(GalleryQuery(collection_id=cid)) == 2
     repos.delete_outputs([b])
-    assert repos.collections() == [(cid, "Launch", 1)]  # membership went with the image
+    assert repos.collections() == [(other, "Autumn", 0), (cid, "Launch", 1)]  # membership went with the image
 
 
 # ---------------------------------------------------------------------- trash
@@ -356,6 +361,7 @@ def test_text_checks_are_replaced_by_the_newest_and_go_with_their_image(repos: R
     assert repos.record_text_check(quoted, check_report(TextCheckState.PASS, True), now=2.0)
     check = repos.text_check(quoted)
     assert check is not None and check.state == TextCheckState.PASS and check.checks[0].matched
+    assert check.checked_at == 2.0 and check.passes == 2 and check.engine == "tesseract"
     assert repos.gallery_count(GalleryQuery(text_mismatch=True)) == 0
     assert repos.outputs_needing_text_check() == []
     assert set(repos.text_checks_for([quoted, plain])) == {quoted}
@@ -367,6 +373,13 @@ def test_text_checks_are_replaced_by_the_newest_and_go_with_their_image(repos: R
     assert repos.text_check(quoted) is None
     assert repos.record_text_check(quoted, check_report(TextCheckState.PASS, True)) is False  # dropped
     assert repos.text_check_candidate(quoted) is None
+
+
+def test_the_text_check_backlog_stops_at_its_limit(repos: Repositories) -> None:
+    ids = [kept(repos, f'Sign "OPEN {n}"', key=f"s{n}")[0] for n in range(5)]
+    kept(repos, "no quotes here", key="plain")
+    assert repos.outputs_needing_text_check(limit=3) == ids[:3]
+    assert repos.outputs_needing_text_check() == ids
 
 
 # ---------------------------------------------------------------------- campaigns and spend
@@ -408,6 +421,7 @@ def test_a_campaign_launches_once_per_click(repos: Repositories) -> None:
         (2, "16:9"),
     ]
     assert repos.campaign_gates(ids[:1]) == {ids[0]: (0, cid, CampaignState.RUNNING)}
+    assert repos.campaign_gates([]) == {}
     assert repos.campaign_spend(cid) == (Decimal("0"), Decimal("0.16"))
     with pytest.raises(ValueError):
         repos.launch_campaign_once(new_campaign(), [], unit_micros=1, currency="USD")
@@ -418,14 +432,22 @@ def test_cancel_stops_only_creates_never_tried_and_resubmitting_adds_a_newer_cel
 ) -> None:
     cid, ids, _ = repos.launch_campaign_once(new_campaign(), cells("t"), unit_micros=40_000, currency="USD")
     repos.mark_created(ids[0], "sent-0")  # tried: may exist at HiAPI
-    repos.note_attempt(ids[1], "HTTP_503", "busy")  # tried too
+    assert repos.begin_create(ids[1], now=5.0)  # a worker has begun its POST: tried too
     cancelled = repos.cancel_campaign(cid, message="Cancelled before it was sent.", keep=[ids[3]])
     assert cancelled == [ids[2]]
     cell = {c.submission_id: c for c in repos.campaign_cells(cid)}
     assert cell[ids[2]].cancelled and not cell[ids[2]].failed
-    assert not cell[ids[0]].cancelled and not cell[ids[3]].cancelled
+    assert cell[ids[2]].error_message == "Cancelled before it was sent."
+    assert not cell[ids[0]].cancelled and not cell[ids[1]].cancelled and not cell[ids[3]].cancelled
+    assert [(status, source) for status, _, source in repos.events(ids[2])] == [
+        ("submitting", "studio"),
+        ("rejected", "cancel"),
+    ]
     camp = repos.campaign(cid)
     assert camp is not None and camp.state == CampaignState.CANCELLED and camp.progress.cancelled == 1
+    assert repos.campaign_gates([ids[1]]) == {
+        ids[1]: (1, cid, CampaignState.CANCELLED)
+    }  # begun counts as tried
 
     redo = [(2, TaskRequest("A cup, again", "1:1", "1K"), "redo-0")]
     new_ids, created = repos.add_campaign_cells_once(cid, redo, unit_micros=40_000, currency="USD")
@@ -440,30 +462,32 @@ def test_cancel_stops_only_creates_never_tried_and_resubmitting_adds_a_newer_cel
     assert repos.campaign_rows(cid)[1].prompt == "A cup, again"
     repos.set_campaign_state(cid, CampaignState.PAUSED)
     assert repos.campaign(cid).state == CampaignState.PAUSED  # type: ignore[union-attr]
+    assert [c.id for c in repos.campaigns()] == [cid]
 
 
 def test_spend_counts_successes_outlives_deleted_images_and_groups(repos: Repositories) -> None:
-    cid, ids, _ = repos.launch_campaign_once(new_campaign(), cells("t"), unit_micros=40_000, currency="USD")
+    cid, ids, _ = repos.launch_campaign_once(
+        new_campaign(), cells("t"), unit_micros=40_000, currency="USD", now=50.0
+    )
     for n, sid in enumerate(ids[:2]):
         repos.mark_created(sid, f"c{n}")
         repos.record_task(report(f"c{n}", "success", output=[image(n)]))
     repos.mark_created(ids[2], "c2")
     repos.record_task(report("c2", "fail", error={"code": "X", "message": "x"}))
-    [single] = kept(repos, "a single prompt", key="s")
+    [single] = kept(repos, "a single prompt", key="s", now=60.0)
     sub_id = repos.gallery_items([single])[0].submission_id
-    repos.record_spend([sub_id], resolution="1K", unit_micros=90_000, currency="USD")
+    repos.record_spend([sub_id], resolution="1K", unit_micros=90_000, currency="USD", now=60.0)
     repos.record_spend([sub_id], resolution="1K", unit_micros=1, currency="USD")  # priced once
     [total] = repos.spend_lines("all")
-    assert (total.spent, total.images, total.pending, total.pending_images) == (
-        Decimal("0.17"),
-        3,
-        Decimal("0.04"),
-        1,
-    )
+    assert (total.key, total.spent, total.images, total.pending, total.pending_images) == (
+        "all", Decimal("0.17"), 3, Decimal("0.04"), 1,
+    )  # fmt: skip
     repos.delete_outputs([single])
     assert repos.spend_lines("all")[0].spent == Decimal("0.17")  # deleting an image does not un-spend it
     by_campaign = {line.key: line.spent for line in repos.spend_lines("campaign")}
     assert by_campaign == {f"Launch (#{cid})": Decimal("0.08"), "Single prompts": Decimal("0.09")}
+    assert [line.key for line in repos.spend_lines("campaign")] == ["Single prompts", f"Launch (#{cid})"]
+    assert [(line.key, line.spent) for line in repos.spend_lines("day")] == [("1970-01-01", Decimal("0.17"))]
     assert repos.campaign_spend(cid) == (Decimal("0.08"), Decimal("0.12"))  # planned leaves the failure out
 
 
@@ -585,16 +609,19 @@ def test_templates_save_update_and_clash_by_name_ignoring_case(repos: Repositori
     replaced = repos.save_template(Template("poster (2)", "replacing"), on_conflict="replace")
     assert repos.template(renamed.id or 0) is None and replaced.prompt == "replacing"
     assert [x.name for x in repos.templates("new")] == ["Poster v2"]
-    assert repos.templates("100%") == []  # typed text is never a wildcard
+    assert [x.name for x in repos.templates("NEW prompt")] == ["Poster v2"]  # every word, any case
+    assert repos.templates("100%") == [] and repos.templates("_") == []  # typed text is never a wildcard
     assert repos.delete_template(t.id) and not repos.delete_template(t.id)
 
 
 def test_starters_are_found_by_key_and_listed_first(repos: Repositories) -> None:
-    repos.save_template(Template("A user template", "p"))
+    repos.save_template(Template("a user template", "p"))
+    repos.save_template(Template("B user template", "p"))
     repos.save_template(Template("Zebra starter", "p", starter="menu"))
     assert repos.has_starter("menu") and not repos.has_starter("poster")
     assert [t.name for t in repos.starter_templates()] == ["Zebra starter"]
-    assert [t.name for t in repos.templates()] == ["Zebra starter", "A user template"]
+    # Starters first, then by name ignoring case.
+    assert [t.name for t in repos.templates()] == ["Zebra starter", "a user template", "B user template"]
 
 
 # ---------------------------------------------------------------------- settings and drafts
