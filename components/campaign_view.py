@@ -15,6 +15,7 @@ import streamlit as st
 
 from access.page import current_author, team_login_on
 from components.chrome import spend_suffix
+from components.gallery import author_controls
 from components.pickers import shape_svg
 from components.queue import status_badge
 from components.services import get_services, image_url, show_image
@@ -88,6 +89,8 @@ def _card(c: Campaign, key: str) -> None:
         head[0].markdown(f"**{literal(c.name)}**")
         with head[1]:
             campaign_badge(c)
+        if team_login_on():
+            st.caption(f"by {literal(c.author)}")  # the identity provider's text: literal
         p = c.progress
         st.progress(
             (p.done + p.failed + p.cancelled) / p.total if p.total else 0.0,
@@ -298,18 +301,25 @@ def _live(campaign_id: int) -> None:
 
 
 def campaign_gallery() -> None:
-    """The Gallery's campaign view: pick a campaign, follow it, fix failures, download it."""
-    campaigns = book().campaigns(limit=200)
+    """The Gallery's campaign view: pick a campaign, follow it, fix failures, download it.
+    With the team login on, the list is everyone's, one person's or the signed-in person's
+    ("Mine"), like the images, and each campaign names its author."""
+    login_on = team_login_on()
+    author = author_controls(get_services().store, key="gc")
+    campaigns = book().campaigns(limit=200, author=author)
     if not campaigns:
         st.info(
-            "No campaigns yet. In the Studio, put {{variables}} in a prompt and add rows.",
+            "No campaigns by this person yet: pick Everyone to see the team's."
+            if author is not None
+            else "No campaigns yet. In the Studio, put {{variables}} in a prompt and add rows.",
             icon=":material/table_rows:",
         )
         return
     ids = [c.id for c in campaigns]
+    # Options of a selectbox are plain text: the author needs no escaping here.
     names = {
         c.id: f"{c.name} · {time.strftime('%Y-%m-%d %H:%M', time.localtime(c.created_at))} · "
-        f"{c.progress.total} images"
+        f"{c.progress.total} images" + (f" · by {c.author}" if login_on else "")
         for c in campaigns
     }
     focus = st.session_state.get(FOCUS)
@@ -325,6 +335,7 @@ def campaign_gallery() -> None:
     st.caption(
         f"{len(c.variables)} variable{'s' if len(c.variables) != 1 else ''} · ratios {', '.join(c.ratios)} at "
         f"{c.resolution} · {format_money(c.unit_price, c.currency)} per image"
+        + (f" · by {literal(c.author)}" if login_on else "")
     )
     with st.expander("Prompt template"):
         st.code(c.template, language=None, wrap_lines=True)

@@ -536,7 +536,10 @@ def test_campaigns_are_listed_everyones_or_one_persons(repos: Repositories) -> N
     made = []
     for n, who in enumerate((ana, bo, ana)):
         cid, _, _ = repos.launch_campaign_once(
-            replace(new_campaign(f"Launch {n}"), author=who), cells(f"t{n}"), unit_micros=40_000, currency="USD"
+            replace(new_campaign(f"Launch {n}"), author=who),
+            cells(f"t{n}"),
+            unit_micros=40_000,
+            currency="USD",
         )
         made.append(cid)
     assert [c.id for c in repos.campaigns()] == made[::-1]  # None: everyone's, newest first
