@@ -15,7 +15,7 @@ import streamlit as st
 
 from access.page import current_author, team_login_on
 from components.chrome import spend_suffix
-from components.gallery import author_controls
+from components.gallery import EVERYONE, MINE, author_controls, author_filter
 from components.pickers import shape_svg
 from components.queue import status_badge
 from components.services import get_services, image_url, show_image
@@ -102,14 +102,24 @@ def _card(c: Campaign, key: str) -> None:
 RECENT_S = 600  # a finished campaign stays on the Studio page this long after it was made
 
 
+def _recent(campaigns: list[Campaign], now: float) -> list[Campaign]:
+    return [c for c in campaigns if not c.progress.finished or now - c.created_at < RECENT_S]
+
+
 @st.fragment
 def active_campaigns() -> None:
-    """Campaigns with work left (or finished in the last ten minutes), for the Studio page."""
+    """Campaigns with work left (or finished in the last ten minutes), for the Studio page;
+    with the team login on, everyone's or the signed-in person's ("Mine"), each naming its author."""
     since = version(get_services().events)
     now = time.time()
-    recent = [
-        c for c in book().campaigns(limit=10) if not c.progress.finished or now - c.created_at < RECENT_S
-    ]
+    everyone = _recent(book().campaigns(limit=10), now)
+    author = None
+    if everyone:
+        st.subheader("Campaigns")
+        if team_login_on():
+            scope = st.segmented_control("Made by", [MINE, EVERYONE], default=EVERYONE, key="sc_scope")
+            author = author_filter(scope, None, current_author(), login_on=True)
+    recent = everyone if author is None else _recent(book().campaigns(limit=10, author=author), now)
     shown = recent[:6]
     finished = [c.created_at + RECENT_S - now for c in shown if c.progress.finished]
     # A campaign launched elsewhere is a NEW event; one shown changes through its tasks' events.
@@ -122,8 +132,9 @@ def active_campaigns() -> None:
         due_in=min(finished) if finished else None,
     )
     if not recent:
+        if everyone:
+            st.caption("None of yours is running: pick Everyone to see the team's.")
         return
-    st.subheader("Campaigns")
     cols = st.columns(min(3, len(recent)))
     for i, c in enumerate(shown):
         with cols[i % len(cols)]:

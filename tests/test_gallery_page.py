@@ -590,6 +590,11 @@ def test_campaigns_name_their_author_and_filter_mine_everyone_or_one_person(team
     # The Studio's campaign cards say who launched each.
     at.switch_page("app_pages/studio.py").run()
     assert {f"by {ANA}", f"by {BO}"} <= {_unescaped(c.value) for c in at.caption}
+    at.button_group(key="sc_scope").set_value("Mine").run()  # the Studio's cards: Mine / Everyone too
+    assert not at.exception, at.exception
+    by = [_unescaped(c.value) for c in at.caption if c.value.startswith("by ")]
+    assert by == [f"by {ANA}"]
+    at.button_group(key="sc_scope").set_value("Everyone").run()
     at.switch_page("app_pages/gallery.py").run()
     at.button_group(key="g_view").set_value("Campaigns").run()
     assert not at.exception, at.exception
