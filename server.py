@@ -393,7 +393,9 @@ async def queue_view(request: Request) -> Response:
         limit = LIMIT
     s = _services()
     body = await run_in_threadpool(
-        _views(s).get, ("queue", limit), lambda: _json(build(s.store, s.events, limit))
+        _views(s).get,
+        ("queue", limit),
+        lambda: _json(build(s.store, s.events, limit, show_author=login_configured())),
     )
     return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
 
@@ -416,7 +418,7 @@ async def gallery_view(request: Request) -> Response:
     body = await run_in_threadpool(
         _views(s).get,
         ("gallery", str(request.url.query), offset, limit),
-        lambda: _json(build(s.store, s.events, query, offset, limit)),
+        lambda: _json(build(s.store, s.events, query, offset, limit, show_author=login_configured())),
     )
     return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
 

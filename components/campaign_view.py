@@ -16,6 +16,7 @@ import streamlit as st
 from access.page import current_author, team_login_on
 from components import outage
 from components.chrome import spend_suffix
+from components.gallery import EVERYONE, MINE, author_controls, author_filter
 from components.pickers import shape_svg
 from components.queue import status_badge
 from components.services import get_services, image_url, show_image
@@ -89,6 +90,8 @@ def _card(c: Campaign, key: str) -> None:
         head[0].markdown(f"**{literal(c.name)}**")
         with head[1]:
             campaign_badge(c)
+        if team_login_on():
+            st.caption(f"by {literal(c.author)}")  # the identity provider's text: literal
         p = c.progress
         st.progress(
             (p.done + p.failed + p.cancelled) / p.total if p.total else 0.0,
@@ -100,15 +103,25 @@ def _card(c: Campaign, key: str) -> None:
 RECENT_S = 600  # a finished campaign stays on the Studio page this long after it was made
 
 
+def _recent(campaigns: list[Campaign], now: float) -> list[Campaign]:
+    return [c for c in campaigns if not c.progress.finished or now - c.created_at < RECENT_S]
+
+
 @st.fragment
 @outage.guarded
 def active_campaigns() -> None:
-    """Campaigns with work left (or finished in the last ten minutes), for the Studio page."""
+    """Campaigns with work left (or finished in the last ten minutes), for the Studio page;
+    with the team login on, everyone's or the signed-in person's ("Mine"), each naming its author."""
     since = version(get_services().events)
     now = time.time()
-    recent = [
-        c for c in book().campaigns(limit=10) if not c.progress.finished or now - c.created_at < RECENT_S
-    ]
+    everyone = _recent(book().campaigns(limit=10), now)
+    author = None
+    if everyone:
+        st.subheader("Campaigns")
+        if team_login_on():
+            scope = st.segmented_control("Made by", [MINE, EVERYONE], default=EVERYONE, key="sc_scope")
+            author = author_filter(scope, None, current_author(), login_on=True)
+    recent = everyone if author is None else _recent(book().campaigns(limit=10, author=author), now)
     shown = recent[:6]
     finished = [c.created_at + RECENT_S - now for c in shown if c.progress.finished]
     # A campaign launched elsewhere is a NEW event; one shown changes through its tasks' events.
@@ -121,8 +134,9 @@ def active_campaigns() -> None:
         due_in=min(finished) if finished else None,
     )
     if not recent:
+        if everyone:
+            st.caption("None of yours is running: pick Everyone to see the team's.")
         return
-    st.subheader("Campaigns")
     cols = st.columns(min(3, len(recent)))
     for i, c in enumerate(shown):
         with cols[i % len(cols)]:
@@ -301,18 +315,25 @@ def _live(campaign_id: int) -> None:
 
 
 def campaign_gallery() -> None:
-    """The Gallery's campaign view: pick a campaign, follow it, fix failures, download it."""
-    campaigns = book().campaigns(limit=200)
+    """The Gallery's campaign view: pick a campaign, follow it, fix failures, download it.
+    With the team login on, the list is everyone's, one person's or the signed-in person's
+    ("Mine"), like the images, and each campaign names its author."""
+    login_on = team_login_on()
+    author = author_controls(get_services().store, key="gc")
+    campaigns = book().campaigns(limit=200, author=author)
     if not campaigns:
         st.info(
-            "No campaigns yet. In the Studio, put {{variables}} in a prompt and add rows.",
+            "No campaigns by this person yet: pick Everyone to see the team's."
+            if author is not None
+            else "No campaigns yet. In the Studio, put {{variables}} in a prompt and add rows.",
             icon=":material/table_rows:",
         )
         return
     ids = [c.id for c in campaigns]
+    # Options of a selectbox are plain text: the author needs no escaping here.
     names = {
         c.id: f"{c.name} · {time.strftime('%Y-%m-%d %H:%M', time.localtime(c.created_at))} · "
-        f"{c.progress.total} images"
+        f"{c.progress.total} images" + (f" · by {c.author}" if login_on else "")
         for c in campaigns
     }
     focus = st.session_state.get(FOCUS)
@@ -328,6 +349,7 @@ def campaign_gallery() -> None:
     st.caption(
         f"{len(c.variables)} variable{'s' if len(c.variables) != 1 else ''} · ratios {', '.join(c.ratios)} at "
         f"{c.resolution} · {format_money(c.unit_price, c.currency)} per image"
+        + (f" · by {literal(c.author)}" if login_on else "")
     )
     with st.expander("Prompt template"):
         st.code(c.template, language=None, wrap_lines=True)

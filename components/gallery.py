@@ -29,7 +29,7 @@ import streamlit as st
 
 from access.page import current_author, team_login_on
 from components import deletion, draft, scripts
-from components.lightbox import collection_picker, open_item
+from components.lightbox import collection_labels, collection_picker, open_item
 from components.references import use_as_reference
 from components.services import get_services, image_url, show_image
 from components.text import literal
@@ -95,20 +95,21 @@ def author_filter(scope: str | None, person: str | None, me: str, *, login_on: b
     return person or None
 
 
-def _author_controls(store: Store) -> str | None:
-    """Mine / Everyone and a person picker, drawn only when the team login is on."""
+def author_controls(store: Store, key: str = "g") -> str | None:
+    """Mine / Everyone and a person picker (widgets `<key>_scope`, `<key>_person`), drawn only
+    when the team login is on; returns `author_filter` of them (None: everyone's)."""
     if not team_login_on():
         return None
     p1, p2, _ = st.columns([2, 3, 7], vertical_alignment="bottom")
-    scope = p1.segmented_control("Made by", [MINE, EVERYONE], default=EVERYONE, key="g_scope")
+    scope = p1.segmented_control("Made by", [MINE, EVERYONE], default=EVERYONE, key=f"{key}_scope")
     person = None
     if scope != MINE:
         people = store.authors()
-        if st.session_state.get("g_person") not in (None, *people):
-            st.session_state["g_person"] = None  # someone who made nothing (any more)
+        if st.session_state.get(f"{key}_person") not in (None, *people):
+            st.session_state[f"{key}_person"] = None  # someone who made nothing (any more)
         person = p2.selectbox(
             "Person", [None, *people], format_func=lambda a: "Everyone" if a is None else str(a),
-            key="g_person",
+            key=f"{key}_person",
         )  # fmt: skip
     return author_filter(scope, person, current_author(), login_on=True)
 
@@ -125,8 +126,7 @@ def filters() -> GalleryQuery:
         "Resolution", RESOLUTIONS, selection_mode="multi", key="g_res", persist_state="session"
     )
     d1, d2, d3, d4, d5, d6 = st.columns([2, 2, 2, 2, 2, 2], vertical_alignment="bottom")
-    collections = services.store.collections()
-    names = {cid: f"{name} ({n})" for cid, name, n in collections}
+    names = collection_labels(services.store)
     collection = d1.selectbox(
         "Collection", [None, *names], format_func=lambda c: "All images" if c is None else names[c],
         key="g_collection",
@@ -159,7 +159,7 @@ def filters() -> GalleryQuery:
         newest_first=newest,
         status=status,
         text_mismatch=text_mismatch,
-        author=_author_controls(services.store),
+        author=author_controls(services.store),
     )
 
 
@@ -235,29 +235,39 @@ def _check_chip(check: TextCheck | None) -> list[str] | None:
     return ["Text ?", "gray", "The text could not be checked."]
 
 
-def _item_view(item: GalleryItem, check: TextCheck | None) -> dict[str, Any]:
+def _item_view(item: GalleryItem, check: TextCheck | None, *, show_author: bool = False) -> dict[str, Any]:
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(item.created_at))
+    # Who made it, only with the team login (without one everything is "local": nothing to tell).
+    by = {"by": item.author} if show_author else {}
     if not item.kept:
         what = "Image could not be kept" if item.state == "download_failed" else "Generation failed"
         return {
             "kind": "failed", "key": f"{item.submission_id}_{item.output_id or 0}", "sid": item.submission_id,
             "error": f"{what}: {item.error or 'no reason given'}", "ratio": item.aspect_ratio,
-            "prompt": _one_line(item.prompt), "when": when,
+            "prompt": _one_line(item.prompt), "when": when, **by,
         }  # fmt: skip
     return {
         "id": item.output_id, "sha": item.sha256, "ratio": item.aspect_ratio, "res": item.resolution,
         "fav": item.favourite, "when": when, "prompt": _one_line(item.prompt), "check": _check_chip(check),
         "thumb": routes.thumb(item.sha256 or ""), "download": routes.image(item.sha256 or "", download=file_name(item)),
+        **by,
     }  # fmt: skip
 
 
 def gallery_view(
-    store: Store, bus: EventBus | None, q: GalleryQuery, offset: int = 0, limit: int = WINDOW
+    store: Store,
+    bus: EventBus | None,
+    q: GalleryQuery,
+    offset: int = 0,
+    limit: int = WINDOW,
+    *,
+    show_author: bool = False,
 ) -> dict[str, Any]:
     """`limit` items of the filtered gallery from `offset`, the number of matches and the bus's (boot, seq).
 
     (boot, seq) is read before the store, so a view never claims to be newer
-    than what it holds. Text is raw: the browser sets it as text.
+    than what it holds. Text is raw: the browser sets it as text. With
+    `show_author` (the team login is on) every item carries its author as `by`.
     """
     v = {"boot": bus.boot if bus else "", "seq": bus.seq if bus else 0}
     offset, limit = max(0, offset), max(1, min(MAX_LIMIT, limit))
@@ -265,7 +275,10 @@ def gallery_view(
     checks = store.text_checks_for([i.output_id for i in items if i.kept])
     return {
         "v": v, "total": total, "offset": offset,
-        "items": [_item_view(i, checks.get(i.output_id) if i.output_id else None) for i in items],
+        "items": [
+            _item_view(i, checks.get(i.output_id) if i.output_id else None, show_author=show_author)
+            for i in items
+        ],
     }  # fmt: skip
 
 
@@ -335,7 +348,7 @@ def grid(q: GalleryQuery, *, page: int | None = None) -> dict[str, Any]:
     services = get_services()
     size = WINDOW if page is None else PAGE_SIZE
     offset = 0 if page is None else (page - 1) * size
-    view = gallery_view(services.store, services.events, q, offset, size)
+    view = gallery_view(services.store, services.events, q, offset, size, show_author=team_login_on())
     _component(
         key="gallery",
         data={

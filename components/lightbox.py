@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import streamlit as st
 
-from access.page import current_author
+from access.page import current_author, team_login_on
 from components import actions, deletion, draft
 from components.fidelity import text_check
 from components.kit import kit_panel
@@ -27,6 +27,7 @@ from studio.export import file_name
 from studio.pricing import QUALITY_NAMES
 from studio.records import GalleryItem
 from studio.references import reference_names
+from studio.repositories import Repositories as Store
 from studio.usecases import add_to_collection, set_favourite
 
 LIGHTBOX = "gallery_lightbox"  # the output id shown
@@ -165,9 +166,11 @@ def _details(item: GalleryItem) -> None:
     ratio = item.aspect_ratio.replace(":", "&#58;")  # our own table's value; no shortcode
     tier = f" · {QUALITY_NAMES[item.quality]}" if item.quality in QUALITY_NAMES else ""
     st.markdown(f"**{ratio}** · **{item.resolution}**{tier} · {item.width}×{item.height} px · {size}")
+    # The author is the identity provider's text: literal, like every string from outside.
+    by = f" · by {literal(item.author)}" if team_login_on() else ""
     st.caption(
         f"Model {literal(item.model)} · task {literal(item.task_id or '—')} · "
-        f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(item.created_at))}"
+        f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(item.created_at))}{by}",
     )
     a, b = st.columns(2)
     if a.button(
@@ -219,10 +222,26 @@ def _details(item: GalleryItem) -> None:
             kit_panel(item.creative_id, key="lb_kit")
 
 
+def collection_labels(store: Store, *, count: bool = True) -> dict[int, str]:
+    """Every collection's label for a picker: its name, `(n)` images, and, with the team login
+    on, `· by` whoever made it (collections are shared). Plain text: pickers show options as text."""
+    by_author = team_login_on()
+    labels = {}
+    for cid, name, n in store.collections():
+        label = f"{name} ({n})" if count else name
+        author = store.collection_author(cid) if by_author else None
+        labels[cid] = f"{label} · by {author}" if author else label
+    return labels
+
+
 def collection_picker(output_ids: list[int], key: str) -> None:
     services = get_services()
+    labels = collection_labels(services.store, count=False)
     existing = {name: cid for cid, name, _ in services.store.collections()}
-    choice = st.selectbox("Collection", [*existing, "New collection…"], key=f"{key}_coll")
+    choice = st.selectbox(
+        "Collection", [*existing, "New collection…"], key=f"{key}_coll",
+        format_func=lambda c: labels.get(existing[c], c) if c in existing else c,
+    )  # fmt: skip
     name = choice
     if choice == "New collection…":
         name = st.text_input("Name", key=f"{key}_coll_name", placeholder="e.g. Summer campaign")

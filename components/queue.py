@@ -21,6 +21,7 @@ from typing import Any
 
 import streamlit as st
 
+from access.page import team_login_on
 from components import actions, draft, scripts
 from components.kit import kit_panel
 from components.lightbox import open_item, open_lightbox
@@ -168,12 +169,18 @@ def _task_view(
 
 
 def queue_view(
-    store: Store, bus: EventBus | None, limit: int = LIMIT, now: float | None = None
+    store: Store,
+    bus: EventBus | None,
+    limit: int = LIMIT,
+    now: float | None = None,
+    *,
+    show_author: bool = False,
 ) -> dict[str, Any]:
     """The queue as JSON: creatives newest first, each with its tasks, and the kept image ids.
 
     `v` is the bus's (boot, seq) read *before* the store, so a view never claims
     to be newer than what it holds. Text is raw: the browser sets it as text.
+    With `show_author` (the team login is on) every creative carries who asked for it as `by`.
     """
     v = {"boot": bus.boot if bus else "", "seq": bus.seq if bus else 0}
     now = time.time() if now is None else now
@@ -195,6 +202,7 @@ def queue_view(
             "time": time.strftime("%H:%M:%S", time.localtime(first.created_at)),
             "tasks": [_task_view(s, outputs.get(s.id, []), checks, items, now) for s in group],
             "kit": any(o.state == "kept" for s in group for o in outputs.get(s.id, [])),
+            **({"by": first.author} if show_author else {}),
         })  # fmt: skip
     # The lightbox steps through the images in the order they are shown.
     shown = [o["id"] for c in out for t in c["tasks"] for o in t["outputs"] if o["kind"] == "kept"]
@@ -291,7 +299,7 @@ def live_queue(limit: int = LIMIT) -> None:
     _component(
         key="queue",
         data={
-            "view": queue_view(services.store, services.events, limit),
+            "view": queue_view(services.store, services.events, limit, show_author=team_login_on()),
             "resent": resent,
             "base": image_url(""),
             "feed": FEED,

@@ -175,9 +175,9 @@ class CampaignStore:
     def campaign(self, campaign_id: int) -> Campaign | None:
         return self.store.campaign(campaign_id)
 
-    def campaigns(self, limit: int = 50) -> list[Campaign]:
-        """Newest first."""
-        return self.store.campaigns(limit)
+    def campaigns(self, limit: int = 50, *, author: str | None = None) -> list[Campaign]:
+        """Newest first; only `author`'s when given (None: everyone's)."""
+        return self.store.campaigns(limit, author=author)
 
     def rows(self, campaign_id: int) -> list[CampaignRow]:
         return self.store.campaign_rows(campaign_id)

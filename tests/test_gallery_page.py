@@ -477,3 +477,136 @@ def test_with_the_login_on_the_gallery_shows_mine_everyone_or_one_person(tmp_pat
     finally:
         core.shutdown()
         st.cache_resource.clear()
+
+
+@pytest.fixture
+def team_app(tmp_path, monkeypatch):
+    """The app with the team login on and Ana signed in; one image of Ana's and two of Bo's."""
+    for k in ("HIAPI_API_KEY", "HIAPI_BASE_URL"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path / "data"))
+    core.shutdown()
+    import streamlit as st
+
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30)
+    at.secrets["auth"] = AUTH
+    at.user = {"is_logged_in": True, "email": ANA, "name": "Ana"}
+    at.run()
+    assert not at.exception, at.exception
+    services = core.current()
+    _by(services.store, services.keeper, ANA, 1, "Ana's sage mug")
+    _by(services.store, services.keeper, BO, 2, "Bo's neon poster")
+    _by(services.store, services.keeper, BO, 3, "Bo's lake at dawn")
+    yield at
+    core.shutdown()
+    st.cache_resource.clear()
+
+
+def _component_data(at, name: str) -> dict:
+    [el] = [e for e in at.get("bidi_component") if name in e.proto.component_name]
+    return json.loads(el.proto.json)
+
+
+def _unescaped(markdown: str) -> str:
+    """What a person reads of `literal` text: backslash escapes and zero-width spaces removed."""
+    import re
+
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace("\u200b", "")
+
+
+def test_the_view_models_name_the_author_only_when_asked(stocked):
+    from components.gallery import gallery_view
+    from components.queue import queue_view
+
+    store, _, _ = stocked
+    assert all("by" not in i for i in gallery_view(store, None, GalleryQuery())["items"])
+    assert all("by" not in c for c in queue_view(store, None)["creatives"])
+    store.add_submission(TaskRequest("bo's"), idempotency_key="bo-x", creative_id="cbo", author=BO)
+    named = gallery_view(store, None, GalleryQuery(status="all"), show_author=True)["items"]
+    assert [i["by"] for i in named] == [i.author for i in store.gallery(GalleryQuery(status="all"))[0]]
+    assert {i["by"] for i in named} == {"local"}  # the pending one is not in the gallery; seeds are local
+    creatives = queue_view(store, None, show_author=True)["creatives"]
+    assert {c["id"]: c["by"] for c in creatives}["cbo"] == BO
+    assert {c["by"] for c in creatives if c["id"] != "cbo"} == {"local"}
+
+
+def test_with_the_login_on_cards_the_queue_and_the_lightbox_name_the_author(team_app):
+    at = team_app
+    at.switch_page("app_pages/gallery.py").run()
+    items = _component_data(at, "studio_gallery")["view"]["items"]
+    assert [(i["prompt"], i["by"]) for i in items] == [
+        ("Bo's lake at dawn", BO), ("Bo's neon poster", BO), ("Ana's sage mug", ANA),
+    ]  # fmt: skip
+    # The lightbox names the author, escaped for markdown (an address is not turned into a link).
+    at.session_state["gallery_lightbox"] = items[1]["id"]
+    at.run()
+    assert not at.exception, at.exception
+    [caption] = [c.value for c in at.caption if c.value.startswith("Model ")]
+    assert _unescaped(caption).endswith(f" · by {BO}") and "bo\u200b@example" in caption
+    # The Studio's queue names who asked for each creative.
+    at.session_state["gallery_lightbox"] = None
+    at.switch_page("app_pages/studio.py").run()
+    creatives = _component_data(at, "studio_queue")["view"]["creatives"]
+    by_prompt = {c["prompt"]: c["by"] for c in creatives}
+    assert by_prompt == {"Ana's sage mug": ANA, "Bo's neon poster": BO, "Bo's lake at dawn": BO}
+
+
+def test_a_shared_collection_is_listed_with_its_author_and_filled_by_anyone(team_app):
+    from studio.usecases import add_to_collection
+
+    at = team_app
+    store = core.current().store
+    ana_img, bo_img = (store.gallery(GalleryQuery(author=who))[0][0].output_id for who in (ANA, BO))
+    cid = add_to_collection(store, "Summer", [bo_img], author=BO)  # Bo made it
+    at.switch_page("app_pages/gallery.py").run()
+    coll = at.selectbox(key="g_collection")
+    assert coll.options == ["All images", f"Summer (1) · by {BO}"]
+    # Ana (signed in) adds her image to Bo's collection from the lightbox's picker.
+    at.session_state["gallery_lightbox"] = ana_img
+    at.run()
+    picker = at.selectbox(key="lb_coll")
+    assert picker.options == [f"Summer · by {BO}", "New collection…"]
+    picker.set_value("Summer").run()
+    at.button(key="lb_coll_add").click().run()
+    assert not at.exception, at.exception
+    assert store.collections() == [(cid, "Summer", 2)] and store.collection_author(cid) == BO
+    assert sorted(i.author for i in store.gallery(GalleryQuery(collection_id=cid))[0]) == [ANA, BO]
+
+
+def test_campaigns_name_their_author_and_filter_mine_everyone_or_one_person(team_app):
+    from dataclasses import replace
+
+    from studio.records import NewCampaign
+
+    at = team_app
+    store = core.current().store
+    rows = (({"p": "mug"}, "A mug"),)
+    made = {}
+    for who, name in ((BO, "Bo's launch"), (ANA, "Ana's launch")):
+        new = replace(NewCampaign(name, "A {{p}}", ("p",), ("1:1",), "1K", rows), author=who)
+        cells = [(1, TaskRequest("A mug", "1:1", "1K"), f"{name}-0")]
+        made[who], _, _ = store.launch_campaign_once(new, cells, unit_micros=40_000, currency="USD")
+    # The Studio's campaign cards say who launched each.
+    at.switch_page("app_pages/studio.py").run()
+    assert {f"by {ANA}", f"by {BO}"} <= {_unescaped(c.value) for c in at.caption}
+    at.button_group(key="sc_scope").set_value("Mine").run()  # the Studio's cards: Mine / Everyone too
+    assert not at.exception, at.exception
+    by = [_unescaped(c.value) for c in at.caption if c.value.startswith("by ")]
+    assert by == [f"by {ANA}"]
+    at.button_group(key="sc_scope").set_value("Everyone").run()
+    at.switch_page("app_pages/gallery.py").run()
+    at.button_group(key="g_view").set_value("Campaigns").run()
+    assert not at.exception, at.exception
+
+    def listed() -> list[str]:
+        return [
+            o.split(" · ")[0] + " · " + o.rsplit(" · ", 1)[1] for o in at.selectbox(key="g_campaign").options
+        ]
+
+    assert listed() == [f"Ana's launch · by {ANA}", f"Bo's launch · by {BO}"]  # everyone's, newest first
+    assert _unescaped(next(c.value for c in at.caption if "per image" in c.value)).endswith(f" · by {ANA}")
+    at.selectbox(key="gc_person").set_value(BO).run()
+    assert listed() == [f"Bo's launch · by {BO}"]
+    at.button_group(key="gc_scope").set_value("Mine").run()
+    assert listed() == [f"Ana's launch · by {ANA}"]

@@ -22,8 +22,10 @@ from streamlit.testing.v1 import AppTest
 from components.text import literal
 from studio import services as core
 from studio.library import Library, Template
-from studio.models import MAX_STATUS_CHARS, Task
+from studio.models import MAX_STATUS_CHARS, Task, TaskRequest
+from studio.records import GalleryQuery
 from tests.support import generate_button
+from tests.test_gallery_page import team_app  # noqa: F401
 from tests.test_settings_page import settings_page  # noqa: F401
 from tests.test_studio_page import app  # noqa: F401
 
@@ -138,3 +140,33 @@ def test_literal_escapes_every_markdown_mark_and_breaks_autolinks():
     assert_inert(out, "literal()")
     assert shown(out) == "a [b](c) ![d](e) **f** `g` $h$ <i> https://x.example j@k.example \\{{"
     assert out.count("\u200b") == 2  # the bare URL and the e-mail address are broken, not linked
+
+
+def test_an_authors_name_shows_literally_in_the_lightbox_and_on_campaigns(team_app):  # noqa: F811
+    from dataclasses import replace as with_
+
+    from studio.records import NewCampaign
+    from tests.test_gallery_page import _by
+
+    services = core.current()
+    store = services.store
+    _by(store, services.keeper, HOSTILE, 7, "a hostile author's image")  # a name as the provider sent it
+    [item] = store.gallery(GalleryQuery(author=HOSTILE))[0]
+    new = with_(
+        NewCampaign("Hostile", "A {{p}}", ("p",), ("1:1",), "1K", (({"p": "x"}, "A x"),)), author=HOSTILE
+    )
+    store.launch_campaign_once(new, [(1, TaskRequest("A x"), "hostile-0")], unit_micros=1, currency="USD")
+
+    team_app.switch_page("app_pages/gallery.py").run()
+    team_app.session_state["gallery_lightbox"] = item.output_id
+    team_app.run()
+    assert not team_app.exception, team_app.exception
+    [caption] = [c for c in _values(team_app, "caption") if c.startswith("Model ")]
+    assert_inert(caption, "the lightbox's author")
+    assert shown(caption).endswith(f" · by {HOSTILE}")
+
+    team_app.session_state["gallery_lightbox"] = None
+    team_app.switch_page("app_pages/studio.py").run()
+    [card] = [c for c in _values(team_app, "caption") if "evil" in c]
+    assert_inert(card, "a campaign card's author")
+    assert shown(card) == f"by {HOSTILE}"

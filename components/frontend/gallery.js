@@ -14,8 +14,8 @@
 //
 // Clicks go back to Python as trigger events: open, select, favourite, reference, edit.
 // Keyboard: a thumbnail takes focus; ← → ↑ ↓ move between them (scrolling as needed),
-// Enter opens. Every string from outside (prompts, HiAPI's messages) is put in the DOM
-// with textContent, never innerHTML.
+// Enter opens. Every string from outside (prompts, HiAPI's messages, authors) is put in the
+// DOM with textContent, never innerHTML.
 
 const STATES = new WeakMap();
 const GAP = 16; // px between cards, both ways
@@ -68,6 +68,13 @@ function open(state, item) {
   state.trigger("open", { id: item.id, sequence: sequenceAround(state, index ?? 0) });
 }
 
+function byLine(item) {
+  // Who made it (the team login is on): text from the identity provider, set as text only.
+  const line = el("div", "g-by", `by ${item.by}`);
+  line.title = String(item.by);
+  return line;
+}
+
 function keptCard(state, item) {
   const card = el("div", `g-card st-key-card_${item.id}`);
   card.dataset.id = String(item.id);
@@ -98,6 +105,7 @@ function keptCard(state, item) {
   meta.appendChild(el("span", "g-caption", item.when));
   card.appendChild(meta);
   card.appendChild(el("div", "g-prompt", item.prompt));
+  if (item.by !== undefined) card.appendChild(byLine(item));
 
   const row = el("div", "g-actions");
   row.appendChild(button("Open", "g-open", () => open(state, item)));
@@ -144,6 +152,7 @@ function failedCard(state, item) {
   meta.appendChild(el("span", "g-caption", item.when));
   card.appendChild(meta);
   card.appendChild(el("div", "g-prompt", item.prompt));
+  if (item.by !== undefined) card.appendChild(byLine(item));
   const row = el("div", "g-actions");
   row.appendChild(button("Edit in Studio", "", () => state.trigger("edit", { sid: item.sid })));
   card.appendChild(row);

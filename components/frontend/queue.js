@@ -9,8 +9,8 @@
 // a newer one. Cards are keyed by creative and task id, so nothing is ever drawn twice.
 //
 // Clicks go back to Python as trigger events: open, favourite, retry, resubmit,
-// reference, kit. Every string from outside (prompts, HiAPI's messages) is put in the
-// DOM with textContent, never innerHTML.
+// reference, kit. Every string from outside (prompts, HiAPI's messages, authors) is put in
+// the DOM with textContent, never innerHTML.
 
 const STATES = new WeakMap();
 
@@ -173,6 +173,8 @@ function drawCreative(state, creative) {
   head.appendChild(el("div", "q-prompt", creative.prompt));
   head.appendChild(el("div", "q-caption q-time", creative.time));
   node.appendChild(head);
+  // Who asked for it (the team login is on): the identity provider's text, set as text only.
+  if (creative.by !== undefined) node.appendChild(el("div", "q-caption q-by", `by ${creative.by}`));
   const grid = el("div", "q-grid");
   grid.style.setProperty("--cols", String(Math.min(4, creative.tasks.length)));
   for (const task of creative.tasks) grid.appendChild(drawTask(state, task, creative));

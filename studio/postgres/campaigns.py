@@ -356,10 +356,15 @@ class PgCampaignRows(PgDatabase):
             r = c.execute("SELECT * FROM campaigns WHERE id = %s", (campaign_id,)).fetchone()
         return self._campaign(r) if r else None
 
-    def campaigns(self, limit: int = 50) -> list[Campaign]:
-        """Newest first."""
+    def campaigns(self, limit: int = 50, *, author: str | None = None) -> list[Campaign]:
+        """Newest first; only `author`'s when given (None: everyone's)."""
         with self._read() as c:
-            rows = c.execute("SELECT * FROM campaigns ORDER BY id DESC LIMIT %s", (limit,)).fetchall()
+            if author is None:
+                rows = c.execute("SELECT * FROM campaigns ORDER BY id DESC LIMIT %s", (limit,)).fetchall()
+            else:
+                rows = c.execute(
+                    "SELECT * FROM campaigns WHERE author = %s ORDER BY id DESC LIMIT %s", (author, limit)
+                ).fetchall()
         return [self._campaign(r) for r in rows]
 
     def campaign_rows(self, campaign_id: int) -> list[CampaignRow]:

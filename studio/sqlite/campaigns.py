@@ -305,9 +305,14 @@ class CampaignRows(Database):
         r = self._conn().execute("SELECT * FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
         return self._campaign(r) if r else None
 
-    def campaigns(self, limit: int = 50) -> list[Campaign]:
-        """Newest first."""
-        rows = self._conn().execute("SELECT * FROM campaigns ORDER BY id DESC LIMIT ?", (limit,))
+    def campaigns(self, limit: int = 50, *, author: str | None = None) -> list[Campaign]:
+        """Newest first; only `author`'s when given (None: everyone's)."""
+        if author is None:
+            rows = self._conn().execute("SELECT * FROM campaigns ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = self._conn().execute(
+                "SELECT * FROM campaigns WHERE author = ? ORDER BY id DESC LIMIT ?", (author, limit)
+            )
         return [self._campaign(r) for r in rows.fetchall()]
 
     def campaign_rows(self, campaign_id: int) -> list[CampaignRow]:

@@ -555,6 +555,53 @@ def test_every_row_records_its_author_and_the_gallery_filters_by_person(repos: R
     assert repos.collection_author(coll + 1000) is None
 
 
+def test_campaigns_are_listed_everyones_or_one_persons(repos: Repositories) -> None:
+    ana, bo = "ana@example.com", "bo@example.com"
+    made = []
+    for n, who in enumerate((ana, bo, ana)):
+        cid, _, _ = repos.launch_campaign_once(
+            replace(new_campaign(f"Launch {n}"), author=who),
+            cells(f"t{n}"),
+            unit_micros=40_000,
+            currency="USD",
+        )
+        made.append(cid)
+    assert [c.id for c in repos.campaigns()] == made[::-1]  # None: everyone's, newest first
+    assert [c.id for c in repos.campaigns(author=ana)] == [made[2], made[0]]
+    assert [(c.id, c.author) for c in repos.campaigns(author=bo)] == [(made[1], bo)]
+    assert [c.id for c in repos.campaigns(1, author=ana)] == [made[2]]  # the limit counts that person's
+    assert repos.campaigns(author="cy@example.com") == []
+    assert repos.campaigns(author=LOCAL_AUTHOR) == []
+
+
+def test_a_collection_one_person_made_is_seen_and_filled_by_another(repos: Repositories) -> None:
+    from studio.usecases import add_to_collection
+
+    ana, bo = "ana@example.com", "bo@example.com"
+    rate = SpendRate("1K", 40_000, "USD")
+    outs = {}
+    for who, key in ((ana, "ana"), (bo, "bo")):
+        [sid], _ = repos.add_click(
+            [(TaskRequest(f"{key}'s mug"), f"{key}-0")], creative_id=f"c{key}", spend=rate, author=who
+        )
+        repos.mark_created(sid, f"task-{key}")
+        repos.record_task(report(f"task-{key}", "success", output=[image(0)]))
+        [o] = repos.outputs_for([sid])[sid]
+        repos.output_kept(o.id, sha256=key.ljust(64, "0"), width=8, height=8, nbytes=1)
+        outs[who] = o.id
+    coll = add_to_collection(repos, "Summer", [outs[ana]], author=ana)
+    # Bo sees Ana's collection under its name, and adds his image to it (no second "Summer").
+    assert repos.collections() == [(coll, "Summer", 1)]
+    assert add_to_collection(repos, " Summer ", [outs[bo]], author=bo) == coll
+    assert repos.collections() == [(coll, "Summer", 2)]
+    assert repos.collection_author(coll) == ana  # it stays Ana's
+    shared = repos.gallery(GalleryQuery(collection_id=coll))[0]
+    assert sorted(i.author for i in shared) == [ana, bo]
+    assert repos.output_collections(outs[bo]) == ["Summer"]
+    # Each person's filter still narrows inside the shared collection.
+    assert [i.output_id for i in repos.gallery(GalleryQuery(collection_id=coll, author=bo))[0]] == [outs[bo]]
+
+
 def test_spend_is_totalled_per_author(repos: Repositories) -> None:
     ana, bo = "ana@example.com", "bo@example.com"
     _, ids, _ = repos.launch_campaign_once(
