@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from . import errors as E
 from . import events as ev
+from .blobs import BlobStoreUnavailable
 from .campaign_store import CANCELLED_STATE, PAUSED
 from .intake import DEFAULT_MAX_ACTIVE, Health, Intake, check_click_token  # noqa: F401 (re-exported)
 from .models import TaskStatus
@@ -81,6 +82,9 @@ _FINAL_CREATE_ERRORS = (
 )
 #: Download attempts when HiAPI gave no expiry; with one, retryable failures go on until it.
 DOWNLOAD_ATTEMPTS = 8
+#: While the image storage is away, a paid-for image is fetched again this often (seconds).
+STORAGE_RETRY_S = 5.0
+STORAGE_AWAY = "The image storage can't be reached; the image is kept as soon as it is back."
 DOWNLOAD_BACKOFF_CAP = 30.0
 NOT_FOUND_LIMIT = 5
 #: A claim lasts this long unless renewed (every third of it): a dead worker's
@@ -493,8 +497,11 @@ class Tracker(Intake):
             self._polls.run(self._guard, self._check, w)
         if creates:
             room = self._creates.take(len(creates))
-            chosen = self._admit(creates, now, room=room)
-            self._creates.give_back(room - len(chosen))
+            chosen: list[_Watch] = []
+            try:  # a database gone mid-round must not keep the lane's slots for ever
+                chosen = self._admit(creates, now, room=room)
+            finally:
+                self._creates.give_back(room - len(chosen))
             for w in chosen:
                 self._creates.run(self._guard, self._create, w)
             if self._budget.hold_until > now:
@@ -504,12 +511,14 @@ class Tracker(Intake):
         if self.keeper is not None:
             free = self._downloads.take(self._downloads.workers)
             outputs: list[Any] = []
-            if free:
-                claimed = self.store.claim_due_outputs(self.worker_id, self.lease_s, now, free)
-                with self._lock:  # one of ours whose lease ran out while downloading: not twice
-                    outputs = [o for o in claimed if o.id not in self._downloading]
-                    self._downloading.update(o.id for o in outputs)
-            self._downloads.give_back(free - len(outputs))
+            try:  # as above: slots taken for a claim that failed are given back
+                if free:
+                    claimed = self.store.claim_due_outputs(self.worker_id, self.lease_s, now, free)
+                    with self._lock:  # one of ours whose lease ran out while downloading: not twice
+                        outputs = [o for o in claimed if o.id not in self._downloading]
+                        self._downloading.update(o.id for o in outputs)
+            finally:
+                self._downloads.give_back(free - len(outputs))
             for o in outputs:
                 self._downloads.run(self._guard_download, o)
             nd = self.store.next_output_due()
@@ -790,6 +799,12 @@ class Tracker(Intake):
     def _guard_download(self, o: Any) -> None:
         try:
             self._download(o)
+        except BlobStoreUnavailable as exc:
+            # Paid for and still at HiAPI: tried again every few seconds while the storage is away
+            # (a wake when it is back starts the next round at once), never given up on for it.
+            self._note_error(f"download {o.id}: {exc!r}")
+            self.store.output_failed(o.id, STORAGE_AWAY, retry_at=self.clock() + STORAGE_RETRY_S)
+            self.events.publish(ev.PROGRESS, o.submission_id, o.id)
         except Exception as exc:
             self._note_error(f"download {o.id}: {exc!r}")
             self.store.output_failed(

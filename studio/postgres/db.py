@@ -14,9 +14,9 @@ Contract:
 - The server going away (refused, restarting, a connection cut mid-statement) surfaces
   as `repositories.StoreUnavailable`, never as a driver error: the transaction it cut
   was rolled back by the server, so the caller may simply try again later. While an
-  outage lasts a call gives up after `QUICK_S` instead of the pool's full wait, so a
-  page or a worker loop learns of it at once; the pool reconnects by itself, and the
-  first call that gets a connection ends the outage.
+  outage is known a call fails at once instead of waiting out the pool, so a page or a
+  worker loop learns of it at once; `ping` (the health check, every 2 s) is what tries
+  the server, and the first ping that gets a connection ends the outage.
 """
 
 from __future__ import annotations
@@ -71,9 +71,14 @@ class PgDatabase:
 
     @contextmanager
     def _conn(self, *, quick: bool = False) -> Iterator[Any]:
-        """A pooled connection; an outage (at checkout or during the block) is StoreUnavailable."""
+        """A pooled connection; an outage (at checkout or during the block) is StoreUnavailable.
+
+        While an outage is known only `quick` calls (`ping`) try the server: every other call
+        fails at once, so a page drawn meanwhile is not slowed by one wait per query."""
+        if self._down and not quick:
+            raise StoreUnavailable("the database server is not answering")
         try:
-            with self._pool.connection(timeout=QUICK_S if quick or self._down else None) as conn:
+            with self._pool.connection(timeout=QUICK_S if quick else None) as conn:
                 self._down = False
                 yield conn
         except Exception as exc:
