@@ -552,6 +552,11 @@ class Tracker(Intake):
         self._budget = self.store.create_budget(self.pacing_key, self._max_active)
         if now < self._budget.hold_until:
             return []
+        with self._lock:
+            # Counted before the store is read, never after: a create answered in between
+            # is then counted twice for one tick (its job's end wakes the loop again), never
+            # missed, since a create stops being "sent" only once its task id is stored.
+            sending = self._sending_count()
         at_hiapi = self.store.in_flight_count()
         gates = self._campaigns.gates([w.submission_id for w in creates])
 
@@ -571,7 +576,7 @@ class Tracker(Intake):
         with self._lock:
             # Two workers admitting in the same instant may both take the last slot; the
             # next tick of each sees the other's tasks. (A row lock closes this on PostgreSQL.)
-            free = self._limit() - at_hiapi - self._sending_count()
+            free = self._limit() - at_hiapi - sending
             for w in sorted(creates, key=order):
                 if len(chosen) >= room:
                     break
@@ -688,7 +693,8 @@ class Tracker(Intake):
             self._drop(w)
             self._wake.set()
             return
-        w.kind, w.errors, w.checks, w.status = "check", 0, 0, TaskStatus.QUEUED
+        with self._lock:  # after mark_created: `_admit` counts it as sent or as stored, never neither
+            w.kind, w.errors, w.checks, w.status = "check", 0, 0, TaskStatus.QUEUED
         w.last_running_at = self.clock()
         w.callback = sub.callback_url is not None
         self._schedule_check(w, sub.resolution, elapsed=0.0)

@@ -140,6 +140,93 @@ def test_campaign_never_has_more_tasks_in_flight_than_the_limit(sim, tmp_path):
         tracker.stop()
 
 
+class HeldFirstCreate:
+    """The real client, whose first create waits inside the call (before the POST) until `answer` is set."""
+
+    def __init__(self, client: HiAPIClient) -> None:
+        self.client = client
+        self.entered = threading.Event()
+        self.answer = threading.Event()
+        self._lock = threading.Lock()
+        self._first = True
+
+    @property
+    def is_local(self) -> bool:
+        return self.client.is_local
+
+    def new_idempotency_key(self) -> str:
+        return self.client.new_idempotency_key()
+
+    def create_task(self, request, *, idempotency_key=None):
+        with self._lock:
+            first, self._first = self._first, False
+        if first:
+            self.entered.set()
+            assert self.answer.wait(60), "the held create was never let go"
+        return self.client.create_task(request, idempotency_key=idempotency_key)
+
+    def get_task(self, task_id):
+        return self.client.get_task(task_id)
+
+
+class CountHook(Store):
+    """A real SQLite store that runs `after_count` once, just after its next in-flight count is read."""
+
+    def __init__(self, path) -> None:
+        super().__init__(path)
+        self.after_count = None
+        self.hook_errors: list[BaseException] = []
+
+    def in_flight_count(self) -> int:
+        n = super().in_flight_count()
+        hook, self.after_count = self.after_count, None
+        if hook is not None:
+            try:
+                hook()
+            except BaseException as exc:  # seen by the test, not swallowed by the tracker's loop
+                self.hook_errors.append(exc)
+        return n
+
+
+def test_a_create_answered_while_the_loop_counts_its_room_still_counts(sim, tmp_path):
+    # The loop reads the store's count of tasks at HiAPI while a create is on the wire (so it is
+    # not in that count); the create is then answered and its task recorded before the loop looks
+    # at the creates it is sending. It must be counted once, not missed: else a second row goes out.
+    clock = FakeClock.at_now()
+    store = CountHook(tmp_path / "studio.db")
+    held = HeldFirstCreate(HiAPIClient(KEY, base_url=sim.base_url, max_retries=0))
+    client = RecordingClient(held)
+    tracker = Tracker(
+        store, client, ImageKeeper(tmp_path / "images"), priors={"1K": 0.4}, max_active=1, clock=clock
+    )
+    tracker.start()
+    try:
+        cid, ids = start_campaign(tracker, ["a", "b"])
+        wait_for(held.entered.is_set)  # the first row is being sent; the second waits for room
+
+        def answer_the_create_before_the_loop_goes_on() -> None:
+            busy = tracker.health()["lanes"]["create"]["busy"]
+            held.answer.set()
+            # The create's job has ended: its task id is stored and it is no longer "being sent".
+            wait_for(lambda: tracker.health()["lanes"]["create"]["busy"] < busy)
+            assert store.submission(ids[0]).task_id is not None
+
+        store.after_count = answer_the_create_before_the_loop_goes_on
+        tracker.wake()
+        wait_for(lambda: store.after_count is None)
+        loop_rounds(tracker)
+        assert store.hook_errors == []
+        assert sim.stats()["tasks_created"] == 1  # the second row still waits: the limit is 1
+        assert store.in_flight_count() == 1
+
+        assert clock.run_until(finished(store, cid), tracker, step=0.1)
+        assert sim.stats()["tasks_created"] == 2
+        assert client.peak_in_flight() == 1
+    finally:
+        held.answer.set()
+        tracker.stop()
+
+
 def test_a_single_prompt_goes_at_once_and_campaign_rows_wait_for_room(sim, tmp_path):
     clock = FakeClock.at_now()
     tracker, store, client = make(sim, tmp_path, max_active=1, clock=clock)
