@@ -33,6 +33,8 @@ from components.lightbox import collection_labels, collection_picker, open_item
 from components.references import use_as_reference
 from components.services import get_services, image_url, show_image
 from components.text import literal
+from components.watch import watch
+from studio import events as ev
 from studio import routes
 from studio.events import EventBus
 from studio.export import file_name
@@ -367,6 +369,17 @@ def grid(q: GalleryQuery, *, page: int | None = None) -> dict[str, Any]:
         on_edit_change=_on_edit,
     )
     return view
+
+
+def no_matches(since: dict[str, Any]) -> None:
+    """The gallery with nothing to show: a hint, and a watch that reruns the page when an image
+    is kept or fails anywhere (on another replica too) or another process commits after `since`
+    (`watch.version`, read before the count that was 0), so the first image of an empty gallery
+    appears without a reload, as every later one does through the grid."""
+    st.info(
+        "No images match. Generate some in the Studio, or loosen the filters.", icon=":material/image_search:"
+    )
+    watch("g_empty_watch", since, kinds=[ev.KEPT, ev.FAILED, ev.CHANGED], unknown=True)
 
 
 def _delete_selected(output_ids: list[int]) -> None:
