@@ -13,13 +13,11 @@ from components.gallery import (
     clear_filters,
     filters,
     grid,
-    no_matches,
     restore_from_file,
     toggle_pages,
 )
 from components.lightbox import open_lightbox
 from components.services import get_services
-from components.watch import version
 from studio.records import GalleryQuery
 
 services = get_services()
@@ -33,7 +31,6 @@ restore_from_file()
 query = filters()
 # The layout is the URL's (`?pages=1`), so a paged view can be linked to and survives a reload.
 paged = st.query_params.get("pages") == "1"
-since = version(services.events)  # before the count: a change after it reruns an empty gallery
 total = services.store.gallery_count(query)
 pages = max(1, -(-total // PAGE_SIZE))
 page = min(st.session_state.get("g_page", 1), pages) if paged else None
@@ -51,10 +48,8 @@ clear.button(
     disabled=not filtered, width="stretch",
 )  # fmt: skip
 bulk_bar()
-if not total:
-    no_matches(since)
-else:
-    grid(query, page=page)
-    if paged and pages > 1:
-        st.pagination(pages, key="g_page")
+# Drawn when empty too: it says so, and shows the first image the moment any replica keeps it.
+grid(query, page=page)
+if paged and pages > 1:
+    st.pagination(pages, key="g_page")
 open_lightbox()

@@ -33,8 +33,6 @@ from components.lightbox import collection_labels, collection_picker, open_item
 from components.references import use_as_reference
 from components.services import get_services, image_url, show_image
 from components.text import literal
-from components.watch import watch
-from studio import events as ev
 from studio import routes
 from studio.events import EventBus
 from studio.export import file_name
@@ -53,6 +51,9 @@ SELECTED = deletion.SELECTED
 PROMPT_CHARS = 160  # what a card carries; CSS cuts it to one line, the lightbox has it all
 FEED = routes.events()
 SOURCE = routes.gallery_view()
+#: What the grid says while nothing matches (it stays mounted and listening, so the first image
+#: of an empty gallery arrives by the push channel like every later one, without a rerun).
+NO_MATCHES = "No images match. Generate some in the Studio, or loosen the filters."
 # Filter widgets and the value "Clear filters" puts back.
 FILTER_DEFAULTS = {
     "g_text": "", "g_ratios": [], "g_res": [], "g_collection": None, "g_dates": (),
@@ -345,7 +346,8 @@ def grid(q: GalleryQuery, *, page: int | None = None) -> dict[str, Any]:
 
     Scroll view (`page` None): every match in one scroll, the browser fetching
     what comes into view. Paged view: page `page` of PAGE_SIZE, nothing fetched
-    beyond it. Both are kept current by the push channel.
+    beyond it. Both are kept current by the push channel, an empty one too (it
+    shows NO_MATCHES until an image matches).
     """
     services = get_services()
     size = WINDOW if page is None else PAGE_SIZE
@@ -361,6 +363,7 @@ def grid(q: GalleryQuery, *, page: int | None = None) -> dict[str, Any]:
             "source": routes.gallery_view(query_string(q)),
             "paged": page is not None,
             "size": size,
+            "empty": NO_MATCHES,
         },
         on_open_change=_on_open,
         on_select_change=_on_select,
@@ -369,17 +372,6 @@ def grid(q: GalleryQuery, *, page: int | None = None) -> dict[str, Any]:
         on_edit_change=_on_edit,
     )
     return view
-
-
-def no_matches(since: dict[str, Any]) -> None:
-    """The gallery with nothing to show: a hint, and a watch that reruns the page when an image
-    is kept or fails anywhere (on another replica too) or another process commits after `since`
-    (`watch.version`, read before the count that was 0), so the first image of an empty gallery
-    appears without a reload, as every later one does through the grid."""
-    st.info(
-        "No images match. Generate some in the Studio, or loosen the filters.", icon=":material/image_search:"
-    )
-    watch("g_empty_watch", since, kinds=[ev.KEPT, ev.FAILED, ev.CHANGED], unknown=True)
 
 
 def _delete_selected(output_ids: list[int]) -> None:
