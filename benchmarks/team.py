@@ -473,7 +473,7 @@ def _push_run(browser: Any, a: Any, b: Any, dsn: str, n: int, generate: Any, ope
             seen, painted, changes = page.evaluate(
                 "id => [window.__seen[id], window.__painted[id], window.__changes]", str(oid)
             )
-            if i == 0:  # into an empty gallery (the page reruns to draw the grid): apart
+            if i == 0:  # into an empty gallery, on connections not used yet: apart
                 first[name] = seen / 1000 - kept_at
                 continue
             heard = _heard_at(changes, oid)
@@ -557,8 +557,8 @@ def push_rows(got: dict[str, Any]) -> list[Row]:
             note=(f"from `outputs.kept_at` (A's clock just before its UPDATE commits) to the card in B's DOM "
                   f"(a MutationObserver's Date.now(), one machine's clock); A = STUDIO_ROLE=all keeps every "
                   f"image, B = web, one PostgreSQL (LISTEN/NOTIFY) and one SeaweedFS bucket; images made one at "
-                  f"a time by Generate in A's Studio page; the first, into an empty gallery (a page rerun draws the "
-                  f"grid), apart: {push['first']['B'] * 1000:.0f} ms on B, {push['first']['A'] * 1000:.0f} ms on A; p50 "
+                  f"a time by Generate in A's Studio page; the first, into an empty gallery, "
+                  f"apart: {push['first']['B'] * 1000:.0f} ms on B, {push['first']['A'] * 1000:.0f} ms on A; p50 "
                   f"{pct(cross['card'], 0.5) * 1000:.0f} ms on B vs {pct(local['card'], 0.5) * 1000:.0f} ms on A; "
                   f"max {max(cross['card']) * 1000:.0f} ms on B; on B: {split(cross)}; on A: {split(local)}; "
                   f"load average {got['load_push']} after"),
