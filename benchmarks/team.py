@@ -645,7 +645,8 @@ def write_results(rows: list[Row], command: str) -> None:
         f"\n{_HEADING}\n\n"
         f"Run on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `{command}`; load average "
         f"(1/5/15 min) {_load()} at the end. Two replicas in one process on one PostgreSQL database and "
-        "one SeaweedFS bucket (tools/engines.py), against one simulator; see benchmarks/team.py.\n\n"
+        "one SeaweedFS bucket (tools/engines.py), against one simulator; the open-page row runs two studio "
+        "servers on them (A tracks, B serves pages only) and Chromium; see benchmarks/team.py.\n\n"
         + table(rows)
         + "\n\n"
         + "\n".join(f"- {r.metric}: {r.note}" for r in rows if r.note)
