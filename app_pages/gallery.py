@@ -48,12 +48,8 @@ clear.button(
     disabled=not filtered, width="stretch",
 )  # fmt: skip
 bulk_bar()
-if not total:
-    st.info(
-        "No images match. Generate some in the Studio, or loosen the filters.", icon=":material/image_search:"
-    )
-else:
-    grid(query, page=page)
-    if paged and pages > 1:
-        st.pagination(pages, key="g_page")
+# Drawn when empty too: it says so, and shows the first image the moment any replica keeps it.
+grid(query, page=page)
+if paged and pages > 1:
+    st.pagination(pages, key="g_page")
 open_lightbox()

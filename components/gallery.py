@@ -51,6 +51,9 @@ SELECTED = deletion.SELECTED
 PROMPT_CHARS = 160  # what a card carries; CSS cuts it to one line, the lightbox has it all
 FEED = routes.events()
 SOURCE = routes.gallery_view()
+#: What the grid says while nothing matches (it stays mounted and listening, so the first image
+#: of an empty gallery arrives by the push channel like every later one, without a rerun).
+NO_MATCHES = "No images match. Generate some in the Studio, or loosen the filters."
 # Filter widgets and the value "Clear filters" puts back.
 FILTER_DEFAULTS = {
     "g_text": "", "g_ratios": [], "g_res": [], "g_collection": None, "g_dates": (),
@@ -343,7 +346,8 @@ def grid(q: GalleryQuery, *, page: int | None = None) -> dict[str, Any]:
 
     Scroll view (`page` None): every match in one scroll, the browser fetching
     what comes into view. Paged view: page `page` of PAGE_SIZE, nothing fetched
-    beyond it. Both are kept current by the push channel.
+    beyond it. Both are kept current by the push channel, an empty one too (it
+    shows NO_MATCHES until an image matches).
     """
     services = get_services()
     size = WINDOW if page is None else PAGE_SIZE
@@ -359,6 +363,7 @@ def grid(q: GalleryQuery, *, page: int | None = None) -> dict[str, Any]:
             "source": routes.gallery_view(query_string(q)),
             "paged": page is not None,
             "size": size,
+            "empty": NO_MATCHES,
         },
         on_open_change=_on_open,
         on_select_change=_on_select,

@@ -14,6 +14,7 @@ import uuid
 import httpx
 import psycopg
 import pytest
+from playwright.sync_api import expect
 
 from studio import services as core
 from studio.blob_keys import export_key, kit_key, new_token
@@ -131,23 +132,28 @@ def test_a_team_start_sweeps_old_downloads_from_the_bucket_and_asks_it_to_expire
         core.shutdown()
 
 
-@pytest.mark.browser
-def test_a_click_on_one_replica_is_kept_once_and_shows_on_the_other(
-    browser, tmp_path, postgres_db, s3_server, make_simulator
-):
-    sim = make_simulator(api_keys=[KEY], min_duration=0.5, max_duration=1.0)
-    prefix = "team-" + uuid.uuid4().hex[:8]
-    env = {
+def _replica_env(sim, dsn: str, s3_server, prefix: str, role: str = "all") -> dict[str, str]:
+    """A team replica's environment: one simulator, one database, one bucket prefix."""
+    return {
         "HIAPI_API_KEY": KEY,
         "HIAPI_BASE_URL": sim.base_url,
-        "STUDIO_ROLE": "all",
-        "DATABASE_URL": postgres_db,
+        "STUDIO_ROLE": role,
+        "DATABASE_URL": dsn,
         "STORAGE_URL": f"s3://{s3_server.bucket}/{prefix}",
         "S3_ENDPOINT_URL": s3_server.endpoint_url,
         "AWS_ACCESS_KEY_ID": s3_server.access_key,
         "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
         "AWS_REGION": s3_server.REGION,
     }
+
+
+@pytest.mark.browser
+def test_a_click_on_one_replica_is_kept_once_and_shows_on_the_other(
+    browser, tmp_path, postgres_db, s3_server, make_simulator
+):
+    sim = make_simulator(api_keys=[KEY], min_duration=0.5, max_duration=1.0)
+    prefix = "team-" + uuid.uuid4().hex[:8]
+    env = _replica_env(sim, postgres_db, s3_server, prefix)
     a = StudioServer(tmp_path / "a", env=env).start()
     b = StudioServer(tmp_path / "b", env=env).start()
     page = browser.new_page(viewport={"width": 1440, "height": 1200})
@@ -191,3 +197,45 @@ def test_a_click_on_one_replica_is_kept_once_and_shows_on_the_other(
     for server in (a, b):
         log = server.log()
         assert s3_server.secret_key not in log and postgres_db.split("@")[0].split(":")[-1] not in log
+
+
+@pytest.mark.browser
+def test_images_kept_on_one_replica_appear_on_the_other_replicas_open_gallery_without_a_reload(
+    browser, tmp_path, postgres_db, s3_server, make_simulator
+):
+    """B's Gallery page is opened once, empty, and then only watched: the first image kept on A
+    (the empty gallery's watch reruns the page) and the next (the grid's push channel) appear."""
+    sim = make_simulator(api_keys=[KEY], min_duration=0.3, max_duration=0.6)
+    prefix = "team-" + uuid.uuid4().hex[:8]
+    # B serves pages only (no tracker): every image is created, followed and kept by A.
+    a = StudioServer(tmp_path / "a", env=_replica_env(sim, postgres_db, s3_server, prefix, "all")).start()
+    b = StudioServer(tmp_path / "b", env=_replica_env(sim, postgres_db, s3_server, prefix, "web")).start()
+    studio = browser.new_context(viewport={"width": 1440, "height": 1200}).new_page()
+    gallery = browser.new_context(viewport={"width": 1440, "height": 1200}).new_page()
+    for p in (studio, gallery):
+        p.set_default_timeout(ARRIVAL_MS)
+    try:
+        gallery.goto(b.url + "/gallery")
+        expect(gallery.get_by_text("No images match")).to_be_visible()
+        gallery.evaluate("() => { window.__opened_once = true; }")  # a reload would forget it
+        cards = gallery.locator(".studio-gallery .g-card[data-id]")
+        open_studio(studio, a)
+        markers = [uuid.uuid4().hex[:8] for _ in range(2)]
+        for n, marker in enumerate(markers, 1):
+            set_prompt(studio, f"team poster {marker}")
+            generate(studio).click()
+            expect(cards.filter(has_text=marker)).to_have_count(1, timeout=ARRIVAL_MS)
+            expect(cards).to_have_count(n)
+        assert gallery.evaluate("() => window.__opened_once === true")
+        kept = _rows(
+            postgres_db,
+            "SELECT o.id FROM outputs o JOIN submissions s ON s.id = o.submission_id"
+            " WHERE o.state = 'kept' ORDER BY o.id",
+        )
+        shown = cards.evaluate_all("els => els.map(e => Number(e.dataset.id)).sort((x, y) => x - y)")
+        assert shown == [oid for (oid,) in kept]
+    finally:
+        studio.context.close()
+        gallery.context.close()
+        a.stop()
+        b.stop()

@@ -1,6 +1,6 @@
 // The gallery grid, drawn in the browser from a JSON view model (components/gallery.py).
 //
-// Data in: { view, selected, base, feed, source, paged, size }. `view` is a window of the
+// Data in: { view, selected, base, feed, source, paged, size, empty }. `view` is a window of the
 // filtered gallery as the script saw it ({ v, total, offset, items }).
 // - Scroll view: one scroll through every match. Only the rows near the viewport are in
 //   the DOM (a spacer as tall as all rows keeps the scrollbar true); items not yet loaded
@@ -11,6 +11,9 @@
 // something changed, refetches what it shows; the answers of an older generation are
 // dropped. Cards are keyed by output id, so an image is never drawn twice and a card that
 // did not change is kept as it is (its thumbnail is not reloaded).
+//
+// While nothing matches it shows `empty` and keeps listening, so the first image arrives
+// like every later one (no rerun).
 //
 // Clicks go back to Python as trigger events: open, select, favourite, reference, edit.
 // Keyboard: a thumbnail takes focus; ← → ↑ ↓ move between them (scrolling as needed),
@@ -230,6 +233,7 @@ function render(state) {
   const focused = state.grid.contains(document.activeElement) ? document.activeElement : null;
   state.grid.replaceChildren(...order);
   if (focused && focused.isConnected && document.activeElement !== focused) focused.focus({ preventScroll: true });
+  state.empty.hidden = state.total > 0;
   state.root.dataset.total = String(state.total);
   state.root.dataset.from = String(from);
   state.root.dataset.to = String(to);
@@ -376,13 +380,16 @@ export default function (component) {
   let state = STATES.get(parentElement);
   if (!state) {
     const root = el("div", "studio-gallery");
+    const empty = el("div", "g-empty");
+    empty.setAttribute("role", "status");
     const list = el("div", "g-list");
     const grid = el("div", "g-grid");
     list.appendChild(grid);
+    root.appendChild(empty);
     root.appendChild(list);
     parentElement.appendChild(root);
     state = {
-      root, list, grid, nodes: new Map(), index: new Map(), items: new Map(), loading: new Set(),
+      root, empty, list, grid, nodes: new Map(), index: new Map(), items: new Map(), loading: new Set(),
       gen: 0, total: 0, rowH: 400, cols: 4, v: null, closed: false, selected: new Set(),
     };
     STATES.set(parentElement, state);
@@ -398,6 +405,7 @@ export default function (component) {
   state.base = data.base || "";
   state.selected = new Set(data.selected || []);
   state.size = data.size || 60;
+  if (state.empty.textContent !== (data.empty || "")) state.empty.textContent = data.empty || "";
   const source = state.base + data.source;
   const paged = Boolean(data.paged);
   const view = data.view;
