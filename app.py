@@ -14,13 +14,29 @@ st.set_page_config(page_title="GPT Image 2 Studio", page_icon="🎨", layout="wi
 
 require_login()  # stops here until signed in, when a login is configured
 
+
+@st.fragment(run_every=5.0)
+def _retry_start() -> None:
+    """While the database or the object store does not answer at start: try again, and
+    draw the studio the moment it starts (a timer only on this error page)."""
+    try:
+        get_services()
+    except StartupError:
+        return
+    st.rerun(scope="app")
+
+
 try:
     services = get_services()
 except StartupError as exc:
     # A clear sentence instead of a traceback; a reload tries again once it is fixed.
     st.title("GPT Image 2 Studio")
     st.error(f"The studio cannot start. {exc.message}", icon=":material/report:")
-    st.button("Try again", key="startup_retry", icon=":material/refresh:")
+    if exc.transient:  # a server not up yet: the page opens by itself once it answers
+        st.caption("Trying again every few seconds: the studio opens by itself once it answers.")
+        _retry_start()
+    else:
+        st.button("Try again", key="startup_retry", icon=":material/refresh:")
     st.stop()
 
 pages = [

@@ -9,7 +9,7 @@
 - `run(page, services)` runs the page; an outage met while it draws is noticed
   (`Health.noticed`) and told with the same sentence instead of a traceback.
 - `guarded(fragment)` does the same for a fragment's own reruns: the first outage it meets
-  reruns the whole page (which then shows the sentence); one already told is shown in place.
+  reruns the whole page (which then shows the sentence); one already told leaves it empty.
 - `with tolerant():` lets a page go on without one part that needs the database: the Studio
   stays drawn while the database is away, so the prompt can still be written (Generate says
   why it waits), and only its results and library parts are missing until it is back.
@@ -96,7 +96,6 @@ def guarded(fragment: F) -> F:
             health.noticed(dep)
             if not known:
                 st.rerun(scope="app")  # the page above tells it, once
-            st.caption(SENTENCES[dep])
-            return None
+            return None  # already told above the page (drawn, or pushed into its watch)
 
     return body  # type: ignore[return-value]

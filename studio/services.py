@@ -51,7 +51,7 @@ from . import callbacks as cb
 from . import errors as E
 from . import events as ev
 from .blob_keys import EXPORTS, KITS
-from .blobs import BlobStore, LocalBlobStore
+from .blobs import BlobStore, BlobStoreUnavailable, LocalBlobStore
 from .blobstores import blob_store_for
 from .client import HiAPIClient
 from .config import Settings, StorageKind
@@ -486,7 +486,8 @@ def _open_data(settings: Settings) -> tuple[Repositories, ImageKeeper]:
             raise
         raise StartupError(
             f"The object store for {settings.storage.url!r} cannot be used ({_s3_reason(exc)}); check "
-            "STORAGE_URL, S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and that the store is running."
+            "STORAGE_URL, S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and that the store is running.",
+            transient=isinstance(exc, BlobStoreUnavailable),
         ) from None
     return store, keeper
 

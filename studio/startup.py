@@ -47,11 +47,16 @@ _held_locks: dict[Path, int] = {}
 
 
 class StartupError(Exception):
-    """The studio cannot start safely; `message` says why and what to do."""
+    """The studio cannot start safely; `message` says why and what to do.
 
-    def __init__(self, message: str) -> None:
+    `transient`: the cause is a server that does not answer yet (the database or the object
+    store down or still starting), not a setting to fix, so trying again later may succeed:
+    pages try again by themselves and a worker waits instead of exiting."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
         super().__init__(message)
         self.message = message
+        self.transient = transient
 
 
 class DataFolderInUse(StartupError):

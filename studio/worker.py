@@ -10,6 +10,8 @@ killed outright loses its claims when their lease runs out (`tracker.LEASE_S`).
 Beside it run one or more web processes (`STUDIO_ROLE=web python -m launch`)
 on the same STUDIO_DATA_DIR. STUDIO_ROLE may be unset or `worker`; any other
 value is refused with exit code 2, as is a data folder an all-in-one studio holds.
+A database or object store that does not answer yet (down, still starting) is waited
+for: the worker says so once and tries again every `RETRY_S` seconds.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from dataclasses import replace
 from . import services as core
 from .config import Settings
 from .startup import StartupError
+
+#: Seconds between starts while the database or the object store does not answer yet.
+RETRY_S = 5.0
 
 
 def settings_for_worker(env: Mapping[str, str] | None = None) -> Settings:
@@ -42,11 +47,6 @@ def settings_for_worker(env: Mapping[str, str] | None = None) -> Settings:
 
 def main(env: Mapping[str, str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        services = core.boot(settings_for_worker(env))
-    except StartupError as exc:
-        print(f"Worker not started: {exc.message}", file=sys.stderr, flush=True)
-        return 2
     done = threading.Event()
 
     def stop(_signum: int, _frame: object) -> None:
@@ -54,6 +54,24 @@ def main(env: Mapping[str, str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    said = None
+    while True:
+        try:
+            services = core.boot(settings_for_worker(env))
+            break
+        except StartupError as exc:
+            if not exc.transient:  # a setting to fix: say it and exit
+                print(f"Worker not started: {exc.message}", file=sys.stderr, flush=True)
+                return 2
+            if exc.message != said:  # the database or the bucket is not up yet: wait for it
+                print(
+                    f"Worker waiting: {exc.message} Trying again every {RETRY_S:g} s.",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                said = exc.message
+            if done.wait(RETRY_S):
+                return 0
     tracker = services.tracker
     assert tracker is not None
     print(f"Worker {tracker.worker_id} following tasks in {services.settings.data_dir}", flush=True)

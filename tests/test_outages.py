@@ -258,7 +258,18 @@ def test_an_open_studio_says_the_database_is_away_keeps_what_is_typed_and_carrie
         expect(away).to_be_visible()
         page.get_by_role("link", name="Studio").first.click()
         expect(page.locator(EDITOR)).to_have_value('typed while it is away "OPEN"')
-        page.screenshot(path=str(Path(__file__).parent / "artifacts" / "outage-studio-desktop.png"))
+        expect(generate(page)).to_be_disabled()  # drawn whole: the rest of the page is there too
+        artifacts = Path(__file__).parent / "artifacts"
+        page.screenshot(path=str(artifacts / "outage-studio-desktop.png"))
+        assert page.get_by_text(SENTENCES[Dependency.DATABASE]).count() == 1  # said once, above the page
+        phone = browser.new_page(viewport={"width": 390, "height": 844})
+        try:  # a session begun while it is away: the same sentence, and Generate says why it waits
+            open_studio(phone, studio)
+            expect(phone.get_by_text(SENTENCES[Dependency.DATABASE]).first).to_be_visible()
+            expect(phone.get_by_text("Generate waits for the studio's database")).to_be_visible()
+            phone.screenshot(path=str(artifacts / "outage-studio-phone.png"), full_page=True)
+        finally:
+            phone.close()
 
         pg.resume()
         expect(away).to_have_count(0, timeout=ARRIVAL_MS)  # gone by itself once it is back
@@ -274,6 +285,95 @@ def test_an_open_studio_says_the_database_is_away_keeps_what_is_typed_and_carrie
         expect(page.locator(EDITOR)).to_have_value('typed while it is away "OPEN"')
         log = studio.log()
         assert pg.password not in log and bucket.secret_key not in log
+    finally:
+        page.close()
+        studio.stop()
+
+
+def test_a_worker_started_while_the_database_is_down_waits_for_it_and_then_follows_tasks(tmp_path, pg, dsn):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support import ROOT, STUDIO_ENV_PREFIXES
+
+    pg.halt()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(STUDIO_ENV_PREFIXES)}
+    env.update({"STUDIO_DATA_DIR": str(tmp_path), "STUDIO_ROLE": "worker", "DATABASE_URL": dsn})
+    err, out = tmp_path / "err.log", tmp_path / "out.log"
+    with open(err, "wb") as e, open(out, "wb") as o:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "studio.worker"],
+            cwd=ROOT,
+            env=env,
+            stdout=o,
+            stderr=e,
+            start_new_session=True,
+        )
+    try:
+        wait_for(lambda: "Worker waiting:" in err.read_text(), timeout=120)
+        assert proc.poll() is None  # waiting, not exited
+        pg.resume()
+        wait_for(lambda: "following tasks" in out.read_text(), timeout=120)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    said = err.read_text()
+    assert said.count("Worker waiting:") == 1  # said once, however long it waited
+    assert pg.password not in said and pg.password not in out.read_text()
+
+
+def test_a_database_nobody_listens_for_is_an_outage_to_wait_for():
+    from studio.postgres.pool import DatabaseUnavailable, open_pool
+
+    wrong = DatabaseSettings.parse("postgresql://studio:wrong@127.0.0.1:1/studio", Path("/nonexistent"))
+    with pytest.raises(DatabaseUnavailable) as refused:
+        open_pool(wrong, timeout=1)
+    assert refused.value.transient  # nothing listens on port 1: a server not up (yet)
+
+
+def test_a_refused_login_is_a_setting_to_fix_not_an_outage(pg, dsn):
+    from studio.postgres.pool import DatabaseUnavailable, open_pool
+
+    wrong = DatabaseSettings.parse(
+        dsn.replace(f":{pg.password}@", ":not-the-password@"), Path("/nonexistent")
+    )
+    with pytest.raises(DatabaseUnavailable) as refused:
+        open_pool(wrong, timeout=2)
+    assert not refused.value.transient and "not-the-password" not in refused.value.message
+
+
+@pytest.mark.browser
+def test_a_studio_started_while_the_database_is_down_says_so_and_opens_by_itself_when_it_is_back(
+    browser, tmp_path, pg, dsn, bucket
+):
+    from playwright.sync_api import expect
+
+    from tests.support import ARRIVAL_MS, StudioServer
+    from tests.test_browser_studio import GENERATE
+
+    pg.halt()
+    env = {
+        "STUDIO_ROLE": "all",
+        "DATABASE_URL": dsn,
+        "STORAGE_URL": f"s3://{bucket.bucket}/s-{uuid.uuid4().hex[:8]}",
+        "S3_ENDPOINT_URL": bucket.endpoint_url,
+        "AWS_ACCESS_KEY_ID": bucket.access_key,
+        "AWS_SECRET_ACCESS_KEY": bucket.secret_key,
+        "AWS_REGION": bucket.REGION,
+    }
+    studio = StudioServer(tmp_path / "studio", env=env).start()
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    try:
+        page.goto(studio.url + "/")
+        expect(page.get_by_text("The studio cannot start.")).to_be_visible(timeout=ARRIVAL_MS)
+        expect(page.get_by_text("Trying again every few seconds")).to_be_visible()
+        assert pg.password not in page.content()
+        pg.resume()
+        expect(page.locator(GENERATE)).to_have_count(1, timeout=ARRIVAL_MS)  # no click, no reload
     finally:
         page.close()
         studio.stop()

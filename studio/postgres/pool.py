@@ -16,6 +16,7 @@ from typing import Any
 
 from ..config import DatabaseKind, DatabaseSettings, mask_url
 from ..startup import StartupError
+from .db import is_outage
 
 
 class DatabaseUnavailable(StartupError):
@@ -27,6 +28,17 @@ def _reason(exc: Exception, secret: str | None) -> str:
     if secret and secret in text:
         text = text.replace(secret, "***")
     return text[:300] or type(exc).__name__
+
+
+#: What libpq says when the server answered and turned the studio away: a setting to fix.
+_LOGIN_REFUSED = ("authentication failed", "does not exist", "pg_hba.conf", "permission denied", "password")
+
+
+def _refused_login(reason: str) -> bool:
+    """Did the server answer and refuse (wrong user, password or database), rather than not answer?
+    libpq reports both at connection time without an SQLSTATE, so its text tells them apart."""
+    text = reason.lower()
+    return any(marker in text for marker in _LOGIN_REFUSED)
 
 
 def open_pool(
@@ -68,13 +80,16 @@ def open_pool(
             conn.execute("SELECT 1")
     except (PoolTimeout, psycopg.Error) as exc:
         pool.close()
+        transient = True
         try:  # the pool's own error says only "timed out": ask once for the server's reason
             psycopg.connect(database.url, connect_timeout=max(1, int(timeout))).close()
             reason = _reason(exc, secret)
         except psycopg.Error as direct:
             reason = _reason(direct, secret)
+            transient = is_outage(direct) and not _refused_login(reason)
         raise DatabaseUnavailable(
             f"The database at {database.safe_url} cannot be used ({reason}); check DATABASE_URL "
-            "and that the server is running and accepts this user."
+            "and that the server is running and accepts this user.",
+            transient=transient,
         ) from None
     return pool
