@@ -21,9 +21,10 @@ def _retry_start() -> None:
     draw the studio the moment it starts (a timer only on this error page)."""
     try:
         get_services()
-    except StartupError:
-        return
-    st.rerun(scope="app")
+    except StartupError as exc:
+        if exc.transient and exc.message == st.session_state.get("startup_said"):
+            return  # still the same wait
+    st.rerun(scope="app")  # started, or another problem to say
 
 
 try:
@@ -32,6 +33,7 @@ except StartupError as exc:
     # A clear sentence instead of a traceback; a reload tries again once it is fixed.
     st.title("GPT Image 2 Studio")
     st.error(f"The studio cannot start. {exc.message}", icon=":material/report:")
+    st.session_state["startup_said"] = exc.message
     if exc.transient:  # a server not up yet: the page opens by itself once it answers
         st.caption("Trying again every few seconds: the studio opens by itself once it answers.")
         _retry_start()

@@ -163,7 +163,17 @@ def _needs_services(handler):
 
 async def health(request: Request) -> Response:
     s = _services()
-    h = await run_in_threadpool(s.intake.health)
+    try:
+        h = await run_in_threadpool(s.intake.health)
+    except Exception as exc:
+        # The database away: still an answer (200), so a load balancer keeps sending pages here,
+        # where they say so, rather than its own error page.
+        dep = dependency_of(exc)
+        if dep is None:
+            raise
+        s.health.noticed(dep)
+        body = {"status": "degraded", "mode": s.settings.mode, "role": s.role, "outage": s.health.state()}
+        return JSONResponse(body)
     # A web process follows no task (its workers are other processes): its health is its own.
     ok = (h["alive"] or s.tracker is None) and not s.health.down()
     body = {"status": "ok" if ok else "degraded", "mode": s.settings.mode, "role": s.role, "tracker": h}

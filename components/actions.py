@@ -17,6 +17,7 @@ import uuid
 import streamlit as st
 
 from access.page import current_author
+from components import outage
 from components.services import get_services
 from studio.errors import HiAPIError
 from studio.pricing import QUALITY_NAMES
@@ -52,6 +53,7 @@ def make_final_label() -> str:
     return f"Make {QUALITY_NAMES[FINAL_QUALITY].lower()}"
 
 
+@outage.callback
 def make_final(submission_id: int, token: str) -> list[int]:
     """Button callback: send `submission_id`'s recipe again at Final quality; returns the new ids."""
     return send_again(get_services(), submission_id, token, resent(), quality=FINAL_QUALITY)
@@ -80,7 +82,7 @@ def send_again(
         sent = send_recipe_again(
             services.store,
             services.intake,
-            services.pricing,
+            services.read_pricing(),
             submission_id,
             click_token=token,
             sign=lambda names: reference_urls(names, services),

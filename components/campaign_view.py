@@ -202,7 +202,7 @@ def _failed_rows(c: Campaign) -> None:
                     services.intake,
                     c.id,
                     edits,
-                    pricing=services.pricing,
+                    pricing=services.read_pricing(),
                     model=services.settings.model,
                     click_token=token,
                     sign=reference_urls,

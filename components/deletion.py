@@ -52,6 +52,7 @@ def delete(output_ids: list[int]) -> None:
         st.session_state[UNDO] = deletion.token
 
 
+@outage.callback
 def _undo(token: str) -> None:
     trash = get_services().trash
     restored = undo_delete(trash, token) if trash is not None else 0

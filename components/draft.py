@@ -39,6 +39,7 @@ CAMPAIGN_NAME = "draft_campaign_name"
 EDITOR_KEY = "prompt_editor"
 RES_KEY = "resolution_picker"
 DRAFT_ID = "draft_id"  # the browser's draft id (its cookie), once per session
+RESTORE_PENDING = "draft_restore_pending"  # the stored draft could not be read yet (database away)
 UNTICKED = "draft_unticked"  # (ratios, resolution) the last resolution change unticked
 REFERENCES = "draft_references"  # kept reference images (`<sha256>.<ext>`), in the order sent
 QUALITY = "draft_quality"  # None (HiAPI's default route) or an `ext` quality: low, medium, high
@@ -49,6 +50,19 @@ DEFAULT_ROUTE_CHOICE = "default"  # the quality picker's value for "no quality"
 KEEP = object()  # `load(quality=KEEP)`: leave the draft's choice as it is
 
 
+#: A session's draft before anything was chosen (`init`'s defaults), as `snapshot()` gives it.
+_EMPTY: dict[str, Any] = {
+    "prompt": "",
+    "ratios": ["1:1"],
+    "resolution": DEFAULT_RESOLUTION,
+    "rows": [],
+    "campaign_name": "",
+    "references": [],
+    "quality": None,
+    "background": None,
+}
+
+
 def ratio_key(name: str) -> str:
     return f"ratio_pick_{name}"
 
@@ -57,6 +71,8 @@ def init() -> None:
     ss = st.session_state
     if DRAFT_ID not in ss:
         _restore()
+    elif ss.get(RESTORE_PENDING) and not outage.database_down():
+        _restore_late()
     ss.setdefault(PROMPT, "")
     ss.setdefault(RATIOS, ["1:1"])
     ss.setdefault(RESOLUTION, DEFAULT_RESOLUTION)
@@ -263,11 +279,33 @@ def _restore() -> None:
     """Once per session: find the browser's draft id and put its stored draft in the editor."""
     ss = st.session_state
     ss[DRAFT_ID] = _cookie() or new_id()
-    body = None
-    # A session begun while the database is away starts empty (what is typed in it is kept
-    # and saved once it is back); the stored draft is still there for the next reload.
+    # A session begun while the database is away starts empty and saves nothing until the
+    # stored draft could be read (`_restore_late`), so it never overwrites it with an empty one.
+    ss[RESTORE_PENDING] = True
     with outage.tolerant():
         body = _drafts().load(_store_key(ss[DRAFT_ID]))
+        ss.pop(RESTORE_PENDING, None)
+        _apply(body)
+
+
+def _restore_late() -> None:
+    """The database is back in a session begun without it: the stored draft comes into the
+    editor unless something was typed meanwhile (then what was typed is kept, and saved)."""
+    ss = st.session_state
+    with outage.tolerant():
+        body = _drafts().load(_store_key(ss[DRAFT_ID]))
+        ss.pop(RESTORE_PENDING, None)
+        if snapshot() != _EMPTY:
+            return
+        _apply(body)
+        # The widgets were seeded from the empty draft: seeded again from the stored one below.
+        for key in (QUALITY_KEY, BACKGROUND_KEY, EDITOR_KEY, RES_KEY, *map(ratio_key, RATIO_NAMES)):
+            ss.pop(key, None)
+
+
+def _apply(body: dict[str, Any] | None) -> None:
+    """Put a stored draft into the session's draft keys (the widgets are seeded from them)."""
+    ss = st.session_state
     if not body:
         return
     text = body.get("prompt")
@@ -311,6 +349,8 @@ def persist() -> None:
     """Save the draft if it changed, and make sure the browser keeps its id (call at the end of a page)."""
     ss = st.session_state
     init()
+    if ss.get(RESTORE_PENDING):  # the stored draft is not read yet: never overwrite it blindly
+        return
     with outage.tolerant():  # saved by the first run after the database is back
         _drafts().save(_store_key(ss[DRAFT_ID]), snapshot())
     if _cookie() != ss[DRAFT_ID]:

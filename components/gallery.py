@@ -28,7 +28,7 @@ from urllib.parse import urlencode
 import streamlit as st
 
 from access.page import current_author, team_login_on
-from components import deletion, draft, scripts
+from components import deletion, draft, outage, scripts
 from components.lightbox import collection_labels, collection_picker, open_item
 from components.references import use_as_reference
 from components.services import get_services, image_url, show_image
@@ -374,6 +374,7 @@ def grid(q: GalleryQuery, *, page: int | None = None) -> dict[str, Any]:
     return view
 
 
+@outage.callback
 def _delete_selected(output_ids: list[int]) -> None:
     deletion.delete(output_ids)
     st.session_state.pop("export_url", None)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import streamlit as st
 
 from access.page import current_author, team_login_on
-from components import actions, deletion, draft
+from components import actions, deletion, draft, outage
 from components.fidelity import text_check
 from components.kit import kit_panel
 from components.references import use_as_reference
@@ -97,6 +97,7 @@ def open_lightbox() -> None:
         lightbox(st.session_state[LIGHTBOX])
 
 
+@outage.callback
 def reuse(item: GalleryItem) -> None:
     """Button callback: the recipe into the Studio's draft. A callback, because the lightbox may
     be open over the Studio itself, whose editor is drawn before the dialog in a run."""

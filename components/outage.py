@@ -10,6 +10,8 @@
   (`Health.noticed`) and told with the same sentence instead of a traceback.
 - `guarded(fragment)` does the same for a fragment's own reruns: the first outage it meets
   reruns the whole page (which then shows the sentence); one already told leaves it empty.
+- `callback(fn)` does the same for a widget's callback (Streamlit runs those before the page,
+  outside `run`): the action is left undone and the page drawn next says why.
 - `with tolerant():` lets a page go on without one part that needs the database: the Studio
   stays drawn while the database is away, so the prompt can still be written (Generate says
   why it waits), and only its results and library parts are missing until it is back.
@@ -78,6 +80,23 @@ def run(page: Any, services: Services) -> None:
         if not known:
             st.warning(SENTENCES[dep], icon=ICON)
         st.stop()  # nothing typed is dropped by a stopped run
+
+
+def callback(fn: F) -> F:
+    """Wrap a widget callback that reads or writes the database or the bucket (see the module docstring)."""
+
+    @functools.wraps(fn)
+    def body(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            dep = dependency_of(exc)
+            if dep is None:
+                raise
+            get_services().health.noticed(dep)  # the banner above the page drawn next says it
+            return None
+
+    return body  # type: ignore[return-value]
 
 
 def guarded(fragment: F) -> F:

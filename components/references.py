@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from components import draft
+from components import draft, outage
 from components.services import get_services, show_image
 from components.text import literal
 from studio.references import MAX_BYTES, MAX_REFERENCES
@@ -60,6 +60,7 @@ def add_files(files: list[tuple[str, bytes]]) -> list[str]:
     return problems
 
 
+@outage.callback
 def _on_upload() -> None:
     ss = st.session_state
     files = ss.get(_uploader_key()) or []
@@ -96,6 +97,7 @@ def use_output_as_reference(output_id: int) -> str | None:
     return None
 
 
+@outage.callback
 def use_as_reference(output_id: int) -> None:
     """Button callback ("Use as reference"): a refusal is shown as a toast, nothing else changes."""
     problem = use_output_as_reference(output_id)

@@ -271,7 +271,9 @@ def on_generate(token: str) -> None:
     if errors:
         return
     try:
-        summary = _summary(p, services.pricing)
+        summary = _summary(
+            p, services.read_pricing()
+        )  # the click is quoted at today's prices, never old ones
         summary["bound"] = token
         summary["token"] = click_token(token)
         if summary["quote"].needs_confirmation and not _sent_already(summary["token"]):

@@ -149,10 +149,14 @@ class Services:
         While the database is away the last prices read are shown (the defaults if none were):
         a page can still say what an image costs, and no click is recorded meanwhile anyway."""
         try:
-            self._pricing_seen = load_pricing(self.store, self.pricing_defaults or Pricing())
+            return self.read_pricing()
         except StoreUnavailable:
             self.health.noticed(Dependency.DATABASE)
             return self._pricing_seen or self.pricing_defaults or Pricing()
+
+    def read_pricing(self) -> Pricing:
+        """The prices as saved now, for a click's quote: `StoreUnavailable` rather than old prices."""
+        self._pricing_seen = load_pricing(self.store, self.pricing_defaults or Pricing())
         return self._pricing_seen
 
     def reference_base(self, studio_port: int | None) -> str | None:

@@ -64,7 +64,7 @@ from .intake import DEFAULT_MAX_ACTIVE, Health, Intake, check_click_token  # noq
 from .models import TaskStatus
 from .records import CreateBudget, Submission
 from .references import reference_names
-from .repositories import Repositories
+from .repositories import Repositories, StoreUnavailable
 from .schedule import DEFAULT_EXPECTED, DurationHistory, next_check_delay
 
 if TYPE_CHECKING:  # images pulls in Pillow; the tracker only needs the name for typing
@@ -82,6 +82,8 @@ _FINAL_CREATE_ERRORS = (
 )
 #: Download attempts when HiAPI gave no expiry; with one, retryable failures go on until it.
 DOWNLOAD_ATTEMPTS = 8
+#: While the database is away, a task's next step is tried again this often (seconds).
+OUTAGE_RETRY_S = 2.0
 #: While the image storage is away, a paid-for image is fetched again this often (seconds).
 STORAGE_RETRY_S = 5.0
 STORAGE_AWAY = "The image storage can't be reached; the image is kept as soon as it is back."
@@ -463,9 +465,16 @@ class Tracker(Intake):
 
     # -- the loop -------------------------------------------------------------
     def _run(self) -> None:
+        away = False  # the database is away: said once, not every round until it is back
         while not self._stop.is_set():
             try:
                 timeout = self._tick()
+                away = False
+            except StoreUnavailable as exc:
+                if not away:
+                    self._note_error(f"tracker loop: {exc!r}")
+                away = True
+                timeout = 1.0
             except Exception as exc:  # the loop must survive anything
                 self._note_error(f"tracker loop: {exc!r}")
                 timeout = 1.0
@@ -599,6 +608,10 @@ class Tracker(Intake):
     def _guard(self, job: Callable[[_Watch], None], w: _Watch) -> None:
         try:
             job(w)
+        except StoreUnavailable:
+            # The database is away: not this task's fault, so no backoff grows while it lasts;
+            # tried again shortly (and at once when it is back: the health check wakes the loop).
+            self._reschedule(w, OUTAGE_RETRY_S)
         except Exception as exc:
             self._note_error(f"{job.__name__}: {exc!r}")
             w.errors += 1

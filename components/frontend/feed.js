@@ -52,7 +52,8 @@ function feedOpen(channel) {
       msg = JSON.parse(e.data);
     } catch (_) {}
     channel.open = true;
-    if (msg) channel.last = { boot: msg.boot, seq: msg.seq };
+    // What a component joining the open channel is told first: the latest (boot, seq) and outage.
+    if (msg) channel.last = { boot: msg.boot, seq: msg.seq, outage: msg.outage, problem: msg.problem };
     feedTell(channel, msg, name);
   };
   es.addEventListener("hello", on("hello"));

@@ -49,10 +49,12 @@ function rerun(state, why) {
 function onNews(state, msg, name) {
   if (!msg || !state.v) return;
   if (state.outage !== null && typeof msg.outage === "string") {
-    if (msg.outage === state.outage) {
+    if (msg.outage === state.outage && !(state.problem && msg.outage === "")) {
       showProblem(state, "");
     } else if (msg.outage === "" || state.outage !== "") {
-      rerun(state, "outage"); // back (or another outage): the page is drawn again
+      // Back (also after an outage that began and was told here while the page was drawn
+      // without it: parts may be missing, Generate waiting), or another outage: drawn again.
+      rerun(state, "outage");
       return;
     } else {
       // Newly away: said here at once, and the page is left as it is, so nothing being

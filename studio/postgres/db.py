@@ -15,12 +15,13 @@ Contract:
   as `repositories.StoreUnavailable`, never as a driver error: the transaction it cut
   was rolled back by the server, so the caller may simply try again later. While an
   outage is known a call fails at once instead of waiting out the pool, so a page or a
-  worker loop learns of it at once; `ping` (the health check, every 2 s) is what tries
-  the server, and the first ping that gets a connection ends the outage.
+  worker loop learns of it at once; `ping` (the health check, every 2 s, on a direct
+  connection of its own) is what tries the server, and ends the outage once it answers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -29,8 +30,9 @@ from typing import Any
 from ..repositories import StoreUnavailable
 from . import schema
 
-#: Seconds a call waits for a connection while the server is known to be down.
+#: Seconds a quick call (`ping`'s check of the pool) waits for a connection.
 QUICK_S = 1.0
+_AWAY = "the database server is not answering"
 #: SQLSTATE classes and codes that mean the server is gone, not that the statement was wrong:
 #: connection exceptions (08…), and the server shutting down or still starting (57P01-57P03).
 _GONE = ("08", "57P01", "57P02", "57P03")
@@ -54,12 +56,16 @@ def is_outage(exc: BaseException) -> bool:
 class PgDatabase:
     """A migrated PostgreSQL database behind a psycopg_pool.ConnectionPool."""
 
-    def __init__(self, pool: Any, *, reopen: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self, pool: Any, *, reopen: Callable[[], Any] | None = None, connect: Callable[[], Any] | None = None
+    ) -> None:
         from psycopg.rows import tuple_row
 
         self._pool = pool
         self._reopen = reopen  # a fresh pool on the same database (`ping` after an outage)
+        self._connect = connect  # one direct connection, for `ping` (never the pool's: it may be busy)
         self._down = False  # an outage was seen and no call has got a connection since
+        self._swap = threading.Lock()
         with pool.connection() as conn:
             conn.row_factory = tuple_row  # a pooled connection keeps the dict_row an earlier _tx set
             schema.migrate(conn)
@@ -73,19 +79,45 @@ class PgDatabase:
     def _conn(self, *, quick: bool = False) -> Iterator[Any]:
         """A pooled connection; an outage (at checkout or during the block) is StoreUnavailable.
 
-        While an outage is known only `quick` calls (`ping`) try the server: every other call
-        fails at once, so a page drawn meanwhile is not slowed by one wait per query."""
+        While an outage is known only `quick` calls try the server: every other call fails at
+        once, so a page drawn meanwhile is not slowed by one wait per query. Only a failure on
+        the pool in use marks an outage (one on a pool `ping` has just replaced says nothing),
+        and a pool merely busy (every connection lent, a `PoolTimeout` while the server still
+        takes a direct connection) is not one."""
+        from psycopg_pool import PoolClosed, PoolTimeout
+
         if self._down and not quick:
-            raise StoreUnavailable("the database server is not answering")
+            raise StoreUnavailable(_AWAY)
+        pool = self._pool
+        timeout = QUICK_S if quick else None
         try:
-            with self._pool.connection(timeout=QUICK_S if quick else None) as conn:
-                self._down = False
+            with contextlib.ExitStack() as stack:
+                try:
+                    conn = stack.enter_context(pool.connection(timeout=timeout))
+                except PoolClosed:
+                    if pool is self._pool:
+                        raise
+                    pool = self._pool  # replaced while this call waited: the fresh one
+                    conn = stack.enter_context(pool.connection(timeout=timeout))
+                if pool is self._pool:
+                    self._down = False
                 yield conn
         except Exception as exc:
             if not is_outage(exc):
                 raise
-            self._down = True
-            raise StoreUnavailable("the database server is not answering") from None
+            if pool is self._pool and not (isinstance(exc, PoolTimeout) and self._server_answers()):
+                self._down = True
+            raise StoreUnavailable(_AWAY) from None
+
+    def _server_answers(self) -> bool:
+        """Does the server take a connection of its own now (bounded by its connect timeout)?"""
+        if self._connect is None:
+            return False
+        try:
+            self._connect().close()
+        except Exception:
+            return False
+        return True
 
     @contextmanager
     def _tx(self) -> Iterator[Any]:
@@ -105,28 +137,38 @@ class PgDatabase:
             yield conn
 
     def ping(self) -> None:
-        """`Repositories.ping`: one `SELECT 1`, giving up after `QUICK_S` without a connection.
+        """`Repositories.ping`: does the server answer now (`StoreUnavailable` within seconds)?
 
-        After a long outage the pool's own reconnects back off (up to a minute apart), so
-        when the pool has none to lend, a fresh pool is tried: the first ping after the
-        server is back ends the outage, and the old pool is closed behind it."""
+        The server is asked on a direct connection of its own, so a busy pool is never taken
+        for an outage. After an outage the pool's own reconnects back off (up to a minute
+        apart), so when it still has no connection to lend once the server answers, a fresh
+        pool takes its place: the first ping after the server is back ends the outage, and
+        the old pool is closed behind it (a connection still lent is closed when returned)."""
+        if self._connect is None:  # no direct way in: the pool itself is asked
+            with self._conn(quick=True) as conn:
+                conn.execute("SELECT 1")
+            return
+        if not self._server_answers():
+            self._down = True
+            raise StoreUnavailable(_AWAY)
+        if not self._down:
+            return
         try:
             with self._conn(quick=True) as conn:
                 conn.execute("SELECT 1")
         except StoreUnavailable:
-            if self._reopen is None:
-                raise
             self._revive()
 
     def _revive(self) -> None:
-        try:
-            fresh = self._reopen() if self._reopen is not None else None
-        except Exception:  # DatabaseUnavailable: still away (its text is for the start, not here)
-            raise StoreUnavailable("the database server is not answering") from None
-        if fresh is None:
-            raise StoreUnavailable("the database server is not answering")
-        old, self._pool = self._pool, fresh
-        self._down = False
+        with self._swap:
+            try:
+                fresh = self._reopen() if self._reopen is not None else None
+            except Exception:  # DatabaseUnavailable: still away (its text is for the start, not here)
+                raise StoreUnavailable(_AWAY) from None
+            if fresh is None:
+                raise StoreUnavailable(_AWAY)
+            old, self._pool = self._pool, fresh
+            self._down = False
         threading.Thread(target=old.close, name="pg-old-pool", daemon=True).start()
 
     def _write(self, sql: str, params: Sequence[Any] = ()) -> int:

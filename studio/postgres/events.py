@@ -154,5 +154,7 @@ def bus_for(database: Any) -> PgEventBus:
     listening connection, listening before this returns (or after its 10 s wait)."""
     import psycopg
 
+    from .pool import connection_options
+
     url = database.url
-    return PgEventBus(connect=lambda: psycopg.connect(url, connect_timeout=10)).start()
+    return PgEventBus(connect=lambda: psycopg.connect(url, **connection_options(timeout=10))).start()

@@ -41,6 +41,20 @@ def _refused_login(reason: str) -> bool:
     return any(marker in text for marker in _LOGIN_REFUSED)
 
 
+def connection_options(*, timeout: float) -> dict[str, Any]:
+    """libpq options for every studio connection: connecting gives up after `timeout`, and a
+    server that stops answering without closing the socket (a failover, a dropped route) is
+    noticed within about 10 s instead of TCP's minutes, by keepalives and a send timeout."""
+    return {
+        "connect_timeout": max(1, int(timeout)),
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 10_000,
+    }
+
+
 def open_pool(
     database: DatabaseSettings,
     *,
@@ -71,7 +85,7 @@ def open_pool(
         name=name,
         open=False,
         timeout=timeout,
-        kwargs={"connect_timeout": max(1, int(timeout))},
+        kwargs=connection_options(timeout=timeout),
         check=ConnectionPool.check_connection,
     )
     try:

@@ -33,7 +33,7 @@ from .claims import PgWorkClaims
 from .gallery import PgGalleryRows
 from .library import PgTemplateRows
 from .outputs import PgOutputRows
-from .pool import open_pool
+from .pool import connection_options, open_pool
 from .settings import PgDraftRows, PgSettingRows
 from .submissions import PgSubmissionRows
 from .text_checks import PgTextCheckRows
@@ -63,8 +63,13 @@ class PgStore(
         def reopen() -> Any:  # after an outage: a fresh pool, or DatabaseUnavailable within seconds
             return open_pool(database, **{**pool_options, "timeout": 2.0})
 
+        def connect() -> Any:  # `ping`'s own connection: the server asked directly, within seconds
+            import psycopg
+
+            return psycopg.connect(database.url, **connection_options(timeout=2.0))
+
         try:
-            return cls(pool, reopen=reopen)
+            return cls(pool, reopen=reopen, connect=connect)
         except BaseException:
             pool.close()
             raise
