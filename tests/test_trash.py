@@ -75,6 +75,33 @@ def test_a_stop_inside_the_window_leaves_it_open_and_a_later_sweep_purges_only_w
     restarted.close()
 
 
+def test_a_process_that_did_not_delete_purges_it_by_its_periodic_sweep_when_due(stocked):
+    """The deleting process died inside the window (its timer with it): another one's
+    sweeper purges the deletion once its window is over, not before."""
+    store, keeper, ids = stocked
+    clock = FakeClock()
+    died = Trash(store, keeper, window_s=20, clock=clock)
+    d = died.delete([ids[0]])
+    died.close()
+    other = Trash(store, keeper, window_s=20, sweep_every_s=0.01, clock=clock).start()
+    try:
+        sweeps = store.purge_due
+        looked = []
+
+        def counted(now: float) -> list[str]:
+            looked.append(now)
+            return sweeps(now)
+
+        store.purge_due = counted  # type: ignore[method-assign]
+        wait_for(lambda: len(looked) >= 3)  # the sweeper ran, and found nothing due
+        assert store.trashed_outputs() == [ids[0]] and other.pending(d.token) is not None
+        clock.advance(20)
+        wait_for(lambda: store.trashed_outputs() == [])
+        assert other.pending(d.token) is None and store.gallery(GalleryQuery())[1] == 3
+    finally:
+        other.close()
+
+
 def test_undo_after_the_window_is_too_late_even_before_the_sweep(stocked):
     store, keeper, ids = stocked
     clock = FakeClock()
