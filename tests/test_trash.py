@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from studio.store import GalleryQuery, Store
@@ -118,27 +120,42 @@ def test_undo_after_the_window_is_too_late_even_before_the_sweep(stocked):
     trash.close()
 
 
-def test_a_deletion_made_by_one_process_is_undone_by_another(tmp_path):
-    """Two studios on one data folder (two stores, two trashes): an Undo reaching the one
-    that did not delete restores everything, and the deleter's sweep then finds nothing due."""
+def _two_replicas(request, tmp_path, engine: str) -> tuple[Any, Any]:
+    """Two stores on one database, as two studio processes (or replicas) hold them."""
+    if engine == "sqlite":
+        return Store(tmp_path / "studio.db"), Store(tmp_path / "studio.db")
+    from studio.config import DatabaseSettings
+    from studio.postgres.store import PgStore
+
+    settings = DatabaseSettings.parse(request.getfixturevalue("postgres_db"), tmp_path)
+    return PgStore.open(settings, max_size=2), PgStore.open(settings, max_size=2)
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_a_deletion_made_by_one_replica_is_undone_by_another(request, tmp_path, engine):
+    """An Undo reaching the replica that did not delete restores everything, and the
+    deleter's sweep then finds nothing due; a second Undo anywhere is too late."""
     from studio.images import ImageKeeper
 
-    ids = seed(Store(tmp_path / "studio.db"), ImageKeeper(tmp_path / "images"))
+    a_store, b_store = _two_replicas(request, tmp_path, engine)
+    ids = seed(a_store, ImageKeeper(tmp_path / "images"))
     clock = FakeClock()
-    a = Trash(Store(tmp_path / "studio.db"), ImageKeeper(tmp_path / "images"), window_s=20, clock=clock)
-    b_store = Store(tmp_path / "studio.db")
+    a = Trash(a_store, ImageKeeper(tmp_path / "images"), window_s=20, clock=clock)
     b = Trash(b_store, ImageKeeper(tmp_path / "images"), window_s=20, clock=clock)
     try:
         d = a.delete(ids[:3])
+        assert b_store.gallery(GalleryQuery())[1] == 1  # hidden on every replica at once
         seen = b.pending(d.token)
         assert seen is not None and seen.output_ids == tuple(ids[:3]) and seen.until == d.until
         assert b.undo(d.token) == 3
         clock.advance(21)
         assert a.sweep() == 0 and b_store.gallery(GalleryQuery())[1] == 4
-        assert a.undo(d.token) == 0  # undone once, wherever
+        assert a.undo(d.token) == 0
     finally:
         a.close()
         b.close()
+        a_store.close()
+        b_store.close()
 
 
 def test_images_trashed_before_the_windows_were_stored_are_purged_by_the_first_sweep(tmp_path):
