@@ -2,7 +2,8 @@
 
 `st.toast` cannot hold a button, so the "Deleted 3 images · Undo" notice is a
 small fixed-position bar, a fragment, shown while the undo window lasts
-(`studio.trash`: rows and files are kept until it passes). The seconds left
+(`studio.trash`: rows and files are kept until it passes; the window is in the
+database, so Undo works whichever replica it reaches). The seconds left
 count down in the browser (`components.watch`); when the window ends the
 watch reruns the fragment once and the bar goes. Undo restores the images as
 they were.

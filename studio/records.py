@@ -174,6 +174,19 @@ class OutputRow:
 
 
 @dataclass(frozen=True)
+class Deletion:
+    """One press of Delete: the outputs it hid (still trashed) and the wall-clock second
+    `until` which Undo can put them back; after it any process may purge them."""
+
+    token: str
+    output_ids: tuple[int, ...]
+    until: float  # the stored `purge_after`
+
+    def left(self, now: float | None = None) -> float:
+        return max(0.0, self.until - (time.time() if now is None else now))
+
+
+@dataclass(frozen=True)
 class GalleryItem:
     """One generation as the gallery shows it: a kept image with its recipe, or,
     under the "failed" filter, a task or download that failed, with the reason."""

@@ -29,6 +29,7 @@ from .records import (
     CampaignRow,
     CellView,
     CreateBudget,
+    Deletion,
     FidelityReport,
     GalleryItem,
     GalleryQuery,
@@ -237,16 +238,30 @@ class OutputRepository(Protocol):
 
 @runtime_checkable
 class TrashRepository(Protocol):
-    """Trash hides kept outputs; restore undoes it; purge and delete remove for good and
-    return the content hashes no other output uses (the caller removes those blobs)."""
+    """Trash hides kept outputs under one deletion (a token and the second `purge_after`
+    its undo window ends), kept in the database so every process agrees on it.
 
-    def trash_outputs(self, output_ids: Sequence[int]) -> list[int]: ...
+    - `trash_outputs` hides the kept ones of `output_ids` under `token` (returns those ids;
+      no deletion is recorded when none was kept).
+    - `restore_deletion(token, now)` puts all of a deletion's outputs back untouched while
+      `now < purge_after`, and returns how many; 0 once the window passed or it was purged.
+    - `purge_due(now)` deletes for good the outputs of every deletion due at `now`, and
+      returns the content hashes no other output uses (the caller removes those blobs).
+    - Undo and purge of one deletion exclude each other, also across processes: a deletion
+      is either restored whole or purged whole, never half of each.
+    - `delete_outputs` removes at once (no window), with the same hash rule."""
 
-    def restore_outputs(self, output_ids: Sequence[int]) -> int: ...
+    def trash_outputs(
+        self, output_ids: Sequence[int], *, token: str, purge_after: float, now: float | None = None
+    ) -> list[int]: ...
+
+    def deletion(self, token: str) -> Deletion | None: ...
+
+    def restore_deletion(self, token: str, now: float) -> int: ...
+
+    def purge_due(self, now: float) -> list[str]: ...
 
     def trashed_outputs(self) -> list[int]: ...
-
-    def purge_trashed(self, output_ids: Sequence[int] | None = None) -> list[str]: ...
 
     def delete_outputs(self, output_ids: Sequence[int]) -> list[str]: ...
 

@@ -111,7 +111,7 @@ class Services:
 
     callbacks: cb.CallbackReceiver | None = None
     callback_problems: tuple[str, ...] = ()
-    trash: Trash | None = None  # Delete with an undo window
+    trash: Trash | None = None  # Delete with an undo window; sweeps what is due in every role
     kits: KitBuilder | None = None  # delivery kits, built off the page thread
     web_intake: Intake | None = None  # the web role's intake (no tracker); see `intake`
     change_watch: ev.ChangeWatch | None = None  # web role: other processes' commits reach the bus
@@ -194,7 +194,7 @@ class Services:
         if self.kits:
             self.kits.close()
         if self.trash:
-            self.trash.close()  # a stop ends the undo window: what is deleted goes now
+            self.trash.close()  # open undo windows stay in the database: a sweep anywhere purges them when due
         if self.change_watch:
             self.change_watch.stop()
         if self.tracker is not None:
@@ -376,10 +376,9 @@ def _start(
         _adopt_legacy_files(settings.data_dir, shelf)
     except OSError as exc:  # the references stay where they were; try again next start
         log.warning("could not move the old reference folder into the blob store: %s", exc)
-    trash = None
-    if pages:
-        trash = Trash(store, keeper)
-        trash.purge_all()  # deletions whose undo window a crash cut short
+    # Every role sweeps the deletions due (any replica's: the windows are in the database);
+    # only pages delete and undo.
+    trash = Trash(store, keeper).start()
     receiver = None
     if callback_url and token and pages:
         receiver = cb.CallbackReceiver(token, intake, secret=settings.webhook_secret)

@@ -394,7 +394,7 @@ WRITES_BY_RECEIVER: dict[str, frozenset[str]] = {
     "intake": frozenset(
         {"submit", "submit_campaign", "launch_campaign", "set_max_active", "ingest_callback"}
     ),
-    "trash": frozenset({"delete", "undo", "purge_all"}),
+    "trash": frozenset({"delete", "undo", "sweep"}),
     "kits": frozenset({"start"}),
     "references": frozenset({"add"}),  # the reference shelf
     "shelf": frozenset({"add"}),

@@ -199,3 +199,73 @@ def test_two_replicas_deleting_the_last_two_uses_of_one_file_report_it_unused_on
         results = at_once(a=partial(a.delete_outputs, [one.id]), b=partial(b.delete_outputs, [two.id]))
         assert sorted(results["a"] + results["b"]) == [f"{sha[:-2]}{i:02d}"], results  # once, not never
         assert a.submission(sid) is None  # the submission left without outputs went too
+
+
+def trashed_pair(store: PgStore, i: int, *, token: str, purge_after: float) -> tuple[int, int]:
+    """Two kept outputs of one submission, trashed under one deletion."""
+    sid = store.add_submission(TaskRequest(f"p{i}"), idempotency_key=f"k{i}", creative_id=f"c{i}")
+    assert store.mark_created(sid, f"t{i}")
+    assert store.record_task(report(f"t{i}", "success", output=[IMAGE, IMAGE]))
+    one, two = store.outputs_for([sid])[sid]
+    for n, o in enumerate((one, two)):
+        store.output_kept(o.id, sha256=f"{i:02d}{n}".ljust(64, "0"), width=1, height=1, nbytes=1)
+    assert store.trash_outputs([one.id, two.id], token=token, purge_after=purge_after, now=0.0) == [
+        one.id,
+        two.id,
+    ]
+    return one.id, two.id
+
+
+def test_an_undo_holding_its_deletion_makes_a_sweep_on_the_other_replica_leave_it_whole(replicas) -> None:
+    a, b, dsn = replicas
+    one, two = trashed_pair(a, 0, token="tok", purge_after=100.0)
+    results: dict[str, Any] = {}
+    with psycopg.connect(dsn) as blocker:
+        # The second output's row is locked: an Undo that took the deletion stops mid-restore.
+        blocker.execute("SELECT id FROM outputs WHERE id = %s FOR UPDATE", (two,))
+        # Replica A's clock says the window is open, replica B's that it ended: both may act.
+        undo = started(results, "undo", lambda: a.restore_deletion("tok", 99.0))
+        wait_for(lambda: lock_waits(dsn) == 1)
+        sweep = started(results, "sweep", lambda: b.purge_due(101.0))
+        # The sweep must pass the deletion an Undo holds by, not purge what it can reach of it.
+        wait_for(lambda: lock_waits(dsn) == 2 or not sweep.is_alive())
+        blocker.rollback()
+    undo.join(30)
+    sweep.join(30)
+    assert results == {"undo": 2, "sweep": []}
+    assert [o.state for o in (a.output(one), a.output(two)) if o] == ["kept", "kept"]
+    assert a.deletion("tok") is None and b.purge_due(1e9) == []
+
+
+def test_a_sweep_holding_a_deletion_makes_an_undo_on_the_other_replica_find_it_gone(replicas) -> None:
+    a, b, dsn = replicas
+    one, two = trashed_pair(a, 0, token="tok", purge_after=100.0)
+    results: dict[str, Any] = {}
+    with psycopg.connect(dsn) as blocker:
+        blocker.execute("SELECT id FROM outputs WHERE id = %s FOR UPDATE", (two,))
+        sweep = started(results, "sweep", lambda: b.purge_due(101.0))
+        wait_for(lambda: lock_waits(dsn) == 1)
+        undo = started(results, "undo", lambda: a.restore_deletion("tok", 99.0))
+        # The Undo must wait for the sweep's deletion row, not restore the output it can reach.
+        wait_for(lambda: lock_waits(dsn) == 2 or not undo.is_alive())
+        blocker.rollback()
+    undo.join(30)
+    sweep.join(30)
+    assert results["undo"] == 0, results
+    assert sorted(results["sweep"]) == [f"00{n}".ljust(64, "0") for n in range(2)]  # both files freed
+    assert a.output(one) is None and a.output(two) is None and a.deletion("tok") is None
+
+
+def test_an_undo_and_a_sweep_racing_on_two_replicas_restore_or_purge_a_deletion_whole(replicas) -> None:
+    a, b, _ = replicas
+    for i in range(20):
+        token = f"tok{i}"
+        one, two = trashed_pair(a, i, token=token, purge_after=100.0)
+        # Skewed clocks: for A the window is open, for B it has ended.
+        results = at_once(undo=partial(a.restore_deletion, token, 99.0), sweep=partial(b.purge_due, 101.0))
+        left = [o.state for o in (a.output(one), a.output(two)) if o is not None]
+        if results["undo"]:
+            assert results == {"undo": 2, "sweep": []} and left == ["kept", "kept"], results
+        else:
+            assert len(results["sweep"]) == 2 and left == [], (results, left)
+    assert a.trashed_outputs() == []

@@ -22,7 +22,7 @@ from studio.client import HiAPIClient
 from studio.config import Settings
 from studio.images import ImageKeeper
 from studio.intake import Intake
-from studio.models import TaskRequest
+from studio.models import Task, TaskRequest
 from studio.simulator import Simulator
 from studio.startup import StartupError
 from studio.store import Store
@@ -202,6 +202,34 @@ def test_a_web_role_boots_without_a_tracker_and_records_clicks_for_a_worker(tmp_
         assert h["works"] is False and h["in_flight"] == 1 and h["alive"] is False
     finally:
         core.shutdown()
+
+
+def test_a_worker_role_sweeps_the_deletions_a_web_replica_left_when_they_are_due(tmp_path):
+    """No page process is left to purge: the worker's start-up sweep does, and only what is due."""
+    data = tmp_path / "data"
+    store = Store(data / "studio.db")
+    [due, open_] = [kept_output(store, n) for n in range(2)]
+    assert store.trash_outputs([due], token="gone", purge_after=1.0, now=0.0) == [due]
+    assert store.trash_outputs([open_], token="open", purge_after=4e9, now=0.0) == [open_]
+    services = core.boot(Settings(data_dir=data, role="worker"))
+    try:
+        assert services.trash is not None
+        assert store.output(due) is None and store.deletion("gone") is None
+        assert store.trashed_outputs() == [open_]  # its window is still open: Undo can come
+    finally:
+        core.shutdown()
+    assert store.trashed_outputs() == [open_]  # a stop purges nothing
+
+
+def kept_output(store: Store, n: int) -> int:
+    sid = store.add_submission(requests(1)[0], idempotency_key=f"kept-{n}", creative_id=f"c-{n}")
+    assert store.mark_created(sid, f"tk-kept-{n}")
+    assert store.record_task(
+        Task.parse({"taskId": f"tk-kept-{n}", "status": "success", "output": [{"url": "https://x/1.png"}]})
+    )
+    [o] = store.outputs_for([sid])[sid]
+    store.output_kept(o.id, sha256=f"{n}".ljust(64, "0"), width=1, height=1, nbytes=1)
+    return o.id
 
 
 @pytest.mark.parametrize("role", ["wokrer", "WEB server", ""])

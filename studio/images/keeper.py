@@ -216,7 +216,7 @@ class ImageKeeper:
         """Remove the original and its thumbnail from the blob store. Missing blobs are fine.
 
         The caller decides that no output uses the hash any more
-        (`Store.delete_outputs` / `purge_trashed` return exactly those)."""
+        (`Store.delete_outputs` / `purge_due` return exactly those)."""
         for key in (original_key(sha256), thumb_key(sha256)):
             self.blobs.delete(key)
 

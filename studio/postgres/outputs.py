@@ -3,10 +3,11 @@ failed, and its way out (trash, restore, delete for good), with the methods, row
 of `studio/sqlite/outputs.py`.
 
 Beyond the SQLite contract, for several replicas at once:
-- Trash and restore are one statement each, so two people trashing and restoring one image
-  at once leave it in one of the two states, never half of each.
-- `purge_trashed` deletes only rows still trashed when it deletes them: an image restored
-  on another replica meanwhile stays.
+- A deletion's row in `deletions` is what Undo and the purge contend for: Undo deletes it
+  (only while `purge_after > now`) before restoring, the purge takes due rows
+  `FOR UPDATE SKIP LOCKED` and deletes them with their outputs, each in one transaction.
+  So an Undo on one replica and a sweep on another restore or purge one deletion whole,
+  never half, and two sweeps purge it once.
 - Deleting decides what was the last use of a file or a submission under locks held to
   the end of the transaction (the submissions' rows `FOR UPDATE`, each content hash by
   `pg_advisory_xact_lock(BLOB_LOCK, hashtext(sha256))`), so when two replicas delete the
@@ -18,8 +19,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
-from ..records import OutputRow, OutputState
+from ..records import Deletion, OutputRow, OutputState
 from ..sqlite.submissions import clean
 from .db import PgDatabase
 
@@ -96,66 +98,107 @@ class PgOutputRows(PgDatabase):
                 (message, retry_at, output_id),
             )
 
-    def trash_outputs(self, output_ids: Sequence[int]) -> list[int]:
-        """Hide kept outputs from every view (state `trashed`) until `purge_trashed`; the ids hidden."""
+    def trash_outputs(
+        self, output_ids: Sequence[int], *, token: str, purge_after: float, now: float | None = None
+    ) -> list[int]:
+        """Hide kept outputs from every view (state `trashed`) under the deletion `token`,
+        undoable until `purge_after`; the ids hidden (no deletion recorded when none was kept)."""
         if not output_ids:
             return []
         with self._tx() as c:
             rows = c.execute(
-                "UPDATE outputs SET state = %s WHERE state = 'kept' AND id = ANY(%s) RETURNING id",
-                (TRASHED, list(output_ids)),
+                "UPDATE outputs SET state = %s, deletion = %s WHERE state = 'kept' AND id = ANY(%s) RETURNING id",
+                (TRASHED, token, list(output_ids)),
             ).fetchall()
+            if rows:
+                c.execute(
+                    "INSERT INTO deletions (token, purge_after, deleted_at) VALUES (%s, %s, %s)",
+                    (token, purge_after, time.time() if now is None else now),
+                )
         return sorted(int(r["id"]) for r in rows)
 
-    def restore_outputs(self, output_ids: Sequence[int]) -> int:
-        """Put trashed outputs back as kept (favourites, collections, text checks untouched)."""
-        if not output_ids:
-            return 0
-        return self._write(
-            "UPDATE outputs SET state = 'kept' WHERE state = %s AND id = ANY(%s)", (TRASHED, list(output_ids))
-        )
+    def deletion(self, token: str) -> Deletion | None:
+        """The deletion `token` while it is not purged (nor undone): its outputs and window."""
+        with self._read() as c:
+            row = c.execute("SELECT purge_after FROM deletions WHERE token = %s", (token,)).fetchone()
+            if row is None:
+                return None
+            ids = c.execute(
+                "SELECT id FROM outputs WHERE deletion = %s AND state = %s ORDER BY id", (token, TRASHED)
+            ).fetchall()
+        return Deletion(token, tuple(int(r["id"]) for r in ids), float(row["purge_after"]))
+
+    def restore_deletion(self, token: str, now: float) -> int:
+        """Put a deletion's outputs back as kept if its window is open at `now`; how many came
+        back (0: too late). Taking the deletion's row first (a purge holding it makes this wait,
+        then find it gone) is what makes Undo and purge exclude each other."""
+        with self._tx() as c:
+            won = c.execute(
+                "DELETE FROM deletions WHERE token = %s AND purge_after > %s RETURNING token", (token, now)
+            ).fetchone()
+            if won is None:
+                return 0
+            return int(
+                c.execute(
+                    "UPDATE outputs SET state = 'kept', deletion = NULL WHERE deletion = %s AND state = %s",
+                    (token, TRASHED),
+                ).rowcount
+            )
+
+    def purge_due(self, now: float) -> list[str]:
+        """Delete for good the outputs of every deletion due at `now`; the sha256 of files no
+        longer used. Each due deletion's row is taken `FOR UPDATE SKIP LOCKED`: one an Undo
+        holds is left to it, and two replicas sweeping at once purge each deletion once."""
+        with self._tx() as c:
+            tokens = [
+                r["token"]
+                for r in c.execute(
+                    "DELETE FROM deletions WHERE token IN (SELECT token FROM deletions WHERE purge_after <= %s"
+                    " ORDER BY token FOR UPDATE SKIP LOCKED) RETURNING token",
+                    (now,),
+                ).fetchall()
+            ]
+            if not tokens:
+                return []
+            gone = c.execute(
+                "DELETE FROM outputs WHERE deletion = ANY(%s) AND state = %s RETURNING sha256, submission_id",
+                (tokens, TRASHED),
+            ).fetchall()
+            return _forget(c, gone)
 
     def trashed_outputs(self) -> list[int]:
         with self._read() as c:
             rows = c.execute("SELECT id FROM outputs WHERE state = %s ORDER BY id", (TRASHED,)).fetchall()
         return [int(r["id"]) for r in rows]
 
-    def purge_trashed(self, output_ids: Sequence[int] | None = None) -> list[str]:
-        """Delete for good those of `output_ids` (default: all) still trashed; returns the sha256
-        of files no longer used, as `delete_outputs` does."""
-        ids = self.trashed_outputs() if output_ids is None else list(output_ids)
-        return self._delete(ids, only_trashed=True)
-
     def delete_outputs(self, output_ids: Sequence[int]) -> list[str]:
         """Delete outputs (and submissions left without any). Returns the sha256 of files no
         other output still uses, for the caller to remove from the blob store."""
-        return self._delete(list(output_ids), only_trashed=False)
-
-    def _delete(self, output_ids: list[int], *, only_trashed: bool) -> list[str]:
         if not output_ids:
             return []
         with self._tx() as c:
             gone = c.execute(
-                "DELETE FROM outputs WHERE id = ANY(%s)"
-                + (" AND state = %s" if only_trashed else "")
-                + " RETURNING sha256, submission_id",
-                (output_ids, TRASHED) if only_trashed else (output_ids,),
+                "DELETE FROM outputs WHERE id = ANY(%s) RETURNING sha256, submission_id", (list(output_ids),)
             ).fetchall()
-            # Locks in one order (submissions by id, then hashes sorted), held to the commit:
-            # the last of two concurrent deleters checks after the first committed.
-            subs = sorted({int(r["submission_id"]) for r in gone})
-            locked = c.execute(
-                "SELECT id FROM submissions WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (subs,)
-            ).fetchall()
-            for r in locked:
-                left = c.execute(
-                    "SELECT 1 FROM outputs WHERE submission_id = %s LIMIT 1", (r["id"],)
-                ).fetchone()
-                if left is None:
-                    c.execute("DELETE FROM submissions WHERE id = %s", (r["id"],))
-            orphans = []
-            for sha in sorted({r["sha256"] for r in gone if r["sha256"]}):
-                c.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (BLOB_LOCK, sha))
-                if c.execute("SELECT 1 FROM outputs WHERE sha256 = %s LIMIT 1", (sha,)).fetchone() is None:
-                    orphans.append(sha)
-            return orphans
+            return _forget(c, gone)
+
+
+def _forget(c: Any, gone: list[Any]) -> list[str]:
+    """Inside the transaction that deleted the output rows `gone` (sha256, submission_id):
+    delete the submissions left without outputs; the hashes no remaining output uses."""
+    # Locks in one order (submissions by id, then hashes sorted), held to the commit:
+    # the last of two concurrent deleters checks after the first committed.
+    subs = sorted({int(r["submission_id"]) for r in gone})
+    locked = c.execute(
+        "SELECT id FROM submissions WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (subs,)
+    ).fetchall()
+    for r in locked:
+        left = c.execute("SELECT 1 FROM outputs WHERE submission_id = %s LIMIT 1", (r["id"],)).fetchone()
+        if left is None:
+            c.execute("DELETE FROM submissions WHERE id = %s", (r["id"],))
+    orphans = []
+    for sha in sorted({r["sha256"] for r in gone if r["sha256"]}):
+        c.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (BLOB_LOCK, sha))
+        if c.execute("SELECT 1 FROM outputs WHERE sha256 = %s LIMIT 1", (sha,)).fetchone() is None:
+            orphans.append(sha)
+    return orphans

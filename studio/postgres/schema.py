@@ -264,6 +264,25 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE spend ADD COLUMN author TEXT NOT NULL DEFAULT 'local';
     CREATE INDEX submissions_author ON submissions(author);
     """,
+    # 13: the trash's undo windows live in the database, so every process agrees on them
+    # (studio/trash.py). One row per press of Delete, the row Undo and the purge lock
+    # (so one of them wins it whole); each trashed output names its deletion.
+    # Outputs trashed before this migration get one deletion due at once: the first
+    # sweep purges them, as the start-up purge did.
+    """
+    CREATE TABLE deletions (
+        token TEXT PRIMARY KEY,
+        purge_after DOUBLE PRECISION NOT NULL,
+        deleted_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX deletions_due ON deletions(purge_after);
+    ALTER TABLE outputs ADD COLUMN deletion TEXT;
+    CREATE INDEX outputs_deletion ON outputs(deletion);
+    INSERT INTO deletions (token, purge_after, deleted_at)
+        SELECT 'before-13', extract(epoch FROM now())::double precision, extract(epoch FROM now())::double precision
+        WHERE EXISTS (SELECT 1 FROM outputs WHERE state = 'trashed');
+    UPDATE outputs SET deletion = 'before-13' WHERE state = 'trashed';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -265,6 +265,25 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE spend ADD COLUMN author TEXT NOT NULL DEFAULT 'local';
     CREATE INDEX submissions_author ON submissions(author);
     """,
+    # 13: the trash's undo windows live in the database, so every process agrees on them
+    # (studio/trash.py). One row per press of Delete: the row is what Undo and the purge
+    # contend for (its window, its token); each trashed output names its deletion.
+    # Outputs trashed before this migration get one deletion due at once: the first
+    # sweep purges them, as the start-up purge did.
+    """
+    CREATE TABLE deletions (
+        token TEXT PRIMARY KEY,
+        purge_after REAL NOT NULL,
+        deleted_at REAL NOT NULL
+    );
+    CREATE INDEX deletions_due ON deletions(purge_after);
+    ALTER TABLE outputs ADD COLUMN deletion TEXT;
+    CREATE INDEX outputs_deletion ON outputs(deletion);
+    INSERT INTO deletions (token, purge_after, deleted_at)
+        SELECT 'before-13', CAST(strftime('%s', 'now') AS REAL), CAST(strftime('%s', 'now') AS REAL)
+        WHERE EXISTS (SELECT 1 FROM outputs WHERE state = 'trashed');
+    UPDATE outputs SET deletion = 'before-13' WHERE state = 'trashed';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 #: Slot number -> the table whose absence means a database skipped that (idempotent) slot.

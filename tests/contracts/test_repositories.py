@@ -22,6 +22,7 @@ from studio.models import Task, TaskRequest
 from studio.records import (
     LOCAL_AUTHOR,
     CampaignState,
+    Deletion,
     FidelityReport,
     GalleryQuery,
     NewCampaign,
@@ -313,22 +314,56 @@ def test_favourites_and_collections(repos: Repositories) -> None:
 # ---------------------------------------------------------------------- trash
 
 
-def test_trash_restore_and_purge(repos: Repositories) -> None:
+def test_trash_hides_under_one_deletion_and_undo_inside_the_window_restores_it_whole(
+    repos: Repositories,
+) -> None:
     a, b = kept(repos, "one", key="a", images=2)
     [c] = kept(repos, "two", key="c")
     repos.set_favourite(a, True)
-    assert repos.trash_outputs([a, b, 999]) == [a, b]
-    assert repos.trash_outputs([a]) == []  # already trashed
+    assert repos.trash_outputs([a, b, 999], token="t1", purge_after=120.0, now=100.0) == [a, b]
+    assert repos.trash_outputs([a], token="t2", purge_after=130.0, now=110.0) == []  # already trashed
+    assert repos.deletion("t2") is None  # nothing hidden, nothing recorded
+    assert repos.deletion("t1") == Deletion("t1", (a, b), 120.0)
     assert repos.trashed_outputs() == [a, b]
     assert repos.gallery_count(GalleryQuery()) == 1
-    assert repos.restore_outputs([a]) == 1
+    assert repos.purge_due(119.9) == []  # not due yet
+    assert repos.restore_deletion("t1", 119.9) == 2
     assert repos.gallery_items([a])[0].favourite  # restored untouched
-    assert repos.purge_trashed([a, b]) == ["a1".ljust(64, "0")]  # only b was still trashed
-    assert repos.output(b) is None and repos.output(a) is not None
+    assert repos.deletion("t1") is None and repos.trashed_outputs() == []
+    assert repos.restore_deletion("t1", 100.0) == 0  # undone once
+    assert repos.restore_deletion("nobody", 100.0) == 0
     gone = repos.delete_outputs([a, c])
     assert sorted(gone) == sorted(["a0".ljust(64, "0"), "c0".ljust(64, "0")])
-    assert repos.gallery_count(GalleryQuery(status="all")) == 0
-    assert repos.recent() == []  # submissions left without outputs go too
+    assert repos.output(b) is not None
+
+
+def test_a_deletion_past_its_window_cannot_be_undone_and_the_sweep_purges_only_what_is_due(
+    repos: Repositories,
+) -> None:
+    a, b = kept(repos, "one", key="a", images=2)
+    [c] = kept(repos, "two", key="c")
+    assert repos.trash_outputs([a, b], token="early", purge_after=120.0, now=100.0) == [a, b]
+    assert repos.trash_outputs([c], token="late", purge_after=150.0, now=130.0) == [c]
+    assert repos.restore_deletion("early", 120.0) == 0  # the window ends at purge_after
+    assert repos.deletion("early") == Deletion("early", (a, b), 120.0)  # still there until swept
+    assert sorted(repos.purge_due(120.0)) == sorted(["a0".ljust(64, "0"), "a1".ljust(64, "0")])
+    assert repos.output(a) is None and repos.output(b) is None and repos.deletion("early") is None
+    assert repos.purge_due(120.0) == []  # purged once
+    assert repos.deletion("late") == Deletion("late", (c,), 150.0)  # another deletion's window runs on
+    assert repos.restore_deletion("early", 100.0) == 0  # purged: nothing to restore, whatever the clock
+    assert repos.restore_deletion("late", 149.0) == 1
+    assert repos.purge_due(1e12) == [] and repos.output(c) is not None
+    assert repos.recent() and [s.prompt for s in repos.recent()] == ["two"]  # "one" went with its outputs
+
+
+def test_a_purged_output_frees_its_file_only_when_no_other_output_uses_it(repos: Repositories) -> None:
+    [a] = kept(repos, "one", key="a")
+    [b] = kept(repos, "two", key="b")
+    repos.output_kept(b, sha256="a0".ljust(64, "0"), width=1, height=1, nbytes=1)
+    repos.trash_outputs([a], token="t1", purge_after=10.0, now=0.0)
+    assert repos.purge_due(10.0) == []  # b still uses the file
+    repos.trash_outputs([b], token="t2", purge_after=20.0, now=0.0)
+    assert repos.purge_due(20.0) == ["a0".ljust(64, "0")]
 
 
 def test_a_file_shared_by_two_outputs_is_kept_until_the_last_goes(repos: Repositories) -> None:
