@@ -377,3 +377,56 @@ def test_a_studio_started_while_the_database_is_down_says_so_and_opens_by_itself
     finally:
         page.close()
         studio.stop()
+
+
+@pytest.mark.browser
+def test_a_tab_opened_while_the_database_is_away_gets_the_stored_draft_once_it_is_back_and_never_empties_it(
+    browser, tmp_path, pg, dsn, bucket
+):
+    from playwright.sync_api import expect
+
+    from tests.support import ARRIVAL_MS, StudioServer
+    from tests.test_browser_studio import EDITOR, open_studio, set_prompt
+
+    env = {
+        "STUDIO_ROLE": "all",
+        "DATABASE_URL": dsn,
+        "STORAGE_URL": f"s3://{bucket.bucket}/d-{uuid.uuid4().hex[:8]}",
+        "S3_ENDPOINT_URL": bucket.endpoint_url,
+        "AWS_ACCESS_KEY_ID": bucket.access_key,
+        "AWS_SECRET_ACCESS_KEY": bucket.secret_key,
+        "AWS_REGION": bucket.REGION,
+    }
+    studio = StudioServer(tmp_path / "studio", env=env).start()
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    try:
+        first = context.new_page()
+        open_studio(first, studio)
+        set_prompt(first, "yesterday's poster")
+        wait_for(lambda: "yesterday" in (_stored_prompt(dsn) or ""), timeout=60)
+        first.close()
+
+        pg.halt()
+        later = context.new_page()  # same browser (its draft cookie), a new session
+        open_studio(later, studio)
+        expect(later.get_by_text(SENTENCES[Dependency.DATABASE]).first).to_be_visible(timeout=ARRIVAL_MS)
+        assert later.locator(EDITOR).input_value() == ""  # the stored draft cannot be read yet
+        pg.resume()
+        expect(later.locator(EDITOR)).to_have_value("yesterday's poster", timeout=ARRIVAL_MS)  # no click
+        later.reload()
+        expect(later.locator(EDITOR)).to_have_value("yesterday's poster")
+        assert _stored_prompt(dsn) == "yesterday's poster"  # never overwritten by the empty session
+    finally:
+        context.close()
+        studio.stop()
+
+
+def _stored_prompt(dsn: str) -> str | None:
+    import json
+
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT body FROM drafts").fetchall()
+    prompts = [json.loads(r[0]).get("prompt") for r in rows]
+    return prompts[0] if len(prompts) == 1 else None
