@@ -191,7 +191,9 @@ def test_make_final_resends_a_draft_at_high_quality_priced_as_final(tmp_path):
         [draft_id] = tracker.submit(
             [TaskRequest('tile "SALE"', "3:1", "4K", quality="low")], click_token="draft-click-1"
         )
-        services = SimpleNamespace(store=store, tracker=tracker, intake=tracker, pricing=Pricing(), read_pricing=Pricing)
+        services = SimpleNamespace(
+            store=store, tracker=tracker, intake=tracker, pricing=Pricing(), read_pricing=Pricing
+        )
         done: dict = {}
         first = send_again(services, draft_id, "final-click-1", done, quality="high")
         again = send_again(services, draft_id, "final-click-1", done, quality="high")  # a double click
