@@ -416,5 +416,7 @@ def generate_button() -> None:
             if notice:
                 st.success(literal(notice), icon=":material/send:")
             if armed:
-                with st.container(key="another_variant_box"):
+                with st.container(
+                    key="another_variant_note"
+                ):  # its own key: never mistaken for the button's box
                     st.caption(":material/add: The next Generate makes another creative of this draft.")

@@ -111,7 +111,7 @@ def test_every_click_makes_one_creative_under_load_in_a_long_session(browser, tm
         expect(another).to_be_visible()  # drawn by the rerun that shows the result
         generate(page).click()
         another.click()
-        expect(page.locator(".st-key-another_variant_box")).to_contain_text("next Generate")
+        expect(page.locator(".st-key-another_variant_note")).to_contain_text("next Generate")
         generate(page).click()
         wait_for(lambda: len(_creatives(server, marker)) >= 2, timeout=ARRIVAL_MS / 1000)
         expect(another).to_be_visible()

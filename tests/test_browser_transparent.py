@@ -11,6 +11,7 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from tests.conftest import ARRIVAL_MS, screenshot
+from tests.support import wait_for
 from tests.test_browser_studio import creative, generate, open_expander, open_studio, set_prompt, set_ratio
 
 pytestmark = pytest.mark.browser
@@ -22,7 +23,16 @@ def test_a_transparent_image_shows_on_a_checkerboard_and_downloads_with_alpha(pa
     set_prompt(page, f'A sticker {marker} that says "HELLO"')
     set_ratio(page, "1:1", True)
     open_expander(page, "options")  # quality and background are folded under "Quality: Default"
-    page.locator(".st-key-background_picker button", has_text="Transparent").click()
+    transparent = page.locator(".st-key-background_picker button", has_text="Transparent")
+
+    def picked() -> bool:
+        # A click that lands while the fold's rerun redraws the picker is lost: pressed again until it
+        # holds (pressing the picked option again keeps it: `draft.sync_background`).
+        if transparent.get_attribute("aria-checked") != "true":
+            transparent.click()
+        return transparent.get_attribute("aria-checked") == "true"
+
+    wait_for(picked, timeout=ARRIVAL_MS / 1000, step=0.5)
     expect(page.locator(".st-key-background_picker button[aria-checked='true']")).to_have_text("Transparent")
     generate(page).click()
     card = creative(page, marker)
