@@ -87,17 +87,21 @@ class StudioServer:
             ],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+        proc = self.proc
+
+        def healthy() -> bool:
+            if proc.poll() is not None:
                 raise RuntimeError(f"studio exited early:\n{self.log()}")
             try:
-                if httpx.get(self.url + "/_stcore/health", timeout=1).text.strip() == "ok":
-                    return self
+                return httpx.get(self.url + "/_stcore/health", timeout=1).text.strip() == "ok"
             except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"studio did not become healthy:\n{self.log()}")
+                return False
+
+        try:
+            wait_for(healthy, timeout=timeout, step=0.2)
+        except AssertionError:
+            raise RuntimeError(f"studio did not become healthy:\n{self.log()}") from None
+        return self
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -121,6 +125,92 @@ def wait_for(condition: Callable[[], T], timeout: float = 60.0, step: float = 0.
         if time.monotonic() >= deadline:
             raise AssertionError(f"condition not met within {timeout:g} s")
         time.sleep(step)
+
+
+#: In the page, once: every WebSocket Streamlit sends on is read as well, and while a
+#: wait is armed (`window.__studioRuns.armed`) the script runs that begin after its first
+#: rerun request are logged: ForwardMsg's `new_session` (field 4) and `script_finished`
+#: (field 6) carry `metadata.run` (field 2 → 6: `script_run_id` 1, `fragment_ids` 2), and
+#: a full-page run's `delta`s (field 5) are searched for the text it must draw.
+_RUNS_JS = r"""
+(want) => {
+  if (!window.__studioRuns) {
+    const runs = (window.__studioRuns = { armed: null, current: null, sockets: new WeakSet() });
+    const varint = (b, i) => {
+      let v = 0, scale = 1, c;
+      do { c = b[i++]; v += (c & 0x7f) * scale; scale *= 128; } while (c & 0x80);
+      return [v, i];
+    };
+    const fields = (b) => {  // [number, varint value | bytes] of one protobuf message
+      const out = [];
+      let i = 0;
+      while (i < b.length) {
+        let key, v;
+        [key, i] = varint(b, i);
+        const type = key & 7;
+        if (type === 0) { [v, i] = varint(b, i); }
+        else if (type === 2) { [v, i] = varint(b, i); v = b.subarray(i, i + v); i += v.length; }
+        else if (type === 1 || type === 5) { i += type === 1 ? 8 : 4; continue; }
+        else break;
+        out.push([Math.floor(key / 8), v]);
+      }
+      return out;
+    };
+    const field = (fs, n) => (fs.find((f) => f[0] === n) || [])[1];
+    const utf8 = new TextDecoder();
+    const read = (e) => {
+      const a = runs.armed;
+      if (!a || !a.sent || !(e.data instanceof ArrayBuffer)) return;
+      const top = fields(new Uint8Array(e.data));
+      const meta = field(top, 2);
+      const run = meta ? field(fields(meta), 6) : undefined;
+      const ids = run ? fields(run) : [];
+      const id = ids.filter((f) => f[0] === 1).map((f) => utf8.decode(f[1]))[0];
+      const full = !ids.some((f) => f[0] === 2);
+      if (field(top, 4) !== undefined) {
+        runs.current = id;
+        if (full) { a.latest = id; a.runs[id] = { drew: !a.want, ended: false }; }
+      } else if (field(top, 6) !== undefined) {
+        if (a.runs[id]) a.runs[id].ended = true;
+      } else if (field(top, 5) !== undefined && a.want) {
+        const r = a.runs[runs.current];
+        if (r && !r.drew && utf8.decode(field(top, 5)).includes(a.want)) r.drew = true;
+      }
+    };
+    const send = WebSocket.prototype.send;
+    WebSocket.prototype.send = function (data) {
+      if (!runs.sockets.has(this)) { runs.sockets.add(this); this.addEventListener("message", read); }
+      const a = runs.armed;
+      // A BackMsg whose first field is rerun_script (11, length-delimited: tag 0x5a).
+      if (a && !a.sent && data instanceof Uint8Array && data[0] === 0x5a) a.sent = true;
+      return send.call(this, data);
+    };
+  }
+  window.__studioRuns.armed = { want, sent: false, latest: null, runs: {} };
+}
+"""
+
+_RUN_DONE_JS = """() => {
+  const a = window.__studioRuns && window.__studioRuns.armed;
+  const r = a && a.latest && a.runs[a.latest];
+  return !!(r && r.ended && r.drew);
+}"""
+
+
+def after_rerun(
+    page: Any, action: Callable[[], Any], *, drawn: str | None = None, timeout_ms: float = ARRIVAL_MS
+) -> None:
+    """Do `action` (a blur, a click) in a Streamlit page; return once the page run it asked for is over.
+
+    Over means: the newest full-page run begun after the action's rerun request
+    has finished and, with `drawn`, sent that text to the page. The runs are read
+    off the page's own WebSocket by a reader armed before the action, so a run
+    that begins and ends between two looks is still seen and one that ended
+    before the request never counts. The action must make Streamlit rerun.
+    """
+    page.evaluate(_RUNS_JS, drawn)
+    action()
+    page.wait_for_function(_RUN_DONE_JS, timeout=timeout_ms, polling=50)
 
 
 class FakeClock:

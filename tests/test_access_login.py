@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from playwright.sync_api import expect
 
 from tests.support import StudioServer, screenshot, wait_for
+from tests.test_browser_studio import set_prompt
 
 pytestmark = pytest.mark.browser
 
@@ -207,9 +208,7 @@ def test_team_member_signs_in_through_oidc_and_gets_pages_and_images(browser, te
         assert "_streamlit_user" in names  # the identity cookie Streamlit itself set
 
         # Generate one image: its thumbnail loads through the guarded route with the cookie…
-        page.locator(".st-key-prompt_editor textarea").fill('A badge that reads "TEAM"')
-        page.locator(".st-key-prompt_editor textarea").evaluate("e => e.blur()")
-        page.wait_for_timeout(400)
+        set_prompt(page, 'A badge that reads "TEAM"')
         page.locator(".st-key-generate_box button:visible").click()
         thumb = page.locator("[class*='st-key-task_'] img[src*='/thumbs/']")
         expect(thumb).to_have_count(1, timeout=30_000)

@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import expect
 
 from studio.images import read_recipe
-from tests.support import ARRIVAL_MS, StudioServer, screenshot
+from tests.support import ARRIVAL_MS, StudioServer, after_rerun, screenshot
 from tests.test_browser_studio import EDITOR, generate, open_studio, set_prompt, set_ratio
 
 pytestmark = pytest.mark.browser
@@ -31,8 +31,7 @@ def test_generate_keep_restart_reuse_and_export(browser, tmp_path):
         set_prompt(page, prompt)
         set_ratio(page, "1:1", False)
         set_ratio(page, "21:9", True)
-        page.locator(".st-key-resolution_picker").get_by_text("2K", exact=True).click()
-        page.wait_for_timeout(400)
+        after_rerun(page, page.locator(".st-key-resolution_picker").get_by_text("2K", exact=True).click)
         generate(page).click()
         expect(page.locator("[class*='st-key-creative_'] img[src*='/thumbs/']")).to_have_count(
             1, timeout=20_000

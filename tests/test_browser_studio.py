@@ -8,7 +8,8 @@ import uuid
 import pytest
 from playwright.sync_api import expect
 
-from tests.support import screenshot
+from components.editor import count_label
+from tests.support import after_rerun, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -27,10 +28,22 @@ def open_studio(page, server):
 
 
 def set_prompt(page, text: str) -> None:
+    """Type `text` as the prompt; return once the studio has drawn the page for it.
+
+    Streamlit commits a text area on blur, then reruns the page: this waits for
+    that run to end having drawn the count of `text` ("N / 20,000 characters").
+    Text the editor already holds commits nothing, so there is no run to wait for.
+    """
     area = page.locator(EDITOR)
-    area.fill(text)
-    area.evaluate("e => e.blur()")  # Streamlit commits a text area on blur
-    page.wait_for_timeout(400)
+
+    def type_and_commit() -> None:
+        area.fill(text)
+        area.evaluate("e => e.blur()")  # Streamlit commits a text area on blur
+
+    if area.input_value() == text:
+        type_and_commit()
+    else:
+        after_rerun(page, type_and_commit, drawn=count_label(text))
 
 
 def open_all_ratios(page) -> None:

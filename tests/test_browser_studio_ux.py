@@ -4,9 +4,9 @@ unticked visibly, tiles that toggle on any click, the mode in the header, the li
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-import time
 import uuid
 from pathlib import Path
 
@@ -28,19 +28,22 @@ def _in_first_screen(locator, height: int) -> bool:
 
 def _draft_saved(data_dir: Path, text: str, timeout_s: float = ARRIVAL_MS / 1000) -> None:
     """Wait until the studio's database holds a draft containing `text` (the save is server-side)."""
-    deadline = time.monotonic() + timeout_s
     db = data_dir / "studio.db"
-    while time.monotonic() < deadline:
-        if db.exists():
-            with sqlite3.connect(db, timeout=10) as conn:
-                try:
-                    bodies = [r[0] for r in conn.execute("SELECT body FROM drafts")]
-                except sqlite3.OperationalError:  # not migrated yet
-                    bodies = []
-            if any(text in json.dumps(json.loads(b), ensure_ascii=False) for b in bodies):
-                return
-        time.sleep(0.2)  # polling a condition, not waiting for time to pass
-    raise AssertionError(f"no draft with {text!r} was saved")
+
+    def saved() -> bool:
+        if not db.exists():
+            return False
+        with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
+            try:
+                bodies = [r[0] for r in conn.execute("SELECT body FROM drafts")]
+            except sqlite3.OperationalError:  # not migrated yet
+                return False
+        return any(text in json.dumps(json.loads(b), ensure_ascii=False) for b in bodies)
+
+    try:
+        wait_for(saved, timeout=timeout_s, step=0.2)
+    except AssertionError:
+        raise AssertionError(f"no draft with {text!r} was saved") from None
 
 
 @pytest.mark.parametrize(

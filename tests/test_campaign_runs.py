@@ -11,6 +11,7 @@ import json
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
@@ -34,10 +35,12 @@ PRICING = Pricing(prices={"1K": Decimal("0.03"), "2K": Decimal("0.06"), "4K": De
 
 
 class RecordingClient:
-    """The real HiAPIClient, with every create and poll timed (monotonic seconds)."""
+    """The real HiAPIClient, with every create and poll timed (monotonic seconds, or on `clock`
+    when a test sets it to the tracker's fake clock)."""
 
     def __init__(self, client: HiAPIClient) -> None:
         self.client = client
+        self.clock: Callable[[], float] = time.monotonic
         self.lock = threading.Lock()
         self.creates: list[tuple[float, float, str]] = []  # (start, end, outcome)
         self.started: dict[str, float] = {}  # task id -> its create's start
@@ -51,19 +54,19 @@ class RecordingClient:
         return self.client.new_idempotency_key()
 
     def create_task(self, request, *, idempotency_key=None):
-        start = time.monotonic()
+        start = self.clock()
         try:
             created = self.client.create_task(request, idempotency_key=idempotency_key)
         except RateLimitedError:
             with self.lock:
-                self.creates.append((start, time.monotonic(), "429"))
+                self.creates.append((start, self.clock(), "429"))
             raise
         except Exception:
             with self.lock:
-                self.creates.append((start, time.monotonic(), "error"))
+                self.creates.append((start, self.clock(), "error"))
             raise
         with self.lock:
-            self.creates.append((start, time.monotonic(), "ok"))
+            self.creates.append((start, self.clock(), "ok"))
             self.started.setdefault(created.task_id, start)
         return created
 
@@ -71,7 +74,7 @@ class RecordingClient:
         task = self.client.get_task(task_id)
         if task.is_terminal:
             with self.lock:
-                self.finished.setdefault(task_id, time.monotonic())
+                self.finished.setdefault(task_id, self.clock())
         return task
 
     def peak_in_flight(self) -> int:
@@ -251,11 +254,24 @@ def test_a_single_prompt_goes_at_once_and_campaign_rows_wait_for_room(sim, tmp_p
 @pytest.mark.slow
 def test_429s_on_create_hold_every_create_and_halve_the_pace_without_duplicates(sim, tmp_path):
     sim.set_faults(post_429_rate=1.0, retry_after=1)
-    tracker, store, client = make(sim, tmp_path, max_active=8)
+    clock = FakeClock.at_now()
+    tracker, store, client = make(sim, tmp_path, max_active=8, clock=clock)
+    client.clock = clock  # creates are timed on the clock the tracker holds them by
     cid, ids = start_campaign(tracker, [f"item {i}" for i in range(6)], ratios=("1:1", "4:5"))
     tracker.start()
+
+    def settled() -> None:
+        """The tracker has looked at the clock's time and every create it sent has been answered."""
+        loop_rounds(tracker, 1)
+        wait_for(lambda: tracker.health()["lanes"]["create"]["busy"] == 0)
+
     try:
-        time.sleep(3.0)  # every create is refused for a while
+        settled()
+        for _ in range(
+            30
+        ):  # three seconds on the tracker's clock, a tenth at a time: every create is refused
+            clock.advance(0.1)
+            settled()
         with client.lock:
             attempts = sorted(client.creates)
         # The first tick admits the limit (8) at once; some of those may reach the wire
@@ -263,15 +279,18 @@ def test_429s_on_create_hold_every_create_and_halve_the_pace_without_duplicates(
         first_wave, later = attempts[:8], attempts[8:]
         assert all(outcome == "429" for *_, outcome in first_wave)
         assert later, "creates must be tried again after Retry-After"
-        for start, _, _ in later:
-            last_429 = max(end for _, end, outcome in attempts if outcome == "429" and end <= start)
+        for attempt in later:
+            start = attempt[0]
+            # Its own 429 ends at its start on a clock that stands still while a create is answered.
+            others = (a for a in attempts if a is not attempt)
+            last_429 = max(end for _, end, outcome in others if outcome == "429" and end <= start)
             # Retry-After: 1 holds every create, and the halved pace sends them one at a time.
             assert start - last_429 >= 0.9, f"a create started {start - last_429:.2f}s after a 429"
         assert len(later) <= 4  # one per second, not one per waiting create
         assert tracker.health()["pace"] == 1 and tracker.health()["rate_limited"] >= len(attempts) - 1
 
         sim.set_faults(post_429_rate=0.3)
-        assert wait_for(finished(store, cid), timeout=120)
+        assert clock.run_until(finished(store, cid), tracker, step=0.1, timeout=120)
         assert CampaignStore(store).campaign(cid).progress.done == 12
         stats = sim.stats()
         assert stats["tasks_created"] == 12  # every retry reused its idempotency key

@@ -13,7 +13,6 @@ import logging
 import re
 import socket
 import threading
-import time
 import traceback
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -1019,13 +1018,9 @@ def posts(sim: Any) -> dict[str, int]:
     return {k: v for k, v in sim.stats()["requests"].items() if k.startswith("POST ")}
 
 
-def wait_terminal(client: HiAPIClient, task_id: str, deadline_s: float = 5.0) -> Task:
-    end = time.monotonic() + deadline_s
-    while True:
-        task = client.get_task(task_id)
-        if task.is_terminal or time.monotonic() > end:
-            return task
-        time.sleep(0.05)
+def wait_terminal(client: HiAPIClient, task_id: str, deadline_s: float = 60.0) -> Task:
+    """The task once it is terminal (polled every 50 ms); AssertionError if it never gets there."""
+    return wait_for(lambda: (task := client.get_task(task_id)).is_terminal and task, deadline_s)
 
 
 def test_sim_create_poll_and_list_round_trip(sim: Any) -> None:

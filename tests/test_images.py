@@ -175,6 +175,7 @@ def _routes(a: dict[str, bytes]) -> dict[str, Callable[[_Handler], None]]:
             h.wfile.write(b"\x00" * 65536)
 
     def slow(h: _Handler) -> None:
+        # A deliberately slow server (the fault under test): silent for longer than the keeper's 1 s timeout.
         time.sleep(2.5)
         h.send_plain(200, a["png"], "image/png")
 

@@ -120,7 +120,7 @@ def test_client_deadline_also_covers_trickled_headers():
                 except OSError:
                     break
                 sent.append(ch)
-                time.sleep(0.05)
+                time.sleep(0.05)  # a deliberately slow server (the fault under test): one byte at a time
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
