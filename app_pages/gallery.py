@@ -36,7 +36,8 @@ pages = max(1, -(-total // PAGE_SIZE))
 page = min(st.session_state.get("g_page", 1), pages) if paged else None
 noun = "image" if query.status == "kept" else "item"
 count, layout, clear = st.columns([4, 1, 1], vertical_alignment="center")
-count.caption(f"{total:,} {noun}{'s' if total != 1 else ''}")
+with count, st.container(key="g_count"):  # kept current by the grid as images arrive (gallery.js)
+    st.caption(f"{total:,} {noun}{'s' if total != 1 else ''}")
 layout.button(
     "One scroll" if paged else "Show in pages", key="g_layout", type="tertiary", on_click=toggle_pages,
     icon=":material/view_day:" if paged else ":material/auto_stories:",

@@ -364,6 +364,7 @@ def grid(q: GalleryQuery, *, page: int | None = None) -> dict[str, Any]:
             "paged": page is not None,
             "size": size,
             "empty": NO_MATCHES,
+            "noun": "image" if q.status == "kept" else "item",  # the page's count caption, kept current
         },
         on_open_change=_on_open,
         on_select_change=_on_select,

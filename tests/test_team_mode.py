@@ -226,6 +226,8 @@ def test_images_kept_on_one_replica_appear_on_the_other_replicas_open_gallery_wi
             generate(studio).click()
             expect(cards.filter(has_text=marker)).to_have_count(1, timeout=ARRIVAL_MS)
             expect(cards).to_have_count(n)
+            # The count above the grid follows the same push: never fewer than the cards under it.
+            expect(gallery.locator(".st-key-g_count")).to_have_text(f"{n} image{'s' if n != 1 else ''}")
         assert gallery.evaluate("() => window.__opened_once === true")
         kept = _rows(
             postgres_db,

@@ -260,11 +260,22 @@ function take(state, view, replace) {
   if (replace) state.items = new Map();
   view.items.forEach((item, i) => state.items.set(view.offset + i, item));
   state.total = view.total;
+  showCount(state);
   if (state.paged) {
     state.offset = view.offset;
     state.count = view.items.length;
   }
   if (!state.v || newer(view.v, state.v)) state.v = view.v;
+}
+
+// The page's "N images" caption (app_pages/gallery.py, drawn by the script) follows the pushed
+// views too, so it never reads fewer than the cards under it.
+function showCount(state) {
+  if (!state.noun) return;
+  const line = document.querySelector(".st-key-g_count p");
+  if (!line) return;
+  const text = `${state.total.toLocaleString("en-US")} ${state.noun}${state.total === 1 ? "" : "s"}`;
+  if (line.textContent !== text) line.textContent = text;
 }
 
 async function get(state, offset, limit) {
@@ -405,6 +416,7 @@ export default function (component) {
   state.base = data.base || "";
   state.selected = new Set(data.selected || []);
   state.size = data.size || 60;
+  state.noun = data.noun || "";
   if (state.empty.textContent !== (data.empty || "")) state.empty.textContent = data.empty || "";
   const source = state.base + data.source;
   const paged = Boolean(data.paged);
