@@ -175,8 +175,9 @@ def _routes(a: dict[str, bytes]) -> dict[str, Callable[[_Handler], None]]:
             h.wfile.write(b"\x00" * 65536)
 
     def slow(h: _Handler) -> None:
-        # A deliberately slow server (the fault under test): silent for longer than the keeper's 1 s timeout.
-        time.sleep(2.5)
+        # A server that stays silent (the fault under test) until the module's server stops: far past
+        # the keeper's 1 s timeout, however slow the machine, and no sleep.
+        _SILENT.wait(60)
         h.send_plain(200, a["png"], "image/png")
 
     def redirect(to: str) -> Callable[[_Handler], None]:
@@ -214,6 +215,10 @@ def _routes(a: dict[str, bytes]) -> dict[str, Callable[[_Handler], None]]:
     }
 
 
+#: Set when the module's server stops: the slow route answers only then.
+_SILENT = threading.Event()
+
+
 @pytest.fixture(scope="module")
 def server(assets: dict[str, bytes]) -> Iterator[_Server]:
     srv = _Server(("127.0.0.1", 0), _Handler)
@@ -222,6 +227,7 @@ def server(assets: dict[str, bytes]) -> Iterator[_Server]:
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield srv
+    _SILENT.set()
     srv.shutdown()
     srv.server_close()
 
