@@ -55,7 +55,7 @@ from studio.blobs import LocalBlobStore
 from studio.callbacks import MAX_BODY_BYTES, BodyTooLarge, Verdict, read_capped
 from studio.config import ConfigError, Settings
 from studio.export import EXPORT_LIFETIME_S, link_expired
-from studio.health import SENTENCES, dependency_of
+from studio.health import SENTENCES
 from studio.kit import KIT_LIFETIME_S
 from studio.references import EXT_MEDIA
 from studio.startup import DataFolderInUse, StartupError, bind_problem, hold_data_lock, protect_data_dir
@@ -150,10 +150,9 @@ def _needs_services(handler):
         except Exception as exc:
             # The database or the bucket went away meanwhile: the same one sentence as the pages,
             # and a 503 HiAPI retries a callback after (nothing it sent is lost).
-            dep = dependency_of(exc)
+            dep = s.health.noticed_error(exc)
             if dep is None:
                 raise
-            s.health.noticed(dep)
             body = {"status": "unavailable", "problem": SENTENCES[dep]}
             return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
@@ -168,10 +167,8 @@ async def health(request: Request) -> Response:
     except Exception as exc:
         # The database away: still an answer (200), so a load balancer keeps sending pages here,
         # where they say so, rather than its own error page.
-        dep = dependency_of(exc)
-        if dep is None:
+        if s.health.noticed_error(exc) is None:
             raise
-        s.health.noticed(dep)
         body = {"status": "degraded", "mode": s.settings.mode, "role": s.role, "outage": s.health.state()}
         return JSONResponse(body)
     # A web process follows no task (its workers are other processes): its health is its own.

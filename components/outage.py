@@ -28,7 +28,7 @@ import streamlit as st
 
 from components.services import get_services
 from components.watch import version, watch
-from studio.health import SENTENCES, Dependency, dependency_of
+from studio.health import SENTENCES, Dependency
 from studio.services import Services
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -61,10 +61,8 @@ def tolerant() -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        dep = dependency_of(exc)
-        if dep is None:
+        if get_services().health.noticed_error(exc) is None:
             raise
-        get_services().health.noticed(dep)
 
 
 def run(page: Any, services: Services) -> None:
@@ -72,12 +70,11 @@ def run(page: Any, services: Services) -> None:
     try:
         page.run()
     except Exception as exc:
-        dep = dependency_of(exc)
+        before = services.health.down()
+        dep = services.health.noticed_error(exc)
         if dep is None:
             raise
-        known = dep in services.health.down()
-        services.health.noticed(dep)
-        if not known:
+        if dep not in before:
             st.warning(SENTENCES[dep], icon=ICON)
         st.stop()  # nothing typed is dropped by a stopped run
 
@@ -90,11 +87,9 @@ def callback(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            dep = dependency_of(exc)
-            if dep is None:
+            if get_services().health.noticed_error(exc) is None:
                 raise
-            get_services().health.noticed(dep)  # the banner above the page drawn next says it
-            return None
+            return None  # the banner above the page drawn next says it
 
     return body  # type: ignore[return-value]
 
@@ -107,13 +102,12 @@ def guarded(fragment: F) -> F:
         try:
             return fragment(*args, **kwargs)
         except Exception as exc:
-            dep = dependency_of(exc)
+            health = get_services().health
+            before = health.down()
+            dep = health.noticed_error(exc)
             if dep is None:
                 raise
-            health = get_services().health
-            known = dep in health.down()
-            health.noticed(dep)
-            if not known:
+            if dep not in before:
                 st.rerun(scope="app")  # the page above tells it, once
             return None  # already told above the page (drawn, or pushed into its watch)
 

@@ -39,7 +39,7 @@ from studio.campaigns import (
     variables,
 )
 from studio.errors import HiAPIError
-from studio.health import SENTENCES, Dependency, dependency_of
+from studio.health import SENTENCES
 from studio.output_storage import storage_value
 from studio.pricing import Pricing
 from studio.ratios import EXT_ROUTE, combination_problem
@@ -230,9 +230,8 @@ def _send(summary: dict) -> None:
     except Exception as exc:
         # The database went away: the click's one transaction was not written, so nothing is
         # sent; the same click (its token) after it is back still makes one creative.
-        if dependency_of(exc) is None:
+        if not _outage_said(exc):
             raise
-        _outage_said(exc)
         return
     n = len(done.submission_ids)
     if done.campaign_id is not None:
@@ -280,18 +279,20 @@ def on_generate(token: str) -> None:
             st.session_state[PENDING] = summary  # the page opens the dialog
             return
     except Exception as exc:  # the price table and the click's record are in the database
-        if dependency_of(exc) is None:
+        if not _outage_said(exc):
             raise
-        _outage_said(exc)
         return
     _send(summary)
 
 
-def _outage_said(exc: Exception) -> None:
-    """An outage met by a click: noticed, and said beside Generate (nothing was sent)."""
-    dep = dependency_of(exc) or Dependency.DATABASE
-    get_services().health.noticed(dep)
+def _outage_said(exc: Exception) -> bool:
+    """An outage met by a click: noticed, and said beside Generate (nothing was sent). False
+    when `exc` is another kind of error (the caller re-raises it)."""
+    dep = get_services().health.noticed_error(exc)
+    if dep is None:
+        return False
     _say(errors={"general": SENTENCES[dep]})
+    return True
 
 
 @st.dialog("Confirm generation", on_dismiss=lambda: st.session_state.pop(PENDING, None))

@@ -6,8 +6,9 @@ Contract:
   bounded to a few seconds by its adapter) and records which are down. `problem()` is the one
   sentence a page shows for the first of them (the database before the object store, since
   without it nothing else works), None while everything answers.
-- `noticed(dependency)`: a caller that met `StoreUnavailable` / `BlobStoreUnavailable` says so;
-  the dependency counts as down at once, until a check finds it answering again.
+- `noticed(dependency)` (or `noticed_error(exc)`): a caller that met `StoreUnavailable` /
+  `BlobStoreUnavailable` says so; the dependency counts as down at once, until a check finds it
+  answering again.
 - Listeners (`subscribe`) hear every change (`down()` after it), an outage beginning or ending,
   on the thread that saw it: the push channel tells the pages, the tracker wakes and resumes.
 - `start()` runs `check()` every `every_s` seconds on a daemon thread; a probe's own trouble
@@ -96,6 +97,14 @@ class Health:
     def noticed(self, dependency: Dependency) -> None:
         """A caller met this dependency's outage: it is down from now until a check says otherwise."""
         self._set(dependency, down=True)
+
+    def noticed_error(self, exc: BaseException) -> Dependency | None:
+        """`noticed` for the dependency an exception says is down; None (nothing noticed) when it
+        is another kind of error, which the caller re-raises."""
+        dep = dependency_of(exc)
+        if dep is not None:
+            self.noticed(dep)
+        return dep
 
     # -- checking -----------------------------------------------------------------
     def check(self) -> tuple[Dependency, ...]:

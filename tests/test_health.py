@@ -121,3 +121,10 @@ def test_errors_are_mapped_to_what_they_say_is_down():
     assert dependency_of(S3Unavailable("x")) is Dependency.STORAGE
     assert dependency_of(S3BlobError("AccessDenied")) is None  # refused is not away
     assert dependency_of(ValueError("x")) is None
+
+
+def test_an_outage_error_is_noticed_and_any_other_error_is_left_to_its_caller(probes):
+    health = Health(probes)
+    assert health.noticed_error(ValueError("a bad field")) is None and health.down() == ()
+    assert health.noticed_error(StoreUnavailable("x")) is Dependency.DATABASE
+    assert health.down() == (Dependency.DATABASE,)
